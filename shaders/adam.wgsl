@@ -1,0 +1,31 @@
+// AdamW step over a range of parameters, with bias correction and decoupled weight decay, in the
+// order PyTorch's torch.optim.AdamW applies them:
+//   p <- p * (1 - lr * wd);  m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+//   p <- p - lr * (m / bc1) / (sqrt(v / bc2) + eps),   bc = 1 - beta^t (computed on the host)
+// p and g are usually the parameter and gradient buffers, m and v halves of one state buffer.
+
+struct Params {
+    n: u32, p_off: u32, g_off: u32, m_off: u32,
+    v_off: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    lr: f32, beta1: f32, beta2: f32, eps: f32,
+    weight_decay: f32, bc1: f32, bc2: f32, _pad3: f32,
+}
+
+@group(0) @binding(0) var<uniform> u: Params;
+@group(0) @binding(1) var<storage, read_write> params: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grads: array<f32>;
+@group(0) @binding(3) var<storage, read_write> state: array<f32>;
+
+@compute @workgroup_size(256)
+fn adam_step(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+             @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= u.n) { return; }
+    let g = grads[u.g_off + i];
+    let m = u.beta1 * state[u.m_off + i] + (1.0 - u.beta1) * g;
+    let v = u.beta2 * state[u.v_off + i] + (1.0 - u.beta2) * g * g;
+    state[u.m_off + i] = m;
+    state[u.v_off + i] = v;
+    let p = params[u.p_off + i] * (1.0 - u.lr * u.weight_decay);
+    params[u.p_off + i] = p - u.lr * (m / u.bc1) / (sqrt(v / u.bc2) + u.eps);
+}

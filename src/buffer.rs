@@ -1,0 +1,115 @@
+//! Packed buffers: one allocation per role (parameters, activations, gradients...), addressed by
+//! element offsets. A `View` is a window into one; kernels take views and pass offsets as uniforms.
+//! Holds: the buffer handle for both backends and the CPU-side aliasing rules. Not kernels.
+
+use std::cell::UnsafeCell;
+
+/// A buffer of f32 values on one backend. Integer data (class labels) is stored as exact f32.
+pub struct Buf {
+    pub(crate) id: u64,
+    pub(crate) len: usize,
+    pub(crate) inner: BufInner,
+}
+
+pub(crate) enum BufInner {
+    /// `UnsafeCell` per element: kernels write one region while reading another of the same
+    /// buffer, which is sound only because `check_disjoint` proves the regions do not overlap.
+    Cpu(Box<[UnsafeCell<f32>]>),
+    Gpu(wgpu::Buffer),
+}
+
+impl Buf {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The whole buffer as a view.
+    pub fn all(&self) -> View<'_> {
+        View { buf: self, offset: 0, len: self.len }
+    }
+    /// `len` values starting at `offset`. Panics if the window leaves the buffer: that is a bug
+    /// in the caller's offset table, never a user error.
+    pub fn view(&self, offset: usize, len: usize) -> View<'_> {
+        assert!(offset + len <= self.len, "view {offset}+{len} outside buffer of {}", self.len);
+        View { buf: self, offset, len }
+    }
+    pub(crate) fn cpu_ptr(&self) -> *mut f32 {
+        match &self.inner {
+            BufInner::Cpu(cells) => UnsafeCell::raw_get(cells.as_ptr()),
+            BufInner::Gpu(_) => panic!("CPU kernel given a GPU buffer"),
+        }
+    }
+    pub(crate) fn gpu(&self) -> &wgpu::Buffer {
+        match &self.inner {
+            BufInner::Gpu(b) => b,
+            BufInner::Cpu(_) => panic!("GPU kernel given a CPU buffer"),
+        }
+    }
+}
+
+/// A window of `len` f32 values at element `offset` of a packed buffer.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    pub buf: &'a Buf,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl<'a> View<'a> {
+    /// A sub-window, relative to this one.
+    pub fn sub(&self, offset: usize, len: usize) -> View<'a> {
+        assert!(offset + len <= self.len, "sub-view {offset}+{len} outside view of {}", self.len);
+        View { buf: self.buf, offset: self.offset + offset, len }
+    }
+    pub(crate) fn off(&self) -> u32 {
+        u32::try_from(self.offset).expect("buffer offset beyond u32")
+    }
+    fn overlaps(&self, other: &View) -> bool {
+        self.buf.id == other.buf.id
+            && self.len > 0
+            && other.len > 0
+            && self.offset < other.offset + other.len
+            && other.offset < self.offset + self.len
+    }
+    /// Read-only slice for a CPU kernel. Callers must have run `check_disjoint` first.
+    pub(crate) unsafe fn cpu(&self) -> &'a [f32] {
+        std::slice::from_raw_parts(self.buf.cpu_ptr().add(self.offset), self.len)
+    }
+    /// Mutable slice for a CPU kernel. Callers must have run `check_disjoint` first.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn cpu_mut(&self) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.buf.cpu_ptr().add(self.offset), self.len)
+    }
+}
+
+/// Every output must be disjoint from every other view (inputs and other outputs). Packed buffers
+/// make aliasing easy to get wrong, so this is checked on every launch on both backends.
+pub(crate) fn check_disjoint(outputs: &[View], inputs: &[View]) {
+    for (i, o) in outputs.iter().enumerate() {
+        for other in outputs[i + 1..].iter().chain(inputs) {
+            assert!(
+                !o.overlaps(other),
+                "kernel output [{}, +{}) overlaps another operand [{}, +{}) of the same buffer",
+                o.offset,
+                o.len,
+                other.offset,
+                other.len
+            );
+        }
+    }
+}
+
+/// Send a raw pointer into rayon workers; each worker touches a disjoint range.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+static NEXT_CPU_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+
+/// CPU buffer ids live in their own range so they never collide with GPU ones.
+pub(crate) fn next_cpu_id() -> u64 {
+    NEXT_CPU_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

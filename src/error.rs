@@ -1,0 +1,30 @@
+//! One error type for the library. Every variant is a failure the user can act on; the CLI prints
+//! it on one line and exits with code 2. Nothing in regop panics on bad input.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or data set the user gave us is unusable: names the file and the problem.
+    #[error("{path}: {msg}")]
+    Input { path: String, msg: String },
+    /// Flags or arguments that do not make sense together.
+    #[error("{0}")]
+    Usage(String),
+    /// No usable adapter, a lost device, out of memory, a validation failure in a kernel launch.
+    #[error("device: {0}")]
+    Device(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn input(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
+        Error::Input { path: path.as_ref().display().to_string(), msg: msg.into() }
+    }
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+}

@@ -1,0 +1,404 @@
+//! The wgpu backend: adapter, device, queue, compiled kernels, and the recorder that puts a whole
+//! step into one command encoder and one compute pass. Holds no kernel maths (see `kernels/`).
+//!
+//! Per-dispatch uniforms go into one arena buffer, each in its own aligned slot bound with a
+//! dynamic offset: `queue.write_buffer` runs before the commands it is submitted with, so a single
+//! uniform buffer rewritten between dispatches would give every dispatch the last value.
+
+use crate::buffer::{Buf, BufInner};
+use crate::error::{Error, Result};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Bytes reserved for one dispatch's uniforms. Every kernel's params struct fits in it.
+pub const PARAM_SLOT: u64 = 256;
+/// Uniform arena size: dispatches per submit before the recorder flushes on its own.
+const ARENA_SLOTS: u64 = 4096;
+/// Longest we wait for the GPU before calling the device hung (lavapipe is slow, not that slow).
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct GpuDevice {
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    kernels: RefCell<HashMap<(&'static str, &'static str), Rc<Kernel>>>,
+    bind_groups: RefCell<HashMap<(&'static str, Vec<u64>), wgpu::BindGroup>>,
+    rec: RefCell<Recorder>,
+    arena: wgpu::Buffer,
+    slot: u64,
+    next_buf_id: Cell<u64>,
+    /// First asynchronous error reported by wgpu (validation, out of memory, device lost).
+    fault: Arc<Mutex<Option<String>>>,
+}
+
+/// A compiled entry point and its explicit bind group layout: binding 0 is the uniform slot,
+/// bindings 1..=n are storage buffers, all read_write so one packed buffer may be bound twice.
+struct Kernel {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    n_storage: usize,
+}
+
+#[derive(Default)]
+struct Recorder {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    params: Vec<u8>,
+    /// Timestamp query set of an open timed region (see `GpuDevice::time`).
+    timing: Option<wgpu::QuerySet>,
+}
+
+impl GpuDevice {
+    pub(crate) fn new(adapter: &wgpu::Adapter) -> Result<GpuDevice> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        // Only optional features we gate on; anything else would make us unportable.
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("regop"),
+            required_features: features,
+            // The adapter's own limits: the defaults cap storage bindings at 128 MiB.
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::Device(format!("cannot open {}: {e}", info.name)))?;
+
+        let fault = Arc::new(Mutex::new(None::<String>));
+        let sink = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut f = sink.lock().unwrap();
+            if f.is_none() {
+                *f = Some(e.to_string().lines().next().unwrap_or("unknown error").to_string());
+            }
+        }));
+        let sink = fault.clone();
+        device.set_device_lost_callback(move |_reason, msg| {
+            let mut f = sink.lock().unwrap();
+            if f.is_none() {
+                *f = Some(format!("device lost: {msg}"));
+            }
+        });
+
+        let slot = PARAM_SLOT.max(limits.min_uniform_buffer_offset_alignment as u64);
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("uniform arena"),
+            size: slot * ARENA_SLOTS,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Ok(GpuDevice {
+            info,
+            limits,
+            features,
+            device,
+            queue,
+            kernels: RefCell::default(),
+            bind_groups: RefCell::default(),
+            rec: RefCell::default(),
+            arena,
+            slot,
+            next_buf_id: Cell::new(1),
+            fault,
+        })
+    }
+
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    fn check_fault(&self) -> Result<()> {
+        match self.fault.lock().unwrap().take() {
+            Some(msg) => Err(Error::Device(msg)),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn alloc(&self, len: usize) -> Result<Buf> {
+        let bytes = (len.max(1) * 4) as u64;
+        let max = self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size as u64);
+        if bytes > max {
+            return Err(Error::Device(format!(
+                "buffer of {bytes} bytes exceeds the adapter's limit of {max} bytes"
+            )));
+        }
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let id = self.next_buf_id.get();
+        self.next_buf_id.set(id + 1);
+        Ok(Buf { id, len, inner: BufInner::Gpu(buffer) })
+    }
+
+    pub(crate) fn write(&self, buf: &Buf, offset: usize, data: &[f32]) -> Result<()> {
+        // Recorded work must run before this write, and write_buffer jumps the queue: flush first.
+        self.flush()?;
+        if !data.is_empty() {
+            self.queue.write_buffer(buf.gpu(), (offset * 4) as u64, bytemuck::cast_slice(data));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read(&self, buf: &Buf, offset: usize, len: usize) -> Result<Vec<f32>> {
+        self.flush()?;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let bytes = (len * 4) as u64;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(buf.gpu(), (offset * 4) as u64, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let bytes = self.map_read(&staging)?;
+        Ok(bytemuck::cast_slice(&bytes).to_vec())
+    }
+
+    fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let slice = staging.slice(..);
+        let done = Arc::new(Mutex::new(None));
+        let sink = done.clone();
+        slice.map_async(wgpu::MapMode::Read, move |r| *sink.lock().unwrap() = Some(r));
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_TIMEOUT) })
+            .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+        self.check_fault()?;
+        match done.lock().unwrap().take() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Device(format!("reading back a buffer: {e}"))),
+            None => return Err(Error::Device("GPU did not finish in time".into())),
+        }
+        let out = slice
+            .get_mapped_range()
+            .map_err(|e| Error::Device(format!("reading back a buffer: {e}")))?
+            .to_vec();
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Submit everything recorded so far. Does not wait.
+    pub fn flush(&self) -> Result<()> {
+        let mut rec = self.rec.borrow_mut();
+        rec.pass = None; // ends the pass
+        if let Some(enc) = rec.encoder.take() {
+            if !rec.params.is_empty() {
+                self.queue.write_buffer(&self.arena, 0, &rec.params);
+                rec.params.clear();
+            }
+            self.queue.submit([enc.finish()]);
+        }
+        drop(rec);
+        self.check_fault()
+    }
+
+    /// Submit and wait until the GPU is idle.
+    pub fn sync(&self) -> Result<()> {
+        self.flush()?;
+        self.device
+            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_TIMEOUT) })
+            .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
+        self.check_fault()
+    }
+
+    fn kernel(&self, shader: &'static str, source: &'static str, entry: &'static str, n_storage: usize) -> Rc<Kernel> {
+        if let Some(k) = self.kernels.borrow().get(&(shader, entry)) {
+            return k.clone();
+        }
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(shader),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: wgpu::BufferSize::new(PARAM_SLOT),
+            },
+            count: None,
+        }];
+        for i in 0..n_storage {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: 1 + i as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(shader),
+            entries: &entries,
+        });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(shader),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        let k = Rc::new(Kernel { pipeline, layout, n_storage });
+        self.kernels.borrow_mut().insert((shader, entry), k.clone());
+        k
+    }
+
+    /// Record one dispatch of `shader::entry` with `params` in its uniform slot and `bufs` bound
+    /// to bindings 1..=n. `groups` is the workgroup count in x, y, z.
+    pub(crate) fn launch<P: bytemuck::Pod>(
+        &self,
+        shader: &'static str,
+        source: &'static str,
+        entry: &'static str,
+        params: &P,
+        bufs: &[&Buf],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let bytes = bytemuck::bytes_of(params);
+        assert!(bytes.len() as u64 <= PARAM_SLOT, "{shader}: params larger than a slot");
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        assert!(groups.iter().all(|&g| g <= max), "{shader}::{entry}: grid {groups:?} over the limit {max}");
+        let kernel = self.kernel(shader, source, entry, bufs.len());
+        assert_eq!(kernel.n_storage, bufs.len());
+
+        if self.rec.borrow().params.len() as u64 + self.slot > self.slot * ARENA_SLOTS {
+            self.flush()?;
+        }
+        let key = (shader, bufs.iter().map(|b| b.id).collect::<Vec<_>>());
+        if !self.bind_groups.borrow().contains_key(&key) {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &self.arena,
+                    offset: 0,
+                    size: wgpu::BufferSize::new(PARAM_SLOT),
+                }),
+            }];
+            for (i, b) in bufs.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry { binding: 1 + i as u32, resource: b.gpu().as_entire_binding() });
+            }
+            let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &kernel.layout,
+                entries: &entries,
+            });
+            self.bind_groups.borrow_mut().insert(key.clone(), bg);
+        }
+        let bind_groups = self.bind_groups.borrow();
+        let bg = &bind_groups[&key];
+
+        let mut rec = self.rec.borrow_mut();
+        let offset = rec.params.len() as u32;
+        rec.params.extend_from_slice(bytes);
+        rec.params.resize(offset as usize + self.slot as usize, 0);
+        if rec.encoder.is_none() {
+            rec.encoder = Some(self.device.create_command_encoder(&Default::default()));
+        }
+        if rec.pass.is_none() {
+            let rec = &mut *rec;
+            let timestamp_writes = rec.timing.as_ref().map(|qs| wgpu::ComputePassTimestampWrites {
+                query_set: qs,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            });
+            let pass = rec
+                .encoder
+                .as_mut()
+                .unwrap()
+                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes })
+                .forget_lifetime();
+            rec.pass = Some(pass);
+        }
+        let pass = rec.pass.as_mut().unwrap();
+        pass.set_pipeline(&kernel.pipeline);
+        pass.set_bind_group(0, bg, &[offset]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        Ok(())
+    }
+
+    /// GPU seconds spent by the work `record` records, from timestamp queries written at the start
+    /// and end of its compute pass. `None` when the adapter has no timestamp queries. `record`
+    /// must stay under the arena size (4096 dispatches) so that it stays in one pass.
+    pub fn time(&self, record: impl FnOnce() -> Result<()>) -> Result<Option<f64>> {
+        if !self.has_timestamps() {
+            record()?;
+            self.sync()?;
+            return Ok(None);
+        }
+        self.flush()?;
+        let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        self.rec.borrow_mut().timing = Some(qs.clone());
+        let recorded = record();
+        self.rec.borrow_mut().timing = None;
+        recorded?;
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("timestamps readback"),
+            size: 16,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        {
+            let mut rec = self.rec.borrow_mut();
+            rec.pass = None;
+            let enc = rec.encoder.as_mut().expect("timed region recorded no dispatch");
+            enc.resolve_query_set(&qs, 0..2, &resolve, 0);
+            enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
+        }
+        self.flush()?;
+        let bytes = self.map_read(&staging)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&bytes);
+        let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
+        Ok(Some(ns * 1e-9))
+    }
+}
+
+/// Workgroup grid for `n` invocations of a 1-D kernel with `wg` threads per group, folded into
+/// two dimensions when it exceeds the per-dimension limit. Kernels rebuild the linear index as
+/// `(wid.y * num_workgroups.x + wid.x) * wg + lid.x` and bound-check it against `n`.
+pub(crate) fn grid_1d(n: usize, wg: usize, max: u32) -> [u32; 3] {
+    let groups = n.div_ceil(wg) as u64;
+    let max = max as u64;
+    if groups <= max {
+        return [groups as u32, 1, 1];
+    }
+    let y = groups.div_ceil(max);
+    [groups.div_ceil(y) as u32, y as u32, 1]
+}

@@ -1,0 +1,44 @@
+//! Bias add over a batch of matrices: WGSL launch (shaders/bias.wgsl) and the CPU reference.
+
+use crate::buffer::{check_disjoint, View};
+use crate::device::Device;
+use crate::error::Result;
+use crate::gpu::grid_1d;
+
+const SHADER: &str = include_str!("../../shaders/bias.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32, cols: u32, batch: u32, total: u32,
+    y_off: u32, y_stride: u32, b_off: u32, b_stride: u32,
+}
+
+/// Y[z, r, j] += bias[z, j]; `y_stride` and `b_stride` are the batch strides in elements.
+pub fn bias_add(dev: &Device, batch: usize, rows: usize, cols: usize, y: View, y_stride: usize, bias: View, b_stride: usize) -> Result<()> {
+    assert!(batch == 0 || y.len >= (batch - 1) * y_stride + rows * cols, "bias_add: Y view too short");
+    assert!(batch == 0 || bias.len >= (batch - 1) * b_stride + cols, "bias_add: bias view too short");
+    check_disjoint(&[y], &[bias]);
+    let total = batch * rows * cols;
+    match dev {
+        Device::Cpu(_) => {
+            let (yv, bv) = unsafe { (y.cpu_mut(), bias.cpu()) };
+            for z in 0..batch {
+                let b = &bv[z * b_stride..z * b_stride + cols];
+                for r in 0..rows {
+                    let row = &mut yv[z * y_stride + r * cols..z * y_stride + (r + 1) * cols];
+                    row.iter_mut().zip(b).for_each(|(v, bj)| *v += bj);
+                }
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                rows: rows as u32, cols: cols as u32, batch: batch as u32, total: total as u32,
+                y_off: y.off(), y_stride: y_stride as u32, b_off: bias.off(), b_stride: b_stride as u32,
+            };
+            let grid = grid_1d(total, 256, g.limits.max_compute_workgroups_per_dimension);
+            g.launch("bias", SHADER, "bias_add", &p, &[y.buf, bias.buf], grid)
+        }
+    }
+}

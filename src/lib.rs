@@ -1,0 +1,14 @@
+//! regop: edit trained neural networks for requirement compliance, on any GPU through wgpu/WGSL or
+//! on the CPU. The data path reads straight through: model file -> parameter graph -> editor ->
+//! edited weights -> edited model file -> report; this crate grows one module per step.
+
+pub mod buffer;
+pub mod device;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod mlp;
+
+pub use buffer::{Buf, View};
+pub use device::{Device, DeviceChoice};
+pub use error::{Error, Result};

@@ -1,0 +1,70 @@
+//! Shared test harness: run one closure over one packed buffer on the CPU backend and on the GPU
+//! backend (lavapipe where there is no GPU) and compare.
+#![allow(dead_code)]
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use regop::{Buf, Device, DeviceChoice, Result};
+
+pub fn gpu() -> Device {
+    let (dev, _) = Device::open(DeviceChoice::Gpu)
+        .expect("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) to run the GPU tests");
+    dev
+}
+
+/// A generator seeded from the clock: every run tries fresh inputs; the seed is printed so a
+/// failure can be replayed with REGOP_TEST_SEED.
+pub fn fresh_rng(tag: &str) -> ChaCha8Rng {
+    let seed = std::env::var("REGOP_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    eprintln!("{tag}: REGOP_TEST_SEED={seed}");
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Values uniform in [-2, 2): never zeros, never all alike.
+pub fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
+}
+
+/// Run `f` on a buffer initialised to `init`, on both backends; returns (cpu, gpu) final contents.
+pub fn on_both(gpu: &Device, init: &[f32], f: impl Fn(&Device, &Buf) -> Result<()>) -> (Vec<f32>, Vec<f32>) {
+    let cpu = Device::cpu();
+    let mut out = Vec::new();
+    for dev in [&cpu, gpu] {
+        let buf = dev.upload(init).unwrap();
+        f(dev, &buf).unwrap();
+        out.push(dev.read_all(&buf).unwrap());
+    }
+    let g = out.pop().unwrap();
+    (out.pop().unwrap(), g)
+}
+
+/// ||gpu - cpu|| / ||cpu|| of each range in `outputs`, after checking NaN placement over the
+/// whole buffer: poisoned (NaN) cells must be the same on both, so neither backend wrote outside
+/// its outputs or skipped a cell; cells outside every output must be untouched (bit-identical);
+/// no NaN may remain inside an output. Returns the largest relative error.
+pub fn compare(what: &str, cpu: &[f32], gpu: &[f32], outputs: &[std::ops::Range<usize>]) -> f64 {
+    assert_eq!(cpu.len(), gpu.len());
+    let inside = |i: usize| outputs.iter().any(|r| r.contains(&i));
+    for i in 0..cpu.len() {
+        assert_eq!(cpu[i].is_nan(), gpu[i].is_nan(), "{what}: NaN placement differs at {i} (cpu {}, gpu {})", cpu[i], gpu[i]);
+        if !inside(i) && !cpu[i].is_nan() {
+            assert_eq!(cpu[i].to_bits(), gpu[i].to_bits(), "{what}: cell {i} outside the outputs changed");
+        }
+    }
+    let mut worst = 0.0f64;
+    for range in outputs {
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for i in range.clone() {
+            assert!(!cpu[i].is_nan(), "{what}: output cell {i} never written");
+            let d = (gpu[i] - cpu[i]) as f64;
+            num += d * d;
+            den += (cpu[i] as f64).powi(2);
+        }
+        let rel = (num / den.max(1e-30)).sqrt();
+        assert!(rel < 1e-5, "{what}: relative error {rel:e} >= 1e-5 over {range:?}");
+        worst = worst.max(rel);
+    }
+    worst
+}
