@@ -27,13 +27,25 @@ impl Buf {
     }
     /// The whole buffer as a view.
     pub fn all(&self) -> View<'_> {
-        View { buf: self, offset: 0, len: self.len }
+        View {
+            buf: self,
+            offset: 0,
+            len: self.len,
+        }
     }
     /// `len` values starting at `offset`. Panics if the window leaves the buffer: that is a bug
     /// in the caller's offset table, never a user error.
     pub fn view(&self, offset: usize, len: usize) -> View<'_> {
-        assert!(offset + len <= self.len, "view {offset}+{len} outside buffer of {}", self.len);
-        View { buf: self, offset, len }
+        assert!(
+            offset + len <= self.len,
+            "view {offset}+{len} outside buffer of {}",
+            self.len
+        );
+        View {
+            buf: self,
+            offset,
+            len,
+        }
     }
     pub(crate) fn cpu_ptr(&self) -> *mut f32 {
         match &self.inner {
@@ -60,8 +72,16 @@ pub struct View<'a> {
 impl<'a> View<'a> {
     /// A sub-window, relative to this one.
     pub fn sub(&self, offset: usize, len: usize) -> View<'a> {
-        assert!(offset + len <= self.len, "sub-view {offset}+{len} outside view of {}", self.len);
-        View { buf: self.buf, offset: self.offset + offset, len }
+        assert!(
+            offset + len <= self.len,
+            "sub-view {offset}+{len} outside view of {}",
+            self.len
+        );
+        View {
+            buf: self.buf,
+            offset: self.offset + offset,
+            len,
+        }
     }
     pub(crate) fn off(&self) -> u32 {
         u32::try_from(self.offset).expect("buffer offset beyond u32")

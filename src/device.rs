@@ -7,7 +7,9 @@ use crate::error::{Error, Result};
 use crate::gpu::GpuDevice;
 use std::cell::UnsafeCell;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// A hardware GPU if there is one, else the CPU backend.
@@ -48,7 +50,12 @@ fn instance() -> wgpu::Instance {
 }
 
 pub fn is_hardware(t: wgpu::DeviceType) -> bool {
-    matches!(t, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::VirtualGpu)
+    matches!(
+        t,
+        wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu
+    )
 }
 
 fn rank(t: wgpu::DeviceType) -> u8 {
@@ -98,7 +105,8 @@ impl Device {
                 let why = if is_hardware(a.get_info().device_type) {
                     "--device gpu: best adapter".to_string()
                 } else {
-                    "--device gpu: no hardware GPU, using the software adapter (correct, slow)".to_string()
+                    "--device gpu: no hardware GPU, using the software adapter (correct, slow)"
+                        .to_string()
                 };
                 Ok((Device::Gpu(GpuDevice::new(a)?), why))
             }
@@ -107,16 +115,24 @@ impl Device {
                 match list.iter().find(|a| is_hardware(a.get_info().device_type)) {
                     Some(a) => match GpuDevice::new(a) {
                         Ok(g) => Ok((Device::Gpu(g), "--device auto: hardware GPU found".into())),
-                        Err(e) => Ok((Device::cpu(), format!("--device auto: GPU failed to start ({e}); CPU backend"))),
+                        Err(e) => Ok((
+                            Device::cpu(),
+                            format!("--device auto: GPU failed to start ({e}); CPU backend"),
+                        )),
                     },
-                    None => Ok((Device::cpu(), "--device auto: no hardware GPU adapter; CPU backend".into())),
+                    None => Ok((
+                        Device::cpu(),
+                        "--device auto: no hardware GPU adapter; CPU backend".into(),
+                    )),
                 }
             }
         }
     }
 
     pub fn cpu() -> Device {
-        Device::Cpu(CpuDevice { threads: rayon::current_num_threads() })
+        Device::Cpu(CpuDevice {
+            threads: rayon::current_num_threads(),
+        })
     }
 
     pub fn is_gpu(&self) -> bool {
@@ -132,7 +148,11 @@ impl Device {
                 g.info.name,
                 g.info.backend,
                 g.info.device_type,
-                if is_hardware(g.info.device_type) { "" } else { ", software" }
+                if is_hardware(g.info.device_type) {
+                    ""
+                } else {
+                    ", software"
+                }
             ),
         }
     }

@@ -76,7 +76,13 @@ impl GpuDevice {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut f = sink.lock().unwrap();
             if f.is_none() {
-                *f = Some(e.to_string().lines().next().unwrap_or("unknown error").to_string());
+                *f = Some(
+                    e.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("unknown error")
+                        .to_string(),
+                );
             }
         }));
         let sink = fault.clone();
@@ -123,7 +129,10 @@ impl GpuDevice {
 
     pub(crate) fn alloc(&self, len: usize) -> Result<Buf> {
         let bytes = (len.max(1) * 4) as u64;
-        let max = self.limits.max_buffer_size.min(self.limits.max_storage_buffer_binding_size as u64);
+        let max = self
+            .limits
+            .max_buffer_size
+            .min(self.limits.max_storage_buffer_binding_size as u64);
         if bytes > max {
             return Err(Error::Device(format!(
                 "buffer of {bytes} bytes exceeds the adapter's limit of {max} bytes"
@@ -139,14 +148,19 @@ impl GpuDevice {
         });
         let id = self.next_buf_id.get();
         self.next_buf_id.set(id + 1);
-        Ok(Buf { id, len, inner: BufInner::Gpu(buffer) })
+        Ok(Buf {
+            id,
+            len,
+            inner: BufInner::Gpu(buffer),
+        })
     }
 
     pub(crate) fn write(&self, buf: &Buf, offset: usize, data: &[f32]) -> Result<()> {
         // Recorded work must run before this write, and write_buffer jumps the queue: flush first.
         self.flush()?;
         if !data.is_empty() {
-            self.queue.write_buffer(buf.gpu(), (offset * 4) as u64, bytemuck::cast_slice(data));
+            self.queue
+                .write_buffer(buf.gpu(), (offset * 4) as u64, bytemuck::cast_slice(data));
         }
         Ok(())
     }
@@ -174,9 +188,14 @@ impl GpuDevice {
         let slice = staging.slice(..);
         let done = Arc::new(Mutex::new(None));
         let sink = done.clone();
-        slice.map_async(wgpu::MapMode::Read, move |r| *sink.lock().unwrap() = Some(r));
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            *sink.lock().unwrap() = Some(r)
+        });
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_TIMEOUT) })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(WAIT_TIMEOUT),
+            })
             .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
         self.check_fault()?;
         match done.lock().unwrap().take() {
@@ -211,19 +230,30 @@ impl GpuDevice {
     pub fn sync(&self) -> Result<()> {
         self.flush()?;
         self.device
-            .poll(wgpu::PollType::Wait { submission_index: None, timeout: Some(WAIT_TIMEOUT) })
+            .poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(WAIT_TIMEOUT),
+            })
             .map_err(|e| Error::Device(format!("waiting for the GPU: {e}")))?;
         self.check_fault()
     }
 
-    fn kernel(&self, shader: &'static str, source: &'static str, entry: &'static str, n_storage: usize) -> Rc<Kernel> {
+    fn kernel(
+        &self,
+        shader: &'static str,
+        source: &'static str,
+        entry: &'static str,
+        n_storage: usize,
+    ) -> Rc<Kernel> {
         if let Some(k) = self.kernels.borrow().get(&(shader, entry)) {
             return k.clone();
         }
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(shader),
-            source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(shader),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -246,24 +276,34 @@ impl GpuDevice {
                 count: None,
             });
         }
-        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some(shader),
-            entries: &entries,
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(shader),
+                entries: &entries,
+            });
+        let pipeline_layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(shader),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&pipeline_layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        let k = Rc::new(Kernel {
+            pipeline,
+            layout,
+            n_storage,
         });
-        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some(shader),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: Some(&pipeline_layout),
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: Default::default(),
-            cache: None,
-        });
-        let k = Rc::new(Kernel { pipeline, layout, n_storage });
         self.kernels.borrow_mut().insert((shader, entry), k.clone());
         k
     }
@@ -280,12 +320,18 @@ impl GpuDevice {
         groups: [u32; 3],
     ) -> Result<()> {
         let bytes = bytemuck::bytes_of(params);
-        assert!(bytes.len() as u64 <= PARAM_SLOT, "{shader}: params larger than a slot");
+        assert!(
+            bytes.len() as u64 <= PARAM_SLOT,
+            "{shader}: params larger than a slot"
+        );
         if groups.contains(&0) {
             return Ok(());
         }
         let max = self.limits.max_compute_workgroups_per_dimension;
-        assert!(groups.iter().all(|&g| g <= max), "{shader}::{entry}: grid {groups:?} over the limit {max}");
+        assert!(
+            groups.iter().all(|&g| g <= max),
+            "{shader}::{entry}: grid {groups:?} over the limit {max}"
+        );
         let kernel = self.kernel(shader, source, entry, bufs.len());
         assert_eq!(kernel.n_storage, bufs.len());
 
@@ -303,7 +349,10 @@ impl GpuDevice {
                 }),
             }];
             for (i, b) in bufs.iter().enumerate() {
-                entries.push(wgpu::BindGroupEntry { binding: 1 + i as u32, resource: b.gpu().as_entire_binding() });
+                entries.push(wgpu::BindGroupEntry {
+                    binding: 1 + i as u32,
+                    resource: b.gpu().as_entire_binding(),
+                });
             }
             let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
@@ -324,16 +373,22 @@ impl GpuDevice {
         }
         if rec.pass.is_none() {
             let rec = &mut *rec;
-            let timestamp_writes = rec.timing.as_ref().map(|qs| wgpu::ComputePassTimestampWrites {
-                query_set: qs,
-                beginning_of_pass_write_index: Some(0),
-                end_of_pass_write_index: Some(1),
-            });
+            let timestamp_writes = rec
+                .timing
+                .as_ref()
+                .map(|qs| wgpu::ComputePassTimestampWrites {
+                    query_set: qs,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                });
             let pass = rec
                 .encoder
                 .as_mut()
                 .unwrap()
-                .begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes,
+                })
                 .forget_lifetime();
             rec.pass = Some(pass);
         }
@@ -378,7 +433,10 @@ impl GpuDevice {
         {
             let mut rec = self.rec.borrow_mut();
             rec.pass = None;
-            let enc = rec.encoder.as_mut().expect("timed region recorded no dispatch");
+            let enc = rec
+                .encoder
+                .as_mut()
+                .expect("timed region recorded no dispatch");
             enc.resolve_query_set(&qs, 0..2, &resolve, 0);
             enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, 16);
         }

@@ -2,12 +2,16 @@
 //! on the CPU. The data path reads straight through: model file -> parameter graph -> editor ->
 //! edited weights -> edited model file -> report; this crate grows one module per step.
 
+pub mod bench;
 pub mod buffer;
+pub mod cli;
 pub mod device;
 pub mod error;
 pub mod gpu;
+pub mod io;
 pub mod kernels;
 pub mod mlp;
+pub mod model;
 
 pub use buffer::{Buf, View};
 pub use device::{Device, DeviceChoice};

@@ -27,8 +27,14 @@ pub struct MlpShape {
 
 impl MlpShape {
     pub fn new(dims: &[usize], activation: Activation) -> MlpShape {
-        assert!(dims.len() >= 2 && dims.iter().all(|&d| d > 0), "an MLP needs >= 2 non-zero widths");
-        MlpShape { dims: dims.to_vec(), activation }
+        assert!(
+            dims.len() >= 2 && dims.iter().all(|&d| d > 0),
+            "an MLP needs >= 2 non-zero widths"
+        );
+        MlpShape {
+            dims: dims.to_vec(),
+            activation,
+        }
     }
     pub fn layers(&self) -> usize {
         self.dims.len() - 1
@@ -87,16 +93,34 @@ pub struct BatchedMlp {
 
 impl BatchedMlp {
     /// Allocate buffers for `batch` models and upload their parameters (`batch * n_params`, model-major).
-    pub fn new(dev: &Device, shape: &MlpShape, batch: usize, rows: usize, params: &[f32]) -> Result<BatchedMlp> {
+    pub fn new(
+        dev: &Device,
+        shape: &MlpShape,
+        batch: usize,
+        rows: usize,
+        params: &[f32],
+    ) -> Result<BatchedMlp> {
         let np = shape.n_params();
-        assert_eq!(params.len(), batch * np, "parameters for {batch} models expected");
+        assert_eq!(
+            params.len(),
+            batch * np,
+            "parameters for {batch} models expected"
+        );
         let mut act_offsets = Vec::new();
         let mut off = 0;
         for l in 0..shape.layers() {
             let size = batch * rows * shape.fan_out(l);
-            let post = if l + 1 < shape.layers() { off + size } else { off };
+            let post = if l + 1 < shape.layers() {
+                off + size
+            } else {
+                off
+            };
             act_offsets.push((off, post));
-            off = if l + 1 < shape.layers() { post + size } else { off + size };
+            off = if l + 1 < shape.layers() {
+                post + size
+            } else {
+                off + size
+            };
         }
         Ok(BatchedMlp {
             shape: shape.clone(),
@@ -118,18 +142,30 @@ impl BatchedMlp {
     }
     fn pre(&self, buf_is_grad: bool, l: usize) -> View<'_> {
         let b = if buf_is_grad { &self.dacts } else { &self.acts };
-        b.view(self.act_offsets[l].0, self.batch * self.rows * self.shape.fan_out(l))
+        b.view(
+            self.act_offsets[l].0,
+            self.batch * self.rows * self.shape.fan_out(l),
+        )
     }
     fn post(&self, buf_is_grad: bool, l: usize) -> View<'_> {
         let b = if buf_is_grad { &self.dacts } else { &self.acts };
-        b.view(self.act_offsets[l].1, self.batch * self.rows * self.shape.fan_out(l))
+        b.view(
+            self.act_offsets[l].1,
+            self.batch * self.rows * self.shape.fan_out(l),
+        )
     }
     fn weights<'a>(&self, buf: &'a Buf, l: usize) -> View<'a> {
         let n = self.shape.fan_in(l) * self.shape.fan_out(l);
-        buf.view(self.shape.weight_offset(l), (self.batch - 1) * self.stride() + n)
+        buf.view(
+            self.shape.weight_offset(l),
+            (self.batch - 1) * self.stride() + n,
+        )
     }
     fn biases<'a>(&self, buf: &'a Buf, l: usize) -> View<'a> {
-        buf.view(self.shape.bias_offset(l), (self.batch - 1) * self.stride() + self.shape.fan_out(l))
+        buf.view(
+            self.shape.bias_offset(l),
+            (self.batch - 1) * self.stride() + self.shape.fan_out(l),
+        )
     }
 
     /// Logits of every model, [B, rows, outputs], valid after `forward`.
@@ -140,7 +176,11 @@ impl BatchedMlp {
     /// Run all models on `x` ([rows, in] per model, batch stride `x_stride`; 0 = one shared input).
     pub fn forward(&self, dev: &Device, x: View, x_stride: usize) -> Result<()> {
         for l in 0..self.shape.layers() {
-            let (input, in_stride) = if l == 0 { (x, x_stride) } else { (self.post(false, l - 1), self.rows * self.shape.fan_in(l)) };
+            let (input, in_stride) = if l == 0 {
+                (x, x_stride)
+            } else {
+                (self.post(false, l - 1), self.rows * self.shape.fan_in(l))
+            };
             self.layer_forward(dev, l, input, in_stride)?;
         }
         Ok(())
@@ -151,11 +191,28 @@ impl BatchedMlp {
         let pre = self.pre(false, l);
         // pre[z] = input[z] @ W[z]^T + b[z]
         let g = Gemm {
-            batch: self.batch, m: self.rows, n: fo, k: fi, trans_a: false, trans_b: true,
-            a_stride: in_stride, b_stride: self.stride(), c_stride: self.rows * fo, accumulate: false,
+            batch: self.batch,
+            m: self.rows,
+            n: fo,
+            k: fi,
+            trans_a: false,
+            trans_b: true,
+            a_stride: in_stride,
+            b_stride: self.stride(),
+            c_stride: self.rows * fo,
+            accumulate: false,
         };
         gemm(dev, &g, input, self.weights(&self.params, l), pre)?;
-        bias_add(dev, self.batch, self.rows, fo, pre, self.rows * fo, self.biases(&self.params, l), self.stride())?;
+        bias_add(
+            dev,
+            self.batch,
+            self.rows,
+            fo,
+            pre,
+            self.rows * fo,
+            self.biases(&self.params, l),
+            self.stride(),
+        )?;
         if l + 1 < self.shape.layers() {
             activation_forward(dev, self.shape.activation, pre, self.post(false, l))?;
         }
@@ -167,9 +224,19 @@ impl BatchedMlp {
     pub fn backward(&self, dev: &Device, x: View, x_stride: usize) -> Result<()> {
         for l in (0..self.shape.layers()).rev() {
             if l + 1 < self.shape.layers() {
-                activation_backward(dev, self.shape.activation, self.pre(false, l), self.post(true, l), self.pre(true, l))?;
+                activation_backward(
+                    dev,
+                    self.shape.activation,
+                    self.pre(false, l),
+                    self.post(true, l),
+                    self.pre(true, l),
+                )?;
             }
-            let (input, in_stride) = if l == 0 { (x, x_stride) } else { (self.post(false, l - 1), self.rows * self.shape.fan_in(l)) };
+            let (input, in_stride) = if l == 0 {
+                (x, x_stride)
+            } else {
+                (self.post(false, l - 1), self.rows * self.shape.fan_in(l))
+            };
             self.layer_backward(dev, l, input, in_stride)?;
         }
         Ok(())
@@ -180,20 +247,45 @@ impl BatchedMlp {
         let dpre = self.pre(true, l);
         // dW[z] = dpre[z]^T @ input[z]
         let gw = Gemm {
-            batch: self.batch, m: fo, n: fi, k: rows, trans_a: true, trans_b: false,
-            a_stride: rows * fo, b_stride: in_stride, c_stride: self.stride(), accumulate: false,
+            batch: self.batch,
+            m: fo,
+            n: fi,
+            k: rows,
+            trans_a: true,
+            trans_b: false,
+            a_stride: rows * fo,
+            b_stride: in_stride,
+            c_stride: self.stride(),
+            accumulate: false,
         };
         gemm(dev, &gw, dpre, input, self.weights(&self.grads, l))?;
         // db[z] = column sums of dpre[z]
-        let rb = Reduce { out_stride: self.stride(), ..Reduce::new(Axis::Cols, self.batch, rows, fo) };
+        let rb = Reduce {
+            out_stride: self.stride(),
+            ..Reduce::new(Axis::Cols, self.batch, rows, fo)
+        };
         reduce(dev, &rb, dpre, self.biases(&self.grads, l))?;
         if l > 0 {
             // dinput[z] = dpre[z] @ W[z]
             let gx = Gemm {
-                batch: self.batch, m: rows, n: fi, k: fo, trans_a: false, trans_b: false,
-                a_stride: rows * fo, b_stride: self.stride(), c_stride: rows * fi, accumulate: false,
+                batch: self.batch,
+                m: rows,
+                n: fi,
+                k: fo,
+                trans_a: false,
+                trans_b: false,
+                a_stride: rows * fo,
+                b_stride: self.stride(),
+                c_stride: rows * fi,
+                accumulate: false,
             };
-            gemm(dev, &gx, dpre, self.weights(&self.params, l), self.post(true, l - 1))?;
+            gemm(
+                dev,
+                &gx,
+                dpre,
+                self.weights(&self.params, l),
+                self.post(true, l - 1),
+            )?;
         }
         Ok(())
     }
@@ -207,17 +299,36 @@ impl BatchedMlp {
         let scale = 1.0 / rows as f32;
         let dlogits = self.pre(true, self.shape.layers() - 1);
         if self.shape.outputs() == 1 {
-            let bce = Bce { batch: b, n: rows, s_stride: rows, t_stride, out_stride: rows };
+            let bce = Bce {
+                batch: b,
+                n: rows,
+                s_stride: rows,
+                t_stride,
+                out_stride: rows,
+            };
             bce_forward(dev, &bce, self.logits(), targets, losses)?;
             bce_backward(dev, &bce, scale, self.logits(), targets, dlogits)?;
         } else {
             let c = self.shape.outputs();
-            let ce = CrossEntropy { batch: b, rows, classes: c, s_stride: rows * c, l_stride: t_stride, out_stride: rows };
+            let ce = CrossEntropy {
+                batch: b,
+                rows,
+                classes: c,
+                s_stride: rows * c,
+                l_stride: t_stride,
+                out_stride: rows,
+            };
             cross_entropy_forward(dev, &ce, self.logits(), targets, losses)?;
-            let ce = CrossEntropy { out_stride: rows * c, ..ce };
+            let ce = CrossEntropy {
+                out_stride: rows * c,
+                ..ce
+            };
             cross_entropy_backward(dev, &ce, scale, self.logits(), targets, dlogits)?;
         }
-        let mean = Reduce { scale, ..Reduce::new(Axis::Rows, 1, b, rows) };
+        let mean = Reduce {
+            scale,
+            ..Reduce::new(Axis::Rows, 1, b, rows)
+        };
         reduce(dev, &mean, losses, self.scratch.view(b * rows, b))
     }
 
@@ -227,13 +338,29 @@ impl BatchedMlp {
     }
 
     /// One full training step: forward, loss, backward, AdamW. Records work; does not wait.
-    pub fn train_step(&mut self, dev: &Device, x: View, x_stride: usize, targets: View, t_stride: usize, opt: &Adam) -> Result<()> {
+    pub fn train_step(
+        &mut self,
+        dev: &Device,
+        x: View,
+        x_stride: usize,
+        targets: View,
+        t_stride: usize,
+        opt: &Adam,
+    ) -> Result<()> {
         self.forward(dev, x, x_stride)?;
         self.loss(dev, targets, t_stride)?;
         self.backward(dev, x, x_stride)?;
         self.step += 1;
         let n = self.params.len();
-        adam_step(dev, opt, self.step, self.params.all(), self.grads.all(), self.opt_state.view(0, n), self.opt_state.view(n, n))
+        adam_step(
+            dev,
+            opt,
+            self.step,
+            self.params.all(),
+            self.grads.all(),
+            self.opt_state.view(0, n),
+            self.opt_state.view(n, n),
+        )
     }
 }
 
@@ -252,7 +379,11 @@ pub fn forward_host(shape: &MlpShape, params: &[f32], x: &[f32], rows: usize) ->
                     acc += (h[r * fi + i] * w[j * fi + i]) as f64;
                 }
                 let v = acc as f32;
-                out[r * fo + j] = if l + 1 < shape.layers() { shape.activation.apply(v) } else { v };
+                out[r * fo + j] = if l + 1 < shape.layers() {
+                    shape.activation.apply(v)
+                } else {
+                    v
+                };
             }
         }
         h = out;

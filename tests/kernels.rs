@@ -49,7 +49,16 @@ fn gemm_matches_cpu_at_awkward_sizes() {
     let gpu = gpu();
     let mut rng = fresh_rng("gemm");
     // (batch, m, n, k): ones, primes, one-past-a-tile, a tile and a half, a 257 edge.
-    let shapes = [(1, 1, 1, 1), (1, 7, 33, 1), (2, 33, 7, 257), (1, 257, 33, 7), (3, 65, 130, 17), (1, 64, 64, 16), (2, 1, 257, 33), (1, 100, 70, 90)];
+    let shapes = [
+        (1, 1, 1, 1),
+        (1, 7, 33, 1),
+        (2, 33, 7, 257),
+        (1, 257, 33, 7),
+        (3, 65, 130, 17),
+        (1, 64, 64, 16),
+        (2, 1, 257, 33),
+        (1, 100, 70, 90),
+    ];
     let mut cases = 0;
     for &(batch, m, n, k) in &shapes {
         for kernel in [GemmKernel::Naive, GemmKernel::Tiled] {
@@ -57,12 +66,31 @@ fn gemm_matches_cpu_at_awkward_sizes() {
                 for accumulate in [false, true] {
                     // Batch strides with a gap after every item; a shared A (stride 0) when batch > 1
                     // and k is odd, as the MLP uses for one data batch across many models.
-                    let a_stride = if batch > 1 && k % 2 == 1 { 0 } else { m * k + 5 };
-                    let g = Gemm { batch, m, n, k, trans_a, trans_b, a_stride, b_stride: k * n + 2, c_stride: m * n + 3, accumulate };
+                    let a_stride = if batch > 1 && k % 2 == 1 {
+                        0
+                    } else {
+                        m * k + 5
+                    };
+                    let g = Gemm {
+                        batch,
+                        m,
+                        n,
+                        k,
+                        trans_a,
+                        trans_b,
+                        a_stride,
+                        b_stride: k * n + 2,
+                        c_stride: m * n + 3,
+                        accumulate,
+                    };
                     let mut p = Packer::new();
                     let a = p.put(random(&mut rng, span(g.a_stride, batch, m * k)));
                     let b = p.put(random(&mut rng, span(g.b_stride, batch, k * n)));
-                    let c = if accumulate { p.put(random(&mut rng, span(g.c_stride, batch, m * n))) } else { p.poison(span(g.c_stride, batch, m * n)) };
+                    let c = if accumulate {
+                        p.put(random(&mut rng, span(g.c_stride, batch, m * n)))
+                    } else {
+                        p.poison(span(g.c_stride, batch, m * n))
+                    };
                     // Gaps between C items stay NaN: mark them in the initial data.
                     let mut init = p.finish();
                     for z in 0..batch.saturating_sub(1) {
@@ -71,10 +99,19 @@ fn gemm_matches_cpu_at_awkward_sizes() {
                         }
                     }
                     let (cpu, gpu_out) = on_both(&gpu, &init, |dev, buf| {
-                        gemm_with(dev, kernel, &g, buf.view(a.start, a.len()), buf.view(b.start, b.len()), buf.view(c.start, c.len()))
+                        gemm_with(
+                            dev,
+                            kernel,
+                            &g,
+                            buf.view(a.start, a.len()),
+                            buf.view(b.start, b.len()),
+                            buf.view(c.start, c.len()),
+                        )
                     });
                     let what = format!("gemm {kernel:?} b{batch} {m}x{n}x{k} ta={trans_a} tb={trans_b} acc={accumulate}");
-                    let outs: Vec<_> = (0..batch).map(|z| c.start + z * g.c_stride..c.start + z * g.c_stride + m * n).collect();
+                    let outs: Vec<_> = (0..batch)
+                        .map(|z| c.start + z * g.c_stride..c.start + z * g.c_stride + m * n)
+                        .collect();
                     compare(&what, &cpu, &gpu_out, &outs);
                     cases += 1;
                 }
@@ -97,8 +134,21 @@ fn bias_add_matches_cpu() {
         for z in 0..batch - 1 {
             init[y.start + z * ys + rows * cols..y.start + (z + 1) * ys].fill(f32::NAN);
         }
-        let (cpu, g) = on_both(&gpu, &init, |dev, buf| bias_add(dev, batch, rows, cols, buf.view(y.start, y.len()), ys, buf.view(b.start, b.len()), bs));
-        let outs: Vec<_> = (0..batch).map(|z| y.start + z * ys..y.start + z * ys + rows * cols).collect();
+        let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+            bias_add(
+                dev,
+                batch,
+                rows,
+                cols,
+                buf.view(y.start, y.len()),
+                ys,
+                buf.view(b.start, b.len()),
+                bs,
+            )
+        });
+        let outs: Vec<_> = (0..batch)
+            .map(|z| y.start + z * ys..y.start + z * ys + rows * cols)
+            .collect();
         compare("bias_add", &cpu, &g, &outs);
     }
 }
@@ -120,9 +170,20 @@ fn activations_match_cpu_forward_and_backward() {
             let init = p.finish();
             let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
                 activation_forward(dev, act, buf.view(xr.start, n), buf.view(yr.start, n))?;
-                activation_backward(dev, act, buf.view(xr.start, n), buf.view(dyr.start, n), buf.view(dxr.start, n))
+                activation_backward(
+                    dev,
+                    act,
+                    buf.view(xr.start, n),
+                    buf.view(dyr.start, n),
+                    buf.view(dxr.start, n),
+                )
             });
-            compare(&format!("{act:?} forward+backward n={n}"), &cpu, &g, &[yr.clone(), dxr.clone()]);
+            compare(
+                &format!("{act:?} forward+backward n={n}"),
+                &cpu,
+                &g,
+                &[yr.clone(), dxr.clone()],
+            );
         }
     }
 }
@@ -135,18 +196,45 @@ fn reductions_match_cpu() {
         for axis in [Axis::Rows, Axis::Cols] {
             for accumulate in [false, true] {
                 let out_len = if axis == Axis::Rows { rows } else { cols };
-                let r = Reduce { axis, batch, rows, cols, x_stride: rows * cols + 2, out_stride: out_len + 1, scale: 0.37, accumulate };
+                let r = Reduce {
+                    axis,
+                    batch,
+                    rows,
+                    cols,
+                    x_stride: rows * cols + 2,
+                    out_stride: out_len + 1,
+                    scale: 0.37,
+                    accumulate,
+                };
                 let mut p = Packer::new();
                 let x = p.put(random(&mut rng, span(r.x_stride, batch, rows * cols)));
                 let n_out = span(r.out_stride, batch, out_len);
-                let o = if accumulate { p.put(random(&mut rng, n_out)) } else { p.poison(n_out) };
+                let o = if accumulate {
+                    p.put(random(&mut rng, n_out))
+                } else {
+                    p.poison(n_out)
+                };
                 let mut init = p.finish();
                 for z in 0..batch - 1 {
                     init[o.start + z * r.out_stride + out_len] = f32::NAN;
                 }
-                let (cpu, g) = on_both(&gpu, &init, |dev, buf| reduce(dev, &r, buf.view(x.start, x.len()), buf.view(o.start, o.len())));
-                let outs: Vec<_> = (0..batch).map(|z| o.start + z * r.out_stride..o.start + z * r.out_stride + out_len).collect();
-                compare(&format!("reduce {axis:?} {batch}x{rows}x{cols} acc={accumulate}"), &cpu, &g, &outs);
+                let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+                    reduce(
+                        dev,
+                        &r,
+                        buf.view(x.start, x.len()),
+                        buf.view(o.start, o.len()),
+                    )
+                });
+                let outs: Vec<_> = (0..batch)
+                    .map(|z| o.start + z * r.out_stride..o.start + z * r.out_stride + out_len)
+                    .collect();
+                compare(
+                    &format!("reduce {axis:?} {batch}x{rows}x{cols} acc={accumulate}"),
+                    &cpu,
+                    &g,
+                    &outs,
+                );
             }
         }
     }
@@ -158,27 +246,48 @@ fn bce_matches_cpu() {
     let mut rng = fresh_rng("bce");
     for &(batch, n) in &[(1, 1), (3, 7), (2, 257), (4, 33)] {
         for shared in [true, false] {
-            let b = Bce { batch, n, s_stride: n + 1, t_stride: if shared { 0 } else { n }, out_stride: n + 2 };
+            let b = Bce {
+                batch,
+                n,
+                s_stride: n + 1,
+                t_stride: if shared { 0 } else { n },
+                out_stride: n + 2,
+            };
             let mut p = Packer::new();
-            let s: Vec<f32> = (0..span(b.s_stride, batch, n)).map(|_| rng.random_range(-6.0f32..6.0)).collect();
+            let s: Vec<f32> = (0..span(b.s_stride, batch, n))
+                .map(|_| rng.random_range(-6.0f32..6.0))
+                .collect();
             let sr = p.put(s);
-            let t: Vec<f32> = (0..if shared { n } else { batch * n }).map(|_| rng.random_range(0.0f32..1.0)).collect();
+            let t: Vec<f32> = (0..if shared { n } else { batch * n })
+                .map(|_| rng.random_range(0.0f32..1.0))
+                .collect();
             let tr = p.put(t);
             let lr = p.poison(span(b.out_stride, batch, n));
             let gr = p.poison(span(b.out_stride, batch, n));
             let mut init = p.finish();
             for z in 0..batch - 1 {
-                init[lr.start + z * b.out_stride + n..lr.start + (z + 1) * b.out_stride].fill(f32::NAN);
-                init[gr.start + z * b.out_stride + n..gr.start + (z + 1) * b.out_stride].fill(f32::NAN);
+                init[lr.start + z * b.out_stride + n..lr.start + (z + 1) * b.out_stride]
+                    .fill(f32::NAN);
+                init[gr.start + z * b.out_stride + n..gr.start + (z + 1) * b.out_stride]
+                    .fill(f32::NAN);
             }
             let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
                 let (s, t) = (buf.view(sr.start, sr.len()), buf.view(tr.start, tr.len()));
                 bce_forward(dev, &b, s, t, buf.view(lr.start, lr.len()))?;
                 bce_backward(dev, &b, 0.25, s, t, buf.view(gr.start, gr.len()))
             });
-            let mut outs: Vec<_> = (0..batch).map(|z| lr.start + z * b.out_stride..lr.start + z * b.out_stride + n).collect();
-            outs.extend((0..batch).map(|z| gr.start + z * b.out_stride..gr.start + z * b.out_stride + n));
-            compare(&format!("bce b{batch} n{n} shared={shared}"), &cpu, &g, &outs);
+            let mut outs: Vec<_> = (0..batch)
+                .map(|z| lr.start + z * b.out_stride..lr.start + z * b.out_stride + n)
+                .collect();
+            outs.extend(
+                (0..batch).map(|z| gr.start + z * b.out_stride..gr.start + z * b.out_stride + n),
+            );
+            compare(
+                &format!("bce b{batch} n{n} shared={shared}"),
+                &cpu,
+                &g,
+                &outs,
+            );
         }
     }
 }
@@ -190,11 +299,28 @@ fn cross_entropy_matches_cpu() {
     for &(batch, rows, classes) in &[(1, 1, 1), (2, 7, 3), (3, 33, 10), (1, 257, 7)] {
         let s_stride = rows * classes + 1;
         let mut p = Packer::new();
-        let sr = p.put(random(&mut rng, span(s_stride, batch, rows * classes)).iter().map(|v| v * 4.0).collect());
-        let labels: Vec<f32> = (0..rows).map(|_| rng.random_range(0..classes) as f32).collect();
+        let sr = p.put(
+            random(&mut rng, span(s_stride, batch, rows * classes))
+                .iter()
+                .map(|v| v * 4.0)
+                .collect(),
+        );
+        let labels: Vec<f32> = (0..rows)
+            .map(|_| rng.random_range(0..classes) as f32)
+            .collect();
         let lab = p.put(labels);
-        let fw = CrossEntropy { batch, rows, classes, s_stride, l_stride: 0, out_stride: rows };
-        let bw = CrossEntropy { out_stride: rows * classes, ..fw };
+        let fw = CrossEntropy {
+            batch,
+            rows,
+            classes,
+            s_stride,
+            l_stride: 0,
+            out_stride: rows,
+        };
+        let bw = CrossEntropy {
+            out_stride: rows * classes,
+            ..fw
+        };
         let lr = p.poison(batch * rows);
         let gr = p.poison(batch * rows * classes);
         let init = p.finish();
@@ -203,7 +329,12 @@ fn cross_entropy_matches_cpu() {
             cross_entropy_forward(dev, &fw, s, l, buf.view(lr.start, lr.len()))?;
             cross_entropy_backward(dev, &bw, 0.5, s, l, buf.view(gr.start, gr.len()))
         });
-        compare(&format!("cross_entropy {batch}x{rows}x{classes}"), &cpu, &g, &[lr.clone(), gr.clone()]);
+        compare(
+            &format!("cross_entropy {batch}x{rows}x{classes}"),
+            &cpu,
+            &g,
+            &[lr.clone(), gr.clone()],
+        );
     }
 }
 
@@ -211,7 +342,13 @@ fn cross_entropy_matches_cpu() {
 fn adam_matches_cpu_over_several_steps() {
     let gpu = gpu();
     let mut rng = fresh_rng("adam");
-    let opt = Adam { lr: 0.01, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.05 };
+    let opt = Adam {
+        lr: 0.01,
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-8,
+        weight_decay: 0.05,
+    };
     for n in [1, 7, 33, 257, 1000] {
         let mut p = Packer::new();
         let pr = p.put(random(&mut rng, n));
@@ -221,10 +358,23 @@ fn adam_matches_cpu_over_several_steps() {
         let init = p.finish();
         let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
             for t in 1..=3 {
-                adam_step(dev, &opt, t, buf.view(pr.start, n), buf.view(gr.start, n), buf.view(mr.start, n), buf.view(vr.start, n))?;
+                adam_step(
+                    dev,
+                    &opt,
+                    t,
+                    buf.view(pr.start, n),
+                    buf.view(gr.start, n),
+                    buf.view(mr.start, n),
+                    buf.view(vr.start, n),
+                )?;
             }
             Ok(())
         });
-        compare(&format!("adam n={n}"), &cpu, &g, &[pr.clone(), mr.clone(), vr.clone()]);
+        compare(
+            &format!("adam n={n}"),
+            &cpu,
+            &g,
+            &[pr.clone(), mr.clone(), vr.clone()],
+        );
     }
 }

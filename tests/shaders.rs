@@ -4,7 +4,10 @@
 #[test]
 fn every_shader_validates() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.retain(|p| p.extension().is_some_and(|e| e == "wgsl"));
     files.sort();
     assert!(!files.is_empty(), "no shaders found in {}", dir.display());
@@ -12,7 +15,12 @@ fn every_shader_validates() {
     for f in &files {
         let name = f.file_stem().unwrap().to_str().unwrap();
         let src = std::fs::read_to_string(f).unwrap();
-        assert!(regop::kernels::SHADERS.iter().any(|(n, s)| *n == name && *s == src), "{name}.wgsl is not in kernels::SHADERS");
+        assert!(
+            regop::kernels::SHADERS
+                .iter()
+                .any(|(n, s)| *n == name && *s == src),
+            "{name}.wgsl is not in kernels::SHADERS"
+        );
         if let Err(e) = regop::kernels::validate_wgsl(&src) {
             panic!("{}: {e}", f.display());
         }

@@ -19,7 +19,13 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub const ALL: [Activation; 5] = [Activation::Identity, Activation::Relu, Activation::Tanh, Activation::Silu, Activation::Sigmoid];
+    pub const ALL: [Activation; 5] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Tanh,
+        Activation::Silu,
+        Activation::Sigmoid,
+    ];
 
     fn code(self) -> u32 {
         self as u32
@@ -82,8 +88,13 @@ pub fn sigmoid(v: f32) -> f32 {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    n: u32, kind: u32, x_off: u32, y_off: u32,
-    dy_off: u32, dx_off: u32, _pad: [u32; 2],
+    n: u32,
+    kind: u32,
+    x_off: u32,
+    y_off: u32,
+    dy_off: u32,
+    dx_off: u32,
+    _pad: [u32; 2],
 }
 
 /// y = act(x), elementwise over `x.len` values.
@@ -97,18 +108,45 @@ pub fn activation_forward(dev: &Device, act: Activation, x: View, y: View) -> Re
             Ok(())
         }
         Device::Gpu(g) => {
-            let p = Params { n: x.len as u32, kind: act.code(), x_off: x.off(), y_off: y.off(), dy_off: 0, dx_off: 0, _pad: [0; 2] };
+            let p = Params {
+                n: x.len as u32,
+                kind: act.code(),
+                x_off: x.off(),
+                y_off: y.off(),
+                dy_off: 0,
+                dx_off: 0,
+                _pad: [0; 2],
+            };
             let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
-            g.launch("activation", SHADER, "activation_forward", &p, &[x.buf, y.buf], grid)
+            g.launch(
+                "activation",
+                SHADER,
+                "activation_forward",
+                &p,
+                &[x.buf, y.buf],
+                grid,
+            )
         }
     }
 }
 
 /// dx = dy * act'(x), with x the pre-activation. `dy` and `dx` must be in the same buffer
 /// (the gradient buffer); `dx` may not overlap `dy`.
-pub fn activation_backward(dev: &Device, act: Activation, x: View, dy: View, dx: View) -> Result<()> {
-    assert!(x.len == dy.len && dy.len == dx.len, "activation_backward: lengths differ");
-    assert_eq!(dy.buf.id, dx.buf.id, "activation_backward: dy and dx must share a buffer");
+pub fn activation_backward(
+    dev: &Device,
+    act: Activation,
+    x: View,
+    dy: View,
+    dx: View,
+) -> Result<()> {
+    assert!(
+        x.len == dy.len && dy.len == dx.len,
+        "activation_backward: lengths differ"
+    );
+    assert_eq!(
+        dy.buf.id, dx.buf.id,
+        "activation_backward: dy and dx must share a buffer"
+    );
     check_disjoint(&[dx], &[x, dy]);
     match dev {
         Device::Cpu(_) => {
@@ -119,9 +157,24 @@ pub fn activation_backward(dev: &Device, act: Activation, x: View, dy: View, dx:
             Ok(())
         }
         Device::Gpu(g) => {
-            let p = Params { n: x.len as u32, kind: act.code(), x_off: x.off(), y_off: 0, dy_off: dy.off(), dx_off: dx.off(), _pad: [0; 2] };
+            let p = Params {
+                n: x.len as u32,
+                kind: act.code(),
+                x_off: x.off(),
+                y_off: 0,
+                dy_off: dy.off(),
+                dx_off: dx.off(),
+                _pad: [0; 2],
+            };
             let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
-            g.launch("activation", SHADER, "activation_backward", &p, &[x.buf, dy.buf], grid)
+            g.launch(
+                "activation",
+                SHADER,
+                "activation_backward",
+                &p,
+                &[x.buf, dy.buf],
+                grid,
+            )
         }
     }
 }

@@ -19,32 +19,63 @@ pub struct Adam {
 
 impl Default for Adam {
     fn default() -> Self {
-        Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    n: u32, p_off: u32, g_off: u32, m_off: u32,
-    v_off: u32, _pad0: [u32; 3],
-    lr: f32, beta1: f32, beta2: f32, eps: f32,
-    weight_decay: f32, bc1: f32, bc2: f32, _pad1: f32,
+    n: u32,
+    p_off: u32,
+    g_off: u32,
+    m_off: u32,
+    v_off: u32,
+    _pad0: [u32; 3],
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+    _pad1: f32,
 }
 
 /// Step `t` (1-based) of AdamW on `params` with gradients `grads`; `m` and `v` are the first and
 /// second moments and must live in one buffer (the optimiser state).
-pub fn adam_step(dev: &Device, opt: &Adam, t: u32, params: View, grads: View, m: View, v: View) -> Result<()> {
+pub fn adam_step(
+    dev: &Device,
+    opt: &Adam,
+    t: u32,
+    params: View,
+    grads: View,
+    m: View,
+    v: View,
+) -> Result<()> {
     let n = params.len;
-    assert!(grads.len == n && m.len == n && v.len == n, "adam_step: lengths differ");
+    assert!(
+        grads.len == n && m.len == n && v.len == n,
+        "adam_step: lengths differ"
+    );
     assert!(t >= 1, "adam_step: steps count from 1");
-    assert_eq!(m.buf.id, v.buf.id, "adam_step: m and v must share the state buffer");
+    assert_eq!(
+        m.buf.id, v.buf.id,
+        "adam_step: m and v must share the state buffer"
+    );
     check_disjoint(&[params, m, v], &[grads]);
     let bc1 = 1.0 - opt.beta1.powi(t as i32);
     let bc2 = 1.0 - opt.beta2.powi(t as i32);
     match dev {
         Device::Cpu(_) => {
-            let (pv, gv, mv, vv) = unsafe { (params.cpu_mut(), grads.cpu(), m.cpu_mut(), v.cpu_mut()) };
+            let (pv, gv, mv, vv) =
+                unsafe { (params.cpu_mut(), grads.cpu(), m.cpu_mut(), v.cpu_mut()) };
             for i in 0..n {
                 let g = gv[i];
                 mv[i] = opt.beta1 * mv[i] + (1.0 - opt.beta1) * g;
@@ -56,12 +87,30 @@ pub fn adam_step(dev: &Device, opt: &Adam, t: u32, params: View, grads: View, m:
         }
         Device::Gpu(g) => {
             let p = Params {
-                n: n as u32, p_off: params.off(), g_off: grads.off(), m_off: m.off(), v_off: v.off(), _pad0: [0; 3],
-                lr: opt.lr, beta1: opt.beta1, beta2: opt.beta2, eps: opt.eps,
-                weight_decay: opt.weight_decay, bc1, bc2, _pad1: 0.0,
+                n: n as u32,
+                p_off: params.off(),
+                g_off: grads.off(),
+                m_off: m.off(),
+                v_off: v.off(),
+                _pad0: [0; 3],
+                lr: opt.lr,
+                beta1: opt.beta1,
+                beta2: opt.beta2,
+                eps: opt.eps,
+                weight_decay: opt.weight_decay,
+                bc1,
+                bc2,
+                _pad1: 0.0,
             };
             let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
-            g.launch("adam", SHADER, "adam_step", &p, &[params.buf, grads.buf, m.buf], grid)
+            g.launch(
+                "adam",
+                SHADER,
+                "adam_step",
+                &p,
+                &[params.buf, grads.buf, m.buf],
+                grid,
+            )
         }
     }
 }

@@ -10,14 +10,35 @@ const SHADER: &str = include_str!("../../shaders/bias.wgsl");
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, batch: u32, total: u32,
-    y_off: u32, y_stride: u32, b_off: u32, b_stride: u32,
+    rows: u32,
+    cols: u32,
+    batch: u32,
+    total: u32,
+    y_off: u32,
+    y_stride: u32,
+    b_off: u32,
+    b_stride: u32,
 }
 
 /// Y[z, r, j] += bias[z, j]; `y_stride` and `b_stride` are the batch strides in elements.
-pub fn bias_add(dev: &Device, batch: usize, rows: usize, cols: usize, y: View, y_stride: usize, bias: View, b_stride: usize) -> Result<()> {
-    assert!(batch == 0 || y.len >= (batch - 1) * y_stride + rows * cols, "bias_add: Y view too short");
-    assert!(batch == 0 || bias.len >= (batch - 1) * b_stride + cols, "bias_add: bias view too short");
+pub fn bias_add(
+    dev: &Device,
+    batch: usize,
+    rows: usize,
+    cols: usize,
+    y: View,
+    y_stride: usize,
+    bias: View,
+    b_stride: usize,
+) -> Result<()> {
+    assert!(
+        batch == 0 || y.len >= (batch - 1) * y_stride + rows * cols,
+        "bias_add: Y view too short"
+    );
+    assert!(
+        batch == 0 || bias.len >= (batch - 1) * b_stride + cols,
+        "bias_add: bias view too short"
+    );
     check_disjoint(&[y], &[bias]);
     let total = batch * rows * cols;
     match dev {
@@ -34,8 +55,14 @@ pub fn bias_add(dev: &Device, batch: usize, rows: usize, cols: usize, y: View, y
         }
         Device::Gpu(g) => {
             let p = Params {
-                rows: rows as u32, cols: cols as u32, batch: batch as u32, total: total as u32,
-                y_off: y.off(), y_stride: y_stride as u32, b_off: bias.off(), b_stride: b_stride as u32,
+                rows: rows as u32,
+                cols: cols as u32,
+                batch: batch as u32,
+                total: total as u32,
+                y_off: y.off(),
+                y_stride: y_stride as u32,
+                b_off: bias.off(),
+                b_stride: b_stride as u32,
             };
             let grid = grid_1d(total, 256, g.limits.max_compute_workgroups_per_dimension);
             g.launch("bias", SHADER, "bias_add", &p, &[y.buf, bias.buf], grid)

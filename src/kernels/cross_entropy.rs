@@ -24,27 +24,73 @@ pub struct CrossEntropy {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    batch: u32, rows: u32, classes: u32, _pad0: u32,
-    s_off: u32, s_stride: u32, l_off: u32, l_stride: u32,
-    out_off: u32, out_stride: u32, scale: f32, _pad1: u32,
+    batch: u32,
+    rows: u32,
+    classes: u32,
+    _pad0: u32,
+    s_off: u32,
+    s_stride: u32,
+    l_off: u32,
+    l_stride: u32,
+    out_off: u32,
+    out_stride: u32,
+    scale: f32,
+    _pad1: u32,
 }
 
 fn check(ce: &CrossEntropy, logits: &View, labels: &View, out: &View, out_row: usize) {
     assert!(ce.classes > 0, "cross_entropy: zero classes");
-    assert!(logits.len >= (ce.batch - 1) * ce.s_stride + ce.rows * ce.classes, "cross_entropy: logits view too short");
-    assert!(labels.len >= (ce.batch - 1) * ce.l_stride + ce.rows, "cross_entropy: labels view too short");
-    assert!(out.len >= (ce.batch - 1) * ce.out_stride + ce.rows * out_row, "cross_entropy: out view too short");
+    assert!(
+        logits.len >= (ce.batch - 1) * ce.s_stride + ce.rows * ce.classes,
+        "cross_entropy: logits view too short"
+    );
+    assert!(
+        labels.len >= (ce.batch - 1) * ce.l_stride + ce.rows,
+        "cross_entropy: labels view too short"
+    );
+    assert!(
+        out.len >= (ce.batch - 1) * ce.out_stride + ce.rows * out_row,
+        "cross_entropy: out view too short"
+    );
     check_disjoint(&[*out], &[*logits, *labels]);
 }
 
-fn launch(dev: &crate::gpu::GpuDevice, ce: &CrossEntropy, entry: &'static str, scale: f32, logits: View, labels: View, out: View) -> Result<()> {
+fn launch(
+    dev: &crate::gpu::GpuDevice,
+    ce: &CrossEntropy,
+    entry: &'static str,
+    scale: f32,
+    logits: View,
+    labels: View,
+    out: View,
+) -> Result<()> {
     let p = Params {
-        batch: ce.batch as u32, rows: ce.rows as u32, classes: ce.classes as u32, _pad0: 0,
-        s_off: logits.off(), s_stride: ce.s_stride as u32, l_off: labels.off(), l_stride: ce.l_stride as u32,
-        out_off: out.off(), out_stride: ce.out_stride as u32, scale, _pad1: 0,
+        batch: ce.batch as u32,
+        rows: ce.rows as u32,
+        classes: ce.classes as u32,
+        _pad0: 0,
+        s_off: logits.off(),
+        s_stride: ce.s_stride as u32,
+        l_off: labels.off(),
+        l_stride: ce.l_stride as u32,
+        out_off: out.off(),
+        out_stride: ce.out_stride as u32,
+        scale,
+        _pad1: 0,
     };
-    let grid = grid_1d(ce.batch * ce.rows, 256, dev.limits.max_compute_workgroups_per_dimension);
-    dev.launch("cross_entropy", SHADER, entry, &p, &[logits.buf, labels.buf, out.buf], grid)
+    let grid = grid_1d(
+        ce.batch * ce.rows,
+        256,
+        dev.limits.max_compute_workgroups_per_dimension,
+    );
+    dev.launch(
+        "cross_entropy",
+        SHADER,
+        entry,
+        &p,
+        &[logits.buf, labels.buf, out.buf],
+        grid,
+    )
 }
 
 /// Max-shifted log-sum-exp and softmax of one row.
@@ -55,7 +101,13 @@ fn row_stats(row: &[f32]) -> (f32, f32) {
 }
 
 /// out[z, r] = -log softmax(s[z, r, :])[label[z, r]].
-pub fn cross_entropy_forward(dev: &Device, ce: &CrossEntropy, logits: View, labels: View, losses: View) -> Result<()> {
+pub fn cross_entropy_forward(
+    dev: &Device,
+    ce: &CrossEntropy,
+    logits: View,
+    labels: View,
+    losses: View,
+) -> Result<()> {
     if ce.batch == 0 || ce.rows == 0 {
         return Ok(());
     }
@@ -78,7 +130,14 @@ pub fn cross_entropy_forward(dev: &Device, ce: &CrossEntropy, logits: View, labe
 }
 
 /// out[z, r, c] = scale * (softmax(s[z, r, :])[c] - onehot(label)[c]).
-pub fn cross_entropy_backward(dev: &Device, ce: &CrossEntropy, scale: f32, logits: View, labels: View, dlogits: View) -> Result<()> {
+pub fn cross_entropy_backward(
+    dev: &Device,
+    ce: &CrossEntropy,
+    scale: f32,
+    logits: View,
+    labels: View,
+    dlogits: View,
+) -> Result<()> {
     if ce.batch == 0 || ce.rows == 0 {
         return Ok(());
     }
@@ -100,6 +159,14 @@ pub fn cross_entropy_backward(dev: &Device, ce: &CrossEntropy, scale: f32, logit
             }
             Ok(())
         }
-        Device::Gpu(g) => launch(g, ce, "cross_entropy_backward", scale, logits, labels, dlogits),
+        Device::Gpu(g) => launch(
+            g,
+            ce,
+            "cross_entropy_backward",
+            scale,
+            logits,
+            labels,
+            dlogits,
+        ),
     }
 }

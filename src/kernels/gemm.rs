@@ -30,17 +30,35 @@ pub struct Gemm {
 impl Gemm {
     /// A single matrix product, contiguous operands.
     pub fn single(m: usize, n: usize, k: usize) -> Gemm {
-        Gemm { batch: 1, m, n, k, trans_a: false, trans_b: false, a_stride: m * k, b_stride: k * n, c_stride: m * n, accumulate: false }
+        Gemm {
+            batch: 1,
+            m,
+            n,
+            k,
+            trans_a: false,
+            trans_b: false,
+            a_stride: m * k,
+            b_stride: k * n,
+            c_stride: m * n,
+            accumulate: false,
+        }
     }
     /// `batch` independent products packed back to back.
     pub fn batched(batch: usize, m: usize, n: usize, k: usize) -> Gemm {
-        Gemm { batch, ..Gemm::single(m, n, k) }
+        Gemm {
+            batch,
+            ..Gemm::single(m, n, k)
+        }
     }
     pub fn flops(&self) -> f64 {
         2.0 * (self.batch * self.m * self.n * self.k) as f64
     }
     fn span(stride: usize, batch: usize, size: usize) -> usize {
-        if batch == 0 || size == 0 { 0 } else { stride * (batch - 1) + size }
+        if batch == 0 || size == 0 {
+            0
+        } else {
+            stride * (batch - 1) + size
+        }
     }
 }
 
@@ -55,9 +73,18 @@ pub enum GemmKernel {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    m: u32, n: u32, k: u32, accumulate: u32,
-    a_off: u32, b_off: u32, c_off: u32, trans_a: u32,
-    a_stride: u32, b_stride: u32, c_stride: u32, trans_b: u32,
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    trans_a: u32,
+    a_stride: u32,
+    b_stride: u32,
+    c_stride: u32,
+    trans_b: u32,
     _pad: [u32; 4],
 }
 
@@ -65,11 +92,30 @@ pub fn gemm(dev: &Device, g: &Gemm, a: View, b: View, c: View) -> Result<()> {
     gemm_with(dev, GemmKernel::Auto, g, a, b, c)
 }
 
-pub fn gemm_with(dev: &Device, kernel: GemmKernel, g: &Gemm, a: View, b: View, c: View) -> Result<()> {
-    assert!(a.len >= Gemm::span(g.a_stride, g.batch, g.m * g.k), "gemm: A view too short");
-    assert!(b.len >= Gemm::span(g.b_stride, g.batch, g.k * g.n), "gemm: B view too short");
-    assert!(c.len >= Gemm::span(g.c_stride, g.batch, g.m * g.n), "gemm: C view too short");
-    assert!(g.batch <= 1 || g.c_stride >= g.m * g.n, "gemm: C batch items overlap");
+pub fn gemm_with(
+    dev: &Device,
+    kernel: GemmKernel,
+    g: &Gemm,
+    a: View,
+    b: View,
+    c: View,
+) -> Result<()> {
+    assert!(
+        a.len >= Gemm::span(g.a_stride, g.batch, g.m * g.k),
+        "gemm: A view too short"
+    );
+    assert!(
+        b.len >= Gemm::span(g.b_stride, g.batch, g.k * g.n),
+        "gemm: B view too short"
+    );
+    assert!(
+        c.len >= Gemm::span(g.c_stride, g.batch, g.m * g.n),
+        "gemm: C view too short"
+    );
+    assert!(
+        g.batch <= 1 || g.c_stride >= g.m * g.n,
+        "gemm: C batch items overlap"
+    );
     check_disjoint(&[c], &[a, b]);
     if g.batch == 0 || g.m == 0 || g.n == 0 {
         return Ok(());
@@ -85,22 +131,35 @@ pub fn gemm_with(dev: &Device, kernel: GemmKernel, g: &Gemm, a: View, b: View, c
                 GemmKernel::Tiled => true,
                 GemmKernel::Auto => g.m * g.n >= 64 * 64 && g.k >= 16,
             };
-            let (entry, tile) = if tiled { ("gemm_tiled", 64) } else { ("gemm_naive", 16) };
+            let (entry, tile) = if tiled {
+                ("gemm_tiled", 64)
+            } else {
+                ("gemm_naive", 16)
+            };
             let max_z = gpu.limits.max_compute_workgroups_per_dimension as usize;
             let mut z0 = 0;
             while z0 < g.batch {
                 let nz = (g.batch - z0).min(max_z);
                 let p = Params {
-                    m: g.m as u32, n: g.n as u32, k: g.k as u32, accumulate: g.accumulate as u32,
+                    m: g.m as u32,
+                    n: g.n as u32,
+                    k: g.k as u32,
+                    accumulate: g.accumulate as u32,
                     a_off: (a.offset + z0 * g.a_stride) as u32,
                     b_off: (b.offset + z0 * g.b_stride) as u32,
                     c_off: (c.offset + z0 * g.c_stride) as u32,
                     trans_a: g.trans_a as u32,
-                    a_stride: g.a_stride as u32, b_stride: g.b_stride as u32, c_stride: g.c_stride as u32,
+                    a_stride: g.a_stride as u32,
+                    b_stride: g.b_stride as u32,
+                    c_stride: g.c_stride as u32,
                     trans_b: g.trans_b as u32,
                     _pad: [0; 4],
                 };
-                let groups = [g.n.div_ceil(tile) as u32, g.m.div_ceil(tile) as u32, nz as u32];
+                let groups = [
+                    g.n.div_ceil(tile) as u32,
+                    g.m.div_ceil(tile) as u32,
+                    nz as u32,
+                ];
                 gpu.launch("gemm", SHADER, entry, &p, &[a.buf, b.buf, c.buf], groups)?;
                 z0 += nz;
             }
@@ -111,8 +170,16 @@ pub fn gemm_with(dev: &Device, kernel: GemmKernel, g: &Gemm, a: View, b: View, c
 
 /// CPU reference. `c` points at C[0]; batch items are `c_stride` apart and do not overlap.
 unsafe fn gemm_cpu(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
-    let (a_rs, a_cs) = if g.trans_a { (1, g.m as isize) } else { (g.k as isize, 1) };
-    let (b_rs, b_cs) = if g.trans_b { (1, g.k as isize) } else { (g.n as isize, 1) };
+    let (a_rs, a_cs) = if g.trans_a {
+        (1, g.m as isize)
+    } else {
+        (g.k as isize, 1)
+    };
+    let (b_rs, b_cs) = if g.trans_b {
+        (1, g.k as isize)
+    } else {
+        (g.n as isize, 1)
+    };
     let c = SendPtr(c);
     let one = |z: usize, par: gemm::Parallelism| {
         let c = c;
@@ -124,16 +191,32 @@ unsafe fn gemm_cpu(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
             return;
         }
         gemm::gemm(
-            g.m, g.n, g.k,
-            dst, 1, g.n as isize, g.accumulate,
-            a.as_ptr().add(z * g.a_stride), a_cs, a_rs,
-            b.as_ptr().add(z * g.b_stride), b_cs, b_rs,
-            1.0, 1.0, false, false, false, par,
+            g.m,
+            g.n,
+            g.k,
+            dst,
+            1,
+            g.n as isize,
+            g.accumulate,
+            a.as_ptr().add(z * g.a_stride),
+            a_cs,
+            a_rs,
+            b.as_ptr().add(z * g.b_stride),
+            b_cs,
+            b_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
         );
     };
     if g.batch == 1 {
         one(0, gemm::Parallelism::Rayon(0));
     } else {
-        (0..g.batch).into_par_iter().for_each(|z| one(z, gemm::Parallelism::None));
+        (0..g.batch)
+            .into_par_iter()
+            .for_each(|z| one(z, gemm::Parallelism::None));
     }
 }

@@ -15,7 +15,10 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("adam", include_str!("../../shaders/adam.wgsl")),
     ("bce", include_str!("../../shaders/bce.wgsl")),
     ("bias", include_str!("../../shaders/bias.wgsl")),
-    ("cross_entropy", include_str!("../../shaders/cross_entropy.wgsl")),
+    (
+        "cross_entropy",
+        include_str!("../../shaders/cross_entropy.wgsl"),
+    ),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
 ];
@@ -23,8 +26,11 @@ pub const SHADERS: &[(&str, &str)] = &[
 /// Parse and validate a WGSL source with naga, as wgpu would before compiling it. Needs no adapter.
 pub fn validate_wgsl(source: &str) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
-        .validate(&module)
-        .map_err(|e| e.emit_to_string(source))?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(source))?;
     Ok(())
 }

@@ -34,19 +34,39 @@ impl Reduce {
     /// Contiguous batch, plain sums.
     pub fn new(axis: Axis, batch: usize, rows: usize, cols: usize) -> Reduce {
         let out_len = if axis == Axis::Rows { rows } else { cols };
-        Reduce { axis, batch, rows, cols, x_stride: rows * cols, out_stride: out_len, scale: 1.0, accumulate: false }
+        Reduce {
+            axis,
+            batch,
+            rows,
+            cols,
+            x_stride: rows * cols,
+            out_stride: out_len,
+            scale: 1.0,
+            accumulate: false,
+        }
     }
     fn out_len(&self) -> usize {
-        if self.axis == Axis::Rows { self.rows } else { self.cols }
+        if self.axis == Axis::Rows {
+            self.rows
+        } else {
+            self.cols
+        }
     }
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    rows: u32, cols: u32, batch: u32, accumulate: u32,
-    x_off: u32, x_stride: u32, out_off: u32, out_stride: u32,
-    scale: f32, _pad: [u32; 3],
+    rows: u32,
+    cols: u32,
+    batch: u32,
+    accumulate: u32,
+    x_off: u32,
+    x_stride: u32,
+    out_off: u32,
+    out_stride: u32,
+    scale: f32,
+    _pad: [u32; 3],
 }
 
 pub fn reduce(dev: &Device, r: &Reduce, x: View, out: View) -> Result<()> {
@@ -54,8 +74,14 @@ pub fn reduce(dev: &Device, r: &Reduce, x: View, out: View) -> Result<()> {
     if r.batch == 0 || n_out == 0 {
         return Ok(());
     }
-    assert!(x.len >= (r.batch - 1) * r.x_stride + r.rows * r.cols, "reduce: X view too short");
-    assert!(out.len >= (r.batch - 1) * r.out_stride + n_out, "reduce: out view too short");
+    assert!(
+        x.len >= (r.batch - 1) * r.x_stride + r.rows * r.cols,
+        "reduce: X view too short"
+    );
+    assert!(
+        out.len >= (r.batch - 1) * r.out_stride + n_out,
+        "reduce: out view too short"
+    );
     check_disjoint(&[out], &[x]);
     match dev {
         Device::Cpu(_) => {
@@ -69,19 +95,38 @@ pub fn reduce(dev: &Device, r: &Reduce, x: View, out: View) -> Result<()> {
                         Axis::Cols => (0..r.rows).for_each(|i| acc += xz[i * r.cols + o]),
                     }
                     let dst = &mut ov[z * r.out_stride + o];
-                    *dst = if r.accumulate { *dst + r.scale * acc } else { r.scale * acc };
+                    *dst = if r.accumulate {
+                        *dst + r.scale * acc
+                    } else {
+                        r.scale * acc
+                    };
                 }
             }
             Ok(())
         }
         Device::Gpu(g) => {
             let p = Params {
-                rows: r.rows as u32, cols: r.cols as u32, batch: r.batch as u32, accumulate: r.accumulate as u32,
-                x_off: x.off(), x_stride: r.x_stride as u32, out_off: out.off(), out_stride: r.out_stride as u32,
-                scale: r.scale, _pad: [0; 3],
+                rows: r.rows as u32,
+                cols: r.cols as u32,
+                batch: r.batch as u32,
+                accumulate: r.accumulate as u32,
+                x_off: x.off(),
+                x_stride: r.x_stride as u32,
+                out_off: out.off(),
+                out_stride: r.out_stride as u32,
+                scale: r.scale,
+                _pad: [0; 3],
             };
-            let entry = if r.axis == Axis::Rows { "row_sum" } else { "col_sum" };
-            let grid = grid_1d(r.batch * n_out, 256, g.limits.max_compute_workgroups_per_dimension);
+            let entry = if r.axis == Axis::Rows {
+                "row_sum"
+            } else {
+                "col_sum"
+            };
+            let grid = grid_1d(
+                r.batch * n_out,
+                256,
+                g.limits.max_compute_workgroups_per_dimension,
+            );
             g.launch("reduce", SHADER, entry, &p, &[x.buf, out.buf], grid)
         }
     }

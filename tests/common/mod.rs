@@ -15,9 +15,15 @@ pub fn gpu() -> Device {
 /// A generator seeded from the clock: every run tries fresh inputs; the seed is printed so a
 /// failure can be replayed with REGOP_TEST_SEED.
 pub fn fresh_rng(tag: &str) -> ChaCha8Rng {
-    let seed = std::env::var("REGOP_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = std::env::var("REGOP_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("{tag}: REGOP_TEST_SEED={seed}");
     ChaCha8Rng::seed_from_u64(seed)
 }
@@ -28,7 +34,11 @@ pub fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 }
 
 /// Run `f` on a buffer initialised to `init`, on both backends; returns (cpu, gpu) final contents.
-pub fn on_both(gpu: &Device, init: &[f32], f: impl Fn(&Device, &Buf) -> Result<()>) -> (Vec<f32>, Vec<f32>) {
+pub fn on_both(
+    gpu: &Device,
+    init: &[f32],
+    f: impl Fn(&Device, &Buf) -> Result<()>,
+) -> (Vec<f32>, Vec<f32>) {
     let cpu = Device::cpu();
     let mut out = Vec::new();
     for dev in [&cpu, gpu] {
@@ -48,9 +58,19 @@ pub fn compare(what: &str, cpu: &[f32], gpu: &[f32], outputs: &[std::ops::Range<
     assert_eq!(cpu.len(), gpu.len());
     let inside = |i: usize| outputs.iter().any(|r| r.contains(&i));
     for i in 0..cpu.len() {
-        assert_eq!(cpu[i].is_nan(), gpu[i].is_nan(), "{what}: NaN placement differs at {i} (cpu {}, gpu {})", cpu[i], gpu[i]);
+        assert_eq!(
+            cpu[i].is_nan(),
+            gpu[i].is_nan(),
+            "{what}: NaN placement differs at {i} (cpu {}, gpu {})",
+            cpu[i],
+            gpu[i]
+        );
         if !inside(i) && !cpu[i].is_nan() {
-            assert_eq!(cpu[i].to_bits(), gpu[i].to_bits(), "{what}: cell {i} outside the outputs changed");
+            assert_eq!(
+                cpu[i].to_bits(),
+                gpu[i].to_bits(),
+                "{what}: cell {i} outside the outputs changed"
+            );
         }
     }
     let mut worst = 0.0f64;
@@ -63,7 +83,10 @@ pub fn compare(what: &str, cpu: &[f32], gpu: &[f32], outputs: &[std::ops::Range<
             den += (cpu[i] as f64).powi(2);
         }
         let rel = (num / den.max(1e-30)).sqrt();
-        assert!(rel < 1e-5, "{what}: relative error {rel:e} >= 1e-5 over {range:?}");
+        assert!(
+            rel < 1e-5,
+            "{what}: relative error {rel:e} >= 1e-5 over {range:?}"
+        );
         worst = worst.max(rel);
     }
     worst
