@@ -22,7 +22,7 @@ pub enum DeviceChoice {
 
 pub enum Device {
     Cpu(CpuDevice),
-    Gpu(GpuDevice),
+    Gpu(Box<GpuDevice>),
 }
 
 pub struct CpuDevice {
@@ -108,13 +108,16 @@ impl Device {
                     "--device gpu: no hardware GPU, using the software adapter (correct, slow)"
                         .to_string()
                 };
-                Ok((Device::Gpu(GpuDevice::new(a)?), why))
+                Ok((Device::Gpu(Box::new(GpuDevice::new(a)?)), why))
             }
             DeviceChoice::Auto => {
                 let list = adapters();
                 match list.iter().find(|a| is_hardware(a.get_info().device_type)) {
                     Some(a) => match GpuDevice::new(a) {
-                        Ok(g) => Ok((Device::Gpu(g), "--device auto: hardware GPU found".into())),
+                        Ok(g) => Ok((
+                            Device::Gpu(Box::new(g)),
+                            "--device auto: hardware GPU found".into(),
+                        )),
                         Err(e) => Ok((
                             Device::cpu(),
                             format!("--device auto: GPU failed to start ({e}); CPU backend"),

@@ -132,7 +132,7 @@ impl GpuDevice {
         let max = self
             .limits
             .max_buffer_size
-            .min(self.limits.max_storage_buffer_binding_size as u64);
+            .min(self.limits.max_storage_buffer_binding_size);
         if bytes > max {
             return Err(Error::Device(format!(
                 "buffer of {bytes} bytes exceeds the adapter's limit of {max} bytes"
@@ -459,4 +459,25 @@ pub(crate) fn grid_1d(n: usize, wg: usize, max: u32) -> [u32; 3] {
     }
     let y = groups.div_ceil(max);
     [groups.div_ceil(y) as u32, y as u32, 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grid_1d;
+
+    #[test]
+    fn grid_folds_past_the_dimension_limit_and_covers_every_invocation() {
+        assert_eq!(grid_1d(1, 256, 65535), [1, 1, 1]);
+        assert_eq!(grid_1d(257, 256, 65535), [2, 1, 1]);
+        for n in [65535 * 256, 65535 * 256 + 1, 3_000_000_000usize / 7] {
+            let [x, y, z] = grid_1d(n, 256, 65535);
+            assert!(x <= 65535 && y <= 65535 && z == 1, "{n}: {x}x{y}");
+            assert!(x as usize * y as usize * 256 >= n, "{n}: grid too small");
+            // At most one row of groups wasted.
+            assert!(
+                (x as usize * (y as usize - 1)) * 256 < n,
+                "{n}: grid has a spare row"
+            );
+        }
+    }
 }

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::kernels::activation::{activation_backward, activation_forward, Activation};
 use crate::kernels::adam::{adam_step, Adam};
 use crate::kernels::bce::{bce_backward, bce_forward, Bce};
-use crate::kernels::bias::bias_add;
+use crate::kernels::bias::{bias_add, BiasAdd};
 use crate::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward, CrossEntropy};
 use crate::kernels::gemm::{gemm, Gemm};
 use crate::kernels::reduce::{reduce, Axis, Reduce};
@@ -203,16 +203,14 @@ impl BatchedMlp {
             accumulate: false,
         };
         gemm(dev, &g, input, self.weights(&self.params, l), pre)?;
-        bias_add(
-            dev,
-            self.batch,
-            self.rows,
-            fo,
-            pre,
-            self.rows * fo,
-            self.biases(&self.params, l),
-            self.stride(),
-        )?;
+        let shape = BiasAdd {
+            batch: self.batch,
+            rows: self.rows,
+            cols: fo,
+            y_stride: self.rows * fo,
+            b_stride: self.stride(),
+        };
+        bias_add(dev, &shape, pre, self.biases(&self.params, l))?;
         if l + 1 < self.shape.layers() {
             activation_forward(dev, self.shape.activation, pre, self.post(false, l))?;
         }

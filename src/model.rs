@@ -12,6 +12,9 @@ use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors, TensorView};
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// A tensor read from the file: shape and values converted to f32.
+type Tensor = (Vec<usize>, Vec<f32>);
+
 /// One `nn.Linear`: y = x W^T + b.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Linear {
@@ -51,21 +54,13 @@ impl Model {
     /// Parse a safetensors file's bytes; `path` is only used to name it in errors.
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Model> {
         let bad = |msg: String| Error::input(path, msg);
-        if bytes.starts_with(b"PK\x03\x04") || bytes.first() == Some(&0x80) {
-            return Err(bad(PICKLE_HINT.into()));
-        }
-        if bytes.len() < 8 {
-            return Err(bad(format!(
-                "{} bytes: too short for a safetensors header (truncated?)",
-                bytes.len()
-            )));
-        }
-        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
-        if header_len > (bytes.len() - 8) as u64 {
-            return Err(bad(format!("header length {header_len} exceeds the file size {} (truncated or not safetensors)", bytes.len())));
-        }
-        let st = SafeTensors::deserialize(bytes).map_err(|e| bad(describe(e)))?;
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(describe(e)))?;
+        let (st, meta) = parse(bytes).map_err(|msg| {
+            // A torch.save file is a zip archive (PK..) or a raw pickle (0x80, protocol 2-5).
+            // Only judged after safetensors parsing failed: a 128-byte header also starts 0x80.
+            let pickled = bytes.starts_with(b"PK\x03\x04")
+                || (bytes.len() > 1 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]));
+            bad(if pickled { PICKLE_HINT.into() } else { msg })
+        })?;
         let metadata: BTreeMap<String, String> = meta
             .metadata()
             .clone()
@@ -74,8 +69,7 @@ impl Model {
             .collect();
 
         // Collect tensors by module prefix.
-        let mut modules: BTreeMap<String, BTreeMap<String, (Vec<usize>, Vec<f32>)>> =
-            BTreeMap::new();
+        let mut modules: BTreeMap<String, BTreeMap<String, Tensor>> = BTreeMap::new();
         let mut dtype = None;
         for (name, view) in st.tensors() {
             let (prefix, param) = name.rsplit_once('.').unwrap_or(("", name.as_str()));
@@ -260,11 +254,34 @@ impl Model {
     }
 }
 
+/// Split and validate a safetensors file, checking the header length before the crate does so the
+/// message can say what is wrong.
+fn parse(
+    bytes: &[u8],
+) -> std::result::Result<(SafeTensors<'_>, safetensors::tensor::Metadata), String> {
+    if bytes.len() < 8 {
+        return Err(format!(
+            "{} bytes: too short for a safetensors header (truncated?)",
+            bytes.len()
+        ));
+    }
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    if header_len > (bytes.len() - 8) as u64 {
+        return Err(format!(
+            "header length {header_len} exceeds the file size {} (truncated or not safetensors)",
+            bytes.len()
+        ));
+    }
+    let st = SafeTensors::deserialize(bytes).map_err(describe)?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(describe)?;
+    Ok((st, meta))
+}
+
 /// Take `name`, folding `name_orig * name_mask` when the module was pruned and not finalised.
 fn take_param(
-    params: &mut BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+    params: &mut BTreeMap<String, Tensor>,
     name: &str,
-) -> std::result::Result<Option<(Vec<usize>, Vec<f32>)>, String> {
+) -> std::result::Result<Option<Tensor>, String> {
     let plain = params.remove(name);
     let orig = params.remove(&format!("{name}_orig"));
     let mask = params.remove(&format!("{name}_mask"));
@@ -399,5 +416,47 @@ fn describe(e: SafeTensorError) -> String {
             format!("tensor of {dtype:?} {shape:?} does not fit its {n} bytes")
         }
         other => format!("not a valid safetensors file: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lin(name: &str, out_dim: usize, in_dim: usize) -> Linear {
+        Linear {
+            name: name.into(),
+            out_dim,
+            in_dim,
+            weight: vec![0.5; out_dim * in_dim],
+            bias: None,
+        }
+    }
+
+    #[test]
+    fn numeric_names_sort_naturally() {
+        let layers = vec![lin("net.10", 1, 4), lin("net.2", 4, 4), lin("net.0", 4, 3)];
+        let names: Vec<_> = order_layers(layers)
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .collect();
+        assert_eq!(names, ["net.0", "net.2", "net.10"]);
+    }
+
+    #[test]
+    fn ambiguous_shapes_are_refused_not_guessed() {
+        // Names out of order and two interchangeable 4x4 layers: no unique chain.
+        let layers = vec![
+            lin("z", 1, 4),
+            lin("b", 4, 4),
+            lin("a", 4, 4),
+            lin("c", 4, 3),
+        ];
+        let err = order_layers(layers).unwrap_err();
+        assert!(
+            err.contains("cannot infer") || err.contains("do not chain"),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use rand::Rng;
 use regop::kernels::activation::{activation_backward, activation_forward, Activation};
 use regop::kernels::adam::{adam_step, Adam};
 use regop::kernels::bce::{bce_backward, bce_forward, Bce};
-use regop::kernels::bias::bias_add;
+use regop::kernels::bias::{bias_add, BiasAdd};
 use regop::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward, CrossEntropy};
 use regop::kernels::gemm::{gemm_with, Gemm, GemmKernel};
 use regop::kernels::reduce::{reduce, Axis, Reduce};
@@ -134,16 +134,19 @@ fn bias_add_matches_cpu() {
         for z in 0..batch - 1 {
             init[y.start + z * ys + rows * cols..y.start + (z + 1) * ys].fill(f32::NAN);
         }
+        let shape = BiasAdd {
+            batch,
+            rows,
+            cols,
+            y_stride: ys,
+            b_stride: bs,
+        };
         let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
             bias_add(
                 dev,
-                batch,
-                rows,
-                cols,
+                &shape,
                 buf.view(y.start, y.len()),
-                ys,
                 buf.view(b.start, b.len()),
-                bs,
             )
         });
         let outs: Vec<_> = (0..batch)

@@ -40,7 +40,7 @@ pub fn run(g: &Global, p: &Printer, _a: Args) -> Result<i32> {
         Device::Gpu(gpu) => (
             Some(Limits {
                 max_buffer_size: gpu.limits.max_buffer_size,
-                max_storage_buffer_binding_size: gpu.limits.max_storage_buffer_binding_size as u64,
+                max_storage_buffer_binding_size: gpu.limits.max_storage_buffer_binding_size,
                 max_storage_buffers_per_shader_stage: gpu
                     .limits
                     .max_storage_buffers_per_shader_stage,

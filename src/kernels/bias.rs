@@ -20,17 +20,26 @@ struct Params {
     b_stride: u32,
 }
 
-/// Y[z, r, j] += bias[z, j]; `y_stride` and `b_stride` are the batch strides in elements.
-pub fn bias_add(
-    dev: &Device,
-    batch: usize,
-    rows: usize,
-    cols: usize,
-    y: View,
-    y_stride: usize,
-    bias: View,
-    b_stride: usize,
-) -> Result<()> {
+/// Shape of a batched bias add: `batch` matrices Y[z] of [rows, cols] at batch stride
+/// `y_stride`, bias vectors of [cols] at batch stride `b_stride`.
+#[derive(Clone, Copy, Debug)]
+pub struct BiasAdd {
+    pub batch: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub y_stride: usize,
+    pub b_stride: usize,
+}
+
+/// Y[z, r, j] += bias[z, j].
+pub fn bias_add(dev: &Device, s: &BiasAdd, y: View, bias: View) -> Result<()> {
+    let BiasAdd {
+        batch,
+        rows,
+        cols,
+        y_stride,
+        b_stride,
+    } = *s;
     assert!(
         batch == 0 || y.len >= (batch - 1) * y_stride + rows * cols,
         "bias_add: Y view too short"

@@ -182,6 +182,8 @@ unsafe fn gemm_cpu(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
     };
     let c = SendPtr(c);
     let one = |z: usize, par: gemm::Parallelism| {
+        // Rebind so the closure captures the Send+Sync wrapper, not its raw-pointer field.
+        #[allow(clippy::redundant_locals)]
         let c = c;
         let dst = c.0.add(z * g.c_stride);
         if g.k == 0 {
