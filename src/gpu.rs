@@ -76,13 +76,13 @@ impl GpuDevice {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             let mut f = sink.lock().unwrap();
             if f.is_none() {
-                *f = Some(
-                    e.to_string()
-                        .lines()
-                        .next()
-                        .unwrap_or("unknown error")
-                        .to_string(),
-                );
+                // wgpu's messages span lines (error, then its causes); ours are one line.
+                let text = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                *f = Some(text.chars().take(500).collect());
             }
         }));
         let sink = fault.clone();

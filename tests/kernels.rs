@@ -381,3 +381,99 @@ fn adam_matches_cpu_over_several_steps() {
         );
     }
 }
+
+#[test]
+fn gather_rows_matches_cpu() {
+    use regop::kernels::gather::gather_rows;
+    let gpu = gpu();
+    let mut rng = fresh_rng("gather");
+    for &(src_rows, cols, n) in &[(1, 1, 1), (7, 33, 13), (257, 7, 300), (40, 100, 257)] {
+        let mut p = Packer::new();
+        let s = p.put(random(&mut rng, src_rows * cols));
+        let idx: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(0..src_rows) as f32)
+            .collect();
+        let ir = p.put(idx);
+        let o = p.poison(n * cols);
+        let init = p.finish();
+        let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+            gather_rows(
+                dev,
+                cols,
+                buf.view(s.start, s.len()),
+                buf.view(ir.start, n),
+                buf.view(o.start, o.len()),
+            )
+        });
+        compare(
+            &format!("gather {src_rows}x{cols} -> {n}"),
+            &cpu,
+            &g,
+            &[o.clone()],
+        );
+    }
+}
+
+#[test]
+fn adam_per_model_matches_cpu_and_freezes_models_with_zero_lr() {
+    use regop::kernels::adam::adam_step_per_model;
+    let gpu = gpu();
+    let mut rng = fresh_rng("adam per model");
+    let opt = Adam::default();
+    for &(models, stride) in &[(1, 7), (3, 33), (5, 257)] {
+        let n = models * stride;
+        let mut p = Packer::new();
+        let pr = p.put(random(&mut rng, n));
+        let gr = p.put(random(&mut rng, n));
+        let mr = p.put(vec![0.0; n]);
+        let vr = p.put(vec![0.0; n]);
+        // Model 0 frozen (lr 0); the others with their own lr and weight decay.
+        let hyper: Vec<f32> = (0..models)
+            .flat_map(|z| {
+                [
+                    if z == 0 {
+                        0.0
+                    } else {
+                        rng.random_range(1e-3f32..3e-2)
+                    },
+                    rng.random_range(0.0f32..0.1),
+                ]
+            })
+            .collect();
+        let hr = p.put(hyper);
+        let init = p.finish();
+        let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+            for t in 1..=2 {
+                adam_step_per_model(
+                    dev,
+                    &opt,
+                    t,
+                    stride,
+                    buf.view(hr.start, hr.len()),
+                    buf.view(pr.start, n),
+                    buf.view(gr.start, n),
+                    buf.view(mr.start, n),
+                    buf.view(vr.start, n),
+                )?;
+            }
+            Ok(())
+        });
+        compare(
+            &format!("adam per model {models}x{stride}"),
+            &cpu,
+            &g,
+            &[pr.clone(), mr.clone(), vr.clone()],
+        );
+        assert_eq!(
+            &cpu[pr.start..pr.start + stride],
+            &init[pr.start..pr.start + stride],
+            "lr 0 must leave the model unchanged"
+        );
+        if models > 1 {
+            assert_ne!(
+                &cpu[pr.start + stride..pr.end],
+                &init[pr.start + stride..pr.end]
+            );
+        }
+    }
+}

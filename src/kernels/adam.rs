@@ -37,7 +37,9 @@ struct Params {
     g_off: u32,
     m_off: u32,
     v_off: u32,
-    _pad0: [u32; 3],
+    h_off: u32,
+    model_stride: u32,
+    _pad0: u32,
     lr: f32,
     beta1: f32,
     beta2: f32,
@@ -92,7 +94,9 @@ pub fn adam_step(
                 g_off: grads.off(),
                 m_off: m.off(),
                 v_off: v.off(),
-                _pad0: [0; 3],
+                h_off: 0,
+                model_stride: 1,
+                _pad0: 0,
                 lr: opt.lr,
                 beta1: opt.beta1,
                 beta2: opt.beta2,
@@ -109,6 +113,95 @@ pub fn adam_step(
                 "adam_step",
                 &p,
                 &[params.buf, grads.buf, m.buf],
+                grid,
+            )
+        }
+    }
+}
+
+/// AdamW step `t` for `params.len() / model_stride` models packed back to back, model z using
+/// learning rate `hyper[2z]` and weight decay `hyper[2z + 1]` (the rest of `opt` is shared).
+#[allow(clippy::too_many_arguments)]
+pub fn adam_step_per_model(
+    dev: &Device,
+    opt: &Adam,
+    t: u32,
+    model_stride: usize,
+    hyper: View,
+    params: View,
+    grads: View,
+    m: View,
+    v: View,
+) -> Result<()> {
+    let n = params.len;
+    assert!(
+        grads.len == n && m.len == n && v.len == n,
+        "adam_step_per_model: lengths differ"
+    );
+    assert!(
+        model_stride > 0 && n % model_stride == 0,
+        "adam_step_per_model: not whole models"
+    );
+    assert!(
+        hyper.len >= 2 * (n / model_stride),
+        "adam_step_per_model: hyper view too short"
+    );
+    assert!(t >= 1, "adam_step_per_model: steps count from 1");
+    assert_eq!(
+        m.buf.id, v.buf.id,
+        "adam_step_per_model: m and v must share the state buffer"
+    );
+    check_disjoint(&[params, m, v], &[grads, hyper]);
+    let bc1 = 1.0 - opt.beta1.powi(t as i32);
+    let bc2 = 1.0 - opt.beta2.powi(t as i32);
+    match dev {
+        Device::Cpu(_) => {
+            let (pv, gv, mv, vv, hv) = unsafe {
+                (
+                    params.cpu_mut(),
+                    grads.cpu(),
+                    m.cpu_mut(),
+                    v.cpu_mut(),
+                    hyper.cpu(),
+                )
+            };
+            for i in 0..n {
+                let z = i / model_stride;
+                let (lr, wd) = (hv[2 * z], hv[2 * z + 1]);
+                let g = gv[i];
+                mv[i] = opt.beta1 * mv[i] + (1.0 - opt.beta1) * g;
+                vv[i] = opt.beta2 * vv[i] + (1.0 - opt.beta2) * g * g;
+                let p = pv[i] * (1.0 - lr * wd);
+                pv[i] = p - lr * (mv[i] / bc1) / ((vv[i] / bc2).sqrt() + opt.eps);
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                n: n as u32,
+                p_off: params.off(),
+                g_off: grads.off(),
+                m_off: m.off(),
+                v_off: v.off(),
+                h_off: hyper.off(),
+                model_stride: model_stride as u32,
+                _pad0: 0,
+                lr: 0.0,
+                beta1: opt.beta1,
+                beta2: opt.beta2,
+                eps: opt.eps,
+                weight_decay: 0.0,
+                bc1,
+                bc2,
+                _pad1: 0.0,
+            };
+            let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
+            g.launch(
+                "adam",
+                SHADER,
+                "adam_step_per_model",
+                &p,
+                &[params.buf, grads.buf, m.buf, hyper.buf],
                 grid,
             )
         }

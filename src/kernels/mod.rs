@@ -6,6 +6,7 @@ pub mod adam;
 pub mod bce;
 pub mod bias;
 pub mod cross_entropy;
+pub mod gather;
 pub mod gemm;
 pub mod reduce;
 
@@ -19,6 +20,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "cross_entropy",
         include_str!("../../shaders/cross_entropy.wgsl"),
     ),
+    ("gather", include_str!("../../shaders/gather.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
 ];
