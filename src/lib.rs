@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod buffer;
 pub mod cli;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod gpu;

@@ -1,0 +1,479 @@
+//! Tabular data: raw tables from files or the built-in generator, turned into model inputs by
+//! one preprocessing path: rows with missing values dropped, label mapped to 0/1, sensitive group
+//! per row, a deterministic split by seed, one-hot categoricals and standardised numerics fitted
+//! on the training split only. The schema (raw feature -> its input columns, the sensitive
+//! attribute, the label) travels in every model's metadata.
+
+pub mod loaders;
+pub mod synthetic;
+
+use crate::error::{Error, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+
+/// A table of raw string cells, as read from a file.
+#[derive(Clone, Debug)]
+pub struct RawTable {
+    /// Where it came from, for error messages.
+    pub source: PathBuf,
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    /// Line number in the file of each row (1-based), for error messages.
+    pub lines: Vec<usize>,
+}
+
+impl RawTable {
+    pub fn column(&self, name: &str) -> Result<usize> {
+        self.columns.iter().position(|c| c == name).ok_or_else(|| {
+            Error::input(
+                &self.source,
+                format!(
+                    "no column named '{name}' (columns: {})",
+                    self.columns.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+/// How a sensitive attribute splits people into groups.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum SensitiveRule {
+    /// One group per category of the column.
+    Categories,
+    /// Two groups: value < threshold, and the rest ("age<25").
+    Below(f64),
+}
+
+/// What to build from a raw table.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub name: String,
+    pub label: String,
+    /// Label values counted as the positive class (after trimming; a trailing '.' is ignored).
+    pub positive: Vec<String>,
+    pub categorical: Vec<String>,
+    pub drop: Vec<String>,
+    /// Sensitive attribute column and how it forms groups.
+    pub sensitive: Option<(String, SensitiveRule)>,
+    /// Cells meaning "missing": rows holding one in a used column are dropped.
+    pub missing: Vec<String>,
+    /// Fractions of rows for (train, val); test gets the rest. Ignored for rows with a fixed split.
+    pub split: (f64, f64),
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum FeatureKind {
+    Numeric { mean: f64, std: f64 },
+    Categorical { categories: Vec<String> },
+}
+
+/// A raw feature and the model input columns it owns: `start..start + width`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Feature {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: FeatureKind,
+    pub start: usize,
+    pub width: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Schema {
+    pub dataset: String,
+    pub features: Vec<Feature>,
+    pub label: String,
+    pub positive: Vec<String>,
+    /// Sensitive attribute (a raw column name) and its group names, in group-index order.
+    pub sensitive: Option<String>,
+    pub sensitive_rule: Option<SensitiveRule>,
+    pub groups: Vec<String>,
+}
+
+impl Schema {
+    pub fn n_columns(&self) -> usize {
+        self.features.iter().map(|f| f.width).sum()
+    }
+    /// One name per model input column: numerics by name, categories as "name=value".
+    pub fn column_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.features {
+            match &f.kind {
+                FeatureKind::Numeric { .. } => out.push(f.name.clone()),
+                FeatureKind::Categorical { categories } => {
+                    out.extend(categories.iter().map(|c| format!("{}={c}", f.name)))
+                }
+            }
+        }
+        out
+    }
+    pub fn feature(&self, name: &str) -> Option<&Feature> {
+        self.features.iter().find(|f| f.name == name)
+    }
+    /// Resolve user-given feature names, naming the unknown ones and listing the known ones.
+    pub fn features_named(&self, names: &[String]) -> std::result::Result<Vec<&Feature>, String> {
+        names
+            .iter()
+            .map(|n| {
+                self.feature(n).ok_or_else(|| {
+                    format!(
+                        "unknown feature '{n}' (features: {})",
+                        self.features
+                            .iter()
+                            .map(|f| f.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
+}
+
+/// Rows of one split: inputs [rows, columns], labels 0/1, sensitive group index per row.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Split {
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    pub group: Vec<u32>,
+}
+
+impl Split {
+    pub fn rows(&self) -> usize {
+        self.y.len()
+    }
+    pub fn positive_rate(&self) -> f64 {
+        self.y.iter().map(|&v| v as f64).sum::<f64>() / self.rows().max(1) as f64
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub schema: Schema,
+    pub train: Split,
+    pub val: Split,
+    pub test: Split,
+    /// Rows read from the files, before dropping rows with missing values or filtering.
+    pub raw_rows: usize,
+    /// Rows dropped for missing values.
+    pub dropped_missing: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Train,
+    Val,
+    Test,
+}
+
+/// Build a dataset from a raw table. `fixed` gives rows a predetermined part (Adult's official
+/// test file); the other rows are shuffled by `seed` and split by `spec.split`.
+pub fn build(
+    table: &RawTable,
+    spec: &Spec,
+    fixed: Option<&[Option<Part>]>,
+    seed: u64,
+) -> Result<Dataset> {
+    let bad = |line: usize, msg: String| Error::input(&table.source, format!("line {line}: {msg}"));
+    let label_col = table.column(&spec.label)?;
+    for c in spec.categorical.iter().chain(&spec.drop) {
+        table.column(c)?;
+    }
+    let sensitive_col = match &spec.sensitive {
+        Some((name, _)) => Some(table.column(name)?),
+        None => None,
+    };
+    let used: Vec<usize> = (0..table.columns.len())
+        .filter(|&i| i != label_col && !spec.drop.contains(&table.columns[i]))
+        .collect();
+    if used.is_empty() {
+        return Err(Error::input(&table.source, "no feature columns left"));
+    }
+
+    // Drop rows with missing values in any used column, the label or the sensitive column.
+    let mut keep = Vec::new();
+    let mut dropped = 0;
+    for (r, row) in table.rows.iter().enumerate() {
+        let missing = used.iter().chain(std::iter::once(&label_col)).any(|&c| {
+            spec.missing
+                .iter()
+                .any(|m| row[c] == *m || row[c].is_empty())
+        });
+        if missing {
+            dropped += 1;
+        } else {
+            keep.push(r);
+        }
+    }
+    if keep.is_empty() {
+        return Err(Error::input(
+            &table.source,
+            "no complete rows (every row has a missing value)",
+        ));
+    }
+
+    // Label.
+    let label_of = |r: usize| -> f32 {
+        let v = table.rows[r][label_col].trim_end_matches('.');
+        spec.positive.iter().any(|p| p == v) as u32 as f32
+    };
+    let positives = keep.iter().filter(|&&r| label_of(r) > 0.5).count();
+    if positives == 0 || positives == keep.len() {
+        let seen: std::collections::BTreeSet<&str> = keep
+            .iter()
+            .map(|&r| table.rows[r][label_col].as_str())
+            .take(1000)
+            .collect();
+        return Err(Error::input(
+            &table.source,
+            format!(
+                "label column '{}' has a single class once positive = {:?} (values seen: {:?})",
+                spec.label, spec.positive, seen
+            ),
+        ));
+    }
+
+    // Split.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a);
+    let mut free: Vec<usize> = keep
+        .iter()
+        .copied()
+        .filter(|&r| fixed.is_none_or(|f| f[r].is_none()))
+        .collect();
+    free.shuffle(&mut rng);
+    let mut parts: Vec<(usize, Part)> = Vec::new();
+    let n = free.len() as f64;
+    let (n_train, n_val) = (
+        (n * spec.split.0).round() as usize,
+        (n * spec.split.1).round() as usize,
+    );
+    for (i, &r) in free.iter().enumerate() {
+        parts.push((
+            r,
+            if i < n_train {
+                Part::Train
+            } else if i < n_train + n_val {
+                Part::Val
+            } else {
+                Part::Test
+            },
+        ));
+    }
+    if let Some(f) = fixed {
+        parts.extend(keep.iter().filter_map(|&r| f[r].map(|p| (r, p))));
+    }
+    let train_rows: Vec<usize> = parts
+        .iter()
+        .filter(|p| p.1 == Part::Train)
+        .map(|p| p.0)
+        .collect();
+    if train_rows.is_empty() {
+        return Err(Error::input(&table.source, "training split is empty"));
+    }
+
+    // Fit features on the training rows only.
+    let mut features = Vec::new();
+    let mut start = 0;
+    for &c in &used {
+        let name = table.columns[c].clone();
+        let kind = if spec.categorical.contains(&name) {
+            let cats: std::collections::BTreeSet<&str> = train_rows
+                .iter()
+                .map(|&r| table.rows[r][c].as_str())
+                .collect();
+            FeatureKind::Categorical {
+                categories: cats.into_iter().map(String::from).collect(),
+            }
+        } else {
+            let mut sum = 0.0;
+            let mut sq = 0.0;
+            for &r in &train_rows {
+                let v = parse_num(&table.rows[r][c]).ok_or_else(|| bad(table.lines[r], format!("column '{name}': '{}' is not a number (list the column in --categorical if it is a category)", table.rows[r][c])))?;
+                sum += v;
+                sq += v * v;
+            }
+            let mean = sum / train_rows.len() as f64;
+            let std = (sq / train_rows.len() as f64 - mean * mean).max(0.0).sqrt();
+            FeatureKind::Numeric {
+                mean,
+                std: if std > 1e-12 { std } else { 1.0 },
+            }
+        };
+        let width = match &kind {
+            FeatureKind::Numeric { .. } => 1,
+            FeatureKind::Categorical { categories } => categories.len(),
+        };
+        features.push(Feature {
+            name,
+            kind,
+            start,
+            width,
+        });
+        start += width;
+    }
+
+    // Sensitive groups.
+    let (groups, group_of): (Vec<String>, Box<dyn Fn(usize) -> Result<u32>>) = match (
+        &spec.sensitive,
+        sensitive_col,
+    ) {
+        (Some((name, SensitiveRule::Categories)), Some(c)) => {
+            let cats: std::collections::BTreeSet<&str> =
+                keep.iter().map(|&r| table.rows[r][c].as_str()).collect();
+            let cats: Vec<String> = cats.into_iter().map(String::from).collect();
+            if cats.len() > 64 {
+                return Err(Error::input(&table.source, format!("sensitive attribute '{name}' has {} distinct values; give a numeric threshold (e.g. '{name}<25')", cats.len())));
+            }
+            let lookup = cats.clone();
+            (
+                cats,
+                Box::new(move |r| {
+                    Ok(lookup.iter().position(|g| *g == table.rows[r][c]).unwrap() as u32)
+                }),
+            )
+        }
+        (Some((name, SensitiveRule::Below(t))), Some(c)) => {
+            let t = *t;
+            let nm = name.clone();
+            (
+                vec![format!("{name}<{t}"), format!("{name}>={t}")],
+                Box::new(move |r| {
+                    let v = parse_num(&table.rows[r][c]).ok_or_else(|| {
+                        bad(
+                            table.lines[r],
+                            format!(
+                                "sensitive column '{nm}': '{}' is not a number",
+                                table.rows[r][c]
+                            ),
+                        )
+                    })?;
+                    Ok((v >= t) as u32)
+                }),
+            )
+        }
+        _ => (vec!["all".into()], Box::new(|_| Ok(0))),
+    };
+
+    // Encode.
+    let width = start;
+    let mut splits = [Split::default(), Split::default(), Split::default()];
+    for &(r, part) in &parts {
+        let s = &mut splits[part as usize];
+        let row = &table.rows[r];
+        let base = s.x.len();
+        s.x.resize(base + width, 0.0);
+        for (f, &c) in features.iter().zip(&used) {
+            match &f.kind {
+                FeatureKind::Numeric { mean, std } => {
+                    let v = parse_num(&row[c]).ok_or_else(|| bad(table.lines[r], format!("column '{}': '{}' is not a number (list the column in --categorical if it is a category)", f.name, row[c])))?;
+                    s.x[base + f.start] = ((v - mean) / std) as f32;
+                }
+                FeatureKind::Categorical { categories } => {
+                    // Categories unseen in training encode as all zeros.
+                    if let Ok(i) = categories.binary_search(&row[c]) {
+                        s.x[base + f.start + i] = 1.0;
+                    }
+                }
+            }
+        }
+        s.y.push(label_of(r));
+        s.group.push(group_of(r)?);
+    }
+    let [train, val, test] = splits;
+    let schema = Schema {
+        dataset: spec.name.clone(),
+        features,
+        label: spec.label.clone(),
+        positive: spec.positive.clone(),
+        sensitive: spec.sensitive.as_ref().map(|s| s.0.clone()),
+        sensitive_rule: spec.sensitive.as_ref().map(|s| s.1.clone()),
+        groups,
+    };
+    Ok(Dataset {
+        schema,
+        train,
+        val,
+        test,
+        raw_rows: table.rows.len(),
+        dropped_missing: dropped,
+    })
+}
+
+fn parse_num(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// Read a delimited text file into a raw table. `header`: the first line names the columns;
+/// otherwise `columns` does. Lines starting with `comment` are skipped. Cells are trimmed.
+pub fn read_delimited(
+    path: &Path,
+    delimiter: u8,
+    header: bool,
+    columns: Option<&[&str]>,
+    comment: Option<u8>,
+) -> Result<RawTable> {
+    let bytes = crate::io::read(path)?;
+    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+            .map_err(|e| Error::input(path, format!("not a valid gzip file: {e}")))?;
+        out
+    } else {
+        bytes
+    };
+    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(Error::input(path, "file is empty"));
+    }
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .comment(comment)
+        .from_reader(&bytes[..]);
+    let mut names: Option<Vec<String>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
+    let mut rows = Vec::new();
+    let mut lines = Vec::new();
+    for rec in rdr.byte_records() {
+        let rec = rec.map_err(|e| Error::input(path, format!("unreadable CSV: {e}")))?;
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        if rec.iter().all(|c| c.is_empty()) {
+            continue; // blank line
+        }
+        let mut cells = Vec::with_capacity(rec.len());
+        for c in rec.iter() {
+            cells.push(
+                String::from_utf8(c.to_vec())
+                    .map_err(|_| Error::input(path, format!("line {line}: not valid UTF-8")))?,
+            );
+        }
+        match &names {
+            None if header => {
+                names = Some(cells);
+                continue;
+            }
+            None => return Err(Error::input(path, "no column names")),
+            Some(n) if n.len() != cells.len() => {
+                return Err(Error::input(
+                    path,
+                    format!("line {line}: {} fields, expected {}", cells.len(), n.len()),
+                ));
+            }
+            Some(_) => {}
+        }
+        rows.push(cells);
+        lines.push(line);
+    }
+    let columns = names.ok_or_else(|| Error::input(path, "file is empty"))?;
+    if rows.is_empty() {
+        return Err(Error::input(path, "has a header but no rows"));
+    }
+    Ok(RawTable {
+        source: path.to_path_buf(),
+        columns,
+        rows,
+        lines,
+    })
+}
