@@ -11,6 +11,7 @@ pub mod error;
 pub mod gpu;
 pub mod io;
 pub mod kernels;
+pub mod metrics;
 pub mod mlp;
 pub mod model;
 

@@ -1,0 +1,174 @@
+//! The metrics auditors use, with Fairlearn's and scikit-learn's definitions: accuracy, balanced
+//! accuracy, ROC AUC, demographic-parity difference (max minus min selection rate over groups),
+//! equalised-odds difference (the larger of the TPR gap and the FPR gap over groups); a rate whose
+//! denominator is empty in some group counts as 0 there, as in Fairlearn. Also feature dependence
+//! and sparsity. Predictions are hard 0/1 decisions (logit > 0) unless a function says scores.
+
+/// Fraction of `pred` equal to `y`.
+pub fn accuracy(y: &[f32], pred: &[f32]) -> f64 {
+    y.iter().zip(pred).filter(|(a, b)| a == b).count() as f64 / y.len().max(1) as f64
+}
+
+fn rate(num: usize, den: usize) -> f64 {
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// Mean of the true-positive and true-negative rates.
+pub fn balanced_accuracy(y: &[f32], pred: &[f32]) -> f64 {
+    let (mut tp, mut p, mut tn, mut n) = (0, 0, 0, 0);
+    for (&t, &q) in y.iter().zip(pred) {
+        if t > 0.5 {
+            p += 1;
+            tp += (q > 0.5) as usize;
+        } else {
+            n += 1;
+            tn += (q <= 0.5) as usize;
+        }
+    }
+    let classes = (p > 0) as usize + (n > 0) as usize;
+    (rate(tp, p) + rate(tn, n)) / classes.max(1) as f64
+}
+
+/// Area under the ROC curve from scores (Mann-Whitney U with average ranks for ties).
+/// None when only one class is present.
+pub fn roc_auc(y: &[f32], score: &[f32]) -> Option<f64> {
+    let mut idx: Vec<usize> = (0..y.len()).collect();
+    idx.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
+    let mut ranks = vec![0.0f64; y.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && score[idx[j + 1]] == score[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            ranks[k] = avg;
+        }
+        i = j + 1;
+    }
+    let pos = y.iter().filter(|&&t| t > 0.5).count();
+    let neg = y.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let rank_sum: f64 = (0..y.len()).filter(|&k| y[k] > 0.5).map(|k| ranks[k]).sum();
+    Some((rank_sum - (pos * (pos + 1)) as f64 / 2.0) / (pos * neg) as f64)
+}
+
+/// Per-group counts for fairness rates; only groups present in `group` take part.
+struct GroupCounts {
+    n: usize,
+    selected: usize,
+    pos: usize,
+    tp: usize,
+    neg: usize,
+    fp: usize,
+}
+
+fn group_counts(y: &[f32], pred: &[f32], group: &[u32]) -> Vec<GroupCounts> {
+    let k = group.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let mut c: Vec<GroupCounts> = (0..k)
+        .map(|_| GroupCounts {
+            n: 0,
+            selected: 0,
+            pos: 0,
+            tp: 0,
+            neg: 0,
+            fp: 0,
+        })
+        .collect();
+    for i in 0..y.len() {
+        let g = &mut c[group[i] as usize];
+        let sel = pred[i] > 0.5;
+        g.n += 1;
+        g.selected += sel as usize;
+        if y[i] > 0.5 {
+            g.pos += 1;
+            g.tp += sel as usize;
+        } else {
+            g.neg += 1;
+            g.fp += sel as usize;
+        }
+    }
+    c.retain(|g| g.n > 0);
+    c
+}
+
+fn spread(values: impl Iterator<Item = f64>) -> f64 {
+    let v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+}
+
+/// Selection rate of each group present, in group-index order (absent groups skipped).
+pub fn selection_rates(pred: &[f32], group: &[u32]) -> Vec<f64> {
+    group_counts(pred, pred, group)
+        .iter()
+        .map(|g| rate(g.selected, g.n))
+        .collect()
+}
+
+/// Max minus min over groups of the selection rate P(pred = 1 | group).
+pub fn demographic_parity_difference(pred: &[f32], group: &[u32]) -> f64 {
+    spread(
+        group_counts(pred, pred, group)
+            .iter()
+            .map(|g| rate(g.selected, g.n)),
+    )
+}
+
+/// The larger of the true-positive-rate gap and the false-positive-rate gap over groups.
+pub fn equalized_odds_difference(y: &[f32], pred: &[f32], group: &[u32]) -> f64 {
+    let c = group_counts(y, pred, group);
+    let tpr = spread(c.iter().map(|g| rate(g.tp, g.pos)));
+    let fpr = spread(c.iter().map(|g| rate(g.fp, g.neg)));
+    tpr.max(fpr)
+}
+
+/// Hard decisions from binary logits.
+pub fn decisions(logits: &[f32]) -> Vec<f32> {
+    logits.iter().map(|&s| (s > 0.0) as u32 as f32).collect()
+}
+
+/// Everything `regop eval` and the zoo manifest report for a binary classifier on one split.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Report {
+    pub rows: usize,
+    pub accuracy: f64,
+    pub balanced_accuracy: f64,
+    pub roc_auc: Option<f64>,
+    pub positive_rate: f64,
+    pub dp_difference: f64,
+    pub eo_difference: f64,
+}
+
+pub fn report(y: &[f32], logits: &[f32], group: &[u32]) -> Report {
+    let pred = decisions(logits);
+    Report {
+        rows: y.len(),
+        accuracy: accuracy(y, &pred),
+        balanced_accuracy: balanced_accuracy(y, &pred),
+        roc_auc: roc_auc(y, logits),
+        positive_rate: pred.iter().map(|&p| p as f64).sum::<f64>() / pred.len().max(1) as f64,
+        dp_difference: demographic_parity_difference(&pred, group),
+        eo_difference: equalized_odds_difference(y, &pred, group),
+    }
+}
+
+/// Accuracy of always predicting the majority class of `y` (the floor any model must beat).
+pub fn majority_accuracy(y: &[f32]) -> f64 {
+    let p = y.iter().filter(|&&t| t > 0.5).count() as f64 / y.len().max(1) as f64;
+    p.max(1.0 - p)
+}
+
+/// Fraction of exactly-zero values.
+pub fn sparsity(weights: &[f32]) -> f64 {
+    weights.iter().filter(|&&w| w == 0.0).count() as f64 / weights.len().max(1) as f64
+}
