@@ -14,6 +14,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod mlp;
 pub mod model;
+pub mod zoo;
 
 pub use buffer::{Buf, View};
 pub use device::{Device, DeviceChoice};

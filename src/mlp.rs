@@ -393,3 +393,37 @@ pub fn forward_host(shape: &MlpShape, params: &[f32], x: &[f32], rows: usize) ->
 pub fn random_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
+
+/// Logits of `batch` models (parameters model-major, `batch * n_params`) on the same `rows` inputs
+/// `x` ([rows, in]), as [batch, rows, outputs]. Runs in chunks of rows so activations stay small.
+pub fn predict(
+    dev: &Device,
+    shape: &MlpShape,
+    batch: usize,
+    params: &[f32],
+    x: &[f32],
+) -> Result<Vec<f32>> {
+    const CHUNK: usize = 2048;
+    let d = shape.fan_in(0);
+    let rows = x.len() / d;
+    let k = shape.outputs();
+    let xb = dev.upload(x)?;
+    let mut out = vec![0.0f32; batch * rows * k];
+    let mut nets: Vec<(usize, BatchedMlp)> = Vec::new();
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = CHUNK.min(rows - r0);
+        if !nets.iter().any(|(m, _)| *m == n) {
+            nets.push((n, BatchedMlp::new(dev, shape, batch, n, params)?));
+        }
+        let net = &nets.iter().find(|(m, _)| *m == n).unwrap().1;
+        net.forward(dev, xb.view(r0 * d, n * d), 0)?;
+        let logits = dev.read(&net.acts, net.logits().offset, batch * n * k)?;
+        for z in 0..batch {
+            out[(z * rows + r0) * k..(z * rows + r0 + n) * k]
+                .copy_from_slice(&logits[z * n * k..(z + 1) * n * k]);
+        }
+        r0 += n;
+    }
+    Ok(out)
+}

@@ -204,8 +204,9 @@ impl Model {
                 )
             })
             .collect();
-        safetensors::serialize(views, Some(meta))
-            .map_err(|e| Error::Usage(format!("serialising model: {e}")))
+        let bytes = safetensors::serialize(views, Some(meta))
+            .map_err(|e| Error::Usage(format!("serialising model: {e}")))?;
+        Ok(canonical_header(&bytes))
     }
 
     /// Write atomically; refuses to replace an existing file unless `force`.
@@ -252,6 +253,35 @@ impl Model {
             })
             .collect()
     }
+}
+
+/// The same file with its header's keys sorted: metadata passes through a HashMap, and the same
+/// model must always give the same bytes.
+fn canonical_header(bytes: &[u8]) -> Vec<u8> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<_> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            other => other,
+        }
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes[8..8 + n]).expect("header we just wrote");
+    let mut text = serde_json::to_string(&sorted(header)).unwrap();
+    // Keep the data section 8-byte aligned, as the format recommends.
+    while (8 + text.len()) % 8 != 0 {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
 }
 
 /// Split and validate a safetensors file, checking the header length before the crate does so the

@@ -3,8 +3,11 @@
 //! bad usage or no usable device. Errors are one line on stderr naming the file and the problem.
 
 mod bench;
+mod data;
+mod eval;
 mod info;
 mod inspect;
+mod zoo;
 
 use crate::device::DeviceChoice;
 use crate::error::Error;
@@ -50,6 +53,12 @@ enum Command {
     Inspect(inspect::Args),
     /// Time GEMM and batched-MLP training steps on the chosen device.
     Bench(bench::Args),
+    /// Describe a dataset as regop reads it: splits, input columns, sensitive groups.
+    Data(data::Args),
+    /// Train a population of MLPs on a dataset (or merge shards of one).
+    Zoo(zoo::Args),
+    /// Accuracy, fairness and feature dependence of a model on its data.
+    Eval(eval::Args),
 }
 
 /// Status lines go to stderr so stdout holds only results (tables or JSON).
@@ -101,6 +110,9 @@ pub fn main() -> i32 {
         Command::Info(a) => info::run(&cli.global, &printer, a),
         Command::Inspect(a) => inspect::run(&cli.global, &printer, a),
         Command::Bench(a) => bench::run(&cli.global, &printer, a),
+        Command::Data(a) => data::run(&cli.global, &printer, a),
+        Command::Zoo(a) => zoo::run(&cli.global, &printer, a),
+        Command::Eval(a) => eval::run(&cli.global, &printer, a),
     };
     match result {
         Ok(code) => code,

@@ -32,7 +32,7 @@ pub enum DatasetName {
 }
 
 /// Options a user may give for any dataset (overrides) and must give for `csv`.
-#[derive(Clone, Debug, Default, clap::Args, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct DataOptions {
     /// Label column (csv only; the named datasets know theirs).
     #[arg(long)]
@@ -218,7 +218,21 @@ pub fn load(
             build(&table, &s, Some(&fixed), seed)
         }
         DatasetName::Bank => {
-            let p = file_in(need()?, "bank-full.csv")?;
+            let dir = need()?;
+            let p = if dir.is_dir() && !dir.join("bank-full.csv").exists() {
+                // The cleaned comma-separated copy under its own name.
+                std::fs::read_dir(dir)
+                    .map_err(|e| Error::io(dir, e))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .find(|p| {
+                        p.extension().is_some_and(|x| x == "csv")
+                            && p.file_name()
+                                .is_some_and(|n| n.to_string_lossy().starts_with("bank"))
+                    })
+                    .ok_or_else(|| Error::input(dir, "no bank-full.csv here"))?
+            } else {
+                file_in(dir, "bank-full.csv")?
+            };
             let first = crate::io::read(&p)?
                 .split(|&b| b == b'\n')
                 .next()
@@ -421,4 +435,39 @@ fn compas_filter(raw: &RawTable) -> Result<RawTable> {
         }
     }
     Ok(out)
+}
+
+/// Which dataset a path holds, from its standard file names; any other file is a generic CSV.
+pub fn detect(path: &Path) -> DatasetName {
+    let has = |f: &str| {
+        if path.is_dir() {
+            path.join(f).exists()
+        } else {
+            path.file_name().is_some_and(|n| n == f)
+        }
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    if has("adult.data") || has("adult.test") {
+        DatasetName::Adult
+    } else if has("compas-scores-two-years.csv") {
+        DatasetName::Compas
+    } else if has("german.data") {
+        DatasetName::German
+    } else if has("dutch.csv") {
+        DatasetName::Dutch
+    } else if has("law_school_clean.csv") {
+        DatasetName::LawSchool
+    } else if has("credit-card-clients.csv") {
+        DatasetName::CreditCard
+    } else if has("bank-full.csv")
+        || (path.is_file() && name.starts_with("bank"))
+        || (path.is_dir() && name == "bank")
+    {
+        DatasetName::Bank
+    } else {
+        DatasetName::Csv
+    }
 }
