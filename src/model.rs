@@ -275,7 +275,7 @@ fn canonical_header(bytes: &[u8]) -> Vec<u8> {
         serde_json::from_slice(&bytes[8..8 + n]).expect("header we just wrote");
     let mut text = serde_json::to_string(&sorted(header)).unwrap();
     // Keep the data section 8-byte aligned, as the format recommends.
-    while (8 + text.len()) % 8 != 0 {
+    while !(8 + text.len()).is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

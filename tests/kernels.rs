@@ -409,7 +409,7 @@ fn gather_rows_matches_cpu() {
             &format!("gather {src_rows}x{cols} -> {n}"),
             &cpu,
             &g,
-            &[o.clone()],
+            std::slice::from_ref(&o),
         );
     }
 }

@@ -62,6 +62,10 @@ pub struct BuildArgs {
     /// Minibatch rows.
     #[arg(long, default_value_t = 256)]
     pub batch_size: usize,
+    /// Most models trained in one batch; larger architecture groups are split (memory bound).
+    /// 1 trains one model at a time.
+    #[arg(long, default_value_t = 256)]
+    pub max_batch: usize,
     /// Replace an existing zoo in --out.
     #[arg(long)]
     pub force: bool,
@@ -164,9 +168,21 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
 
     // Group by architecture; each group trains as one batch.
     let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<usize>> = Default::default();
+    if a.max_batch == 0 {
+        return Err(Error::Usage("--max-batch must be at least 1".into()));
+    }
     for (i, r) in records.iter().enumerate() {
         groups.entry(r.dims.clone()).or_default().push(i);
     }
+    let batches: Vec<(Vec<usize>, Vec<usize>)> = groups
+        .iter()
+        .flat_map(|(dims, members)| {
+            members
+                .chunks(a.max_batch)
+                .map(|c| (dims.clone(), c.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let total_epochs: usize = records.iter().map(|r| r.epochs).sum();
     let bar = if p.quiet || p.json {
         indicatif::ProgressBar::hidden()
@@ -180,13 +196,14 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         .unwrap(),
     );
     p.status(&format!(
-        "training {} models in {} architecture groups",
+        "training {} models: {} architectures, {} batches",
         records.len(),
-        groups.len()
+        groups.len(),
+        batches.len()
     ));
     let t0 = Instant::now();
     let (mut epochs_before, mut models_before) = (0usize, 0usize);
-    for (dims, members) in &groups {
+    for (dims, members) in &batches {
         let mut group: Vec<_> = members.iter().map(|&i| records[i].clone()).collect();
         let params = train_group(&dev, &data, &mut group, &mut |done_epochs, done_models| {
             bar.set_position((epochs_before + done_epochs) as u64);

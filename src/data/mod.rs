@@ -168,6 +168,9 @@ pub enum Part {
     Test,
 }
 
+/// Maps a row index to its sensitive group index.
+type GroupOf<'a> = Box<dyn Fn(usize) -> Result<u32> + 'a>;
+
 /// Build a dataset from a raw table. `fixed` gives rows a predetermined part (Adult's official
 /// test file); the other rows are shuffled by `seed` and split by `spec.split`.
 pub fn build(
@@ -315,10 +318,7 @@ pub fn build(
     }
 
     // Sensitive groups.
-    let (groups, group_of): (Vec<String>, Box<dyn Fn(usize) -> Result<u32>>) = match (
-        &spec.sensitive,
-        sensitive_col,
-    ) {
+    let (groups, group_of): (Vec<String>, GroupOf) = match (&spec.sensitive, sensitive_col) {
         (Some((name, SensitiveRule::Categories)), Some(c)) => {
             let cats: std::collections::BTreeSet<&str> =
                 keep.iter().map(|&r| table.rows[r][c].as_str()).collect();

@@ -139,7 +139,7 @@ pub fn adam_step_per_model(
         "adam_step_per_model: lengths differ"
     );
     assert!(
-        model_stride > 0 && n % model_stride == 0,
+        model_stride > 0 && n.is_multiple_of(model_stride),
         "adam_step_per_model: not whole models"
     );
     assert!(
