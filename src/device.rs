@@ -178,6 +178,18 @@ impl Device {
         Ok(buf)
     }
 
+    /// A buffer of u32 values (indices, offsets), stored as their bit patterns: kernels read them
+    /// as `array<u32>` on the GPU and with `f32::to_bits` on the CPU, exact at any size.
+    pub fn upload_u32(&self, data: &[u32]) -> Result<Buf> {
+        let bits: Vec<f32> = data.iter().map(|&v| f32::from_bits(v)).collect();
+        self.upload(&bits)
+    }
+
+    pub fn write_u32(&self, buf: &Buf, offset: usize, data: &[u32]) -> Result<()> {
+        let bits: Vec<f32> = data.iter().map(|&v| f32::from_bits(v)).collect();
+        self.write(buf, offset, &bits)
+    }
+
     /// Overwrite `data.len()` values of `buf` from `offset`, after all work recorded so far.
     pub fn write(&self, buf: &Buf, offset: usize, data: &[f32]) -> Result<()> {
         assert!(offset + data.len() <= buf.len, "write outside buffer");

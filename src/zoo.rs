@@ -185,7 +185,7 @@ pub fn train_group(
     let mut perms: Vec<Vec<u32>> = vec![(0..n as u32).collect(); b];
     let steps_per_epoch = n / bs;
     let max_epochs = records.iter().map(|r| r.epochs).max().unwrap();
-    let mut idx_host = vec![0.0f32; b * bs];
+    let mut idx_host = vec![0u32; b * bs];
     for epoch in 0..max_epochs {
         // A model past its epochs trains on with lr 0: frozen, while the others go on.
         let h: Vec<f32> = records
@@ -205,10 +205,10 @@ pub fn train_group(
         for step in 0..steps_per_epoch {
             for (z, p) in perms.iter().enumerate() {
                 for (k, &row) in p[step * bs..(step + 1) * bs].iter().enumerate() {
-                    idx_host[z * bs + k] = row as f32;
+                    idx_host[z * bs + k] = row;
                 }
             }
-            dev.write(&idx, 0, &idx_host)?;
+            dev.write_u32(&idx, 0, &idx_host)?;
             gather_rows(dev, d, x.all(), idx.all(), xb.all())?;
             gather_rows(dev, 1, y.all(), idx.all(), yb.all())?;
             net.forward(dev, xb.all(), bs * d)?;

@@ -14,32 +14,6 @@ use regop::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forwar
 use regop::kernels::gemm::{gemm_with, Gemm, GemmKernel};
 use regop::kernels::reduce::{reduce, Axis, Reduce};
 
-/// Lays operands out in one buffer: each region gets an odd gap of NaN before it.
-struct Packer {
-    data: Vec<f32>,
-}
-impl Packer {
-    fn new() -> Packer {
-        Packer { data: Vec::new() }
-    }
-    fn gap(&mut self) {
-        self.data.extend(std::iter::repeat_n(f32::NAN, 3));
-    }
-    fn put(&mut self, values: Vec<f32>) -> std::ops::Range<usize> {
-        self.gap();
-        let start = self.data.len();
-        self.data.extend(values);
-        start..self.data.len()
-    }
-    fn poison(&mut self, n: usize) -> std::ops::Range<usize> {
-        self.put(vec![f32::NAN; n])
-    }
-    fn finish(mut self) -> Vec<f32> {
-        self.gap();
-        self.data
-    }
-}
-
 fn span(stride: usize, batch: usize, size: usize) -> usize {
     stride * (batch - 1) + size
 }
@@ -384,33 +358,46 @@ fn adam_matches_cpu_over_several_steps() {
 
 #[test]
 fn gather_rows_matches_cpu() {
-    use regop::kernels::gather::gather_rows;
+    use regop::kernels::gather::{gather_rows_with, GatherOpts};
     let gpu = gpu();
     let mut rng = fresh_rng("gather");
     for &(src_rows, cols, n) in &[(1, 1, 1), (7, 33, 13), (257, 7, 300), (40, 100, 257)] {
-        let mut p = Packer::new();
-        let s = p.put(random(&mut rng, src_rows * cols));
-        let idx: Vec<f32> = (0..n)
-            .map(|_| rng.random_range(0..src_rows) as f32)
-            .collect();
-        let ir = p.put(idx);
-        let o = p.poison(n * cols);
-        let init = p.finish();
-        let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
-            gather_rows(
-                dev,
-                cols,
-                buf.view(s.start, s.len()),
-                buf.view(ir.start, n),
-                buf.view(o.start, o.len()),
-            )
-        });
-        compare(
-            &format!("gather {src_rows}x{cols} -> {n}"),
-            &cpu,
-            &g,
-            std::slice::from_ref(&o),
-        );
+        for (accumulate, scaled) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut p = Packer::new();
+            let s = p.put(random(&mut rng, src_rows * cols));
+            // Indices as u32 bit patterns, as Device::upload_u32 stores them.
+            let idx: Vec<f32> = (0..n)
+                .map(|_| f32::from_bits(rng.random_range(0..src_rows as u32)))
+                .collect();
+            let ir = p.put(idx);
+            let sc = p.put(random(&mut rng, src_rows));
+            let o = if accumulate {
+                p.put(random(&mut rng, n * cols))
+            } else {
+                p.poison(n * cols)
+            };
+            let init = p.finish();
+            let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+                let opts = GatherOpts {
+                    accumulate,
+                    scale: scaled.then(|| buf.view(sc.start, sc.len())),
+                };
+                gather_rows_with(
+                    dev,
+                    cols,
+                    buf.view(s.start, s.len()),
+                    buf.view(ir.start, n),
+                    buf.view(o.start, o.len()),
+                    opts,
+                )
+            });
+            compare(
+                &format!("gather {src_rows}x{cols} -> {n} acc={accumulate} scaled={scaled}"),
+                &cpu,
+                &g,
+                std::slice::from_ref(&o),
+            );
+        }
     }
 }
 

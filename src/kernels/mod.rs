@@ -6,9 +6,12 @@ pub mod adam;
 pub mod bce;
 pub mod bias;
 pub mod cross_entropy;
+pub mod film;
 pub mod gather;
 pub mod gemm;
+pub mod layernorm;
 pub mod reduce;
+pub mod segment;
 
 /// Every shader, by name, for validation and for `regop info`.
 pub const SHADERS: &[(&str, &str)] = &[
@@ -20,9 +23,12 @@ pub const SHADERS: &[(&str, &str)] = &[
         "cross_entropy",
         include_str!("../../shaders/cross_entropy.wgsl"),
     ),
+    ("film", include_str!("../../shaders/film.wgsl")),
     ("gather", include_str!("../../shaders/gather.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("segment", include_str!("../../shaders/segment.wgsl")),
 ];
 
 /// Parse and validate a WGSL source with naga, as wgpu would before compiling it. Needs no adapter.

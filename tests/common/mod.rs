@@ -91,3 +91,29 @@ pub fn compare(what: &str, cpu: &[f32], gpu: &[f32], outputs: &[std::ops::Range<
     }
     worst
 }
+
+/// Lays operands out in one buffer: each region gets an odd gap of NaN before it.
+pub struct Packer {
+    data: Vec<f32>,
+}
+impl Packer {
+    pub fn new() -> Packer {
+        Packer { data: Vec::new() }
+    }
+    pub fn gap(&mut self) {
+        self.data.extend(std::iter::repeat_n(f32::NAN, 3));
+    }
+    pub fn put(&mut self, values: Vec<f32>) -> std::ops::Range<usize> {
+        self.gap();
+        let start = self.data.len();
+        self.data.extend(values);
+        start..self.data.len()
+    }
+    pub fn poison(&mut self, n: usize) -> std::ops::Range<usize> {
+        self.put(vec![f32::NAN; n])
+    }
+    pub fn finish(mut self) -> Vec<f32> {
+        self.gap();
+        self.data
+    }
+}

@@ -1,0 +1,107 @@
+//! Segment sums and means over CSR ranges, optionally through a permutation: WGSL launch
+//! (shaders/segment.wgsl) and the CPU reference (same summation order).
+
+use crate::buffer::{check_disjoint, View};
+use crate::device::Device;
+use crate::error::Result;
+use crate::gpu::grid_1d;
+
+const SHADER: &str = include_str!("../../shaders/segment.wgsl");
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n_seg: u32,
+    cols: u32,
+    val_off: u32,
+    perm_off: u32,
+    off_off: u32,
+    out_off: u32,
+    use_perm: u32,
+    mean: u32,
+    accumulate: u32,
+    _pad: [u32; 3],
+}
+
+#[derive(Clone, Copy, Default)]
+pub struct SegmentOpts<'a> {
+    /// Row j of the range is `values[perm[j]]` (u32 view) instead of `values[j]`.
+    pub perm: Option<View<'a>>,
+    /// Divide by the segment's length (0 for an empty segment).
+    pub mean: bool,
+    /// Add into `out` instead of overwriting it.
+    pub accumulate: bool,
+}
+
+/// out[s, :] = sum (or mean) of the rows of `values` ([rows, cols]) in segment s, whose range is
+/// `offsets[s]..offsets[s + 1]` (u32 view of n_seg + 1 values).
+pub fn segment_reduce(
+    dev: &Device,
+    cols: usize,
+    values: View,
+    offsets: View,
+    out: View,
+    o: SegmentOpts,
+) -> Result<()> {
+    let n_seg = offsets.len.saturating_sub(1);
+    assert!(
+        out.len >= n_seg * cols,
+        "segment_reduce: out view too short"
+    );
+    let mut inputs = vec![values, offsets];
+    inputs.extend(o.perm);
+    check_disjoint(&[out], &inputs);
+    if n_seg == 0 || cols == 0 {
+        return Ok(());
+    }
+    match dev {
+        Device::Cpu(_) => {
+            let (v, off, dst) = unsafe { (values.cpu(), offsets.cpu(), out.cpu_mut()) };
+            let perm = o.perm.map(|p| unsafe { p.cpu() });
+            for s in 0..n_seg {
+                let (a, b) = (off[s].to_bits() as usize, off[s + 1].to_bits() as usize);
+                for c in 0..cols {
+                    let mut acc = 0.0f32;
+                    for j in a..b {
+                        let row = perm.map_or(j, |p| p[j].to_bits() as usize);
+                        acc += v[row * cols + c];
+                    }
+                    if o.mean {
+                        acc = if b > a { acc / (b - a) as f32 } else { 0.0 };
+                    }
+                    let d = &mut dst[s * cols + c];
+                    *d = if o.accumulate { *d + acc } else { acc };
+                }
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let perm = o.perm.unwrap_or(offsets);
+            let p = Params {
+                n_seg: n_seg as u32,
+                cols: cols as u32,
+                val_off: values.off(),
+                perm_off: perm.off(),
+                off_off: offsets.off(),
+                out_off: out.off(),
+                use_perm: o.perm.is_some() as u32,
+                mean: o.mean as u32,
+                accumulate: o.accumulate as u32,
+                _pad: [0; 3],
+            };
+            let grid = grid_1d(
+                n_seg * cols,
+                256,
+                g.limits.max_compute_workgroups_per_dimension,
+            );
+            g.launch(
+                "segment",
+                SHADER,
+                "segment_reduce",
+                &p,
+                &[values.buf, perm.buf, offsets.buf, out.buf],
+                grid,
+            )
+        }
+    }
+}
