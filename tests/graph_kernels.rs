@@ -312,3 +312,31 @@ fn layernorm_and_film_backward_match_finite_differences() {
         dot(&film(&x, g))
     });
 }
+
+#[test]
+fn axpy_matches_cpu() {
+    use regop::kernels::axpy::axpy;
+    let gpu = gpu();
+    let mut rng = fresh_rng("axpy");
+    for n in [1, 7, 257, 1000] {
+        for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+            let mut p = Packer::new();
+            let x = p.put(random(&mut rng, n));
+            let y = if beta == 0.0 {
+                p.poison(n)
+            } else {
+                p.put(random(&mut rng, n))
+            };
+            let init = p.finish();
+            let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+                axpy(dev, alpha, buf.view(x.start, n), beta, buf.view(y.start, n))
+            });
+            compare(
+                &format!("axpy n={n} a={alpha} b={beta}"),
+                &cpu,
+                &g,
+                std::slice::from_ref(&y),
+            );
+        }
+    }
+}

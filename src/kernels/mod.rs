@@ -3,6 +3,7 @@
 
 pub mod activation;
 pub mod adam;
+pub mod axpy;
 pub mod bce;
 pub mod bias;
 pub mod cross_entropy;
@@ -17,6 +18,7 @@ pub mod segment;
 pub const SHADERS: &[(&str, &str)] = &[
     ("activation", include_str!("../../shaders/activation.wgsl")),
     ("adam", include_str!("../../shaders/adam.wgsl")),
+    ("axpy", include_str!("../../shaders/axpy.wgsl")),
     ("bce", include_str!("../../shaders/bce.wgsl")),
     ("bias", include_str!("../../shaders/bias.wgsl")),
     (

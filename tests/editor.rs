@@ -1,0 +1,485 @@
+//! The graph metanetwork: packing, identity at initialisation, GPU vs CPU, finite-difference
+//! gradients (parameters and input weights), permutation equivariance, batching, checkpoints.
+
+mod common;
+use common::*;
+use rand::Rng;
+use regop::editor::{DeviceGraph, Editor, EditorConfig, Tape, HEAD_OUT};
+use regop::graph::{EditInput, GraphBatch, PosIds};
+use regop::kernels::activation::Activation;
+use regop::mlp::{init_params, MlpShape};
+use regop::Device;
+
+const POS: PosIds = PosIds {
+    max_inputs: 8,
+    max_hidden_layers: 3,
+    max_outputs: 2,
+};
+
+fn cfg(hidden: usize) -> EditorConfig {
+    EditorConfig {
+        hidden,
+        layers: 2,
+        cond_dim: 3,
+        pos: POS,
+    }
+}
+
+struct Case {
+    shape: MlpShape,
+    params: Vec<f32>,
+    removed: Vec<bool>,
+    sensitive: Vec<bool>,
+    cond: Vec<f32>,
+}
+
+fn case(rng: &mut impl Rng, dims: &[usize], seed: u64) -> Case {
+    let shape = MlpShape::new(dims, Activation::Relu);
+    Case {
+        params: init_params(&shape, seed),
+        removed: (0..dims[0]).map(|i| i == 1).collect(),
+        sensitive: (0..dims[0]).map(|i| i == 0).collect(),
+        cond: (0..3).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        shape,
+    }
+}
+
+fn graph(cases: &[Case]) -> GraphBatch {
+    let inputs: Vec<EditInput> = cases
+        .iter()
+        .map(|c| EditInput {
+            shape: &c.shape,
+            params: &c.params,
+            removed: &c.removed,
+            sensitive: &c.sensitive,
+            cond: &c.cond,
+        })
+        .collect();
+    GraphBatch::build(&inputs, &POS).unwrap()
+}
+
+fn mixed(rng: &mut impl Rng) -> Vec<Case> {
+    vec![
+        case(rng, &[5, 7, 1], 1),
+        case(rng, &[5, 4, 6, 2], 2),
+        case(rng, &[3, 1], 3),
+    ]
+}
+
+/// Random editor parameters (heads and FiLM included, so every gradient path is non-zero).
+fn random_editor(dev: &Device, cfg: &EditorConfig, rng: &mut impl Rng) -> Editor {
+    let fresh = Editor::new(&Device::cpu(), cfg, 0).unwrap();
+    let mut p: Vec<f32> = (0..fresh.layout.total)
+        .map(|_| rng.random_range(-0.5f32..0.5))
+        .collect();
+    for (name, _, off) in &fresh.layout.entries {
+        if name.ends_with(".ln") {
+            for v in &mut p[*off..off + cfg.hidden] {
+                *v += 1.0;
+            }
+        }
+    }
+    Editor::from_params(dev, cfg, &p).unwrap()
+}
+
+/// (edge_out, node_out) of the editor on a graph.
+fn run(dev: &Device, ed: &Editor, g: &GraphBatch) -> (Vec<f32>, Vec<f32>) {
+    let dg = DeviceGraph::upload(dev, g).unwrap();
+    let t = Tape::new(dev, &ed.cfg, &dg).unwrap();
+    ed.forward(dev, &dg, &t).unwrap();
+    (
+        dev.read(&t.acts, t.a("edge_out").offset, dg.e * HEAD_OUT)
+            .unwrap(),
+        dev.read(&t.acts, t.a("node_out").offset, dg.n * HEAD_OUT)
+            .unwrap(),
+    )
+}
+
+fn col0(v: &[f32]) -> Vec<f32> {
+    v.chunks(HEAD_OUT).map(|c| c[0]).collect()
+}
+
+#[test]
+fn graph_to_weights_is_the_exact_inverse() {
+    let mut rng = fresh_rng("graph round trip");
+    let cases = mixed(&mut rng);
+    let g = graph(&cases);
+    assert_eq!(g.models(), 3);
+    assert_eq!(g.nodes(), (5 + 7 + 1) + (5 + 4 + 6 + 2) + (3 + 1));
+    assert_eq!(g.edges(), (35 + 7) + (20 + 24 + 12) + 3);
+    let back = g.unpack(&g.edge_weight, &g.node_bias());
+    for (c, b) in cases.iter().zip(&back) {
+        assert_eq!(&c.params, b);
+    }
+    // Sources and destinations are consistent with both CSRs.
+    for n in 0..g.nodes() {
+        for k in g.dst_offsets[n]..g.dst_offsets[n + 1] {
+            assert_eq!(g.dst[k as usize], n as u32);
+        }
+        for k in g.src_offsets[n]..g.src_offsets[n + 1] {
+            assert_eq!(g.src[g.src_perm[k as usize] as usize], n as u32);
+        }
+    }
+    // Too many inputs for the editor: refused with the model named.
+    let big = vec![case(&mut rng, &[9, 2, 1], 4)];
+    let inputs: Vec<EditInput> = big
+        .iter()
+        .map(|c| EditInput {
+            shape: &c.shape,
+            params: &c.params,
+            removed: &c.removed,
+            sensitive: &c.sensitive,
+            cond: &c.cond,
+        })
+        .collect();
+    assert!(GraphBatch::build(&inputs, &POS)
+        .unwrap_err()
+        .contains("model 0"));
+}
+
+#[test]
+fn an_untrained_editor_is_the_identity_edit() {
+    let mut rng = fresh_rng("identity");
+    let cases = mixed(&mut rng);
+    let g = graph(&cases);
+    for dev in [Device::cpu(), gpu()] {
+        let ed = Editor::new(&dev, &cfg(16), 5).unwrap();
+        let (eo, no) = run(&dev, &ed, &g);
+        assert!(
+            eo.iter().chain(&no).all(|&v| v == 0.0),
+            "{}: an untrained editor must output exactly zero",
+            dev.name()
+        );
+        let edited_w: Vec<f32> = g
+            .edge_weight
+            .iter()
+            .zip(col0(&eo))
+            .map(|(w, d)| w + d)
+            .collect();
+        let edited_b: Vec<f32> = g
+            .node_bias()
+            .iter()
+            .zip(col0(&no))
+            .map(|(b, d)| b + d)
+            .collect();
+        for (c, p) in cases.iter().zip(g.unpack(&edited_w, &edited_b)) {
+            assert_eq!(c.params, p);
+        }
+    }
+}
+
+/// Forward and backward of the whole editor on both backends.
+#[test]
+fn whole_editor_agrees_across_backends() {
+    let gpu = gpu();
+    let mut rng = fresh_rng("editor gpu vs cpu");
+    let cases = mixed(&mut rng);
+    let g = graph(&cases);
+    let cfg = cfg(16);
+    let seed: u64 = rng.random();
+    let re = random(&mut rng, g.edges() * HEAD_OUT);
+    let rn = random(&mut rng, g.nodes() * HEAD_OUT);
+    let mut results = Vec::new();
+    for dev in [Device::cpu(), gpu] {
+        let ed = random_editor(
+            &dev,
+            &cfg,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        );
+        let dg = DeviceGraph::upload(&dev, &g).unwrap();
+        let t = Tape::new(&dev, &cfg, &dg).unwrap();
+        ed.forward(&dev, &dg, &t).unwrap();
+        dev.write(&t.dacts, t.g("edge_out").offset, &re).unwrap();
+        dev.write(&t.dacts, t.g("node_out").offset, &rn).unwrap();
+        ed.backward(&dev, &dg, &t).unwrap();
+        let out =
+            [t.a("edge_out"), t.a("node_out")].map(|v| dev.read(&t.acts, v.offset, v.len).unwrap());
+        let din = [t.g("edge_weight"), t.g("node_feat")]
+            .map(|v| dev.read(&t.dacts, v.offset, v.len).unwrap());
+        results.push((out, din, dev.read_all(&ed.grads).unwrap()));
+    }
+    let rel = |a: &[f32], b: &[f32]| {
+        let num: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        num / a
+            .iter()
+            .map(|x| (*x as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-30)
+    };
+    let (c, gp) = (&results[0], &results[1]);
+    for k in 0..2 {
+        assert!(
+            rel(&c.0[k], &gp.0[k]) < 1e-5,
+            "outputs {k}: {:e}",
+            rel(&c.0[k], &gp.0[k])
+        );
+        assert!(
+            rel(&c.1[k], &gp.1[k]) < 1e-4,
+            "input gradients {k}: {:e}",
+            rel(&c.1[k], &gp.1[k])
+        );
+    }
+    assert!(
+        rel(&c.2, &gp.2) < 1e-4,
+        "parameter gradients: {:e}",
+        rel(&c.2, &gp.2)
+    );
+}
+
+use rand::SeedableRng;
+
+#[test]
+fn editor_gradients_match_finite_differences() {
+    let dev = Device::cpu();
+    let mut rng = fresh_rng("editor gradcheck");
+    let cases = vec![
+        case(&mut rng, &[4, 3, 2], 1),
+        case(&mut rng, &[3, 2, 2, 1], 2),
+    ];
+    let g = graph(&cases);
+    let cfg = EditorConfig {
+        hidden: 6,
+        ..cfg(6)
+    };
+    let ed = random_editor(&dev, &cfg, &mut rng);
+    let params = dev.read_all(&ed.params).unwrap();
+    let re = random(&mut rng, g.edges() * HEAD_OUT);
+    let rn = random(&mut rng, g.nodes() * HEAD_OUT);
+    let loss_of = |p: &[f32], gr: &GraphBatch| -> f64 {
+        let e = Editor::from_params(&dev, &cfg, p).unwrap();
+        let (eo, no) = run(&dev, &e, gr);
+        eo.iter()
+            .zip(&re)
+            .chain(no.iter().zip(&rn))
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
+    };
+    // Analytic.
+    let dg = DeviceGraph::upload(&dev, &g).unwrap();
+    let t = Tape::new(&dev, &cfg, &dg).unwrap();
+    ed.forward(&dev, &dg, &t).unwrap();
+    dev.write(&t.dacts, t.g("edge_out").offset, &re).unwrap();
+    dev.write(&t.dacts, t.g("node_out").offset, &rn).unwrap();
+    ed.backward(&dev, &dg, &t).unwrap();
+    let grads = dev.read_all(&ed.grads).unwrap();
+    let d_edge_w = dev
+        .read(&t.dacts, t.g("edge_weight").offset, g.edges())
+        .unwrap();
+    let d_node_feat = dev
+        .read(&t.dacts, t.g("node_feat").offset, g.nodes() * 3)
+        .unwrap();
+    let h = 1e-2f32;
+    let check = |what: &str, analytic: &[f32], numeric: &[f64]| {
+        let num: f64 = analytic
+            .iter()
+            .zip(numeric)
+            .map(|(a, n)| (*a as f64 - n).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let den: f64 = numeric.iter().map(|n| n * n).sum::<f64>().sqrt();
+        assert!(den > 1e-3, "{what}: numeric gradient vanishes");
+        assert!(num / den < 5e-3, "{what}: relative error {:e}", num / den);
+        eprintln!(
+            "{what}: relative error {:e} over {} values",
+            num / den,
+            numeric.len()
+        );
+    };
+    // Every parameter.
+    let mut p = params.clone();
+    let numeric: Vec<f64> = (0..p.len())
+        .map(|i| {
+            p[i] = params[i] + h;
+            let up = loss_of(&p, &g);
+            p[i] = params[i] - h;
+            let down = loss_of(&p, &g);
+            p[i] = params[i];
+            (up - down) / (2.0 * h as f64)
+        })
+        .collect();
+    check("parameters", &grads, &numeric);
+    // Every input weight (edge feature) and every node input feature.
+    let mut gg = g.clone();
+    let numeric: Vec<f64> = (0..g.edges())
+        .map(|k| {
+            gg.edge_weight[k] = g.edge_weight[k] + h;
+            let up = loss_of(&params, &gg);
+            gg.edge_weight[k] = g.edge_weight[k] - h;
+            let down = loss_of(&params, &gg);
+            gg.edge_weight[k] = g.edge_weight[k];
+            (up - down) / (2.0 * h as f64)
+        })
+        .collect();
+    check("input weights", &d_edge_w, &numeric);
+    let numeric: Vec<f64> = (0..g.nodes() * 3)
+        .map(|k| {
+            gg.node_feat[k] = g.node_feat[k] + h;
+            let up = loss_of(&params, &gg);
+            gg.node_feat[k] = g.node_feat[k] - h;
+            let down = loss_of(&params, &gg);
+            gg.node_feat[k] = g.node_feat[k];
+            (up - down) / (2.0 * h as f64)
+        })
+        .collect();
+    check("node inputs (biases, flags)", &d_node_feat, &numeric);
+}
+
+/// Permute the hidden neurons of layer `l` (rows of W[l], b[l]; columns of W[l+1]).
+fn permute_hidden(shape: &MlpShape, p: &[f32], l: usize, perm: &[usize]) -> Vec<f32> {
+    let mut q = p.to_vec();
+    let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
+    let (w, b) = (shape.weight_offset(l), shape.bias_offset(l));
+    for (new, &old) in perm.iter().enumerate() {
+        q[w + new * fi..w + (new + 1) * fi].copy_from_slice(&p[w + old * fi..w + (old + 1) * fi]);
+        q[b + new] = p[b + old];
+    }
+    let (fi2, fo2, w2) = (
+        shape.fan_in(l + 1),
+        shape.fan_out(l + 1),
+        shape.weight_offset(l + 1),
+    );
+    assert_eq!(fi2, fo);
+    for j in 0..fo2 {
+        for (new, &old) in perm.iter().enumerate() {
+            q[w2 + j * fi2 + new] = p[w2 + j * fi2 + old];
+        }
+    }
+    q
+}
+
+#[test]
+fn permuting_hidden_neurons_permutes_the_edit() {
+    let mut rng = fresh_rng("equivariance");
+    let c = case(&mut rng, &[5, 6, 4, 2], 7);
+    let shape = c.shape.clone();
+    let mut p1: Vec<usize> = (0..6).collect();
+    let mut p2: Vec<usize> = (0..4).collect();
+    use rand::seq::SliceRandom;
+    p1.shuffle(&mut rng);
+    p2.shuffle(&mut rng);
+    let permuted = permute_hidden(&shape, &permute_hidden(&shape, &c.params, 0, &p1), 1, &p2);
+    for dev in [Device::cpu(), gpu()] {
+        let ed = random_editor(&dev, &cfg(16), &mut rng);
+        let edit = |params: &[f32]| {
+            let cc = Case {
+                shape: shape.clone(),
+                params: params.to_vec(),
+                removed: c.removed.clone(),
+                sensitive: c.sensitive.clone(),
+                cond: c.cond.clone(),
+            };
+            let g = graph(&[cc]);
+            let (eo, no) = run(&dev, &ed, &g);
+            g.unpack(&col0(&eo), &col0(&no)).remove(0)
+        };
+        let want = permute_hidden(
+            &shape,
+            &permute_hidden(&shape, &edit(&c.params), 0, &p1),
+            1,
+            &p2,
+        );
+        let got = edit(&permuted);
+        let err = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        let scale = want.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
+        assert!(scale > 1e-3, "edit is trivially zero");
+        assert!(
+            err <= 1e-5 * scale.max(1.0),
+            "{}: equivariance error {err}",
+            dev.name()
+        );
+    }
+}
+
+#[test]
+fn a_mixed_batch_edits_each_model_as_alone() {
+    let mut rng = fresh_rng("batching");
+    let cases = mixed(&mut rng);
+    let dev = gpu();
+    let ed = random_editor(&dev, &cfg(16), &mut rng);
+    let g = graph(&cases);
+    let (eo, no) = run(&dev, &ed, &g);
+    let together = g.unpack(&col0(&eo), &col0(&no));
+    for (k, c) in cases.iter().enumerate() {
+        let alone = Case {
+            shape: c.shape.clone(),
+            params: c.params.clone(),
+            removed: c.removed.clone(),
+            sensitive: c.sensitive.clone(),
+            cond: c.cond.clone(),
+        };
+        let g1 = graph(&[alone]);
+        let (eo1, no1) = run(&dev, &ed, &g1);
+        let one = g1.unpack(&col0(&eo1), &col0(&no1)).remove(0);
+        let err = one
+            .iter()
+            .zip(&together[k])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            err < 1e-5,
+            "model {k}: batched edit differs from its edit alone by {err}"
+        );
+    }
+}
+
+#[test]
+fn checkpoints_round_trip() {
+    let dev = Device::cpu();
+    let mut rng = fresh_rng("checkpoint");
+    let cfg = cfg(8);
+    let mut ed = random_editor(&dev, &cfg, &mut rng);
+    let cases = mixed(&mut rng);
+    let g = graph(&cases);
+    // One training step so the optimiser state is not zero.
+    let dg = DeviceGraph::upload(&dev, &g).unwrap();
+    let t = Tape::new(&dev, &cfg, &dg).unwrap();
+    ed.forward(&dev, &dg, &t).unwrap();
+    dev.write(
+        &t.dacts,
+        t.g("edge_out").offset,
+        &random(&mut rng, g.edges() * HEAD_OUT),
+    )
+    .unwrap();
+    dev.write(
+        &t.dacts,
+        t.g("node_out").offset,
+        &random(&mut rng, g.nodes() * HEAD_OUT),
+    )
+    .unwrap();
+    ed.backward(&dev, &dg, &t).unwrap();
+    ed.adam_step(&dev, &regop::kernels::adam::Adam::default())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("editor.safetensors");
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("schema".to_string(), "{\"dataset\":\"x\"}".to_string());
+    ed.save(&dev, &path, &extra, false).unwrap();
+    let (back, meta) = Editor::load(&dev, &path).unwrap();
+    assert_eq!(back.cfg, cfg);
+    assert_eq!(back.step, 1);
+    assert_eq!(meta["schema"], extra["schema"]);
+    assert_eq!(
+        dev.read_all(&back.params).unwrap(),
+        dev.read_all(&ed.params).unwrap()
+    );
+    assert_eq!(
+        dev.read_all(&back.opt_state).unwrap(),
+        dev.read_all(&ed.opt_state).unwrap()
+    );
+    assert_eq!(run(&dev, &back, &g), run(&dev, &ed, &g));
+    // A model file is not an editor.
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/sequential_f32.safetensors");
+    let err = Editor::load(&dev, &model).err().unwrap().to_string();
+    assert!(err.contains("not a regop editor"), "{err}");
+}
