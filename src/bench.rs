@@ -185,6 +185,7 @@ pub fn bench_mlp(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult>> 
 pub fn run_all(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     let mut r = bench_gemm(dev, opts)?;
     r.extend(bench_mlp(dev, opts)?);
+    r.extend(bench_editor(dev, opts)?);
     Ok(r)
 }
 
@@ -213,4 +214,111 @@ pub fn table(device: &str, results: &[BenchResult]) -> String {
         );
     }
     s
+}
+
+/// The editor on Adult-sized MLPs (100 -> 64 -> 64 -> 1: 229 nodes, 10,560 edges each): forward
+/// latency per batch (one edit per model), edits/s, and forward+backward step time.
+pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult>> {
+    use crate::editor::{DeviceGraph, Editor, EditorConfig, Tape, HEAD_OUT};
+    use crate::graph::{EditInput, GraphBatch, PosIds};
+    let (hidden, layers) = if opts.quick { (16, 2) } else { (64, 3) };
+    let cfg = EditorConfig {
+        hidden,
+        layers,
+        cond_dim: 8,
+        pos: PosIds {
+            max_inputs: 128,
+            max_hidden_layers: 4,
+            max_outputs: 4,
+        },
+    };
+    let ed = Editor::new(dev, &cfg, opts.seed)?;
+    let shape = MlpShape::new(&[100, 64, 64, 1], Activation::Relu);
+    let batches: &[usize] = if opts.quick {
+        &[1]
+    } else {
+        &[1, 8, 64, 256, 1024]
+    };
+    // A tape holds ~20 [edges, hidden] tensors: large batches are edited in chunks that fit in
+    // memory (the CPU) or in one storage binding (a GPU), reusing one tape.
+    let per_model_bytes = {
+        let one = GraphBatch::build(
+            &[EditInput {
+                shape: &shape,
+                params: &init_params(&shape, 0),
+                removed: &[false; 100],
+                sensitive: &[false; 100],
+                cond: &[0.5; 8],
+            }],
+            &cfg.pos,
+        )
+        .map_err(crate::error::Error::Usage)?;
+        let dg = DeviceGraph::upload(&Device::cpu(), &one)?;
+        Tape::new(&Device::cpu(), &cfg, &dg)?.acts.len() * 4
+    };
+    let budget = match dev {
+        Device::Gpu(g) => g
+            .limits
+            .max_storage_buffer_binding_size
+            .min(g.limits.max_buffer_size) as usize,
+        Device::Cpu(_) => 2 << 30,
+    };
+    let max_chunk = (budget / per_model_bytes).max(1);
+    let mut out = Vec::new();
+    for &b in batches {
+        // Balanced chunks: the last one is never much smaller than the others.
+        let chunks = b.div_ceil(max_chunk);
+        let chunk = b.div_ceil(chunks);
+        let params: Vec<Vec<f32>> = (0..chunk).map(|m| init_params(&shape, m as u64)).collect();
+        let (removed, sensitive, cond) = (vec![false; 100], vec![false; 100], vec![0.5f32; 8]);
+        let inputs: Vec<EditInput> = params
+            .iter()
+            .map(|p| EditInput {
+                shape: &shape,
+                params: p,
+                removed: &removed,
+                sensitive: &sensitive,
+                cond: &cond,
+            })
+            .collect();
+        let g = GraphBatch::build(&inputs, &cfg.pos).map_err(crate::error::Error::Usage)?;
+        let dg = DeviceGraph::upload(dev, &g)?;
+        let tape = Tape::new(dev, &cfg, &dg)?;
+        let label = if chunks > 1 {
+            format!("B={b} ({chunks} chunks of {chunk}) H={hidden} L={layers}")
+        } else {
+            format!("B={b} H={hidden} L={layers} E={}", dg.e)
+        };
+        let iters = if opts.quick {
+            2
+        } else {
+            (64 / chunk).clamp(2, 20)
+        };
+        // Every chunk has the same shape, so the batch takes `chunks` times one chunk (an upper
+        // bound: chunks x chunk may exceed b by less than one chunk's worth of models).
+        let (s, timer) = time_iters(dev, iters, || ed.forward(dev, &dg, &tape))?;
+        out.push(BenchResult {
+            name: "editor forward".into(),
+            shape: label.clone(),
+            seconds_per_iter: s * chunks as f64,
+            rate: b as f64 / (s * chunks as f64),
+            unit: "edits/s".into(),
+            timer: timer.into(),
+        });
+        let grad = vec![0.01f32; dg.e * HEAD_OUT];
+        dev.write(&tape.dacts, tape.g("edge_out").offset, &grad)?;
+        let (s, timer) = time_iters(dev, iters, || {
+            ed.forward(dev, &dg, &tape)?;
+            ed.backward(dev, &dg, &tape)
+        })?;
+        out.push(BenchResult {
+            name: "editor fwd+bwd".into(),
+            shape: label,
+            seconds_per_iter: s * chunks as f64,
+            rate: b as f64 / (s * chunks as f64),
+            unit: "model-steps/s".into(),
+            timer: timer.into(),
+        });
+    }
+    Ok(out)
 }

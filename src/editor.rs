@@ -242,9 +242,7 @@ impl Tape {
 /// out [rows, n] (+)= x [rows, k] @ w^T, w [n, k].
 fn lin(
     dev: &Device,
-    rows: usize,
-    k: usize,
-    n: usize,
+    (rows, k, n): (usize, usize, usize),
     x: View,
     w: View,
     out: View,
@@ -291,9 +289,7 @@ fn lin_dw(
 /// dx [rows, k] (+)= dy [rows, n] @ w [n, k].
 fn lin_dx(
     dev: &Device,
-    rows: usize,
-    k: usize,
-    n: usize,
+    (rows, k, n): (usize, usize, usize),
     dy: View,
     w: View,
     dx: View,
@@ -395,9 +391,7 @@ impl Editor {
         gather_rows(dev, h, self.p("embed"), g.i("pos"), t.a("x0"))?;
         lin(
             dev,
-            n,
-            NODE_FEATURES,
-            h,
+            (n, NODE_FEATURES, h),
             g.d("node_feat"),
             self.p("node_in.w"),
             t.a("x0"),
@@ -406,9 +400,7 @@ impl Editor {
         bias(dev, n, h, t.a("x0"), self.p("node_in.b"))?;
         lin(
             dev,
-            e,
-            1,
-            h,
+            (e, 1, h),
             g.d("edge_weight"),
             self.p("edge_in.w"),
             t.a("e0"),
@@ -425,8 +417,8 @@ impl Editor {
             let a = |k: &str| t.a(&format!("layer{i}.{k}"));
             let w = |k: &str| self.p(&format!("layer{i}.{k}"));
             // Edge update.
-            lin(dev, n, h, h, x, w("src_w"), a("ax"), false)?;
-            lin(dev, n, h, h, x, w("dst_w"), a("bx"), false)?;
+            lin(dev, (n, h, h), x, w("src_w"), a("ax"), false)?;
+            lin(dev, (n, h, h), x, w("dst_w"), a("bx"), false)?;
             gather_rows(dev, h, a("ax"), g.i("src"), a("z"))?;
             gather_rows_with(
                 dev,
@@ -439,10 +431,10 @@ impl Editor {
                     scale: None,
                 },
             )?;
-            lin(dev, e, h, h, ed, w("edge_w"), a("z"), true)?;
+            lin(dev, (e, h, h), ed, w("edge_w"), a("z"), true)?;
             bias(dev, e, h, a("z"), w("edge_b"))?;
             activation_forward(dev, ACT, a("z"), a("hz"))?;
-            lin(dev, e, h, h, a("hz"), w("msg_w"), e1, false)?;
+            lin(dev, (e, h, h), a("hz"), w("msg_w"), e1, false)?;
             bias(dev, e, h, e1, w("msg_b"))?;
             axpy(dev, 1.0, ed, 1.0, e1)?;
             // Aggregation both ways.
@@ -470,16 +462,16 @@ impl Editor {
                 },
             )?;
             // Node update.
-            lin(dev, n, h, h, x, w("node_x"), a("u"), false)?;
-            lin(dev, n, h, h, a("fwd"), w("node_f"), a("u"), true)?;
-            lin(dev, n, h, h, a("bwd"), w("node_r"), a("u"), true)?;
+            lin(dev, (n, h, h), x, w("node_x"), a("u"), false)?;
+            lin(dev, (n, h, h), a("fwd"), w("node_f"), a("u"), true)?;
+            lin(dev, (n, h, h), a("bwd"), w("node_r"), a("u"), true)?;
             bias(dev, n, h, a("u"), w("node_b"))?;
             activation_forward(dev, ACT, a("u"), a("hu"))?;
-            lin(dev, n, h, h, a("hu"), w("out_w"), a("xres"), false)?;
+            lin(dev, (n, h, h), a("hu"), w("out_w"), a("xres"), false)?;
             bias(dev, n, h, a("xres"), w("out_b"))?;
             axpy(dev, 1.0, x, 1.0, a("xres"))?;
             layernorm_forward(dev, h, a("xres"), w("ln"), a("ln_out"), a("stats"))?;
-            lin(dev, m, c, 2 * h, g.d("cond"), w("film_w"), a("gb"), false)?;
+            lin(dev, (m, c, 2 * h), g.d("cond"), w("film_w"), a("gb"), false)?;
             bias(dev, m, 2 * h, a("gb"), w("film_b"))?;
             film_forward(dev, h, self.rows(g), a("ln_out"), a("gb"), x1)?;
         }
@@ -493,9 +485,7 @@ impl Editor {
         ] {
             lin(
                 dev,
-                rows,
-                h,
-                h,
+                (rows, h, h),
                 input,
                 self.p(&format!("{head}.w1")),
                 t.a(pre),
@@ -505,9 +495,7 @@ impl Editor {
             activation_forward(dev, ACT, t.a(pre), t.a(hid))?;
             lin(
                 dev,
-                rows,
-                h,
-                HEAD_OUT,
+                (rows, h, HEAD_OUT),
                 t.a(hid),
                 self.p(&format!("{head}.w2")),
                 t.a(out),
@@ -547,9 +535,7 @@ impl Editor {
             bias_grad(dev, rows, HEAD_OUT, t.g(out), dp("b2"))?;
             lin_dx(
                 dev,
-                rows,
-                h,
-                HEAD_OUT,
+                (rows, h, HEAD_OUT),
                 t.g(out),
                 self.p(&format!("{head}.w2")),
                 t.g(hid),
@@ -560,9 +546,7 @@ impl Editor {
             bias_grad(dev, rows, h, t.g(pre), dp("b1"))?;
             lin_dx(
                 dev,
-                rows,
-                h,
-                h,
+                (rows, h, h),
                 t.g(pre),
                 self.p(&format!("{head}.w1")),
                 t.g(input),
@@ -609,15 +593,15 @@ impl Editor {
             copy(dev, d("xres"), t.g(&xk))?;
             lin_dw(dev, n, h, h, d("xres"), a("hu"), dw("out_w"))?;
             bias_grad(dev, n, h, d("xres"), dw("out_b"))?;
-            lin_dx(dev, n, h, h, d("xres"), w("out_w"), d("hu"), false)?;
+            lin_dx(dev, (n, h, h), d("xres"), w("out_w"), d("hu"), false)?;
             activation_backward(dev, ACT, a("u"), d("hu"), d("u"))?;
             lin_dw(dev, n, h, h, d("u"), t.a(&xk), dw("node_x"))?;
             lin_dw(dev, n, h, h, d("u"), a("fwd"), dw("node_f"))?;
             lin_dw(dev, n, h, h, d("u"), a("bwd"), dw("node_r"))?;
             bias_grad(dev, n, h, d("u"), dw("node_b"))?;
-            lin_dx(dev, n, h, h, d("u"), w("node_x"), t.g(&xk), true)?;
-            lin_dx(dev, n, h, h, d("u"), w("node_f"), d("fwd"), false)?;
-            lin_dx(dev, n, h, h, d("u"), w("node_r"), d("bwd"), false)?;
+            lin_dx(dev, (n, h, h), d("u"), w("node_x"), t.g(&xk), true)?;
+            lin_dx(dev, (n, h, h), d("u"), w("node_f"), d("fwd"), false)?;
+            lin_dx(dev, (n, h, h), d("u"), w("node_r"), d("bwd"), false)?;
             // Aggregation: each edge receives its destination's (source's) gradient / degree.
             let de1 = t.g(&e1k);
             gather_rows_with(
@@ -646,11 +630,11 @@ impl Editor {
             copy(dev, de1, t.g(&ek))?;
             lin_dw(dev, e, h, h, de1, a("hz"), dw("msg_w"))?;
             bias_grad(dev, e, h, de1, dw("msg_b"))?;
-            lin_dx(dev, e, h, h, de1, w("msg_w"), d("hz"), false)?;
+            lin_dx(dev, (e, h, h), de1, w("msg_w"), d("hz"), false)?;
             activation_backward(dev, ACT, a("z"), d("hz"), d("z"))?;
             bias_grad(dev, e, h, d("z"), dw("edge_b"))?;
             lin_dw(dev, e, h, h, d("z"), t.a(&ek), dw("edge_w"))?;
-            lin_dx(dev, e, h, h, d("z"), w("edge_w"), t.g(&ek), true)?;
+            lin_dx(dev, (e, h, h), d("z"), w("edge_w"), t.g(&ek), true)?;
             // A x and B x were gathered to edges: their gradients are sums over each node's edges.
             segment_reduce(
                 dev,
@@ -673,8 +657,8 @@ impl Editor {
             )?;
             lin_dw(dev, n, h, h, d("ax"), t.a(&xk), dw("src_w"))?;
             lin_dw(dev, n, h, h, d("bx"), t.a(&xk), dw("dst_w"))?;
-            lin_dx(dev, n, h, h, d("ax"), w("src_w"), t.g(&xk), true)?;
-            lin_dx(dev, n, h, h, d("bx"), w("dst_w"), t.g(&xk), true)?;
+            lin_dx(dev, (n, h, h), d("ax"), w("src_w"), t.g(&xk), true)?;
+            lin_dx(dev, (n, h, h), d("bx"), w("dst_w"), t.g(&xk), true)?;
         }
         // Inputs.
         lin_dw(
@@ -689,9 +673,7 @@ impl Editor {
         bias_grad(dev, e, h, t.g("e0"), self.dp("edge_in.b"))?;
         lin_dx(
             dev,
-            e,
-            1,
-            h,
+            (e, 1, h),
             t.g("e0"),
             self.p("edge_in.w"),
             t.g("edge_weight"),
@@ -709,9 +691,7 @@ impl Editor {
         bias_grad(dev, n, h, t.g("x0"), self.dp("node_in.b"))?;
         lin_dx(
             dev,
-            n,
-            NODE_FEATURES,
-            h,
+            (n, NODE_FEATURES, h),
             t.g("x0"),
             self.p("node_in.w"),
             t.g("node_feat"),

@@ -171,8 +171,8 @@ impl GraphBatch {
         }
         // By source: a stable counting sort keeps each node's out-edges in edge order.
         g.src_offsets = vec![0; n + 1];
-        for i in 0..n {
-            g.src_offsets[i + 1] = g.src_offsets[i] + out_deg[i];
+        for (i, d) in out_deg.iter().enumerate() {
+            g.src_offsets[i + 1] = g.src_offsets[i] + d;
         }
         let mut next = g.src_offsets.clone();
         g.src_perm = vec![0; e];
@@ -188,8 +188,8 @@ impl GraphBatch {
             count[p as usize] += 1;
         }
         g.pos_offsets = vec![0; ids + 1];
-        for i in 0..ids {
-            g.pos_offsets[i + 1] = g.pos_offsets[i] + count[i];
+        for (i, c) in count.iter().enumerate() {
+            g.pos_offsets[i + 1] = g.pos_offsets[i] + c;
         }
         let mut next = g.pos_offsets.clone();
         g.pos_perm = vec![0; n];

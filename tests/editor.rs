@@ -121,7 +121,7 @@ fn graph_to_weights_is_the_exact_inverse() {
         }
     }
     // Too many inputs for the editor: refused with the model named.
-    let big = vec![case(&mut rng, &[9, 2, 1], 4)];
+    let big = [case(&mut rng, &[9, 2, 1], 4)];
     let inputs: Vec<EditInput> = big
         .iter()
         .map(|c| EditInput {

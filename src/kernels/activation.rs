@@ -104,7 +104,11 @@ pub fn activation_forward(dev: &Device, act: Activation, x: View, y: View) -> Re
     match dev {
         Device::Cpu(_) => {
             let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
-            yv.iter_mut().zip(xv).for_each(|(o, &v)| *o = act.apply(v));
+            use rayon::prelude::*;
+            yv.par_iter_mut()
+                .zip(xv.par_iter())
+                .with_min_len(4096)
+                .for_each(|(o, &v)| *o = act.apply(v));
             Ok(())
         }
         Device::Gpu(g) => {
@@ -151,9 +155,11 @@ pub fn activation_backward(
     match dev {
         Device::Cpu(_) => {
             let (xv, dyv, dxv) = unsafe { (x.cpu(), dy.cpu(), dx.cpu_mut()) };
-            for i in 0..xv.len() {
-                dxv[i] = dyv[i] * act.grad(xv[i]);
-            }
+            use rayon::prelude::*;
+            dxv.par_iter_mut()
+                .enumerate()
+                .with_min_len(4096)
+                .for_each(|(i, d)| *d = dyv[i] * act.grad(xv[i]));
             Ok(())
         }
         Device::Gpu(g) => {

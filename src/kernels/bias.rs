@@ -53,12 +53,13 @@ pub fn bias_add(dev: &Device, s: &BiasAdd, y: View, bias: View) -> Result<()> {
     match dev {
         Device::Cpu(_) => {
             let (yv, bv) = unsafe { (y.cpu_mut(), bias.cpu()) };
+            use rayon::prelude::*;
             for z in 0..batch {
                 let b = &bv[z * b_stride..z * b_stride + cols];
-                for r in 0..rows {
-                    let row = &mut yv[z * y_stride + r * cols..z * y_stride + (r + 1) * cols];
-                    row.iter_mut().zip(b).for_each(|(v, bj)| *v += bj);
-                }
+                let ys = &mut yv[z * y_stride..z * y_stride + rows * cols];
+                ys.par_chunks_mut(cols)
+                    .with_min_len(64)
+                    .for_each(|row| row.iter_mut().zip(b).for_each(|(v, bj)| *v += bj));
             }
             Ok(())
         }

@@ -137,20 +137,26 @@ pub fn film_backward(
             }
             for m in 0..models {
                 let (a, b) = (ov[m].to_bits() as usize, ov[m + 1].to_bits() as usize);
-                for c in 0..cols {
-                    let (mut dg, mut db) = (0.0f32, 0.0f32);
-                    for n in a..b {
+                let (mut dg, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+                for n in a..b {
+                    for c in 0..cols {
                         let d = dyv[n * cols + c];
-                        dg += d * xv[n * cols + c];
-                        db += d;
+                        dg[c] += d * xv[n * cols + c];
+                        db[c] += d;
                     }
-                    let o = m * 2 * cols;
-                    if accumulate {
-                        dg += dgv[o + c];
-                        db += dgv[o + cols + c];
-                    }
-                    dgv[o + c] = dg;
-                    dgv[o + cols + c] = db;
+                }
+                let o = m * 2 * cols;
+                for c in 0..cols {
+                    dgv[o + c] = if accumulate {
+                        dg[c] + dgv[o + c]
+                    } else {
+                        dg[c]
+                    };
+                    dgv[o + cols + c] = if accumulate {
+                        db[c] + dgv[o + cols + c]
+                    } else {
+                        db[c]
+                    };
                 }
             }
             Ok(())

@@ -55,21 +55,21 @@ pub fn gather_rows_with(
         Device::Cpu(_) => {
             let (s, ix, dst) = unsafe { (src.cpu(), idx.cpu(), out.cpu_mut()) };
             let sc = o.scale.map(|v| unsafe { v.cpu() });
-            for r in 0..n {
-                let row = ix[r].to_bits() as usize;
-                assert!(
-                    (row + 1) * cols <= s.len(),
-                    "gather_rows: index {row} out of range"
-                );
-                let k = sc.map_or(1.0, |sc| sc[row]);
-                let (from, to) = (
-                    &s[row * cols..(row + 1) * cols],
-                    &mut dst[r * cols..(r + 1) * cols],
-                );
-                for (t, &f) in to.iter_mut().zip(from) {
-                    *t = if o.accumulate { *t + f * k } else { f * k };
-                }
-            }
+            use rayon::prelude::*;
+            dst[..n * cols]
+                .par_chunks_mut(cols)
+                .enumerate()
+                .for_each(|(r, to)| {
+                    let row = ix[r].to_bits() as usize;
+                    assert!(
+                        (row + 1) * cols <= s.len(),
+                        "gather_rows: index {row} out of range"
+                    );
+                    let k = sc.map_or(1.0, |sc| sc[row]);
+                    for (t, &f) in to.iter_mut().zip(&s[row * cols..(row + 1) * cols]) {
+                        *t = if o.accumulate { *t + f * k } else { f * k };
+                    }
+                });
             Ok(())
         }
         Device::Gpu(g) => {

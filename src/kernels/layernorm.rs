@@ -146,19 +146,23 @@ pub fn layernorm_backward(
                     *t = if accumulate { *t + d } else { d };
                 }
             }
-            for c in 0..cols {
-                let (mut dg, mut db) = (0.0f32, 0.0f32);
-                for r in 0..rows {
+            // Rows in order, whole rows at a time (same summation order as the GPU).
+            let (mut dg, mut db) = (vec![0.0f32; cols], vec![0.0f32; cols]);
+            for r in 0..rows {
+                let (mean, rstd) = (sv[2 * r], sv[2 * r + 1]);
+                for c in 0..cols {
                     let d = dyv[r * cols + c];
-                    dg += d * (xv[r * cols + c] - sv[2 * r]) * sv[2 * r + 1];
-                    db += d;
+                    dg[c] += d * (xv[r * cols + c] - mean) * rstd;
+                    db[c] += d;
                 }
-                if accumulate {
-                    dg += dwv[c];
-                    db += dwv[cols + c];
-                }
-                dwv[c] = dg;
-                dwv[cols + c] = db;
+            }
+            for c in 0..cols {
+                dwv[c] = if accumulate { dg[c] + dwv[c] } else { dg[c] };
+                dwv[cols + c] = if accumulate {
+                    db[c] + dwv[cols + c]
+                } else {
+                    db[c]
+                };
             }
             Ok(())
         }

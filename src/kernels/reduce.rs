@@ -88,12 +88,27 @@ pub fn reduce(dev: &Device, r: &Reduce, x: View, out: View) -> Result<()> {
             let (xv, ov) = unsafe { (x.cpu(), out.cpu_mut()) };
             for z in 0..r.batch {
                 let xz = &xv[z * r.x_stride..];
-                for o in 0..n_out {
-                    let mut acc = 0.0f32;
-                    match r.axis {
-                        Axis::Rows => (0..r.cols).for_each(|j| acc += xz[o * r.cols + j]),
-                        Axis::Cols => (0..r.rows).for_each(|i| acc += xz[i * r.cols + o]),
+                // Sums run along the reduced axis in order, as on the GPU; columns are summed a
+                // whole row at a time so memory is read in order.
+                let sums: Vec<f32> = match r.axis {
+                    Axis::Rows => (0..r.rows)
+                        .map(|o| {
+                            xz[o * r.cols..(o + 1) * r.cols]
+                                .iter()
+                                .fold(0.0f32, |a, &v| a + v)
+                        })
+                        .collect(),
+                    Axis::Cols => {
+                        let mut acc = vec![0.0f32; r.cols];
+                        for i in 0..r.rows {
+                            acc.iter_mut()
+                                .zip(&xz[i * r.cols..(i + 1) * r.cols])
+                                .for_each(|(a, &v)| *a += v);
+                        }
+                        acc
                     }
+                };
+                for (o, acc) in sums.into_iter().enumerate() {
                     let dst = &mut ov[z * r.out_stride + o];
                     *dst = if r.accumulate {
                         *dst + r.scale * acc

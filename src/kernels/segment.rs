@@ -56,23 +56,32 @@ pub fn segment_reduce(
     }
     match dev {
         Device::Cpu(_) => {
+            use rayon::prelude::*;
             let (v, off, dst) = unsafe { (values.cpu(), offsets.cpu(), out.cpu_mut()) };
             let perm = o.perm.map(|p| unsafe { p.cpu() });
-            for s in 0..n_seg {
-                let (a, b) = (off[s].to_bits() as usize, off[s + 1].to_bits() as usize);
-                for c in 0..cols {
-                    let mut acc = 0.0f32;
+            // Whole rows at a time, segments in parallel; each value still sums its range in order.
+            dst[..n_seg * cols]
+                .par_chunks_mut(cols)
+                .enumerate()
+                .for_each(|(s, row_out)| {
+                    let (a, b) = (off[s].to_bits() as usize, off[s + 1].to_bits() as usize);
+                    let mut acc = vec![0.0f32; cols];
                     for j in a..b {
                         let row = perm.map_or(j, |p| p[j].to_bits() as usize);
-                        acc += v[row * cols + c];
+                        acc.iter_mut()
+                            .zip(&v[row * cols..(row + 1) * cols])
+                            .for_each(|(t, x)| *t += x);
                     }
-                    if o.mean {
-                        acc = if b > a { acc / (b - a) as f32 } else { 0.0 };
+                    let len = b - a;
+                    for (d, sum) in row_out.iter_mut().zip(&acc) {
+                        let val = match (o.mean, len) {
+                            (false, _) => *sum,
+                            (true, 0) => 0.0,
+                            (true, len) => sum / len as f32,
+                        };
+                        *d = if o.accumulate { *d + val } else { val };
                     }
-                    let d = &mut dst[s * cols + c];
-                    *d = if o.accumulate { *d + acc } else { acc };
-                }
-            }
+                });
             Ok(())
         }
         Device::Gpu(g) => {
