@@ -1,5 +1,7 @@
-// y = alpha * x + beta * y, elementwise (beta = 0 copies, never reading y: it may hold NaN).
-// x and y are windows of one buffer or of two. Used for residual connections and gradient copies.
+// Elementwise arithmetic on windows of one buffer or of two.
+// axpy: y = alpha * x + beta * y (beta = 0 copies, never reading y: it may hold NaN); residual
+//       connections and gradient copies.
+// mul:  y = y * x; masks (pruned or removed weights held at zero, and their gradients).
 
 struct Params {
     n: u32, x_off: u32, y_off: u32, _pad0: u32,
@@ -20,4 +22,12 @@ fn axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         v += p.beta * y[p.y_off + i];
     }
     y[p.y_off + i] = v;
+}
+
+@compute @workgroup_size(256)
+fn mul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+       @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.n) { return; }
+    y[p.y_off + i] = y[p.y_off + i] * x[p.x_off + i];
 }

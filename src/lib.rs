@@ -9,6 +9,7 @@ pub mod data;
 pub mod device;
 pub mod editor;
 pub mod error;
+pub mod fit;
 pub mod gpu;
 pub mod graph;
 pub mod io;

@@ -8,10 +8,9 @@ use crate::data::{Dataset, Schema};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::activation::Activation;
-use crate::kernels::adam::{adam_step_per_model, Adam};
-use crate::kernels::gather::gather_rows;
+use crate::fit::{fit, FitModel};
 use crate::metrics::{report, Report};
-use crate::mlp::{init_params, predict, BatchedMlp, MlpShape};
+use crate::mlp::{init_params, predict, MlpShape};
 use crate::model::{Linear, Model};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -148,91 +147,13 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
 /// Train `records` (all of one architecture) together on `data`; returns their parameters,
 /// model-major, and fills in their metrics.
-pub fn train_group(
-    dev: &Device,
-    data: &Dataset,
-    records: &mut [ModelRecord],
-    progress: Progress,
-) -> Result<Vec<f32>> {
+pub fn train_group(dev: &Device, data: &Dataset, records: &mut [ModelRecord], progress: Progress) -> Result<Vec<f32>> {
     let shape = MlpShape::new(&records[0].dims, records[0].activation);
-    assert!(records
-        .iter()
-        .all(|r| r.dims == records[0].dims && r.activation == records[0].activation));
-    let (b, bs, d) = (records.len(), records[0].batch_size, shape.fan_in(0));
-    let n = data.train.rows();
-    if n < bs {
-        return Err(Error::Usage(format!(
-            "training split has {n} rows, fewer than the batch size {bs}"
-        )));
-    }
-    let params: Vec<f32> = records
-        .iter()
-        .flat_map(|r| init_params(&shape, r.seed))
-        .collect();
-    let x = dev.upload(&data.train.x)?;
-    let y = dev.upload(&data.train.y)?;
-    // Per step: each model's row indices, then the rows they gather.
-    let idx = dev.alloc(b * bs)?;
-    let xb = dev.alloc(b * bs * d)?;
-    let yb = dev.alloc(b * bs)?;
-    let hyper = dev.alloc(2 * b)?;
-    let mut net = BatchedMlp::new(dev, &shape, b, bs, &params)?;
-    let opt = Adam::default();
-    let mut rngs: Vec<rand_chacha::ChaCha8Rng> = records
-        .iter()
-        .map(|r| rand_chacha::ChaCha8Rng::seed_from_u64(r.seed ^ 0xda7a))
-        .collect();
-    let mut perms: Vec<Vec<u32>> = vec![(0..n as u32).collect(); b];
-    let steps_per_epoch = n / bs;
-    let max_epochs = records.iter().map(|r| r.epochs).max().unwrap();
-    let mut idx_host = vec![0u32; b * bs];
-    for epoch in 0..max_epochs {
-        // A model past its epochs trains on with lr 0: frozen, while the others go on.
-        let h: Vec<f32> = records
-            .iter()
-            .flat_map(|r| {
-                if epoch < r.epochs {
-                    [r.lr, r.weight_decay]
-                } else {
-                    [0.0, 0.0]
-                }
-            })
-            .collect();
-        dev.write(&hyper, 0, &h)?;
-        for (p, rng) in perms.iter_mut().zip(&mut rngs) {
-            p.shuffle(rng);
-        }
-        for step in 0..steps_per_epoch {
-            for (z, p) in perms.iter().enumerate() {
-                for (k, &row) in p[step * bs..(step + 1) * bs].iter().enumerate() {
-                    idx_host[z * bs + k] = row;
-                }
-            }
-            dev.write_u32(&idx, 0, &idx_host)?;
-            gather_rows(dev, d, x.all(), idx.all(), xb.all())?;
-            gather_rows(dev, 1, y.all(), idx.all(), yb.all())?;
-            net.forward(dev, xb.all(), bs * d)?;
-            net.loss(dev, yb.all(), bs)?;
-            net.backward(dev, xb.all(), bs * d)?;
-            net.step += 1;
-            let np = net.params.len();
-            adam_step_per_model(
-                dev,
-                &opt,
-                net.step,
-                shape.n_params(),
-                hyper.all(),
-                net.params.all(),
-                net.grads.all(),
-                net.opt_state.view(0, np),
-                net.opt_state.view(np, np),
-            )?;
-        }
-        let done = records.iter().filter(|r| r.epochs <= epoch + 1).count();
-        let model_epochs = records.iter().map(|r| r.epochs.min(epoch + 1)).sum();
-        progress(model_epochs, done);
-    }
-    let trained = dev.read_all(&net.params)?;
+    assert!(records.iter().all(|r| r.dims == records[0].dims && r.activation == records[0].activation));
+    let b = records.len();
+    let init: Vec<f32> = records.iter().flat_map(|r| init_params(&shape, r.seed)).collect();
+    let models: Vec<FitModel> = records.iter().map(|r| FitModel { seed: r.seed, lr: r.lr, weight_decay: r.weight_decay, epochs: r.epochs }).collect();
+    let trained = fit(dev, &shape, &init, None, &data.train, &models, records[0].batch_size, progress)?;
     for (name, split) in [
         ("train", &data.train),
         ("val", &data.val),

@@ -1,4 +1,4 @@
-//! y = alpha * x + beta * y: WGSL launch (shaders/axpy.wgsl) and the CPU reference.
+//! Elementwise arithmetic (axpy, mul): WGSL launch (shaders/axpy.wgsl) and the CPU reference.
 
 use crate::buffer::{check_disjoint, View};
 use crate::device::Device;
@@ -54,4 +54,23 @@ pub fn axpy(dev: &Device, alpha: f32, x: View, beta: f32, y: View) -> Result<()>
 /// y = x.
 pub fn copy(dev: &Device, x: View, y: View) -> Result<()> {
     axpy(dev, 1.0, x, 0.0, y)
+}
+
+/// y = y * x, elementwise (x is usually a 0/1 mask, repeated per model by the caller's views).
+pub fn mul(dev: &Device, x: View, y: View) -> Result<()> {
+    assert_eq!(x.len, y.len, "mul: lengths differ");
+    check_disjoint(&[y], &[x]);
+    match dev {
+        Device::Cpu(_) => {
+            use rayon::prelude::*;
+            let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
+            yv.par_iter_mut().zip(xv.par_iter()).with_min_len(4096).for_each(|(t, &s)| *t *= s);
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params { n: x.len as u32, x_off: x.off(), y_off: y.off(), _pad0: 0, alpha: 0.0, beta: 0.0, _pad1: [0; 2] };
+            let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
+            g.launch("axpy", SHADER, "mul", &p, &[x.buf, y.buf], grid)
+        }
+    }
 }

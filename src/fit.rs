@@ -1,0 +1,91 @@
+//! Batched fitting of MLPs on a data split: B models of one architecture from given initial
+//! weights, each with its own seed (minibatch order), learning rate, weight decay and epoch
+//! count, optionally under 0/1 masks that hold weights at exactly zero. Zoo training, masked
+//! fine-tuning and retraining without features all run through here.
+
+use crate::data::Split;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::kernels::adam::{adam_step_per_model, Adam};
+use crate::kernels::axpy::mul;
+use crate::kernels::gather::gather_rows;
+use crate::mlp::{BatchedMlp, MlpShape};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FitModel {
+    pub seed: u64,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub epochs: usize,
+}
+
+/// Train `models.len()` models from `init` (model-major) on `data`; returns the trained
+/// parameters. With `masks` (same layout, 1 = free, 0 = held at zero) masked weights start at
+/// zero and their gradients are zeroed every step, so they end exactly zero. `progress` gets
+/// (model-epochs done, models finished) after every epoch.
+#[allow(clippy::too_many_arguments)]
+pub fn fit(
+    dev: &Device,
+    shape: &MlpShape,
+    init: &[f32],
+    masks: Option<&[f32]>,
+    data: &Split,
+    models: &[FitModel],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
+    let (b, bs, d) = (models.len(), batch_size, shape.fan_in(0));
+    let n = data.rows();
+    if n < bs {
+        return Err(Error::Usage(format!("training split has {n} rows, fewer than the batch size {bs}")));
+    }
+    assert_eq!(init.len(), b * shape.n_params());
+    let x = dev.upload(&data.x)?;
+    let y = dev.upload(&data.y)?;
+    let idx = dev.alloc(b * bs)?;
+    let xb = dev.alloc(b * bs * d)?;
+    let yb = dev.alloc(b * bs)?;
+    let hyper = dev.alloc(2 * b)?;
+    let mut net = BatchedMlp::new(dev, shape, b, bs, init)?;
+    let mask = masks.map(|m| dev.upload(m)).transpose()?;
+    if let Some(m) = &mask {
+        mul(dev, m.all(), net.params.all())?;
+    }
+    let opt = Adam::default();
+    let mut rngs: Vec<rand_chacha::ChaCha8Rng> = models.iter().map(|m| rand_chacha::ChaCha8Rng::seed_from_u64(m.seed ^ 0xda7a)).collect();
+    let mut perms: Vec<Vec<u32>> = vec![(0..n as u32).collect(); b];
+    let steps_per_epoch = n / bs;
+    let max_epochs = models.iter().map(|m| m.epochs).max().unwrap_or(0);
+    let mut idx_host = vec![0u32; b * bs];
+    let np = net.params.len();
+    for epoch in 0..max_epochs {
+        // A model past its epochs trains on with lr 0: frozen, while the others go on.
+        let h: Vec<f32> = models.iter().flat_map(|m| if epoch < m.epochs { [m.lr, m.weight_decay] } else { [0.0, 0.0] }).collect();
+        dev.write(&hyper, 0, &h)?;
+        for (p, rng) in perms.iter_mut().zip(&mut rngs) {
+            p.shuffle(rng);
+        }
+        for step in 0..steps_per_epoch {
+            for (z, p) in perms.iter().enumerate() {
+                idx_host[z * bs..(z + 1) * bs].copy_from_slice(&p[step * bs..(step + 1) * bs]);
+            }
+            dev.write_u32(&idx, 0, &idx_host)?;
+            gather_rows(dev, d, x.all(), idx.all(), xb.all())?;
+            gather_rows(dev, 1, y.all(), idx.all(), yb.all())?;
+            net.forward(dev, xb.all(), bs * d)?;
+            net.loss(dev, yb.all(), bs)?;
+            net.backward(dev, xb.all(), bs * d)?;
+            if let Some(m) = &mask {
+                mul(dev, m.all(), net.grads.all())?;
+            }
+            net.step += 1;
+            adam_step_per_model(dev, &opt, net.step, shape.n_params(), hyper.all(), net.params.all(), net.grads.all(), net.opt_state.view(0, np), net.opt_state.view(np, np))?;
+        }
+        let done = models.iter().filter(|m| m.epochs <= epoch + 1).count();
+        let model_epochs = models.iter().map(|m| m.epochs.min(epoch + 1)).sum();
+        progress(model_epochs, done);
+    }
+    dev.read_all(&net.params)
+}
