@@ -39,7 +39,9 @@ pub fn fit(
     let (b, bs, d) = (models.len(), batch_size, shape.fan_in(0));
     let n = data.rows();
     if n < bs {
-        return Err(Error::Usage(format!("training split has {n} rows, fewer than the batch size {bs}")));
+        return Err(Error::Usage(format!(
+            "training split has {n} rows, fewer than the batch size {bs}"
+        )));
     }
     assert_eq!(init.len(), b * shape.n_params());
     let x = dev.upload(&data.x)?;
@@ -54,7 +56,10 @@ pub fn fit(
         mul(dev, m.all(), net.params.all())?;
     }
     let opt = Adam::default();
-    let mut rngs: Vec<rand_chacha::ChaCha8Rng> = models.iter().map(|m| rand_chacha::ChaCha8Rng::seed_from_u64(m.seed ^ 0xda7a)).collect();
+    let mut rngs: Vec<rand_chacha::ChaCha8Rng> = models
+        .iter()
+        .map(|m| rand_chacha::ChaCha8Rng::seed_from_u64(m.seed ^ 0xda7a))
+        .collect();
     let mut perms: Vec<Vec<u32>> = vec![(0..n as u32).collect(); b];
     let steps_per_epoch = n / bs;
     let max_epochs = models.iter().map(|m| m.epochs).max().unwrap_or(0);
@@ -62,7 +67,16 @@ pub fn fit(
     let np = net.params.len();
     for epoch in 0..max_epochs {
         // A model past its epochs trains on with lr 0: frozen, while the others go on.
-        let h: Vec<f32> = models.iter().flat_map(|m| if epoch < m.epochs { [m.lr, m.weight_decay] } else { [0.0, 0.0] }).collect();
+        let h: Vec<f32> = models
+            .iter()
+            .flat_map(|m| {
+                if epoch < m.epochs {
+                    [m.lr, m.weight_decay]
+                } else {
+                    [0.0, 0.0]
+                }
+            })
+            .collect();
         dev.write(&hyper, 0, &h)?;
         for (p, rng) in perms.iter_mut().zip(&mut rngs) {
             p.shuffle(rng);
@@ -81,7 +95,17 @@ pub fn fit(
                 mul(dev, m.all(), net.grads.all())?;
             }
             net.step += 1;
-            adam_step_per_model(dev, &opt, net.step, shape.n_params(), hyper.all(), net.params.all(), net.grads.all(), net.opt_state.view(0, np), net.opt_state.view(np, np))?;
+            adam_step_per_model(
+                dev,
+                &opt,
+                net.step,
+                shape.n_params(),
+                hyper.all(),
+                net.params.all(),
+                net.grads.all(),
+                net.opt_state.view(0, np),
+                net.opt_state.view(np, np),
+            )?;
         }
         let done = models.iter().filter(|m| m.epochs <= epoch + 1).count();
         let model_epochs = models.iter().map(|m| m.epochs.min(epoch + 1)).sum();

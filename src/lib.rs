@@ -2,6 +2,7 @@
 //! on the CPU. The data path reads straight through: model file -> parameter graph -> editor ->
 //! edited weights -> edited model file -> report; this crate grows one module per step.
 
+pub mod baselines;
 pub mod bench;
 pub mod buffer;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod mlp;
 pub mod model;
+pub mod report;
 pub mod zoo;
 
 pub use buffer::{Buf, View};

@@ -7,8 +7,8 @@
 use crate::data::{Dataset, Schema};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::kernels::activation::Activation;
 use crate::fit::{fit, FitModel};
+use crate::kernels::activation::Activation;
 use crate::metrics::{report, Report};
 use crate::mlp::{init_params, predict, MlpShape};
 use crate::model::{Linear, Model};
@@ -147,13 +147,40 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 
 /// Train `records` (all of one architecture) together on `data`; returns their parameters,
 /// model-major, and fills in their metrics.
-pub fn train_group(dev: &Device, data: &Dataset, records: &mut [ModelRecord], progress: Progress) -> Result<Vec<f32>> {
+pub fn train_group(
+    dev: &Device,
+    data: &Dataset,
+    records: &mut [ModelRecord],
+    progress: Progress,
+) -> Result<Vec<f32>> {
     let shape = MlpShape::new(&records[0].dims, records[0].activation);
-    assert!(records.iter().all(|r| r.dims == records[0].dims && r.activation == records[0].activation));
+    assert!(records
+        .iter()
+        .all(|r| r.dims == records[0].dims && r.activation == records[0].activation));
     let b = records.len();
-    let init: Vec<f32> = records.iter().flat_map(|r| init_params(&shape, r.seed)).collect();
-    let models: Vec<FitModel> = records.iter().map(|r| FitModel { seed: r.seed, lr: r.lr, weight_decay: r.weight_decay, epochs: r.epochs }).collect();
-    let trained = fit(dev, &shape, &init, None, &data.train, &models, records[0].batch_size, progress)?;
+    let init: Vec<f32> = records
+        .iter()
+        .flat_map(|r| init_params(&shape, r.seed))
+        .collect();
+    let models: Vec<FitModel> = records
+        .iter()
+        .map(|r| FitModel {
+            seed: r.seed,
+            lr: r.lr,
+            weight_decay: r.weight_decay,
+            epochs: r.epochs,
+        })
+        .collect();
+    let trained = fit(
+        dev,
+        &shape,
+        &init,
+        None,
+        &data.train,
+        &models,
+        records[0].batch_size,
+        progress,
+    )?;
     for (name, split) in [
         ("train", &data.train),
         ("val", &data.val),

@@ -351,8 +351,13 @@ fn mul_matches_cpu() {
         let m = p.put((0..n).map(|_| rng.random_range(0..2) as f32).collect());
         let y = p.put(random(&mut rng, n));
         let init = p.finish();
-        let (cpu, g) = on_both(&gpu, &init, |dev, buf| mul(dev, buf.view(m.start, n), buf.view(y.start, n)));
+        let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+            mul(dev, buf.view(m.start, n), buf.view(y.start, n))
+        });
         compare(&format!("mul n={n}"), &cpu, &g, std::slice::from_ref(&y));
-        assert!((0..n).all(|i| init[m.start + i] != 0.0 || cpu[y.start + i] == 0.0), "masked values must be zero");
+        assert!(
+            (0..n).all(|i| init[m.start + i] != 0.0 || cpu[y.start + i] == 0.0),
+            "masked values must be zero"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! bad usage or no usable device. Errors are one line on stderr naming the file and the problem.
 
 mod bench;
+mod compare;
 mod data;
 mod eval;
 mod info;
@@ -59,6 +60,8 @@ enum Command {
     Zoo(zoo::Args),
     /// Accuracy, fairness and feature dependence of a model on its data.
     Eval(eval::Args),
+    /// Run the baselines on a zoo's test models, timed side by side; write a report.
+    Compare(compare::Args),
 }
 
 /// Status lines go to stderr so stdout holds only results (tables or JSON).
@@ -113,6 +116,7 @@ pub fn main() -> i32 {
         Command::Data(a) => data::run(&cli.global, &printer, a),
         Command::Zoo(a) => zoo::run(&cli.global, &printer, a),
         Command::Eval(a) => eval::run(&cli.global, &printer, a),
+        Command::Compare(a) => compare::run(&cli.global, &printer, a),
     };
     match result {
         Ok(code) => code,
@@ -129,4 +133,15 @@ fn one_line(e: &Error) -> String {
         .map(str::trim)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_definition_is_consistent() {
+        // clap checks duplicate names, conflicting flags and the like only when asked (or in a
+        // debug build at parse time): check every subcommand here.
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

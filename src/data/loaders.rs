@@ -46,9 +46,10 @@ pub struct DataOptions {
     /// Columns holding categories, comma-separated (csv; added to a named dataset's own).
     #[arg(long, value_delimiter = ',')]
     pub categorical: Vec<String>,
-    /// Columns to leave out, comma-separated.
+    /// Columns of the data to leave out, comma-separated.
     #[arg(long, value_delimiter = ',')]
-    pub drop: Vec<String>,
+    #[serde(alias = "drop")]
+    pub exclude: Vec<String>,
     /// Rows of the built-in synthetic dataset.
     #[arg(long, default_value_t = 6000)]
     pub rows: usize,
@@ -82,7 +83,7 @@ fn spec(
         label: label.into(),
         positive: positive.iter().map(|s| s.to_string()).collect(),
         categorical,
-        drop: opts.drop.clone(),
+        drop: opts.exclude.clone(),
         sensitive: Some(sensitive_of(
             opts.sensitive.as_deref().unwrap_or(sensitive),
         )?),

@@ -64,11 +64,22 @@ pub fn mul(dev: &Device, x: View, y: View) -> Result<()> {
         Device::Cpu(_) => {
             use rayon::prelude::*;
             let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
-            yv.par_iter_mut().zip(xv.par_iter()).with_min_len(4096).for_each(|(t, &s)| *t *= s);
+            yv.par_iter_mut()
+                .zip(xv.par_iter())
+                .with_min_len(4096)
+                .for_each(|(t, &s)| *t *= s);
             Ok(())
         }
         Device::Gpu(g) => {
-            let p = Params { n: x.len as u32, x_off: x.off(), y_off: y.off(), _pad0: 0, alpha: 0.0, beta: 0.0, _pad1: [0; 2] };
+            let p = Params {
+                n: x.len as u32,
+                x_off: x.off(),
+                y_off: y.off(),
+                _pad0: 0,
+                alpha: 0.0,
+                beta: 0.0,
+                _pad1: [0; 2],
+            };
             let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
             g.launch("axpy", SHADER, "mul", &p, &[x.buf, y.buf], grid)
         }

@@ -1,0 +1,152 @@
+//! What a user would do without a learned editor, as per-model procedures on the engine.
+//! Data minimisation: zero the removed features' input columns; zero + masked fine-tuning;
+//! retrain from scratch without them (same architecture and hyper-parameters as the model's
+//! manifest record). Pruning: global or layer-wise magnitude pruning, each with and without
+//! masked fine-tuning; iterative magnitude pruning. Masks are 0/1 per parameter (biases kept).
+
+use crate::data::{Dataset, Schema};
+use crate::device::Device;
+use crate::error::Result;
+use crate::fit::{fit, FitModel};
+use crate::mlp::{init_params, MlpShape};
+
+/// Mask that removes `features` (their input columns in the first layer).
+pub fn drop_mask(
+    shape: &MlpShape,
+    schema: &Schema,
+    features: &[String],
+) -> std::result::Result<Vec<f32>, String> {
+    let mut mask = vec![1.0f32; shape.n_params()];
+    let fi = shape.fan_in(0);
+    for f in schema.features_named(features)? {
+        for c in f.start..f.start + f.width {
+            for j in 0..shape.fan_out(0) {
+                mask[shape.weight_offset(0) + j * fi + c] = 0.0;
+            }
+        }
+    }
+    Ok(mask)
+}
+
+/// Indices of every weight (not bias) of layer `l`, or of all layers.
+fn weight_indices(shape: &MlpShape, layer: Option<usize>) -> Vec<usize> {
+    let layers: Vec<usize> = layer.map_or((0..shape.layers()).collect(), |l| vec![l]);
+    layers
+        .into_iter()
+        .flat_map(|l| (shape.weight_offset(l)..shape.bias_offset(l)).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Keep the `1 - sparsity` largest |w| among `idx` (ties by position); returns how many zeroed.
+fn prune_among(params: &[f32], idx: &[usize], sparsity: f64, mask: &mut [f32]) {
+    let k = (sparsity * idx.len() as f64).round() as usize;
+    let mut order: Vec<usize> = idx.to_vec();
+    order.sort_by(|&a, &b| params[a].abs().total_cmp(&params[b].abs()).then(a.cmp(&b)));
+    for &i in &order[..k] {
+        mask[i] = 0.0;
+    }
+}
+
+/// Global magnitude pruning: exactly round(sparsity * weights) weights zeroed, smallest |w| first.
+pub fn global_magnitude_mask(shape: &MlpShape, params: &[f32], sparsity: f64) -> Vec<f32> {
+    let mut mask = vec![1.0f32; shape.n_params()];
+    prune_among(params, &weight_indices(shape, None), sparsity, &mut mask);
+    mask
+}
+
+/// Layer-wise magnitude pruning: every layer pruned to `sparsity` on its own.
+pub fn layerwise_magnitude_mask(shape: &MlpShape, params: &[f32], sparsity: f64) -> Vec<f32> {
+    let mut mask = vec![1.0f32; shape.n_params()];
+    for l in 0..shape.layers() {
+        prune_among(params, &weight_indices(shape, Some(l)), sparsity, &mut mask);
+    }
+    mask
+}
+
+/// Fraction of weights (not biases) exactly zero.
+pub fn weight_sparsity(shape: &MlpShape, params: &[f32]) -> f64 {
+    let idx = weight_indices(shape, None);
+    idx.iter().filter(|&&i| params[i] == 0.0).count() as f64 / idx.len() as f64
+}
+
+pub fn apply(params: &[f32], mask: &[f32]) -> Vec<f32> {
+    params.iter().zip(mask).map(|(p, m)| p * m).collect()
+}
+
+/// Fine-tuning settings shared by the baselines.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct FineTune {
+    pub epochs: usize,
+    pub lr: f32,
+    pub weight_decay: f32,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// Fine-tune one model under `mask` on the training split.
+pub fn masked_finetune(
+    dev: &Device,
+    shape: &MlpShape,
+    params: &[f32],
+    mask: &[f32],
+    data: &Dataset,
+    ft: &FineTune,
+) -> Result<Vec<f32>> {
+    let m = FitModel {
+        seed: ft.seed,
+        lr: ft.lr,
+        weight_decay: ft.weight_decay,
+        epochs: ft.epochs,
+    };
+    fit(
+        dev,
+        shape,
+        params,
+        Some(mask),
+        &data.train,
+        &[m],
+        ft.batch_size,
+        &mut |_, _| {},
+    )
+}
+
+/// Retrain from scratch under `mask` with the model's own recorded seed and hyper-parameters.
+pub fn retrain(
+    dev: &Device,
+    shape: &MlpShape,
+    mask: &[f32],
+    data: &Dataset,
+    rec: &FitModel,
+    batch_size: usize,
+) -> Result<Vec<f32>> {
+    fit(
+        dev,
+        shape,
+        &init_params(shape, rec.seed),
+        Some(mask),
+        &data.train,
+        &[*rec],
+        batch_size,
+        &mut |_, _| {},
+    )
+}
+
+/// Iterative magnitude pruning: `rounds` rounds of global pruning to a rising sparsity
+/// (1 - (1 - s)^(r / rounds)), each followed by masked fine-tuning for `ft.epochs`.
+pub fn iterative_magnitude(
+    dev: &Device,
+    shape: &MlpShape,
+    params: &[f32],
+    sparsity: f64,
+    rounds: usize,
+    data: &Dataset,
+    ft: &FineTune,
+) -> Result<Vec<f32>> {
+    let mut p = params.to_vec();
+    for r in 1..=rounds {
+        let s = 1.0 - (1.0 - sparsity).powf(r as f64 / rounds as f64);
+        let mask = global_magnitude_mask(shape, &p, s);
+        p = masked_finetune(dev, shape, &apply(&p, &mask), &mask, data, ft)?;
+    }
+    Ok(p)
+}

@@ -1,0 +1,372 @@
+//! `regop compare --zoo DIR --requirement minimise|prune`: every baseline on the zoo's held-out
+//! test models, timed on one device, with utility (test accuracy, agreement with the original)
+//! and requirement satisfaction; writes results.json, report.md and SVG plots.
+
+use super::data::DataArgs;
+use super::{Global, Printer};
+use crate::baselines::*;
+use crate::data::loaders::load;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::fit::FitModel;
+use crate::metrics::{accuracy, decisions};
+use crate::mlp::{predict, MlpShape};
+use crate::model::Model;
+use crate::report::{median, scatter_svg, Series};
+use crate::zoo::{read_manifest, ModelSplit};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// Stop using features (--drop).
+    Minimise,
+    /// Reach a weight sparsity (--sparsity).
+    Prune,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The zoo directory (its test models are compared).
+    #[arg(long)]
+    pub zoo: PathBuf,
+    #[arg(long, value_enum)]
+    pub requirement: Requirement,
+    /// Features to remove (minimise), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub drop: Vec<String>,
+    /// Target weight sparsity (prune).
+    #[arg(long, default_value_t = 0.9)]
+    pub sparsity: f64,
+    /// Epochs of fine-tuning for the fine-tuning baselines (per round for iterative pruning).
+    #[arg(long, default_value_t = 2)]
+    pub ft_epochs: usize,
+    /// Compare at most this many test models.
+    #[arg(long)]
+    pub max_models: Option<usize>,
+    /// Output directory (default: ZOO/compare-REQUIREMENT).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing report.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// A named baseline: a closure from the model it captured to the edited parameters.
+type Method<'a> = (String, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
+
+#[derive(serde::Serialize, Clone)]
+struct Row {
+    model: usize,
+    method: String,
+    seconds: f64,
+    accuracy: f64,
+    original_accuracy: f64,
+    agreement: f64,
+    /// minimise: largest first-layer column norm among removed columns (0 = provably unused);
+    /// prune: achieved weight sparsity.
+    requirement_value: f64,
+    satisfied: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Summary {
+    method: String,
+    models: usize,
+    median_accuracy: f64,
+    median_accuracy_drop: f64,
+    median_agreement: f64,
+    median_seconds: f64,
+    satisfied: f64,
+    /// Share of models that meet the requirement with an accuracy drop of at most 2 points.
+    compliant: f64,
+}
+
+pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
+    let manifest = read_manifest(&a.zoo)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.zoo
+            .join(format!("compare-{:?}", a.requirement).to_lowercase())
+    });
+    match a.requirement {
+        Requirement::Minimise if a.drop.is_empty() => {
+            return Err(Error::Usage(
+                "--requirement minimise needs --drop FEATURE[,FEATURE]".into(),
+            ))
+        }
+        Requirement::Prune if !(0.0..1.0).contains(&a.sparsity) => {
+            return Err(Error::Usage("--sparsity must be in [0, 1)".into()))
+        }
+        _ => {}
+    }
+    if a.requirement == Requirement::Minimise {
+        manifest
+            .schema
+            .features_named(&a.drop)
+            .map_err(|m| Error::Usage(format!("--drop: {m}")))?;
+    }
+    if out.join("results.json").exists() && !a.force {
+        return Err(Error::input(
+            &out,
+            "already holds results (pass --force to replace them)",
+        ));
+    }
+    let data = load(
+        manifest.loader,
+        a.data.data.as_deref(),
+        &manifest.data_options,
+        manifest.data_seed,
+    )?;
+    if data.schema != manifest.schema {
+        return Err(Error::input(
+            &a.zoo,
+            "the data given does not reproduce the zoo's schema (different files or options)",
+        ));
+    }
+    let (dev, why) = Device::open(g.device)?;
+    p.status(&format!("device: {} ({why})", dev.name()));
+    let mut tests: Vec<_> = manifest
+        .models
+        .iter()
+        .filter(|r| r.split == ModelSplit::Test)
+        .collect();
+    if let Some(m) = a.max_models {
+        tests.truncate(m);
+    }
+    if tests.is_empty() {
+        return Err(Error::input(&a.zoo, "has no test models"));
+    }
+    p.status(&format!(
+        "{} test models, requirement {:?}",
+        tests.len(),
+        a.requirement
+    ));
+    let split = &data.test;
+    let mut rows: Vec<Row> = Vec::new();
+    for (k, rec) in tests.iter().enumerate() {
+        let model = Model::load(&a.zoo.join(&rec.file))?;
+        let shape: MlpShape = model.shape();
+        let params = model.flat_params();
+        let base = decisions(&predict(&dev, &shape, 1, &params, &split.x)?);
+        let orig_acc = accuracy(&split.y, &base);
+        let ft = FineTune {
+            epochs: a.ft_epochs,
+            lr: rec.lr,
+            weight_decay: rec.weight_decay,
+            batch_size: rec.batch_size,
+            seed: rec.seed ^ 0xf1e,
+        };
+        let mut methods: Vec<Method> = Vec::new();
+        match a.requirement {
+            Requirement::Minimise => {
+                let mask = drop_mask(&shape, &data.schema, &a.drop).map_err(Error::Usage)?;
+                let (pp, m1, m2, m3) = (params.clone(), mask.clone(), mask.clone(), mask.clone());
+                let (dv, dt, sh) = (&dev, &data, shape.clone());
+                let fm = FitModel {
+                    seed: rec.seed,
+                    lr: rec.lr,
+                    weight_decay: rec.weight_decay,
+                    epochs: rec.epochs,
+                };
+                let (pp2, sh2) = (params.clone(), shape.clone());
+                methods.push(("zero columns".into(), Box::new(move || Ok(apply(&pp, &m1)))));
+                methods.push((
+                    format!("zero + fine-tune ({} ep)", a.ft_epochs),
+                    Box::new(move || masked_finetune(dv, &sh, &apply(&pp2, &m2), &m2, dt, &ft)),
+                ));
+                methods.push((
+                    "retrain without".into(),
+                    Box::new(move || retrain(dv, &sh2, &m3, dt, &fm, rec.batch_size)),
+                ));
+            }
+            Requirement::Prune => {
+                let s = a.sparsity;
+                let (dv, dt) = (&dev, &data);
+                for (name, layerwise, tune) in [
+                    ("global magnitude", false, false),
+                    ("global magnitude + fine-tune", false, true),
+                    ("layer-wise magnitude", true, false),
+                    ("layer-wise magnitude + fine-tune", true, true),
+                ] {
+                    let (pp, sh) = (params.clone(), shape.clone());
+                    methods.push((
+                        name.into(),
+                        Box::new(move || {
+                            let mask = if layerwise {
+                                layerwise_magnitude_mask(&sh, &pp, s)
+                            } else {
+                                global_magnitude_mask(&sh, &pp, s)
+                            };
+                            let pruned = apply(&pp, &mask);
+                            if tune {
+                                masked_finetune(dv, &sh, &pruned, &mask, dt, &ft)
+                            } else {
+                                Ok(pruned)
+                            }
+                        }),
+                    ));
+                }
+                let (pp, sh) = (params.clone(), shape.clone());
+                methods.push((
+                    "iterative magnitude (3 rounds)".into(),
+                    Box::new(move || iterative_magnitude(dv, &sh, &pp, s, 3, dt, &ft)),
+                ));
+            }
+        }
+        for (name, method) in &methods {
+            let t0 = Instant::now();
+            let edited = method()?;
+            dev.sync()?;
+            let seconds = t0.elapsed().as_secs_f64();
+            let pred = decisions(&predict(&dev, &shape, 1, &edited, &split.x)?);
+            let (value, satisfied) = match a.requirement {
+                Requirement::Minimise => {
+                    let mask = drop_mask(&shape, &data.schema, &a.drop).map_err(Error::Usage)?;
+                    let v = edited
+                        .iter()
+                        .zip(&mask)
+                        .filter(|(_, m)| **m == 0.0)
+                        .map(|(w, _)| w.abs() as f64)
+                        .fold(0.0, f64::max);
+                    (v, v == 0.0)
+                }
+                Requirement::Prune => {
+                    let s = weight_sparsity(&shape, &edited);
+                    let n = (0..shape.layers())
+                        .map(|l| shape.fan_in(l) * shape.fan_out(l))
+                        .sum::<usize>() as f64;
+                    (s, s + 0.5 / n >= a.sparsity)
+                }
+            };
+            rows.push(Row {
+                model: rec.id,
+                method: name.clone(),
+                seconds,
+                accuracy: accuracy(&split.y, &pred),
+                original_accuracy: orig_acc,
+                agreement: accuracy(&base, &pred),
+                requirement_value: value,
+                satisfied,
+            });
+        }
+        p.status(&format!(
+            "  model {} ({}/{}) done",
+            rec.id,
+            k + 1,
+            tests.len()
+        ));
+    }
+
+    // Summary per method, in the order the methods ran.
+    let mut order: Vec<String> = Vec::new();
+    for r in &rows {
+        if !order.contains(&r.method) {
+            order.push(r.method.clone());
+        }
+    }
+    let summary: Vec<Summary> = order
+        .iter()
+        .map(|m| {
+            let rs: Vec<&Row> = rows.iter().filter(|r| &r.method == m).collect();
+            let f = |g: &dyn Fn(&Row) -> f64| rs.iter().map(|r| g(r)).collect::<Vec<_>>();
+            Summary {
+                method: m.clone(),
+                models: rs.len(),
+                median_accuracy: median(&f(&|r| r.accuracy)),
+                median_accuracy_drop: median(&f(&|r| r.original_accuracy - r.accuracy)),
+                median_agreement: median(&f(&|r| r.agreement)),
+                median_seconds: median(&f(&|r| r.seconds)),
+                satisfied: rs.iter().filter(|r| r.satisfied).count() as f64 / rs.len() as f64,
+                compliant: rs
+                    .iter()
+                    .filter(|r| r.satisfied && r.original_accuracy - r.accuracy <= 0.02)
+                    .count() as f64
+                    / rs.len() as f64,
+            }
+        })
+        .collect();
+
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let settings = match a.requirement {
+        Requirement::Minimise => format!("remove {}", a.drop.join(", ")),
+        Requirement::Prune => format!("sparsity {}", a.sparsity),
+    };
+    let results = serde_json::json!({
+        "zoo": a.zoo, "dataset": manifest.dataset, "device": dev.name(), "requirement": a.requirement,
+        "settings": settings, "fine_tune_epochs": a.ft_epochs, "test_models": tests.len(),
+        "summary": summary, "rows": rows,
+    });
+    crate::io::write_atomic(
+        &out.join("results.json"),
+        &serde_json::to_vec_pretty(&results).unwrap(),
+        true,
+    )?;
+    let series = |f: &dyn Fn(&Row) -> (f64, f64)| -> Vec<Series> {
+        order
+            .iter()
+            .map(|m| Series {
+                name: m.clone(),
+                points: rows.iter().filter(|r| &r.method == m).map(f).collect(),
+            })
+            .collect()
+    };
+    let title = format!(
+        "{}: {settings} ({} test models)",
+        manifest.dataset,
+        tests.len()
+    );
+    crate::io::write_atomic(
+        &out.join("accuracy_vs_time.svg"),
+        scatter_svg(
+            &title,
+            "seconds per edit (log scale)",
+            "test accuracy",
+            true,
+            &series(&|r| (r.seconds.max(1e-6), r.accuracy)),
+        )
+        .as_bytes(),
+        true,
+    )?;
+    crate::io::write_atomic(
+        &out.join("per_model.svg"),
+        scatter_svg(
+            &title,
+            "original test accuracy",
+            "edited test accuracy",
+            false,
+            &series(&|r| (r.original_accuracy, r.accuracy)),
+        )
+        .as_bytes(),
+        true,
+    )?;
+    let mut md = format!("# {title}\n\nDevice: {}. Test split of the data: {} rows. Fine-tuning: {} epochs at each model's own learning rate.\n\n", dev.name(), split.rows(), a.ft_epochs);
+    md += "| method | median accuracy | median drop | median agreement | median s/edit | requirement met | compliant (met, drop <= 2 pts) |\n|---|---:|---:|---:|---:|---:|---:|\n";
+    for s in &summary {
+        md += &format!(
+            "| {} | {:.4} | {:+.4} | {:.4} | {:.3} | {:.0}% | {:.0}% |\n",
+            s.method,
+            s.median_accuracy,
+            -s.median_accuracy_drop,
+            s.median_agreement,
+            s.median_seconds,
+            100.0 * s.satisfied,
+            100.0 * s.compliant
+        );
+    }
+    md += match a.requirement {
+        Requirement::Minimise => "\nRequirement: every first-layer weight of the removed features' input columns is exactly zero, so the model provably cannot use them.\n",
+        Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded) is exactly zero.\n",
+    };
+    md += "\n![accuracy against time per edit](accuracy_vs_time.svg)\n\n![per-model accuracy before and after](per_model.svg)\n";
+    crate::io::write_atomic(&out.join("report.md"), md.as_bytes(), true)?;
+    if p.json {
+        p.json(&results);
+    } else {
+        print!("{md}");
+        println!("\nwritten: {}", out.display());
+    }
+    Ok(0)
+}
