@@ -150,3 +150,43 @@ pub fn iterative_magnitude(
     }
     Ok(p)
 }
+
+/// Fairness-penalised fine-tuning: BCE + lambda * soft gap, one fine-tuned copy of the model per
+/// lambda, all trained together in one batch. Returns the parameters per lambda.
+pub fn fair_finetune(
+    dev: &Device,
+    shape: &MlpShape,
+    params: &[f32],
+    data: &Dataset,
+    ft: &FineTune,
+    gap: crate::kernels::fairness::Gap,
+    lambdas: &[f32],
+) -> Result<Vec<Vec<f32>>> {
+    let b = lambdas.len();
+    let init: Vec<f32> = (0..b).flat_map(|_| params.iter().copied()).collect();
+    let models: Vec<FitModel> = (0..b)
+        .map(|_| FitModel {
+            seed: ft.seed,
+            lr: ft.lr,
+            weight_decay: ft.weight_decay,
+            epochs: ft.epochs,
+        })
+        .collect();
+    let pen = crate::fit::Penalty {
+        gap,
+        groups: data.schema.groups.len(),
+        lambdas: lambdas.to_vec(),
+    };
+    let out = crate::fit::fit_penalised(
+        dev,
+        shape,
+        &init,
+        None,
+        Some(&pen),
+        &data.train,
+        &models,
+        ft.batch_size,
+        &mut |_, _| {},
+    )?;
+    Ok(out.chunks(shape.n_params()).map(|c| c.to_vec()).collect())
+}

@@ -8,10 +8,20 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::kernels::adam::{adam_step_per_model, Adam};
 use crate::kernels::axpy::mul;
+use crate::kernels::fairness::{fairness_penalty, Gap, MAX_GROUPS};
 use crate::kernels::gather::gather_rows;
 use crate::mlp::{BatchedMlp, MlpShape};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+
+/// A fairness penalty added to the BCE loss: lambda per model times the soft gap on the split's
+/// sensitive groups.
+#[derive(Clone, Debug)]
+pub struct Penalty {
+    pub gap: Gap,
+    pub groups: usize,
+    pub lambdas: Vec<f32>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FitModel {
@@ -36,6 +46,24 @@ pub fn fit(
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f32>> {
+    fit_penalised(
+        dev, shape, init, masks, None, data, models, batch_size, progress,
+    )
+}
+
+/// `fit` with an optional fairness penalty.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_penalised(
+    dev: &Device,
+    shape: &MlpShape,
+    init: &[f32],
+    masks: Option<&[f32]>,
+    penalty: Option<&Penalty>,
+    data: &Split,
+    models: &[FitModel],
+    batch_size: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
     let (b, bs, d) = (models.len(), batch_size, shape.fan_in(0));
     let n = data.rows();
     if n < bs {
@@ -48,7 +76,18 @@ pub fn fit(
     let y = dev.upload(&data.y)?;
     let idx = dev.alloc(b * bs)?;
     let xb = dev.alloc(b * bs * d)?;
-    let yb = dev.alloc(b * bs)?;
+    // Labels of every model's minibatch, then one lambda per model (the penalty reads both).
+    let yb = dev.alloc(b * bs + b)?;
+    let groups = dev.upload_u32(&data.group)?;
+    let gb = dev.alloc(b * bs)?;
+    let pen_loss = dev.alloc(b)?;
+    if let Some(pen) = penalty {
+        assert_eq!(pen.lambdas.len(), b, "one lambda per model");
+        if pen.groups > MAX_GROUPS {
+            return Err(Error::Usage(format!("the sensitive attribute has {} groups; the fairness penalty handles at most {MAX_GROUPS}", pen.groups)));
+        }
+        dev.write(&yb, b * bs, &pen.lambdas)?;
+    }
     let hyper = dev.alloc(2 * b)?;
     let mut net = BatchedMlp::new(dev, shape, b, bs, init)?;
     let mask = masks.map(|m| dev.upload(m)).transpose()?;
@@ -87,9 +126,24 @@ pub fn fit(
             }
             dev.write_u32(&idx, 0, &idx_host)?;
             gather_rows(dev, d, x.all(), idx.all(), xb.all())?;
-            gather_rows(dev, 1, y.all(), idx.all(), yb.all())?;
+            gather_rows(dev, 1, y.all(), idx.all(), yb.view(0, b * bs))?;
             net.forward(dev, xb.all(), bs * d)?;
-            net.loss(dev, yb.all(), bs)?;
+            net.loss(dev, yb.view(0, b * bs), bs)?;
+            if let Some(pen) = penalty {
+                gather_rows(dev, 1, groups.all(), idx.all(), gb.all())?;
+                let dlogits = net.dacts.view(net.logits().offset, b * bs);
+                fairness_penalty(
+                    dev,
+                    pen.gap,
+                    pen.groups,
+                    net.logits(),
+                    yb.view(0, b * bs),
+                    gb.all(),
+                    yb.view(b * bs, b),
+                    pen_loss.all(),
+                    dlogits,
+                )?;
+            }
             net.backward(dev, xb.all(), bs * d)?;
             if let Some(m) = &mask {
                 mul(dev, m.all(), net.grads.all())?;

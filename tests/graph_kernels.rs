@@ -361,3 +361,80 @@ fn mul_matches_cpu() {
         );
     }
 }
+
+#[test]
+fn fairness_penalty_matches_cpu_and_finite_differences() {
+    use regop::kernels::fairness::{fairness_penalty, Gap};
+    let gpu = gpu();
+    let mut rng = fresh_rng("fairness");
+    for gap in [Gap::Dp, Gap::Eo] {
+        for &(models, rows, groups) in &[(1, 7, 2), (3, 64, 3), (5, 257, 8)] {
+            let mut p = Packer::new();
+            let s = p.put(
+                random(&mut rng, models * rows)
+                    .iter()
+                    .map(|v| v * 2.0)
+                    .collect(),
+            );
+            let mut yl: Vec<f32> = (0..models * rows)
+                .map(|_| rng.random_range(0..2) as f32)
+                .collect();
+            yl.extend((0..models).map(|_| rng.random_range(0.1f32..3.0)));
+            let ylr = p.put(yl);
+            let gr = p.put(bits(
+                &(0..models * rows)
+                    .map(|_| rng.random_range(0..groups as u32))
+                    .collect::<Vec<_>>(),
+            ));
+            let lossr = p.poison(models);
+            let dr = p.put(random(&mut rng, models * rows));
+            let init = p.finish();
+            let run = |dev: &Device, buf: &regop::Buf| {
+                let ylv = buf.view(ylr.start, ylr.len());
+                fairness_penalty(
+                    dev,
+                    gap,
+                    groups,
+                    buf.view(s.start, s.len()),
+                    ylv.sub(0, models * rows),
+                    buf.view(gr.start, gr.len()),
+                    ylv.sub(models * rows, models),
+                    buf.view(lossr.start, models),
+                    buf.view(dr.start, dr.len()),
+                )
+            };
+            let (cpu, g) = on_both(&gpu, &init, run);
+            compare(
+                &format!("fairness {gap:?} {models}x{rows} groups={groups}"),
+                &cpu,
+                &g,
+                &[lossr.clone(), dr.clone()],
+            );
+
+            // Finite differences on the CPU: d(sum_z lambda_z * loss_z) / d logit.
+            let dev = Device::cpu();
+            let total = |logits: &[f32]| -> f64 {
+                let mut b = init.clone();
+                b[s.clone()].copy_from_slice(logits);
+                let buf = dev.upload(&b).unwrap();
+                run(&dev, &buf).unwrap();
+                let out = dev.read_all(&buf).unwrap();
+                (0..models)
+                    .map(|z| {
+                        out[lossr.start + z] as f64 * init[ylr.start + models * rows + z] as f64
+                    })
+                    .sum()
+            };
+            let x0 = init[s.clone()].to_vec();
+            let analytic: Vec<f32> = (0..x0.len())
+                .map(|i| cpu[dr.start + i] - init[dr.start + i])
+                .collect();
+            fd_check(
+                &format!("fairness {gap:?} {models}x{rows}"),
+                &x0,
+                &analytic,
+                total,
+            );
+        }
+    }
+}

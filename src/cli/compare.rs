@@ -9,7 +9,9 @@ use crate::data::loaders::load;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::fit::FitModel;
+use crate::kernels::fairness::Gap;
 use crate::metrics::{accuracy, decisions};
+use crate::metrics::{demographic_parity_difference, equalized_odds_difference};
 use crate::mlp::{predict, MlpShape};
 use crate::model::Model;
 use crate::report::{median, scatter_svg, Series};
@@ -24,6 +26,9 @@ pub enum Requirement {
     Minimise,
     /// Reach a weight sparsity (--sparsity).
     Prune,
+    /// Close the equalised-odds (or, with --gap dp, demographic-parity) gap on the sensitive
+    /// attribute to --max-gap.
+    Fairness,
 }
 
 #[derive(clap::Args, Debug)]
@@ -39,6 +44,15 @@ pub struct Args {
     /// Target weight sparsity (prune).
     #[arg(long, default_value_t = 0.9)]
     pub sparsity: f64,
+    /// Fairness gap to close (fairness).
+    #[arg(long, value_enum, default_value = "eo")]
+    pub gap: Gap,
+    /// Largest acceptable gap on the test split (fairness).
+    #[arg(long, default_value_t = 0.05)]
+    pub max_gap: f64,
+    /// Penalty weights swept by the fairness-penalised fine-tuning.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    pub lambdas: Vec<f32>,
     /// Epochs of fine-tuning for the fine-tuning baselines (per round for iterative pruning).
     #[arg(long, default_value_t = 2)]
     pub ft_epochs: usize,
@@ -53,6 +67,13 @@ pub struct Args {
     pub force: bool,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+fn gap_name(g: Gap) -> &'static str {
+    match g {
+        Gap::Eo => "EO",
+        Gap::Dp => "DP",
+    }
 }
 
 /// A named baseline: a closure from the model it captured to the edited parameters.
@@ -215,6 +236,19 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                     Box::new(move || iterative_magnitude(dv, &sh, &pp, s, 3, dt, &ft)),
                 ));
             }
+            Requirement::Fairness => {
+                // One fine-tuning per lambda; each is its own method so the sweep traces a front.
+                let (dv, dt) = (&dev, &data);
+                for &lam in &a.lambdas {
+                    let (pp, sh, gap) = (params.clone(), shape.clone(), a.gap);
+                    methods.push((
+                        format!("fair fine-tune lambda={lam}"),
+                        Box::new(move || {
+                            Ok(fair_finetune(dv, &sh, &pp, dt, &ft, gap, &[lam])?.remove(0))
+                        }),
+                    ));
+                }
+            }
         }
         for (name, method) in &methods {
             let t0 = Instant::now();
@@ -240,6 +274,13 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                         .sum::<usize>() as f64;
                     (s, s + 0.5 / n >= a.sparsity)
                 }
+                Requirement::Fairness => {
+                    let v = match a.gap {
+                        Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
+                        Gap::Dp => demographic_parity_difference(&pred, &split.group),
+                    };
+                    (v, v <= a.max_gap)
+                }
             };
             rows.push(Row {
                 model: rec.id,
@@ -251,6 +292,24 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 requirement_value: value,
                 satisfied,
             });
+        }
+        if a.requirement == Requirement::Fairness {
+            // The unedited model as the reference point of the front.
+            let v = match a.gap {
+                Gap::Eo => equalized_odds_difference(&split.y, &base, &split.group),
+                Gap::Dp => demographic_parity_difference(&base, &split.group),
+            };
+            let row = Row {
+                model: rec.id,
+                method: "original (no edit)".into(),
+                seconds: 0.0,
+                accuracy: orig_acc,
+                original_accuracy: orig_acc,
+                agreement: 1.0,
+                requirement_value: v,
+                satisfied: v <= a.max_gap,
+            };
+            rows.push(row);
         }
         p.status(&format!(
             "  model {} ({}/{}) done",
@@ -293,6 +352,12 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let settings = match a.requirement {
         Requirement::Minimise => format!("remove {}", a.drop.join(", ")),
         Requirement::Prune => format!("sparsity {}", a.sparsity),
+        Requirement::Fairness => format!(
+            "{} difference <= {} on '{}'",
+            gap_name(a.gap),
+            a.max_gap,
+            data.schema.sensitive.clone().unwrap_or_default()
+        ),
     };
     let results = serde_json::json!({
         "zoo": a.zoo, "dataset": manifest.dataset, "device": dev.name(), "requirement": a.requirement,
@@ -330,6 +395,30 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         .as_bytes(),
         true,
     )?;
+    if a.requirement == Requirement::Fairness {
+        // The trade-off: each method's median (gap, accuracy) over the test models.
+        let front: Vec<Series> = order
+            .iter()
+            .map(|m| {
+                let rs: Vec<&Row> = rows.iter().filter(|r| &r.method == m).collect();
+                let med =
+                    |f: &dyn Fn(&Row) -> f64| median(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
+                Series {
+                    name: m.clone(),
+                    points: vec![(med(&|r| r.requirement_value), med(&|r| r.accuracy))],
+                }
+            })
+            .collect();
+        let x_label = format!(
+            "{} difference on the test split (median over models)",
+            gap_name(a.gap)
+        );
+        crate::io::write_atomic(
+            &out.join("pareto.svg"),
+            scatter_svg(&title, &x_label, "test accuracy (median)", false, &front).as_bytes(),
+            true,
+        )?;
+    }
     crate::io::write_atomic(
         &out.join("per_model.svg"),
         scatter_svg(
@@ -359,6 +448,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     md += match a.requirement {
         Requirement::Minimise => "\nRequirement: every first-layer weight of the removed features' input columns is exactly zero, so the model provably cannot use them.\n",
         Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded) is exactly zero.\n",
+        Requirement::Fairness => "\nRequirement: the fairness difference (Fairlearn's definition, hard decisions) on the test split is at most the stated bound. Each lambda of the penalised fine-tuning is one point of its trade-off; see pareto.svg. Threshold post-processing (Hardt et al.) is not in this report yet.\n\n![accuracy against fairness gap](pareto.svg)\n",
     };
     md += "\n![accuracy against time per edit](accuracy_vs_time.svg)\n\n![per-model accuracy before and after](per_model.svg)\n";
     crate::io::write_atomic(&out.join("report.md"), md.as_bytes(), true)?;

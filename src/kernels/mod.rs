@@ -7,6 +7,7 @@ pub mod axpy;
 pub mod bce;
 pub mod bias;
 pub mod cross_entropy;
+pub mod fairness;
 pub mod film;
 pub mod gather;
 pub mod gemm;
@@ -25,6 +26,7 @@ pub const SHADERS: &[(&str, &str)] = &[
         "cross_entropy",
         include_str!("../../shaders/cross_entropy.wgsl"),
     ),
+    ("fairness", include_str!("../../shaders/fairness.wgsl")),
     ("film", include_str!("../../shaders/film.wgsl")),
     ("gather", include_str!("../../shaders/gather.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
