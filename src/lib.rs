@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod metrics;
 pub mod mlp;
 pub mod model;
+pub mod postprocess;
 pub mod report;
 pub mod zoo;
 

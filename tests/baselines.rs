@@ -261,3 +261,71 @@ fn compare_writes_results_and_reports() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown feature 'salary'"));
 }
+
+#[test]
+fn threshold_post_processing_closes_the_gaps() {
+    use regop::metrics::{demographic_parity_difference, equalized_odds_difference};
+    use regop::postprocess::{fit_demographic_parity, fit_equalized_odds};
+    let dev = Device::cpu();
+    let data = load(
+        DatasetName::Synthetic,
+        None,
+        &DataOptions {
+            rows: 8000,
+            ..Default::default()
+        },
+        4,
+    )
+    .unwrap();
+    let shape = MlpShape::new(&[data.schema.n_columns(), 32, 1], Activation::Relu);
+    let fm = regop::fit::FitModel {
+        seed: 4,
+        lr: 5e-3,
+        weight_decay: 1e-4,
+        epochs: 5,
+    };
+    let p = regop::fit::fit(
+        &dev,
+        &shape,
+        &init_params(&shape, 4),
+        None,
+        &data.train,
+        &[fm],
+        128,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let (val, test) = (
+        predict(&dev, &shape, 1, &p, &data.val.x).unwrap(),
+        predict(&dev, &shape, 1, &p, &data.test.x).unwrap(),
+    );
+    let base = decisions(&test);
+    let (eo0, dp0) = (
+        equalized_odds_difference(&data.test.y, &base, &data.test.group),
+        demographic_parity_difference(&base, &data.test.group),
+    );
+    let eo_rule = fit_equalized_odds(&val, &data.val.y, &data.val.group, 2, 1);
+    let eo_pred = eo_rule.apply(&test, &data.test.group);
+    let eo1 = equalized_odds_difference(&data.test.y, &eo_pred, &data.test.group);
+    // On the split it was fitted on it equalises up to its own randomisation.
+    let eo_val = equalized_odds_difference(&data.val.y, &eo_rule.apply(&val, &data.val.group), &data.val.group);
+    let eo_val0 = equalized_odds_difference(&data.val.y, &decisions(&val), &data.val.group);
+    eprintln!("validation EO {eo_val0:.3} -> {eo_val:.3}");
+    let dp_pred =
+        fit_demographic_parity(&val, &data.val.group, 2, 1).apply(&test, &data.test.group);
+    let dp1 = demographic_parity_difference(&dp_pred, &data.test.group);
+    eprintln!(
+        "EO {eo0:.3} -> {eo1:.3}, DP {dp0:.3} -> {dp1:.3}; accuracy {:.3} -> {:.3} (EO rule)",
+        accuracy(&data.test.y, &base),
+        accuracy(&data.test.y, &eo_pred)
+    );
+    assert!(
+        eo0 > 0.1 && dp0 > 0.1,
+        "the synthetic model should be biased: EO {eo0}, DP {dp0}"
+    );
+    assert!(eo_val < 0.03, "EO post-processing must equalise the split it was fitted on: {eo_val0} -> {eo_val}");
+    assert!(eo1 < eo0, "EO post-processing should carry over to the test split: {eo0} -> {eo1}");
+    assert!(dp1 < 0.05, "DP post-processing: {dp0} -> {dp1}");
+    // Same seed, same decisions.
+    assert_eq!(eo_rule.apply(&test, &data.test.group), eo_pred);
+}
