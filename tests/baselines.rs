@@ -174,7 +174,7 @@ fn compare_writes_results_and_reports() {
     );
     for (req, extra) in [
         ("minimise", vec!["--drop", "group,proxy_cat"]),
-        ("prune", vec!["--sparsity", "0.8"]),
+        ("prune", vec!["--sparsity", "0.5,0.8"]),
         (
             "fairness",
             vec!["--gap", "dp", "--lambdas", "2,50", "--max-gap", "0.2"],
@@ -211,6 +211,11 @@ fn compare_writes_results_and_reports() {
                 );
             }
             assert!(s["median_seconds"].as_f64().unwrap() >= 0.0);
+        }
+        if req == "prune" {
+            // Two sparsities: one summary line per method and sparsity, and a front per method.
+            assert_eq!(summary.len(), 10, "5 methods x 2 sparsities");
+            assert!(rdir.join("pareto.svg").exists());
         }
         if req == "fairness" {
             // The synthetic label depends on the group, so models start with a wide DP gap; a strong
@@ -308,7 +313,11 @@ fn threshold_post_processing_closes_the_gaps() {
     let eo_pred = eo_rule.apply(&test, &data.test.group);
     let eo1 = equalized_odds_difference(&data.test.y, &eo_pred, &data.test.group);
     // On the split it was fitted on it equalises up to its own randomisation.
-    let eo_val = equalized_odds_difference(&data.val.y, &eo_rule.apply(&val, &data.val.group), &data.val.group);
+    let eo_val = equalized_odds_difference(
+        &data.val.y,
+        &eo_rule.apply(&val, &data.val.group),
+        &data.val.group,
+    );
     let eo_val0 = equalized_odds_difference(&data.val.y, &decisions(&val), &data.val.group);
     eprintln!("validation EO {eo_val0:.3} -> {eo_val:.3}");
     let dp_pred =
@@ -323,8 +332,14 @@ fn threshold_post_processing_closes_the_gaps() {
         eo0 > 0.1 && dp0 > 0.1,
         "the synthetic model should be biased: EO {eo0}, DP {dp0}"
     );
-    assert!(eo_val < 0.03, "EO post-processing must equalise the split it was fitted on: {eo_val0} -> {eo_val}");
-    assert!(eo1 < eo0, "EO post-processing should carry over to the test split: {eo0} -> {eo1}");
+    assert!(
+        eo_val < 0.03,
+        "EO post-processing must equalise the split it was fitted on: {eo_val0} -> {eo_val}"
+    );
+    assert!(
+        eo1 < eo0,
+        "EO post-processing should carry over to the test split: {eo0} -> {eo1}"
+    );
     assert!(dp1 < 0.05, "DP post-processing: {dp0} -> {dp1}");
     // Same seed, same decisions.
     assert_eq!(eo_rule.apply(&test, &data.test.group), eo_pred);

@@ -41,9 +41,9 @@ pub struct Args {
     /// Features to remove (minimise), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub drop: Vec<String>,
-    /// Target weight sparsity (prune).
-    #[arg(long, default_value_t = 0.9)]
-    pub sparsity: f64,
+    /// Target weight sparsity (prune); several, comma-separated, trace each method's front.
+    #[arg(long, value_delimiter = ',', default_value = "0.9")]
+    pub sparsity: Vec<f64>,
     /// Fairness gap to close (fairness).
     #[arg(long, value_enum, default_value = "eo")]
     pub gap: Gap,
@@ -77,12 +77,14 @@ fn gap_name(g: Gap) -> &'static str {
 }
 
 /// A named baseline: a closure from the model it captured to the edited parameters.
-type Method<'a> = (String, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
+type Method<'a> = (String, Option<f64>, Box<dyn Fn() -> Result<Vec<f32>> + 'a>);
 
 #[derive(serde::Serialize, Clone)]
 struct Row {
     model: usize,
     method: String,
+    /// The method's target where it has one (prune: the asked sparsity).
+    setting: Option<f64>,
     seconds: f64,
     accuracy: f64,
     original_accuracy: f64,
@@ -118,7 +120,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 "--requirement minimise needs --drop FEATURE[,FEATURE]".into(),
             ))
         }
-        Requirement::Prune if !(0.0..1.0).contains(&a.sparsity) => {
+        Requirement::Prune if a.sparsity.iter().any(|s| !(0.0..1.0).contains(s)) => {
             return Err(Error::Usage("--sparsity must be in [0, 1)".into()))
         }
         _ => {}
@@ -193,48 +195,57 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                     epochs: rec.epochs,
                 };
                 let (pp2, sh2) = (params.clone(), shape.clone());
-                methods.push(("zero columns".into(), Box::new(move || Ok(apply(&pp, &m1)))));
+                methods.push((
+                    "zero columns".into(),
+                    None,
+                    Box::new(move || Ok(apply(&pp, &m1))),
+                ));
                 methods.push((
                     format!("zero + fine-tune ({} ep)", a.ft_epochs),
+                    None,
                     Box::new(move || masked_finetune(dv, &sh, &apply(&pp2, &m2), &m2, dt, &ft)),
                 ));
                 methods.push((
                     "retrain without".into(),
+                    None,
                     Box::new(move || retrain(dv, &sh2, &m3, dt, &fm, rec.batch_size)),
                 ));
             }
             Requirement::Prune => {
-                let s = a.sparsity;
                 let (dv, dt) = (&dev, &data);
-                for (name, layerwise, tune) in [
-                    ("global magnitude", false, false),
-                    ("global magnitude + fine-tune", false, true),
-                    ("layer-wise magnitude", true, false),
-                    ("layer-wise magnitude + fine-tune", true, true),
-                ] {
+                for &s in &a.sparsity {
+                    for (name, layerwise, tune) in [
+                        ("global magnitude", false, false),
+                        ("global magnitude + fine-tune", false, true),
+                        ("layer-wise magnitude", true, false),
+                        ("layer-wise magnitude + fine-tune", true, true),
+                    ] {
+                        let (pp, sh) = (params.clone(), shape.clone());
+                        methods.push((
+                            name.into(),
+                            Some(s),
+                            Box::new(move || {
+                                let mask = if layerwise {
+                                    layerwise_magnitude_mask(&sh, &pp, s)
+                                } else {
+                                    global_magnitude_mask(&sh, &pp, s)
+                                };
+                                let pruned = apply(&pp, &mask);
+                                if tune {
+                                    masked_finetune(dv, &sh, &pruned, &mask, dt, &ft)
+                                } else {
+                                    Ok(pruned)
+                                }
+                            }),
+                        ));
+                    }
                     let (pp, sh) = (params.clone(), shape.clone());
                     methods.push((
-                        name.into(),
-                        Box::new(move || {
-                            let mask = if layerwise {
-                                layerwise_magnitude_mask(&sh, &pp, s)
-                            } else {
-                                global_magnitude_mask(&sh, &pp, s)
-                            };
-                            let pruned = apply(&pp, &mask);
-                            if tune {
-                                masked_finetune(dv, &sh, &pruned, &mask, dt, &ft)
-                            } else {
-                                Ok(pruned)
-                            }
-                        }),
+                        "iterative magnitude (3 rounds)".into(),
+                        Some(s),
+                        Box::new(move || iterative_magnitude(dv, &sh, &pp, s, 3, dt, &ft)),
                     ));
                 }
-                let (pp, sh) = (params.clone(), shape.clone());
-                methods.push((
-                    "iterative magnitude (3 rounds)".into(),
-                    Box::new(move || iterative_magnitude(dv, &sh, &pp, s, 3, dt, &ft)),
-                ));
             }
             Requirement::Fairness => {
                 // One fine-tuning per lambda; each is its own method so the sweep traces a front.
@@ -243,6 +254,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                     let (pp, sh, gap) = (params.clone(), shape.clone(), a.gap);
                     methods.push((
                         format!("fair fine-tune lambda={lam}"),
+                        None,
                         Box::new(move || {
                             Ok(fair_finetune(dv, &sh, &pp, dt, &ft, gap, &[lam])?.remove(0))
                         }),
@@ -250,7 +262,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 }
             }
         }
-        for (name, method) in &methods {
+        for (name, setting, method) in &methods {
             let t0 = Instant::now();
             let edited = method()?;
             dev.sync()?;
@@ -272,7 +284,10 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                     let n = (0..shape.layers())
                         .map(|l| shape.fan_in(l) * shape.fan_out(l))
                         .sum::<usize>() as f64;
-                    (s, s + 0.5 / n >= a.sparsity)
+                    (
+                        s,
+                        s + 0.5 / n >= setting.expect("prune methods carry their sparsity"),
+                    )
                 }
                 Requirement::Fairness => {
                     let v = match a.gap {
@@ -285,6 +300,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             rows.push(Row {
                 model: rec.id,
                 method: name.clone(),
+                setting: *setting,
                 seconds,
                 accuracy: accuracy(&split.y, &pred),
                 original_accuracy: orig_acc,
@@ -324,6 +340,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             rows.push(Row {
                 model: rec.id,
                 method,
+                setting: None,
                 seconds,
                 accuracy: accuracy(&split.y, &pred),
                 original_accuracy: orig_acc,
@@ -339,6 +356,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             let row = Row {
                 model: rec.id,
                 method: "original (no edit)".into(),
+                setting: None,
                 seconds: 0.0,
                 accuracy: orig_acc,
                 original_accuracy: orig_acc,
@@ -357,16 +375,21 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     }
 
     // Summary per method, in the order the methods ran.
+    // A method at a setting ("global magnitude @ sparsity 0.9") is one line of the summary.
+    let label = |r: &Row| match r.setting {
+        Some(v) => format!("{} @ sparsity {v}", r.method),
+        None => r.method.clone(),
+    };
     let mut order: Vec<String> = Vec::new();
     for r in &rows {
-        if !order.contains(&r.method) {
-            order.push(r.method.clone());
+        if !order.contains(&label(r)) {
+            order.push(label(r));
         }
     }
     let summary: Vec<Summary> = order
         .iter()
         .map(|m| {
-            let rs: Vec<&Row> = rows.iter().filter(|r| &r.method == m).collect();
+            let rs: Vec<&Row> = rows.iter().filter(|r| &label(r) == m).collect();
             let f = |g: &dyn Fn(&Row) -> f64| rs.iter().map(|r| g(r)).collect::<Vec<_>>();
             Summary {
                 method: m.clone(),
@@ -388,7 +411,14 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let settings = match a.requirement {
         Requirement::Minimise => format!("remove {}", a.drop.join(", ")),
-        Requirement::Prune => format!("sparsity {}", a.sparsity),
+        Requirement::Prune => format!(
+            "sparsity {}",
+            a.sparsity
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         Requirement::Fairness => format!(
             "{} difference <= {} on '{}'",
             gap_name(a.gap),
@@ -411,7 +441,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             .iter()
             .map(|m| Series {
                 name: m.clone(),
-                points: rows.iter().filter(|r| &r.method == m).map(f).collect(),
+                points: rows.iter().filter(|r| &label(r) == m).map(f).collect(),
             })
             .collect()
     };
@@ -432,12 +462,59 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         .as_bytes(),
         true,
     )?;
+    if a.requirement == Requirement::Prune && a.sparsity.len() > 1 {
+        // Each method's front: median accuracy at every asked sparsity.
+        let mut methods: Vec<String> = Vec::new();
+        for r in &rows {
+            if !methods.contains(&r.method) {
+                methods.push(r.method.clone());
+            }
+        }
+        let front: Vec<Series> = methods
+            .iter()
+            .map(|m| {
+                let mut pts: Vec<(f64, f64)> = a
+                    .sparsity
+                    .iter()
+                    .map(|&sp| {
+                        (
+                            sp,
+                            median(
+                                &rows
+                                    .iter()
+                                    .filter(|r| &r.method == m && r.setting == Some(sp))
+                                    .map(|r| r.accuracy)
+                                    .collect::<Vec<_>>(),
+                            ),
+                        )
+                    })
+                    .collect();
+                pts.sort_by(|x, y| x.0.total_cmp(&y.0));
+                Series {
+                    name: m.clone(),
+                    points: pts,
+                }
+            })
+            .collect();
+        crate::io::write_atomic(
+            &out.join("pareto.svg"),
+            scatter_svg(
+                &title,
+                "weight sparsity",
+                "test accuracy (median)",
+                false,
+                &front,
+            )
+            .as_bytes(),
+            true,
+        )?;
+    }
     if a.requirement == Requirement::Fairness {
         // The trade-off: each method's median (gap, accuracy) over the test models.
         let front: Vec<Series> = order
             .iter()
             .map(|m| {
-                let rs: Vec<&Row> = rows.iter().filter(|r| &r.method == m).collect();
+                let rs: Vec<&Row> = rows.iter().filter(|r| &label(r) == m).collect();
                 let med =
                     |f: &dyn Fn(&Row) -> f64| median(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
                 Series {
@@ -484,7 +561,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     }
     md += match a.requirement {
         Requirement::Minimise => "\nRequirement: every first-layer weight of the removed features' input columns is exactly zero, so the model provably cannot use them.\n",
-        Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded) is exactly zero.\n",
+        Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded) is exactly zero. With several sparsities, pareto.svg shows each method's accuracy against sparsity.\n",
         Requirement::Fairness => "\nRequirement: the fairness difference (Fairlearn's definition, hard decisions) on the test split is at most the stated bound. Each lambda of the penalised fine-tuning is one point of its trade-off; see pareto.svg. Threshold post-processing (Hardt et al.) leaves the network unchanged and adds group-specific thresholds fitted on the validation split: it needs the sensitive attribute at prediction time and, for equalised odds, randomises its decisions; an edited network needs neither. Its time is fitting plus predicting the test split.\n\n![accuracy against fairness gap](pareto.svg)\n",
     };
     md += "\n![accuracy against time per edit](accuracy_vs_time.svg)\n\n![per-model accuracy before and after](per_model.svg)\n";
