@@ -37,9 +37,8 @@ fn weight_indices(shape: &MlpShape, layer: Option<usize>) -> Vec<usize> {
         .collect()
 }
 
-/// Keep the `1 - sparsity` largest |w| among `idx` (ties by position); returns how many zeroed.
-fn prune_among(params: &[f32], idx: &[usize], sparsity: f64, mask: &mut [f32]) {
-    let k = (sparsity * idx.len() as f64).round() as usize;
+/// Zero the `k` smallest |w| among `idx` (ties by position).
+fn prune_among(params: &[f32], idx: &[usize], k: usize, mask: &mut [f32]) {
     let mut order: Vec<usize> = idx.to_vec();
     order.sort_by(|&a, &b| params[a].abs().total_cmp(&params[b].abs()).then(a.cmp(&b)));
     for &i in &order[..k] {
@@ -50,15 +49,28 @@ fn prune_among(params: &[f32], idx: &[usize], sparsity: f64, mask: &mut [f32]) {
 /// Global magnitude pruning: exactly round(sparsity * weights) weights zeroed, smallest |w| first.
 pub fn global_magnitude_mask(shape: &MlpShape, params: &[f32], sparsity: f64) -> Vec<f32> {
     let mut mask = vec![1.0f32; shape.n_params()];
-    prune_among(params, &weight_indices(shape, None), sparsity, &mut mask);
+    let idx = weight_indices(shape, None);
+    prune_among(
+        params,
+        &idx,
+        (sparsity * idx.len() as f64).round() as usize,
+        &mut mask,
+    );
     mask
 }
 
-/// Layer-wise magnitude pruning: every layer pruned to `sparsity` on its own.
+/// Layer-wise magnitude pruning: every layer pruned to at least `sparsity` on its own (rounded
+/// up per layer, so the whole model also reaches it).
 pub fn layerwise_magnitude_mask(shape: &MlpShape, params: &[f32], sparsity: f64) -> Vec<f32> {
     let mut mask = vec![1.0f32; shape.n_params()];
     for l in 0..shape.layers() {
-        prune_among(params, &weight_indices(shape, Some(l)), sparsity, &mut mask);
+        let idx = weight_indices(shape, Some(l));
+        prune_among(
+            params,
+            &idx,
+            (sparsity * idx.len() as f64 - 1e-9).ceil() as usize,
+            &mut mask,
+        );
     }
     mask
 }
