@@ -15,6 +15,15 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> labels: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
+// (max, sum of exp(logit - max)) of the row of logits starting at `base`.
+fn row_stats(base: u32) -> vec2<f32> {
+    var mx = logits[base];
+    for (var c = 1u; c < p.classes; c++) { mx = max(mx, logits[base + c]); }
+    var sum = 0.0;
+    for (var c = 0u; c < p.classes; c++) { sum += exp(logits[base + c] - mx); }
+    return vec2<f32>(mx, sum);
+}
+
 fn row_index(lid: vec3<u32>, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return (wid.y * nwg.x + wid.x) * 256u + lid.x;
 }
@@ -27,12 +36,9 @@ fn cross_entropy_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
     let z = idx / p.rows;
     let r = idx % p.rows;
     let base = p.s_off + z * p.s_stride + r * p.classes;
-    var mx = logits[base];
-    for (var c = 1u; c < p.classes; c++) { mx = max(mx, logits[base + c]); }
-    var sum = 0.0;
-    for (var c = 0u; c < p.classes; c++) { sum += exp(logits[base + c] - mx); }
+    let st = row_stats(base);
     let label = u32(labels[p.l_off + z * p.l_stride + r]);
-    out[p.out_off + z * p.out_stride + r] = mx + log(sum) - logits[base + label];
+    out[p.out_off + z * p.out_stride + r] = st.x + log(st.y) - logits[base + label];
 }
 
 @compute @workgroup_size(256)
@@ -43,10 +49,9 @@ fn cross_entropy_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin
     let z = idx / p.rows;
     let r = idx % p.rows;
     let base = p.s_off + z * p.s_stride + r * p.classes;
-    var mx = logits[base];
-    for (var c = 1u; c < p.classes; c++) { mx = max(mx, logits[base + c]); }
-    var sum = 0.0;
-    for (var c = 0u; c < p.classes; c++) { sum += exp(logits[base + c] - mx); }
+    let st = row_stats(base);
+    let mx = st.x;
+    let sum = st.y;
     let label = u32(labels[p.l_off + z * p.l_stride + r]);
     let obase = p.out_off + z * p.out_stride + r * p.classes;
     for (var c = 0u; c < p.classes; c++) {

@@ -63,7 +63,11 @@ impl Activation {
         match self {
             Activation::Identity => 1.0,
             Activation::Relu => (v > 0.0) as u32 as f32,
-            Activation::Tanh => 1.0 - v.tanh() * v.tanh(),
+            // sech^2 without the cancellation of 1 - tanh^2 at large |x|.
+            Activation::Tanh => {
+                let e = (-2.0 * v.abs()).exp();
+                4.0 * e / ((1.0 + e) * (1.0 + e))
+            }
             Activation::Silu => {
                 let s = sigmoid(v);
                 s * (1.0 + v * (1.0 - s))

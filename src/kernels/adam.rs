@@ -29,6 +29,24 @@ impl Default for Adam {
     }
 }
 
+/// One AdamW update of one parameter, in the order the shader applies it.
+#[allow(clippy::too_many_arguments)]
+fn update(
+    opt: &Adam,
+    bc1: f32,
+    bc2: f32,
+    lr: f32,
+    wd: f32,
+    g: f32,
+    p: &mut f32,
+    m: &mut f32,
+    v: &mut f32,
+) {
+    *m = opt.beta1 * *m + (1.0 - opt.beta1) * g;
+    *v = opt.beta2 * *v + (1.0 - opt.beta2) * g * g;
+    *p = *p * (1.0 - lr * wd) - lr * (*m / bc1) / ((*v / bc2).sqrt() + opt.eps);
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -79,11 +97,17 @@ pub fn adam_step(
             let (pv, gv, mv, vv) =
                 unsafe { (params.cpu_mut(), grads.cpu(), m.cpu_mut(), v.cpu_mut()) };
             for i in 0..n {
-                let g = gv[i];
-                mv[i] = opt.beta1 * mv[i] + (1.0 - opt.beta1) * g;
-                vv[i] = opt.beta2 * vv[i] + (1.0 - opt.beta2) * g * g;
-                let p = pv[i] * (1.0 - opt.lr * opt.weight_decay);
-                pv[i] = p - opt.lr * (mv[i] / bc1) / ((vv[i] / bc2).sqrt() + opt.eps);
+                update(
+                    opt,
+                    bc1,
+                    bc2,
+                    opt.lr,
+                    opt.weight_decay,
+                    gv[i],
+                    &mut pv[i],
+                    &mut mv[i],
+                    &mut vv[i],
+                );
             }
             Ok(())
         }
@@ -167,12 +191,17 @@ pub fn adam_step_per_model(
             };
             for i in 0..n {
                 let z = i / model_stride;
-                let (lr, wd) = (hv[2 * z], hv[2 * z + 1]);
-                let g = gv[i];
-                mv[i] = opt.beta1 * mv[i] + (1.0 - opt.beta1) * g;
-                vv[i] = opt.beta2 * vv[i] + (1.0 - opt.beta2) * g * g;
-                let p = pv[i] * (1.0 - lr * wd);
-                pv[i] = p - lr * (mv[i] / bc1) / ((vv[i] / bc2).sqrt() + opt.eps);
+                update(
+                    opt,
+                    bc1,
+                    bc2,
+                    hv[2 * z],
+                    hv[2 * z + 1],
+                    gv[i],
+                    &mut pv[i],
+                    &mut mv[i],
+                    &mut vv[i],
+                );
             }
             Ok(())
         }
