@@ -6,6 +6,8 @@ use std::fmt::Write;
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Join the points in order (a front), instead of a plain scatter.
+    pub connect: bool,
 }
 
 const COLOURS: [&str; 8] = [
@@ -48,7 +50,7 @@ pub fn scatter_svg(
     log_x: bool,
     series: &[Series],
 ) -> String {
-    let (w, h, ml, mr, mt, mb) = (760.0, 460.0, 70.0, 190.0, 40.0, 55.0);
+    let (w, h, ml, mr, mt, mb) = (900.0, 460.0, 70.0, 330.0, 40.0, 55.0);
     let tx = |x: f64| if log_x { x.max(1e-12).log10() } else { x };
     let pts: Vec<(f64, f64)> = series
         .iter()
@@ -140,6 +142,18 @@ pub fn scatter_svg(
     );
     for (i, se) in series.iter().enumerate() {
         let c = COLOURS[i % COLOURS.len()];
+        if se.connect && se.points.len() > 1 {
+            let path: Vec<String> = se
+                .points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(tx(x)), py(y)))
+                .collect();
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="2"/>"#,
+                path.join(" ")
+            );
+        }
         for &(x, y) in &se.points {
             let _ = writeln!(
                 s,

@@ -442,6 +442,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             .map(|m| Series {
                 name: m.clone(),
                 points: rows.iter().filter(|r| &label(r) == m).map(f).collect(),
+                connect: false,
             })
             .collect()
     };
@@ -493,6 +494,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 Series {
                     name: m.clone(),
                     points: pts,
+                    connect: true,
                 }
             })
             .collect();
@@ -520,6 +522,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 Series {
                     name: m.clone(),
                     points: vec![(med(&|r| r.requirement_value), med(&|r| r.accuracy))],
+                    connect: false,
                 }
             })
             .collect();
