@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
+/// Written after every trained batch, removed when the zoo is complete (see `--resume`).
+pub const PARTIAL: &str = "manifest.partial.json";
 pub const FORMAT: &str = "regop-zoo/1";
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

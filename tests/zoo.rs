@@ -282,3 +282,109 @@ fn gpu_training_agrees_with_cpu() {
         assert!((a.metrics["test"].accuracy - b.metrics["test"].accuracy).abs() < 0.01);
     }
 }
+
+/// Kill `regop zoo` after its first batch, resume it, and get exactly the files of an
+/// uninterrupted run.
+#[test]
+fn a_killed_zoo_resumes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--device",
+            "cpu",
+            "--seed",
+            "5",
+            "zoo",
+            "--count",
+            "10",
+            "--rows",
+            "3000",
+            "--epochs",
+            "3-4",
+            "--widths",
+            "16,32,64",
+            "--max-batch",
+            "1",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.to_str().unwrap().to_string()])
+        .collect()
+    };
+    ok(&Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&whole))
+        .arg("--json")
+        .output()
+        .unwrap());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&cut))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = cut.join(regop::zoo::PARTIAL);
+    let t0 = std::time::Instant::now();
+    while !partial.exists() {
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "no batch finished in 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !cut.join("manifest.json").exists(),
+        "the run finished before it could be interrupted"
+    );
+    let done_before = std::fs::read_dir(&cut)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".safetensors")
+        })
+        .count();
+    assert!(done_before < 10);
+
+    // Rerunning without --resume is refused; with it, the zoo completes.
+    let again = Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&cut))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    let resumed = Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&cut))
+        .arg("--resume")
+        .output()
+        .unwrap();
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(!partial.exists());
+
+    let mut names: Vec<String> = std::fs::read_dir(&whole)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    let mut cut_names: Vec<String> = std::fs::read_dir(&cut)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    cut_names.sort();
+    assert_eq!(names, cut_names, "same files, no temporary files left");
+    for n in &names {
+        assert!(
+            std::fs::read(whole.join(n)).unwrap() == std::fs::read(cut.join(n)).unwrap(),
+            "{n} differs after resuming"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::zoo::{
     merge, plan, read_manifest, to_model, train_group, write_manifest, Manifest, ModelSplit,
-    ZooConfig, FORMAT, MANIFEST,
+    ZooConfig, FORMAT, MANIFEST, PARTIAL,
 };
 use std::path::PathBuf;
 use std::time::Instant;
@@ -69,6 +69,10 @@ pub struct BuildArgs {
     /// Replace an existing zoo in --out.
     #[arg(long)]
     pub force: bool,
+    /// Continue an interrupted run in --out (same data, seed and settings); the result is the
+    /// same as an uninterrupted run's.
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
 }
 
 fn range(s: &str, what: &str) -> Result<(usize, usize)> {
@@ -123,6 +127,13 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if a.count == 0 {
         return Err(Error::Usage("--count must be at least 1".into()));
     }
+    let partial_path = out.join(PARTIAL);
+    if partial_path.exists() && !a.force && !a.resume {
+        return Err(Error::input(
+            &out,
+            "holds an interrupted zoo (pass --resume to continue it, or --force to start again)",
+        ));
+    }
     if out.join(MANIFEST).exists() && !a.force {
         return Err(Error::input(
             &out,
@@ -166,6 +177,52 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         models: Vec::new(),
     };
 
+    // Models finished before an interruption: recorded after every batch in the partial manifest.
+    let mut done: std::collections::BTreeMap<usize, crate::zoo::ModelRecord> = Default::default();
+    if a.resume {
+        if !partial_path.exists() {
+            return Err(Error::input(&out, "has no interrupted zoo to resume"));
+        }
+        let bytes = crate::io::read(&partial_path)?;
+        let prev: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::input(&partial_path, format!("unreadable: {e}")))?;
+        if prev.config != manifest.config
+            || prev.schema != manifest.schema
+            || prev.data_seed != manifest.data_seed
+            || prev.loader != manifest.loader
+            || prev.shard != manifest.shard
+        {
+            return Err(Error::input(
+                &partial_path,
+                "was made with other data or settings; resume with the same command line",
+            ));
+        }
+        for r in prev.models {
+            if !out.join(&r.file).exists() {
+                return Err(Error::input(
+                    out.join(&r.file),
+                    "is recorded as finished but missing",
+                ));
+            }
+            done.insert(r.id, r);
+        }
+        // A kill during a write leaves a temporary file behind: remove them.
+        for e in std::fs::read_dir(&out)
+            .map_err(|e| Error::io(&out, e))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.contains(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        p.status(&format!(
+            "resuming: {} of {} models already trained",
+            done.len(),
+            records.len()
+        ));
+    }
+
     // Group by architecture; each group trains as one batch.
     let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<usize>> = Default::default();
     if a.max_batch == 0 {
@@ -204,6 +261,14 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let t0 = Instant::now();
     let (mut epochs_before, mut models_before) = (0usize, 0usize);
     for (dims, members) in &batches {
+        if members.iter().all(|i| done.contains_key(&records[*i].id)) {
+            for &i in members {
+                records[i] = done[&records[i].id].clone();
+            }
+            epochs_before += members.iter().map(|&i| records[i].epochs).sum::<usize>();
+            models_before += members.len();
+            continue;
+        }
         let mut group: Vec<_> = members.iter().map(|&i| records[i].clone()).collect();
         let params = train_group(&dev, &data, &mut group, &mut |done_epochs, done_models| {
             bar.set_position((epochs_before + done_epochs) as u64);
@@ -217,18 +282,29 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         let np = crate::mlp::MlpShape::new(dims, cfg.activation).n_params();
         for (z, r) in group.iter().enumerate() {
             to_model(r, &params[z * np..(z + 1) * np], &manifest)
-                .save(&out.join(&r.file), a.force)?;
+                .save(&out.join(&r.file), a.force || a.resume)?;
         }
         epochs_before += group.iter().map(|r| r.epochs).sum::<usize>();
         models_before += group.len();
         for (r, &i) in group.into_iter().zip(members) {
+            done.insert(r.id, r.clone());
             records[i] = r;
         }
+        let partial = Manifest {
+            models: done.values().cloned().collect(),
+            ..manifest.clone()
+        };
+        crate::io::write_atomic(
+            &partial_path,
+            &serde_json::to_vec_pretty(&partial).unwrap(),
+            true,
+        )?;
     }
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     manifest.models = records;
     write_manifest(&out, &manifest, true)?;
+    let _ = std::fs::remove_file(&partial_path);
 
     let mut acc: Vec<f64> = manifest
         .models
