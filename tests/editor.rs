@@ -44,17 +44,20 @@ fn case(rng: &mut impl Rng, dims: &[usize], seed: u64) -> Case {
     }
 }
 
+impl Case {
+    fn input(&self) -> EditInput<'_> {
+        EditInput {
+            shape: &self.shape,
+            params: &self.params,
+            removed: &self.removed,
+            sensitive: &self.sensitive,
+            cond: &self.cond,
+        }
+    }
+}
+
 fn graph(cases: &[Case]) -> GraphBatch {
-    let inputs: Vec<EditInput> = cases
-        .iter()
-        .map(|c| EditInput {
-            shape: &c.shape,
-            params: &c.params,
-            removed: &c.removed,
-            sensitive: &c.sensitive,
-            cond: &c.cond,
-        })
-        .collect();
+    let inputs: Vec<EditInput> = cases.iter().map(Case::input).collect();
     GraphBatch::build(&inputs, &POS).unwrap()
 }
 
@@ -122,16 +125,7 @@ fn graph_to_weights_is_the_exact_inverse() {
     }
     // Too many inputs for the editor: refused with the model named.
     let big = [case(&mut rng, &[9, 2, 1], 4)];
-    let inputs: Vec<EditInput> = big
-        .iter()
-        .map(|c| EditInput {
-            shape: &c.shape,
-            params: &c.params,
-            removed: &c.removed,
-            sensitive: &c.sensitive,
-            cond: &c.cond,
-        })
-        .collect();
+    let inputs: Vec<EditInput> = big.iter().map(Case::input).collect();
     assert!(GraphBatch::build(&inputs, &POS)
         .unwrap_err()
         .contains("model 0"));

@@ -182,10 +182,18 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             batch_size: rec.batch_size,
             seed: rec.seed ^ 0xf1e,
         };
+        // The removed features' columns (minimise): built once per model, used by the baselines
+        // and by the check of their results.
+        let drop = match a.requirement {
+            Requirement::Minimise => {
+                drop_mask(&shape, &data.schema, &a.drop).map_err(Error::Usage)?
+            }
+            _ => Vec::new(),
+        };
         let mut methods: Vec<Method> = Vec::new();
         match a.requirement {
             Requirement::Minimise => {
-                let mask = drop_mask(&shape, &data.schema, &a.drop).map_err(Error::Usage)?;
+                let mask = &drop;
                 let (pp, m1, m2, m3) = (params.clone(), mask.clone(), mask.clone(), mask.clone());
                 let (dv, dt, sh) = (&dev, &data, shape.clone());
                 let fm = FitModel {
@@ -270,10 +278,9 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             let pred = decisions(&predict(&dev, &shape, 1, &edited, &split.x)?);
             let (value, satisfied) = match a.requirement {
                 Requirement::Minimise => {
-                    let mask = drop_mask(&shape, &data.schema, &a.drop).map_err(Error::Usage)?;
                     let v = edited
                         .iter()
-                        .zip(&mask)
+                        .zip(&drop)
                         .filter(|(_, m)| **m == 0.0)
                         .map(|(w, _)| w.abs() as f64)
                         .fold(0.0, f64::max);
