@@ -213,9 +213,10 @@ impl Tape {
         for (k, len) in [
             ("eh_pre", e * h),
             ("eh", e * h),
-            ("edge_out", e * HEAD_OUT),
             ("nh_pre", n * h),
             ("nh", n * h),
+            // Edge then node outputs, adjacent: one head row per edge, then per node.
+            ("edge_out", e * HEAD_OUT),
             ("node_out", n * HEAD_OUT),
             ("edge_weight", e),
             ("node_feat", n * NODE_FEATURES),
@@ -231,6 +232,18 @@ impl Tape {
     pub fn a(&self, name: &str) -> View<'_> {
         let (o, l) = self.off[name];
         self.acts.view(o, l)
+    }
+    /// The head outputs of every edge, then of every node: [E + N, 2].
+    pub fn head(&self) -> View<'_> {
+        let (o, _) = self.off["edge_out"];
+        let (o2, l2) = self.off["node_out"];
+        self.acts.view(o, o2 + l2 - o)
+    }
+    /// The gradient of `head()`.
+    pub fn dhead(&self) -> View<'_> {
+        let (o, _) = self.off["edge_out"];
+        let (o2, l2) = self.off["node_out"];
+        self.dacts.view(o, o2 + l2 - o)
     }
     /// The gradient of the activation `name`.
     pub fn g(&self, name: &str) -> View<'_> {

@@ -38,6 +38,16 @@ impl PosIds {
 /// Node input features per node: bias value (0 on inputs), removed flag, sensitive flag.
 pub const NODE_FEATURES: usize = 3;
 
+/// See `GraphBatch::param_map`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamMap {
+    pub map: Vec<u32>,
+    pub kind: Vec<u32>,
+    pub inv: Vec<u32>,
+    /// Where each model's parameters start in the packed vector (and the total at the end).
+    pub model_offsets: Vec<usize>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct GraphBatch {
     pub shapes: Vec<MlpShape>,
@@ -229,6 +239,49 @@ impl GraphBatch {
                 out
             })
             .collect()
+    }
+
+    /// How every parameter of every model (packed back to back, as `unpack` returns them) maps
+    /// to a head row of the editor (edges first, then nodes): `map[p]` is p's row, `inv[row]` is
+    /// the parameter the row produces or `edit::NONE`, and `kind[p]` = model << 2 | kind, with
+    /// `REMOVED` for weights out of a removed input column (see `kernels::edit`).
+    pub fn param_map(&self) -> ParamMap {
+        use crate::kernels::edit::{BIAS, NONE, REMOVED, WEIGHT};
+        let (e_total, n_total) = (self.edges(), self.nodes());
+        let mut pm = ParamMap {
+            map: vec![],
+            kind: vec![],
+            inv: vec![NONE; e_total + n_total],
+            model_offsets: vec![0],
+        };
+        for m in 0..self.models() {
+            let s = &self.shapes[m];
+            let (mut e, mut n) = (
+                self.edge_offsets[m] as usize,
+                self.node_offsets[m] as usize + s.dims[0],
+            );
+            let first = self.node_offsets[m] as usize;
+            let tag = (m as u32) << 2;
+            for l in 0..s.layers() {
+                let (fi, fo) = (s.fan_in(l), s.fan_out(l));
+                for k in 0..fi * fo {
+                    let removed =
+                        l == 0 && self.node_feat[(first + k % fi) * NODE_FEATURES + 1] != 0.0;
+                    pm.inv[e + k] = pm.map.len() as u32;
+                    pm.map.push((e + k) as u32);
+                    pm.kind.push(tag | if removed { REMOVED } else { WEIGHT });
+                }
+                for j in 0..fo {
+                    pm.inv[e_total + n + j] = pm.map.len() as u32;
+                    pm.map.push((e_total + n + j) as u32);
+                    pm.kind.push(tag | BIAS);
+                }
+                e += fi * fo;
+                n += fo;
+            }
+            pm.model_offsets.push(pm.map.len());
+        }
+        pm
     }
 
     /// Node bias values (column 0 of the node features).

@@ -8,6 +8,7 @@ pub mod buffer;
 pub mod cli;
 pub mod data;
 pub mod device;
+pub mod edit;
 pub mod editor;
 pub mod error;
 pub mod fit;
@@ -20,6 +21,7 @@ pub mod mlp;
 pub mod model;
 pub mod postprocess;
 pub mod report;
+pub mod train;
 pub mod zoo;
 
 pub use buffer::{Buf, View};

@@ -173,6 +173,11 @@ impl BatchedMlp {
         self.pre(false, self.shape.layers() - 1)
     }
 
+    /// Gradients of the logits [B, rows, outputs]: what `backward` starts from.
+    pub fn dlogits(&self) -> View<'_> {
+        self.pre(true, self.shape.layers() - 1)
+    }
+
     /// Run all models on `x` ([rows, in] per model, batch stride `x_stride`; 0 = one shared input).
     pub fn forward(&self, dev: &Device, x: View, x_stride: usize) -> Result<()> {
         for l in 0..self.shape.layers() {

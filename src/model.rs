@@ -233,6 +233,30 @@ impl Model {
         out
     }
 
+    /// The same model (names, metadata, activation) with new parameters packed as
+    /// `flat_params` returns them. A layer stored without a bias keeps none (its file's keys
+    /// stay unchanged); the editor's bias edit for it is dropped.
+    pub fn with_params(&self, params: &[f32]) -> Model {
+        assert_eq!(
+            params.len(),
+            self.shape().n_params(),
+            "with_params: parameter count"
+        );
+        let mut m = self.clone();
+        let mut off = 0;
+        for l in &mut m.layers {
+            let w = l.weight.len();
+            l.weight.copy_from_slice(&params[off..off + w]);
+            off += w;
+            if let Some(b) = &mut l.bias {
+                b.copy_from_slice(&params[off..off + l.out_dim]);
+            }
+            off += l.out_dim;
+        }
+        m.dtype = "F32".into();
+        m
+    }
+
     pub fn n_params(&self) -> usize {
         self.layers
             .iter()

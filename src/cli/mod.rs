@@ -5,9 +5,11 @@
 mod bench;
 mod compare;
 mod data;
+mod edit;
 mod eval;
 mod info;
 mod inspect;
+mod train;
 mod zoo;
 
 use crate::device::DeviceChoice;
@@ -62,6 +64,10 @@ enum Command {
     Eval(eval::Args),
     /// Run the baselines on a zoo's test models, timed side by side; write a report.
     Compare(compare::Args),
+    /// Train an editor for a requirement on a zoo's training models.
+    Train(train::Args),
+    /// Edit a model (or a directory of models) with a trained editor, in one inference.
+    Edit(edit::Args),
 }
 
 /// Status lines go to stderr so stdout holds only results (tables or JSON).
@@ -117,6 +123,8 @@ pub fn main() -> i32 {
         Command::Zoo(a) => zoo::run(&cli.global, &printer, a),
         Command::Eval(a) => eval::run(&cli.global, &printer, a),
         Command::Compare(a) => compare::run(&cli.global, &printer, a),
+        Command::Train(a) => train::run(&cli.global, &printer, a),
+        Command::Edit(a) => edit::run(&cli.global, &printer, a),
     };
     match result {
         Ok(code) => code,

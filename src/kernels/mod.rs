@@ -7,10 +7,12 @@ pub mod axpy;
 pub mod bce;
 pub mod bias;
 pub mod cross_entropy;
+pub mod edit;
 pub mod fairness;
 pub mod film;
 pub mod gather;
 pub mod gemm;
+pub mod jsd;
 pub mod layernorm;
 pub mod reduce;
 pub mod segment;
@@ -26,10 +28,12 @@ pub const SHADERS: &[(&str, &str)] = &[
         "cross_entropy",
         include_str!("../../shaders/cross_entropy.wgsl"),
     ),
+    ("edit", include_str!("../../shaders/edit.wgsl")),
     ("fairness", include_str!("../../shaders/fairness.wgsl")),
     ("film", include_str!("../../shaders/film.wgsl")),
     ("gather", include_str!("../../shaders/gather.wgsl")),
     ("gemm", include_str!("../../shaders/gemm.wgsl")),
+    ("jsd", include_str!("../../shaders/jsd.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("segment", include_str!("../../shaders/segment.wgsl")),

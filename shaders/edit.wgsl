@@ -1,0 +1,83 @@
+// Applying an edit: the editor's head outputs turned into edited MLP parameters, and back.
+// Per parameter p (packed model-major, W then b per layer), with head row h = map[p] holding
+// (delta, mask logit) for the edge or node that p is:
+//   v = orig[p] + gamma * delta
+//   kind 0 (bias): out = v;  kind 2 (weight of a removed input column): out = 0 exactly;
+//   kind 1 (weight): score s = log(|v| + EPS) + logit, out = v if s >= thr[model] else 0
+// thr is the score of the model's k-th largest weight when pruning to a sparsity, -inf else.
+// Backward treats the hard mask as sigmoid((s - thr) / tau) (straight-through): per head row h,
+// p = inv[h] (NONE for input nodes, whose rows get zero):
+//   dv = dout * (m + sig'((s - thr) / tau) / tau * |v| / (|v| + EPS)),  dlogit = dout * v * sig'(..) / tau
+//   ddelta = gamma * dv
+// kind holds model << 2 | kind.
+
+const EPS: f32 = 1e-8;
+const NONE: u32 = 0xffffffffu;
+
+struct Params {
+    n: u32, orig_off: u32, head_off: u32, map_off: u32,
+    kind_off: u32, thr_off: u32, out_off: u32, dout_off: u32,
+    gamma: f32, tau: f32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> data: array<f32>;  // orig [P] and thr [models]
+@group(0) @binding(2) var<storage, read_write> head: array<f32>;  // [rows, 2]
+@group(0) @binding(3) var<storage, read_write> idx: array<u32>;   // map [P] or inv [rows]; kind [P]
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;   // edited [P] or dhead [rows, 2]
+
+fn dsig(x: f32) -> f32 {
+    let e = exp(-abs(x));
+    return e / ((1.0 + e) * (1.0 + e));
+}
+
+@compute @workgroup_size(256)
+fn edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (i >= p.n) { return; }
+    let h = idx[p.map_off + i];
+    let km = idx[p.kind_off + i];
+    let kind = km & 3u;
+    let v = data[p.orig_off + i] + p.gamma * head[p.head_off + 2u * h];
+    var o = v;
+    if (kind == 2u) {
+        o = 0.0;
+    } else if (kind == 1u) {
+        let s = log(abs(v) + EPS) + head[p.head_off + 2u * h + 1u];
+        if (s < data[p.thr_off + (km >> 2u)]) { o = 0.0; }
+    }
+    out[p.out_off + i] = o;
+}
+
+// Backward: n is the number of head rows and map_off is inv's offset.
+@group(0) @binding(5) var<storage, read_write> dout: array<f32>;  // gradient of edited [P]
+
+@compute @workgroup_size(256)
+fn edit_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                 @builtin(num_workgroups) nwg: vec3<u32>) {
+    let h = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    if (h >= p.n) { return; }
+    let i = idx[p.map_off + h];
+    var dd = 0.0;
+    var dl = 0.0;
+    if (i != NONE) {
+        let km = idx[p.kind_off + i];
+        let kind = km & 3u;
+        let g = dout[p.dout_off + i];
+        let v = data[p.orig_off + i] + p.gamma * head[p.head_off + 2u * h];
+        if (kind == 0u) {
+            dd = p.gamma * g;
+        } else if (kind == 1u) {
+            let s = log(abs(v) + EPS) + head[p.head_off + 2u * h + 1u];
+            let t = data[p.thr_off + (km >> 2u)];
+            let m = select(0.0, 1.0, s >= t);
+            let ds = dsig((s - t) / p.tau) / p.tau;
+            let a = abs(v);
+            dd = p.gamma * g * (m + ds * a / (a + EPS));
+            dl = g * v * ds;
+        }
+    }
+    out[p.out_off + 2u * h] = dd;
+    out[p.out_off + 2u * h + 1u] = dl;
+}

@@ -1,0 +1,198 @@
+//! `regop train --zoo DIR --requirement minimise|fairness|prune`: train one editor for a
+//! requirement on a zoo's training models, validated on its validation models; the best
+//! checkpoint is kept, and `--resume` continues an interrupted run to the same result.
+
+use super::data::{load_for_zoo, DataArgs};
+use super::{Global, Printer};
+use crate::device::Device;
+use crate::edit::Requirement;
+use crate::error::{Error, Result};
+use crate::kernels::fairness::Gap;
+use crate::train::{train, Event, TrainConfig, Trainer, BEST, LAST};
+use crate::zoo::read_manifest;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The zoo directory (its train models train the editor, its val models pick the checkpoint).
+    #[arg(long)]
+    pub zoo: PathBuf,
+    #[arg(long, value_enum)]
+    pub requirement: Requirement,
+    /// Fairness gap to close (fairness).
+    #[arg(long, value_enum, default_value = "eo")]
+    pub gap: Gap,
+    /// Training steps.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Models per step.
+    #[arg(long, default_value_t = 8)]
+    pub models_per_step: usize,
+    /// Data rows per step.
+    #[arg(long, default_value_t = 512)]
+    pub step_rows: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Editor width.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Editor message-passing layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Scale of the editor's weight deltas.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f32,
+    /// Fairness weights drawn in training, log-uniformly ("LO,HI").
+    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    pub lambda_range: Vec<f32>,
+    /// Target sparsities drawn in training, uniformly ("LO,HI").
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.95")]
+    pub sparsity_range: Vec<f32>,
+    /// Most features removed at once in training (minimise).
+    #[arg(long, default_value_t = 4)]
+    pub max_removed: usize,
+    /// Validate (and checkpoint) every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    /// Validation models.
+    #[arg(long, default_value_t = 16)]
+    pub val_models: usize,
+    /// Output directory (default ZOO/editor-REQUIREMENT): editor.safetensors (best) and
+    /// last.safetensors.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from last.safetensors in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace an editor already in --out.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+fn pair(name: &str, v: &[f32], ok: impl Fn(f32) -> bool) -> Result<(f32, f32)> {
+    match v {
+        [lo, hi] if lo <= hi && ok(*lo) && ok(*hi) => Ok((*lo, *hi)),
+        _ => Err(Error::Usage(format!(
+            "--{name} wants LO,HI with LO <= HI in range"
+        ))),
+    }
+}
+
+pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
+    if a.steps == 0
+        || a.models_per_step == 0
+        || a.step_rows == 0
+        || a.eval_every == 0
+        || a.hidden == 0
+        || a.layers == 0
+    {
+        return Err(Error::Usage("--steps, --models-per-step, --step-rows, --eval-every, --hidden and --layers must be positive".into()));
+    }
+    Ok(TrainConfig {
+        gap: a.gap,
+        steps: a.steps,
+        models: a.models_per_step,
+        rows: a.step_rows,
+        lr: a.lr,
+        hidden: a.hidden,
+        layers: a.layers,
+        gamma: a.gamma,
+        lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
+        sparsity: pair("sparsity-range", &a.sparsity_range, |v| {
+            (0.0..1.0).contains(&v)
+        })?,
+        max_removed: a.max_removed.max(1),
+        eval_every: a.eval_every,
+        val_models: a.val_models.max(1),
+        seed: g.seed,
+        ..TrainConfig::new(a.requirement)
+    })
+}
+
+pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
+    let cfg = config(g, &a)?;
+    let manifest = read_manifest(&a.zoo)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.zoo
+            .join(format!("editor-{:?}", a.requirement).to_lowercase())
+    });
+    if out.join(BEST).exists() && !a.force && !a.resume {
+        return Err(Error::input(
+            &out,
+            "already holds an editor (pass --resume to continue it or --force to replace it)",
+        ));
+    }
+    let data = load_for_zoo(&a.zoo, &manifest, &a.data)?;
+    let (dev, why) = Device::open(g.device)?;
+    p.status(&format!("device: {} ({why})", dev.name()));
+    let trainer = Trainer::new(&cfg, &a.zoo, &manifest, &data)?;
+    let n_train: usize = trainer.train.values().map(Vec::len).sum();
+    p.status(&format!(
+        "training a {:?} editor (H={}, {} layers) on {} models in {} architectures; {} validation models",
+        a.requirement,
+        cfg.hidden,
+        cfg.layers,
+        n_train,
+        trainer.train.len(),
+        trainer.val.len()
+    ));
+    if a.resume && out.join(LAST).exists() {
+        p.status(&format!("resuming from {}", out.join(LAST).display()));
+    }
+    let bar = if p.quiet || p.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(cfg.steps as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
+        )
+        .unwrap(),
+    );
+    let fairness = a.requirement == Requirement::Fairness;
+    let describe = |v: &crate::train::Validation| {
+        let mut s = format!(
+            "val loss {:.5} (JSD {:.5}), accuracy {:.4} -> {:.4}",
+            v.loss, v.jsd, v.original_accuracy, v.accuracy
+        );
+        if fairness {
+            s += &format!(", {:?} gap {:.4} -> {:.4}", a.gap, v.original_gap, v.gap);
+        }
+        s
+    };
+    let (mut ema, mut val_msg) = (None::<f64>, String::new());
+    let best = train(
+        &dev,
+        &trainer,
+        &manifest,
+        &out,
+        a.resume,
+        &mut |e| match e {
+            Event::Step { step, loss } => {
+                let m = ema.map_or(loss, |m| 0.95 * m + 0.05 * loss);
+                ema = Some(m);
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {m:.5}  {val_msg}"));
+            }
+            Event::Validated(v, better) => {
+                val_msg = format!("val {:.5}{}", v.loss, if better { " *" } else { "" });
+                bar.suspend(|| p.detail(&format!("step {}: {}", v.step, describe(v))));
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    if p.json {
+        p.json(&serde_json::json!({"editor": out.join(BEST), "best": best}));
+    } else {
+        println!(
+            "best at step {}: {}\nwritten: {}",
+            best.step,
+            describe(&best),
+            out.join(BEST).display()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,571 @@
+//! Edits. What a requirement asks of one model (its conditioning vector and per-column flags);
+//! `TrainBatch`, the device-side training step for a batch of models of one architecture
+//! (editor forward -> edited parameters -> original and edited models on a data batch -> JSD
+//! utility loss and requirement loss -> backward through the edited models -> backward through
+//! the editor); and `edit_models`, the exact edit users get (hard zeros for removed columns,
+//! exactly the top-k weights kept when pruning).
+
+use crate::buffer::Buf;
+use crate::data::Schema;
+use crate::device::Device;
+use crate::editor::{DeviceGraph, Editor, Tape};
+use crate::error::Result;
+use crate::graph::{EditInput, GraphBatch, ParamMap};
+use crate::kernels::edit::{edit_backward, edit_forward, edit_value, score, EditOpts};
+use crate::kernels::edit::{KEEP_ALL, REMOVED, WEIGHT};
+use crate::kernels::fairness::{fairness_penalty, Gap};
+use crate::kernels::jsd::jsd;
+use crate::kernels::reduce::{reduce, Axis, Reduce};
+use crate::mlp::{BatchedMlp, MlpShape};
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// Stop using features (--drop).
+    Minimise,
+    /// Reach a weight sparsity (--sparsity).
+    Prune,
+    /// Close the equalised-odds (or, with --gap dp, demographic-parity) gap on the sensitive
+    /// attribute.
+    Fairness,
+}
+
+/// Length of the conditioning vector: [1, log10(lambda) / 3, target sparsity, removed fraction].
+pub const COND_DIM: usize = 4;
+
+/// How an editor edits (saved with it): the requirement it was trained for and the edit's
+/// constants.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EditSpec {
+    pub requirement: Requirement,
+    pub gap: Gap,
+    /// Scale of the editor's weight and bias deltas.
+    pub gamma: f32,
+    /// Temperature of the pruning mask's straight-through surrogate.
+    pub tau: f32,
+}
+
+impl EditSpec {
+    pub fn opts(&self) -> EditOpts {
+        EditOpts {
+            gamma: self.gamma,
+            tau: self.tau,
+        }
+    }
+}
+
+/// What one model is asked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ask {
+    /// Per input column: remove it (minimise).
+    pub removed: Vec<bool>,
+    /// Weight of the fairness gap against utility (fairness).
+    pub lambda: f32,
+    /// Target weight sparsity (prune).
+    pub sparsity: f32,
+}
+
+impl Ask {
+    pub fn new(columns: usize) -> Ask {
+        Ask {
+            removed: vec![false; columns],
+            lambda: 1.0,
+            sparsity: 0.0,
+        }
+    }
+    pub fn cond(&self, req: Requirement) -> Vec<f32> {
+        let frac =
+            self.removed.iter().filter(|r| **r).count() as f32 / self.removed.len().max(1) as f32;
+        match req {
+            Requirement::Minimise => vec![1.0, 0.0, 0.0, frac],
+            Requirement::Fairness => vec![1.0, self.lambda.max(1e-6).log10() / 3.0, 0.0, 0.0],
+            Requirement::Prune => vec![1.0, 0.0, self.sparsity, 0.0],
+        }
+    }
+}
+
+/// Per input column: it belongs to the sensitive attribute.
+pub fn sensitive_columns(schema: &Schema) -> Vec<bool> {
+    let mut s = vec![false; schema.n_columns()];
+    if let Some(f) = schema.sensitive.as_deref().and_then(|n| schema.feature(n)) {
+        s[f.start..f.start + f.width]
+            .iter_mut()
+            .for_each(|c| *c = true);
+    }
+    s
+}
+
+/// Per input column: it belongs to one of `features` (names checked by the caller).
+pub fn removed_columns(
+    schema: &Schema,
+    features: &[String],
+) -> std::result::Result<Vec<bool>, String> {
+    let mut r = vec![false; schema.n_columns()];
+    for f in schema.features_named(features)? {
+        r[f.start..f.start + f.width]
+            .iter_mut()
+            .for_each(|c| *c = true);
+    }
+    Ok(r)
+}
+
+fn build_graph(
+    editor: &Editor,
+    req: Requirement,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    sensitive: &[bool],
+) -> Result<GraphBatch> {
+    let conds: Vec<Vec<f32>> = asks.iter().map(|a| a.cond(req)).collect();
+    let inputs: Vec<EditInput> = models
+        .iter()
+        .zip(asks)
+        .zip(&conds)
+        .map(|(((shape, params), ask), cond)| EditInput {
+            shape,
+            params,
+            removed: &ask.removed,
+            sensitive,
+            cond,
+        })
+        .collect();
+    GraphBatch::build(&inputs, &editor.cfg.pos).map_err(crate::error::Error::Usage)
+}
+
+/// Number of weights a model keeps at `sparsity` (the rest, round(sparsity * weights), are zero).
+fn kept(weights: usize, sparsity: f32) -> usize {
+    weights - ((sparsity as f64 * weights as f64).round() as usize).min(weights)
+}
+
+/// The edited values of one model's parameters `range`, before any pruning mask, and the
+/// pruning scores of its weights (by parameter index within the model).
+fn values_and_scores(
+    o: &EditOpts,
+    pm: &ParamMap,
+    head: &[f32],
+    orig: &[f32],
+    m: usize,
+) -> (Vec<f32>, Vec<(f32, usize)>) {
+    let range = pm.model_offsets[m]..pm.model_offsets[m + 1];
+    let mut values = Vec::with_capacity(range.len());
+    let mut scores = Vec::new();
+    for (i, p) in range.clone().enumerate() {
+        let h = pm.map[p] as usize;
+        let kind = pm.kind[p] & 3;
+        let v = edit_value(o, orig[p], head[2 * h], head[2 * h + 1], kind, KEEP_ALL);
+        if kind == WEIGHT {
+            scores.push((score(v, head[2 * h + 1]), i));
+        }
+        values.push(v);
+    }
+    (values, scores)
+}
+
+/// Scores sorted best first (ties by position, so the choice is deterministic).
+fn rank(scores: &mut [(f32, usize)]) {
+    scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+}
+
+/// Edit `models` in one editor inference per chunk. Removed columns come out exactly zero;
+/// when pruning, exactly the top-k scored weights of each model are kept (k from its
+/// sparsity). Returns each model's edited parameters.
+pub fn edit_models(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    sensitive: &[bool],
+) -> Result<Vec<Vec<f32>>> {
+    // The editor's activations need ~hidden * 20 floats per edge: keep a chunk near 64 MB.
+    let budget = (16 << 20) / (editor.cfg.hidden * 20).max(1);
+    let mut out = Vec::with_capacity(models.len());
+    let mut start = 0;
+    while start < models.len() {
+        let mut end = start + 1;
+        let mut edges = models[start].1.len();
+        while end < models.len() && edges + models[end].1.len() <= budget {
+            edges += models[end].1.len();
+            end += 1;
+        }
+        let g = build_graph(
+            editor,
+            spec.requirement,
+            &models[start..end],
+            &asks[start..end],
+            sensitive,
+        )?;
+        let dg = DeviceGraph::upload(dev, &g)?;
+        let tape = Tape::new(dev, &editor.cfg, &dg)?;
+        editor.forward(dev, &dg, &tape)?;
+        let head = dev.read(&tape.acts, tape.head().offset, tape.head().len)?;
+        let pm = g.param_map();
+        let orig: Vec<f32> = models[start..end]
+            .iter()
+            .flat_map(|(_, p)| p.iter().copied())
+            .collect();
+        let o = spec.opts();
+        for m in 0..end - start {
+            let (mut values, mut scores) = values_and_scores(&o, &pm, &head, &orig, m);
+            if spec.requirement == Requirement::Prune {
+                let keep = kept(scores.len(), asks[start + m].sparsity);
+                rank(&mut scores);
+                for &(_, i) in &scores[keep..] {
+                    values[i] = 0.0;
+                }
+            }
+            let base = pm.model_offsets[m];
+            for (i, v) in values.iter_mut().enumerate() {
+                if pm.kind[base + i] & 3 == REMOVED {
+                    *v = 0.0;
+                }
+            }
+            out.push(values);
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// One training step's device state for `models` models of one architecture on `rows` data
+/// rows: the graph, the editor's tape, the original and edited models, the losses.
+pub struct TrainBatch {
+    pub shape: MlpShape,
+    pub models: usize,
+    pub rows: usize,
+    spec: EditSpec,
+    pm: ParamMap,
+    dg: DeviceGraph,
+    tape: Tape,
+    /// map [P], kind [P], inv [E + N] (u32).
+    idx: Buf,
+    /// orig [P], thr [M].
+    data: Buf,
+    original: BatchedMlp,
+    edited: BatchedMlp,
+    /// x [rows, in].
+    x: Buf,
+    /// labels [M, rows], lambdas [M] (fairness), then group ids [M, rows] in `groups`.
+    fair: Buf,
+    groups: Buf,
+    /// JSD per row [M, rows], JSD per model [M], fairness penalty per model [M].
+    losses: Buf,
+    orig_host: Vec<f32>,
+    asks: Vec<Ask>,
+}
+
+impl TrainBatch {
+    pub fn new(
+        dev: &Device,
+        editor: &Editor,
+        spec: &EditSpec,
+        shape: &MlpShape,
+        params: &[&[f32]],
+        asks: &[Ask],
+        sensitive: &[bool],
+        rows: usize,
+    ) -> Result<TrainBatch> {
+        let models: Vec<(&MlpShape, &[f32])> = params.iter().map(|p| (shape, *p)).collect();
+        let g = build_graph(editor, spec.requirement, &models, asks, sensitive)?;
+        let pm = g.param_map();
+        let dg = DeviceGraph::upload(dev, &g)?;
+        let tape = Tape::new(dev, &editor.cfg, &dg)?;
+        let orig_host: Vec<f32> = params.iter().flat_map(|p| p.iter().copied()).collect();
+        let m = params.len();
+        let idx = dev.upload_u32(&[pm.map.clone(), pm.kind.clone(), pm.inv.clone()].concat())?;
+        let data = dev.upload(&[orig_host.clone(), vec![KEEP_ALL; m]].concat())?;
+        Ok(TrainBatch {
+            shape: shape.clone(),
+            models: m,
+            rows,
+            spec: *spec,
+            original: BatchedMlp::new(dev, shape, m, rows, &orig_host)?,
+            edited: BatchedMlp::new(dev, shape, m, rows, &orig_host)?,
+            x: dev.alloc(rows * shape.dims[0])?,
+            fair: dev.alloc(m * rows + m)?,
+            groups: dev.alloc(m * rows)?,
+            losses: dev.alloc(m * rows + 2 * m)?,
+            pm,
+            dg,
+            tape,
+            idx,
+            data,
+            orig_host,
+            asks: asks.to_vec(),
+        })
+    }
+
+    fn p_len(&self) -> usize {
+        self.orig_host.len()
+    }
+
+    /// Editor forward and the edited parameters. When pruning, each model's mask threshold is
+    /// its k-th best score, read back from the editor's outputs.
+    pub fn forward(&self, dev: &Device, editor: &Editor) -> Result<()> {
+        editor.forward(dev, &self.dg, &self.tape)?;
+        let (p, m) = (self.p_len(), self.models);
+        if self.spec.requirement == Requirement::Prune {
+            let head = dev.read(
+                &self.tape.acts,
+                self.tape.head().offset,
+                self.tape.head().len,
+            )?;
+            let o = self.spec.opts();
+            let thr: Vec<f32> = (0..m)
+                .map(|z| {
+                    let (_, mut scores) =
+                        values_and_scores(&o, &self.pm, &head, &self.orig_host, z);
+                    let keep = kept(scores.len(), self.asks[z].sparsity);
+                    rank(&mut scores);
+                    if keep == 0 {
+                        f32::MAX
+                    } else {
+                        scores[keep - 1].0
+                    }
+                })
+                .collect();
+            dev.write(&self.data, p, &thr)?;
+        }
+        edit_forward(
+            dev,
+            &self.spec.opts(),
+            self.data.view(0, p),
+            self.tape.head(),
+            self.idx.view(0, p),
+            self.idx.view(p, p),
+            self.data.view(p, m),
+            self.edited.params.all(),
+        )
+    }
+
+    /// Run the original and edited models on the batch `x` [rows, in] and compute the losses
+    /// and the gradient of (JSD + lambda * gap) for the edited logits. `y` and `group` are only
+    /// read for fairness.
+    pub fn loss(&self, dev: &Device, x: &[f32], y: &[f32], group: &[u32]) -> Result<()> {
+        let (m, rows, k) = (self.models, self.rows, self.shape.outputs());
+        dev.write(&self.x, 0, x)?;
+        self.original.forward(dev, self.x.all(), 0)?;
+        self.edited.forward(dev, self.x.all(), 0)?;
+        let dlogits = self.edited.dlogits();
+        let row_losses = self.losses.view(0, m * rows);
+        jsd(
+            dev,
+            k,
+            1.0 / rows as f32,
+            self.original.logits(),
+            self.edited.logits(),
+            row_losses,
+            dlogits,
+        )?;
+        let mean = Reduce {
+            scale: 1.0 / rows as f32,
+            ..Reduce::new(Axis::Rows, 1, m, rows)
+        };
+        reduce(dev, &mean, row_losses, self.losses.view(m * rows, m))?;
+        if self.spec.requirement == Requirement::Fairness {
+            let labels: Vec<f32> = (0..m).flat_map(|_| y.iter().copied()).collect();
+            let lambdas: Vec<f32> = self.asks.iter().map(|a| a.lambda).collect();
+            dev.write(&self.fair, 0, &[labels, lambdas].concat())?;
+            let groups: Vec<u32> = (0..m).flat_map(|_| group.iter().copied()).collect();
+            dev.write_u32(&self.groups, 0, &groups)?;
+            let n_groups = group.iter().max().map_or(1, |g| *g as usize + 1);
+            fairness_penalty(
+                dev,
+                self.spec.gap,
+                n_groups.max(2),
+                self.edited.logits(),
+                self.fair.view(0, m * rows),
+                self.groups.all(),
+                self.fair.view(m * rows, m),
+                self.losses.view(m * rows + m, m),
+                dlogits,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Backward from the loss gradients into the editor's `grads` (overwritten).
+    pub fn backward(&self, dev: &Device, editor: &Editor) -> Result<()> {
+        let (p, m) = (self.p_len(), self.models);
+        self.edited.backward(dev, self.x.all(), 0)?;
+        edit_backward(
+            dev,
+            &self.spec.opts(),
+            self.data.view(0, p),
+            self.tape.head(),
+            self.idx.view(2 * p, self.idx.len() - 2 * p),
+            self.idx.view(p, p),
+            self.data.view(p, m),
+            self.edited.grads.all(),
+            self.tape.dhead(),
+        )?;
+        editor.backward(dev, &self.dg, &self.tape)
+    }
+
+    /// Per model: (JSD, fairness penalty) of the last `loss` (waits for the device).
+    pub fn read_losses(&self, dev: &Device) -> Result<Vec<(f32, f32)>> {
+        let (m, rows) = (self.models, self.rows);
+        let v = dev.read(&self.losses, m * rows, 2 * m)?;
+        let fair = self.spec.requirement == Requirement::Fairness;
+        Ok((0..m)
+            .map(|z| (v[z], if fair { v[m + z] } else { 0.0 }))
+            .collect())
+    }
+
+    /// The edited parameters of the last `forward`, packed model-major.
+    pub fn read_edited(&self, dev: &Device) -> Result<Vec<f32>> {
+        dev.read_all(&self.edited.params)
+    }
+
+    /// The logits of the edited models on the last batch [M, rows, outputs].
+    pub fn read_edited_logits(&self, dev: &Device) -> Result<Vec<f32>> {
+        let l = self.edited.logits();
+        dev.read(l.buf, l.offset, l.len)
+    }
+}
+
+/// An editor checkpoint with what it needs to edit: how it edits, the data schema it was
+/// trained for, how to read that data, and the lambdas it saw in training.
+pub struct EditorFile {
+    pub editor: Editor,
+    pub spec: EditSpec,
+    pub schema: Schema,
+    pub loader: crate::data::loaders::DatasetName,
+    pub data_options: crate::data::loaders::DataOptions,
+    pub data_seed: u64,
+    pub lambda: (f32, f32),
+}
+
+impl EditorFile {
+    pub fn load(dev: &Device, path: &std::path::Path) -> Result<EditorFile> {
+        let (editor, meta) = Editor::load(dev, path)?;
+        let get = |k: &str| {
+            meta.get(k).ok_or_else(|| {
+                crate::error::Error::input(
+                    path,
+                    format!("is an editor without '{k}' metadata (not trained by regop train)"),
+                )
+            })
+        };
+        let bad = |k: &str, e: serde_json::Error| {
+            crate::error::Error::input(path, format!("bad '{k}' metadata: {e}"))
+        };
+        let spec: EditSpec = serde_json::from_str(get("edit")?).map_err(|e| bad("edit", e))?;
+        let train: crate::train::TrainConfig =
+            serde_json::from_str(get("train")?).map_err(|e| bad("train", e))?;
+        Ok(EditorFile {
+            spec,
+            schema: serde_json::from_str(get("schema")?).map_err(|e| bad("schema", e))?,
+            loader: serde_json::from_str(get("loader")?).map_err(|e| bad("loader", e))?,
+            data_options: serde_json::from_str(get("data_options")?)
+                .map_err(|e| bad("data_options", e))?,
+            data_seed: get("data_seed")?
+                .parse()
+                .map_err(|_| crate::error::Error::input(path, "bad 'data_seed' metadata"))?,
+            lambda: train.lambda,
+            editor,
+        })
+    }
+
+    /// Refuse a model the editor cannot edit: other input columns than the editor's data, or
+    /// deeper or wider outputs than it knows.
+    pub fn check_model(&self, path: &std::path::Path, model: &crate::model::Model) -> Result<()> {
+        let shape = model.shape();
+        let cols = self.schema.column_names();
+        let bad = |m: String| Err(crate::error::Error::input(path, m));
+        if shape.dims[0] != cols.len() {
+            return bad(format!(
+                "has {} input columns; the editor edits models of '{}' with {} columns",
+                shape.dims[0],
+                self.schema.dataset,
+                cols.len()
+            ));
+        }
+        if let Some(f) = &model.features {
+            if f != &cols {
+                return bad(format!(
+                    "its input columns ({}...) are not the editor's ({}...)",
+                    f[0], cols[0]
+                ));
+            }
+        }
+        let pos = &self.editor.cfg.pos;
+        if shape.layers() - 1 > pos.max_hidden_layers || shape.outputs() > pos.max_outputs {
+            return bad(format!(
+                "has {} hidden layers and {} outputs; the editor handles at most {} and {}",
+                shape.layers() - 1,
+                shape.outputs(),
+                pos.max_hidden_layers,
+                pos.max_outputs
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `n` lambdas spaced log-uniformly over `range`.
+pub fn lambda_grid(range: (f32, f32), n: usize) -> Vec<f32> {
+    let (lo, hi) = (range.0.ln(), range.1.ln());
+    (0..n)
+        .map(|i| (lo + (hi - lo) * i as f32 / (n.max(2) - 1) as f32).exp())
+        .collect()
+}
+
+/// A fairness edit that meets `max_gap` on `split`: the model edited at every lambda of `grid`
+/// in one inference, then the most accurate edit whose gap on `split` is at most `max_gap`
+/// (or, when none is, the one with the smallest gap). Returns (lambda, edited parameters).
+pub fn search_lambda(
+    dev: &Device,
+    ef: &EditorFile,
+    shape: &MlpShape,
+    params: &[f32],
+    split: &crate::data::Split,
+    gap: Gap,
+    max_gap: f64,
+    grid: &[f32],
+) -> Result<(f32, Vec<f32>)> {
+    use crate::metrics::{
+        accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
+    };
+    let columns = ef.schema.n_columns();
+    let asks: Vec<Ask> = grid
+        .iter()
+        .map(|&l| Ask {
+            lambda: l,
+            ..Ask::new(columns)
+        })
+        .collect();
+    let models: Vec<(&MlpShape, &[f32])> = grid.iter().map(|_| (shape, params)).collect();
+    let edited = edit_models(
+        dev,
+        &ef.editor,
+        &ef.spec,
+        &models,
+        &asks,
+        &sensitive_columns(&ef.schema),
+    )?;
+    let flat: Vec<f32> = edited.concat();
+    let logits = crate::mlp::predict(dev, shape, grid.len(), &flat, &split.x)?;
+    let rows = split.rows() * shape.outputs();
+    let scored: Vec<(f64, f64)> = (0..grid.len())
+        .map(|i| {
+            let pred = decisions(&logits[i * rows..(i + 1) * rows]);
+            let g = match gap {
+                Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
+                Gap::Dp => demographic_parity_difference(&pred, &split.group),
+            };
+            (g, accuracy(&split.y, &pred))
+        })
+        .collect();
+    let best = (0..grid.len())
+        .filter(|&i| scored[i].0 <= max_gap)
+        .max_by(|&a, &b| scored[a].1.total_cmp(&scored[b].1).then(b.cmp(&a)))
+        .unwrap_or_else(|| {
+            (0..grid.len())
+                .min_by(|&a, &b| scored[a].0.total_cmp(&scored[b].0))
+                .unwrap()
+        });
+    Ok((grid[best], edited.into_iter().nth(best).unwrap()))
+}

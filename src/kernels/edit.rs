@@ -1,0 +1,252 @@
+//! Applying an edit: the editor's per-edge and per-node head outputs (delta, mask logit) turned
+//! into edited MLP parameters (hard zeros for removed input columns, a hard top-k mask when
+//! pruning), and the gradient back to the head outputs (straight-through sigmoid for the mask).
+//! WGSL launch (shaders/edit.wgsl) and the CPU reference; the formulas are in the shader.
+
+use crate::buffer::{check_disjoint, View};
+use crate::device::Device;
+use crate::error::Result;
+use crate::gpu::grid_1d;
+
+const SHADER: &str = include_str!("../../shaders/edit.wgsl");
+const EPS: f32 = 1e-8;
+/// `inv` entry of a head row that no parameter reads (input-column nodes).
+pub const NONE: u32 = u32::MAX;
+/// Parameter kinds (low two bits of `kind`; the model index is above them).
+pub const BIAS: u32 = 0;
+pub const WEIGHT: u32 = 1;
+pub const REMOVED: u32 = 2;
+/// A threshold that keeps every weight (no pruning).
+pub const KEEP_ALL: f32 = -3.0e38;
+
+#[derive(Clone, Copy, Debug)]
+pub struct EditOpts {
+    /// Scale of the editor's deltas.
+    pub gamma: f32,
+    /// Temperature of the straight-through mask surrogate.
+    pub tau: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    orig_off: u32,
+    head_off: u32,
+    map_off: u32,
+    kind_off: u32,
+    thr_off: u32,
+    out_off: u32,
+    dout_off: u32,
+    gamma: f32,
+    tau: f32,
+    _pad: [u32; 2],
+}
+
+/// Score of a weight for pruning: log-magnitude of the edited value plus the mask logit.
+pub fn score(v: f32, logit: f32) -> f32 {
+    (v.abs() + EPS).ln() + logit
+}
+
+fn dsig(x: f32) -> f32 {
+    let e = (-x.abs()).exp();
+    e / ((1.0 + e) * (1.0 + e))
+}
+
+/// One edited parameter (CPU reference and host-side edits).
+pub fn edit_value(o: &EditOpts, orig: f32, delta: f32, logit: f32, kind: u32, thr: f32) -> f32 {
+    let v = orig + o.gamma * delta;
+    match kind {
+        REMOVED => 0.0,
+        WEIGHT if score(v, logit) < thr => 0.0,
+        _ => v,
+    }
+}
+
+/// Gradients (delta, logit) of one edited parameter given `g`, the gradient of its value.
+fn edit_grad(
+    o: &EditOpts,
+    orig: f32,
+    delta: f32,
+    logit: f32,
+    kind: u32,
+    thr: f32,
+    g: f32,
+) -> [f32; 2] {
+    let v = orig + o.gamma * delta;
+    match kind {
+        BIAS => [o.gamma * g, 0.0],
+        WEIGHT => {
+            let s = score(v, logit);
+            let m = if s >= thr { 1.0 } else { 0.0 };
+            let ds = dsig((s - thr) / o.tau) / o.tau;
+            let a = v.abs();
+            [o.gamma * g * (m + ds * a / (a + EPS)), g * v * ds]
+        }
+        _ => [0.0, 0.0],
+    }
+}
+
+/// edited[p] from orig[p] and head row map[p]; `kind` = model << 2 | kind, `thr` per model.
+#[allow(clippy::too_many_arguments)]
+pub fn edit_forward(
+    dev: &Device,
+    o: &EditOpts,
+    orig: View,
+    head: View,
+    map: View,
+    kind: View,
+    thr: View,
+    edited: View,
+) -> Result<()> {
+    let n = orig.len;
+    assert!(
+        map.len == n && kind.len == n && edited.len == n && head.len % 2 == 0,
+        "edit_forward: shapes"
+    );
+    assert_eq!(
+        orig.buf.id, thr.buf.id,
+        "edit_forward: orig and thr share a buffer"
+    );
+    assert_eq!(
+        map.buf.id, kind.buf.id,
+        "edit_forward: map and kind share a buffer"
+    );
+    check_disjoint(&[edited], &[orig, head, map, kind, thr]);
+    match dev {
+        Device::Cpu(_) => {
+            let (ov, hv, mv, kv, tv) =
+                unsafe { (orig.cpu(), head.cpu(), map.cpu(), kind.cpu(), thr.cpu()) };
+            let out = unsafe { edited.cpu_mut() };
+            for i in 0..n {
+                let h = mv[i].to_bits() as usize;
+                let k = kv[i].to_bits();
+                out[i] = edit_value(
+                    o,
+                    ov[i],
+                    hv[2 * h],
+                    hv[2 * h + 1],
+                    k & 3,
+                    tv[(k >> 2) as usize],
+                );
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                n: n as u32,
+                orig_off: orig.off(),
+                head_off: head.off(),
+                map_off: map.off(),
+                kind_off: kind.off(),
+                thr_off: thr.off(),
+                out_off: edited.off(),
+                dout_off: 0,
+                gamma: o.gamma,
+                tau: o.tau,
+                _pad: [0; 2],
+            };
+            let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
+            g.launch(
+                "edit",
+                SHADER,
+                "edit_forward",
+                &p,
+                &[orig.buf, head.buf, map.buf, edited.buf],
+                grid,
+            )
+        }
+    }
+}
+
+/// dhead (overwritten, [rows, 2]) from the gradient of the edited parameters; `inv[h]` is the
+/// parameter that head row h produces, or `NONE`.
+#[allow(clippy::too_many_arguments)]
+pub fn edit_backward(
+    dev: &Device,
+    o: &EditOpts,
+    orig: View,
+    head: View,
+    inv: View,
+    kind: View,
+    thr: View,
+    dedited: View,
+    dhead: View,
+) -> Result<()> {
+    let rows = inv.len;
+    assert!(
+        head.len == 2 * rows
+            && dhead.len == head.len
+            && kind.len == orig.len
+            && dedited.len == orig.len,
+        "edit_backward: shapes"
+    );
+    assert_eq!(
+        orig.buf.id, thr.buf.id,
+        "edit_backward: orig and thr share a buffer"
+    );
+    assert_eq!(
+        inv.buf.id, kind.buf.id,
+        "edit_backward: inv and kind share a buffer"
+    );
+    check_disjoint(&[dhead], &[orig, head, inv, kind, thr, dedited]);
+    match dev {
+        Device::Cpu(_) => {
+            let (ov, hv, iv, kv, tv, gv) = unsafe {
+                (
+                    orig.cpu(),
+                    head.cpu(),
+                    inv.cpu(),
+                    kind.cpu(),
+                    thr.cpu(),
+                    dedited.cpu(),
+                )
+            };
+            let out = unsafe { dhead.cpu_mut() };
+            for h in 0..rows {
+                let i = iv[h].to_bits();
+                let d = if i == NONE {
+                    [0.0, 0.0]
+                } else {
+                    let i = i as usize;
+                    let k = kv[i].to_bits();
+                    edit_grad(
+                        o,
+                        ov[i],
+                        hv[2 * h],
+                        hv[2 * h + 1],
+                        k & 3,
+                        tv[(k >> 2) as usize],
+                        gv[i],
+                    )
+                };
+                out[2 * h..2 * h + 2].copy_from_slice(&d);
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                n: rows as u32,
+                orig_off: orig.off(),
+                head_off: head.off(),
+                map_off: inv.off(),
+                kind_off: kind.off(),
+                thr_off: thr.off(),
+                out_off: dhead.off(),
+                dout_off: dedited.off(),
+                gamma: o.gamma,
+                tau: o.tau,
+                _pad: [0; 2],
+            };
+            let grid = grid_1d(rows, 256, g.limits.max_compute_workgroups_per_dimension);
+            g.launch(
+                "edit",
+                SHADER,
+                "edit_backward",
+                &p,
+                &[orig.buf, head.buf, inv.buf, dhead.buf, dedited.buf],
+                grid,
+            )
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! Training an editor on a zoo. Each step draws one architecture (in proportion to its training
+//! models), a batch of its models, a requirement for each (features to remove, lambda, or a
+//! sparsity) and a batch of data rows; runs the `TrainBatch` step; and takes an AdamW step.
+//! Every step's draws come from a generator seeded by (seed, step), so a run resumed from a
+//! checkpoint continues exactly as an uninterrupted one. Validation runs the same loss on fixed
+//! validation models, asks and rows; the best checkpoint is kept.
+
+use crate::data::{Dataset, Schema};
+use crate::device::Device;
+use crate::edit::{sensitive_columns, Ask, EditSpec, Requirement, TrainBatch, COND_DIM};
+use crate::editor::{Editor, EditorConfig};
+use crate::error::{Error, Result};
+use crate::graph::PosIds;
+use crate::kernels::adam::Adam;
+use crate::kernels::fairness::{Gap, MAX_GROUPS};
+use crate::metrics::{
+    accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
+};
+use crate::mlp::MlpShape;
+use crate::model::Model;
+use crate::zoo::{Manifest, ModelSplit};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub requirement: Requirement,
+    pub gap: Gap,
+    pub steps: usize,
+    /// Models per step.
+    pub models: usize,
+    /// Data rows per step.
+    pub rows: usize,
+    pub lr: f32,
+    pub hidden: usize,
+    pub layers: usize,
+    pub gamma: f32,
+    pub tau: f32,
+    /// Fairness weight, drawn log-uniformly.
+    pub lambda: (f32, f32),
+    /// Target sparsity, drawn uniformly.
+    pub sparsity: (f32, f32),
+    /// Most features removed at once (at least one is).
+    pub max_removed: usize,
+    pub eval_every: usize,
+    /// Validation models (at most) and rows.
+    pub val_models: usize,
+    pub val_rows: usize,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    pub fn new(requirement: Requirement) -> TrainConfig {
+        TrainConfig {
+            requirement,
+            gap: Gap::Eo,
+            steps: 2000,
+            models: 8,
+            rows: 512,
+            lr: 1e-3,
+            hidden: 32,
+            layers: 2,
+            gamma: 0.1,
+            tau: 1.0,
+            lambda: (1.0, 1000.0),
+            sparsity: (0.5, 0.95),
+            max_removed: 4,
+            eval_every: 100,
+            val_models: 16,
+            val_rows: 2048,
+            seed: 0,
+        }
+    }
+}
+
+/// One model of the population, in memory.
+pub struct Member {
+    pub id: usize,
+    pub shape: MlpShape,
+    pub params: Vec<f32>,
+}
+
+/// Load the models of one split, grouped by architecture (dims), in manifest order.
+pub fn load_split(
+    dir: &Path,
+    m: &Manifest,
+    split: ModelSplit,
+) -> Result<BTreeMap<Vec<usize>, Vec<Member>>> {
+    let mut out: BTreeMap<Vec<usize>, Vec<Member>> = BTreeMap::new();
+    for r in m.models.iter().filter(|r| r.split == split) {
+        let model = Model::load(&dir.join(&r.file))?;
+        let member = Member {
+            id: r.id,
+            shape: model.shape(),
+            params: model.flat_params(),
+        };
+        out.entry(r.dims.clone()).or_default().push(member);
+    }
+    Ok(out)
+}
+
+/// What the requirement asks of one model, drawn for training.
+pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
+    let mut ask = Ask::new(schema.n_columns());
+    match cfg.requirement {
+        Requirement::Minimise => {
+            let n = schema.features.len();
+            let k = rng.random_range(1..=cfg.max_removed.min(n.saturating_sub(1)).max(1));
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(rng);
+            for &f in &order[..k] {
+                let f = &schema.features[f];
+                ask.removed[f.start..f.start + f.width]
+                    .iter_mut()
+                    .for_each(|c| *c = true);
+            }
+        }
+        Requirement::Fairness => {
+            let (lo, hi) = (cfg.lambda.0.ln(), cfg.lambda.1.ln());
+            ask.lambda = rng.random_range(lo..=hi).exp();
+        }
+        Requirement::Prune => {
+            ask.sparsity = rng.random_range(cfg.sparsity.0..=cfg.sparsity.1);
+        }
+    }
+    ask
+}
+
+/// Rows drawn from a split: (x, y, group).
+fn draw_rows(
+    rng: &mut impl Rng,
+    split: &crate::data::Split,
+    rows: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<u32>) {
+    let d = split.x.len() / split.rows().max(1);
+    let (mut x, mut y, mut g) = (Vec::with_capacity(rows * d), vec![], vec![]);
+    for _ in 0..rows {
+        let r = rng.random_range(0..split.rows());
+        x.extend_from_slice(&split.x[r * d..(r + 1) * d]);
+        y.push(split.y[r]);
+        g.push(split.group[r]);
+    }
+    (x, y, g)
+}
+
+/// Validation figures of an editor.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Validation {
+    pub step: usize,
+    /// Mean of JSD + lambda * gap over the validation models (lower is better).
+    pub loss: f64,
+    pub jsd: f64,
+    /// Mean accuracy of the edited models on the validation rows, and of the originals.
+    pub accuracy: f64,
+    pub original_accuracy: f64,
+    /// Mean fairness gap (fairness) of the edited models, and of the originals.
+    pub gap: f64,
+    pub original_gap: f64,
+}
+
+/// Progress reported to the caller after every step and validation.
+pub enum Event<'a> {
+    Step { step: usize, loss: f64 },
+    Validated(&'a Validation, bool),
+}
+
+pub struct Trainer<'a> {
+    pub cfg: TrainConfig,
+    pub spec: EditSpec,
+    pub schema: &'a Schema,
+    pub data: &'a Dataset,
+    pub train: BTreeMap<Vec<usize>, Vec<Member>>,
+    pub val: Vec<(Member, Ask)>,
+    pub sensitive: Vec<bool>,
+    pub editor_cfg: EditorConfig,
+}
+
+impl<'a> Trainer<'a> {
+    pub fn new(
+        cfg: &TrainConfig,
+        zoo: &Path,
+        manifest: &Manifest,
+        data: &'a Dataset,
+    ) -> Result<Trainer<'a>> {
+        let schema = &data.schema;
+        if cfg.requirement == Requirement::Fairness {
+            if schema.sensitive.is_none() {
+                return Err(Error::input(
+                    zoo,
+                    "its data has no sensitive attribute (fairness needs one)",
+                ));
+            }
+            if schema.groups.len() > MAX_GROUPS {
+                return Err(Error::input(
+                    zoo,
+                    format!(
+                        "the sensitive attribute has {} groups; at most {MAX_GROUPS}",
+                        schema.groups.len()
+                    ),
+                ));
+            }
+        }
+        let train = load_split(zoo, manifest, ModelSplit::Train)?;
+        if train.is_empty() {
+            return Err(Error::input(zoo, "has no training models"));
+        }
+        if cfg.requirement == Requirement::Fairness
+            && train.values().flatten().any(|m| m.shape.outputs() != 1)
+        {
+            return Err(Error::input(
+                zoo,
+                "fairness editing needs binary classifiers (one output)",
+            ));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_7a1d);
+        let val: Vec<(Member, Ask)> = load_split(zoo, manifest, ModelSplit::Val)?
+            .into_values()
+            .flatten()
+            .take(cfg.val_models)
+            .map(|m| (m, draw_ask(&mut rng, cfg, schema)))
+            .collect();
+        let all = train.values().flatten().chain(val.iter().map(|(m, _)| m));
+        let pos = PosIds {
+            max_inputs: schema.n_columns(),
+            max_hidden_layers: all
+                .clone()
+                .map(|m| m.shape.layers() - 1)
+                .max()
+                .unwrap_or(0)
+                .max(1),
+            max_outputs: all.map(|m| m.shape.outputs()).max().unwrap_or(1),
+        };
+        Ok(Trainer {
+            spec: EditSpec {
+                requirement: cfg.requirement,
+                gap: cfg.gap,
+                gamma: cfg.gamma,
+                tau: cfg.tau,
+            },
+            editor_cfg: EditorConfig {
+                hidden: cfg.hidden,
+                layers: cfg.layers,
+                cond_dim: COND_DIM,
+                pos,
+            },
+            cfg: cfg.clone(),
+            schema,
+            data,
+            train,
+            val,
+            sensitive: sensitive_columns(schema),
+        })
+    }
+
+    /// One training step (number `step`, counted from 0); returns the mean loss of its models.
+    pub fn step(&self, dev: &Device, editor: &mut Editor, step: usize) -> Result<f64> {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.cfg.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ step as u64,
+        );
+        let total: usize = self.train.values().map(Vec::len).sum();
+        let mut pick = rng.random_range(0..total);
+        let group = self
+            .train
+            .values()
+            .find(|g| {
+                if pick < g.len() {
+                    true
+                } else {
+                    pick -= g.len();
+                    false
+                }
+            })
+            .expect("a group");
+        let chosen: Vec<&Member> = group
+            .choose_multiple(&mut rng, self.cfg.models.min(group.len()))
+            .collect();
+        let asks: Vec<Ask> = chosen
+            .iter()
+            .map(|_| draw_ask(&mut rng, &self.cfg, self.schema))
+            .collect();
+        let (x, y, g) = draw_rows(&mut rng, &self.data.train, self.cfg.rows);
+        let params: Vec<&[f32]> = chosen.iter().map(|m| m.params.as_slice()).collect();
+        let b = TrainBatch::new(
+            dev,
+            editor,
+            &self.spec,
+            &chosen[0].shape,
+            &params,
+            &asks,
+            &self.sensitive,
+            self.cfg.rows,
+        )?;
+        b.forward(dev, editor)?;
+        b.loss(dev, &x, &y, &g)?;
+        b.backward(dev, editor)?;
+        let opt = Adam {
+            lr: self.cfg.lr,
+            ..Adam::default()
+        };
+        editor.adam_step(dev, &opt)?;
+        let losses = b.read_losses(dev)?;
+        Ok(losses
+            .iter()
+            .zip(&asks)
+            .map(|((j, f), a)| (j + a.lambda * f) as f64)
+            .sum::<f64>()
+            / asks.len() as f64)
+    }
+
+    /// The loss and metrics on the validation models with their fixed asks, on the first
+    /// `val_rows` rows of the validation split.
+    pub fn validate(&self, dev: &Device, editor: &Editor, step: usize) -> Result<Validation> {
+        let split = &self.data.val;
+        let rows = self.cfg.val_rows.min(split.rows());
+        let d = self.schema.n_columns();
+        let (x, y, g) = (&split.x[..rows * d], &split.y[..rows], &split.group[..rows]);
+        let mut v = Validation {
+            step,
+            ..Validation::default()
+        };
+        let n = self.val.len().max(1) as f64;
+        for (member, ask) in &self.val {
+            let b = TrainBatch::new(
+                dev,
+                editor,
+                &self.spec,
+                &member.shape,
+                &[&member.params],
+                std::slice::from_ref(ask),
+                &self.sensitive,
+                rows,
+            )?;
+            b.forward(dev, editor)?;
+            b.loss(dev, x, y, g)?;
+            let (j, f) = b.read_losses(dev)?[0];
+            let pred = decisions(&b.read_edited_logits(dev)?);
+            let base = decisions(&crate::mlp::predict(
+                dev,
+                &member.shape,
+                1,
+                &member.params,
+                x,
+            )?);
+            let gap = |p: &[f32]| match self.cfg.gap {
+                Gap::Eo => equalized_odds_difference(y, p, g),
+                Gap::Dp => demographic_parity_difference(p, g),
+            };
+            v.jsd += j as f64 / n;
+            v.loss += (j + ask.lambda * f) as f64 / n;
+            v.accuracy += accuracy(y, &pred) / n;
+            v.original_accuracy += accuracy(y, &base) / n;
+            if self.cfg.requirement == Requirement::Fairness {
+                v.gap += gap(&pred) / n;
+                v.original_gap += gap(&base) / n;
+            }
+        }
+        Ok(v)
+    }
+
+    /// Metadata saved with the editor: how it edits, what data it edits for, how it was trained.
+    pub fn metadata(
+        &self,
+        manifest: &Manifest,
+        best: Option<&Validation>,
+        history: &[Validation],
+    ) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        m.insert("edit".into(), serde_json::to_string(&self.spec).unwrap());
+        m.insert("schema".into(), serde_json::to_string(self.schema).unwrap());
+        m.insert("dataset".into(), manifest.dataset.clone());
+        m.insert(
+            "loader".into(),
+            serde_json::to_string(&manifest.loader).unwrap(),
+        );
+        m.insert(
+            "data_options".into(),
+            serde_json::to_string(&manifest.data_options).unwrap(),
+        );
+        m.insert("data_seed".into(), manifest.data_seed.to_string());
+        m.insert("train".into(), serde_json::to_string(&self.cfg).unwrap());
+        if let Some(b) = best {
+            m.insert("best".into(), serde_json::to_string(b).unwrap());
+        }
+        m.insert("history".into(), serde_json::to_string(history).unwrap());
+        m
+    }
+}
+
+pub const BEST: &str = "editor.safetensors";
+pub const LAST: &str = "last.safetensors";
+
+/// Train (or, with `resume`, continue) an editor into `out`: `LAST` after every validation,
+/// `BEST` whenever validation improves. Returns the best validation.
+pub fn train(
+    dev: &Device,
+    trainer: &Trainer,
+    manifest: &Manifest,
+    out: &Path,
+    resume: bool,
+    on: &mut dyn FnMut(Event),
+) -> Result<Validation> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let last: PathBuf = out.join(LAST);
+    let (mut editor, mut best, mut history) = if resume && last.exists() {
+        let (ed, meta) = Editor::load(dev, &last)?;
+        if meta.get("train") != Some(&serde_json::to_string(&trainer.cfg).unwrap()) {
+            return Err(Error::input(
+                &last,
+                "was trained with other settings; resume with the same flags or start afresh",
+            ));
+        }
+        let best: Option<Validation> = meta.get("best").and_then(|s| serde_json::from_str(s).ok());
+        let history: Vec<Validation> = meta
+            .get("history")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or_default();
+        (ed, best, history)
+    } else {
+        (
+            Editor::new(dev, &trainer.editor_cfg, trainer.cfg.seed)?,
+            None,
+            Vec::new(),
+        )
+    };
+    let start = editor.step as usize;
+    let save = |editor: &Editor, path: &Path, best: Option<&Validation>, history: &[Validation]| {
+        editor.save(dev, path, &trainer.metadata(manifest, best, history), true)
+    };
+    if start == 0 {
+        let v = trainer.validate(dev, &editor, 0)?;
+        on(Event::Validated(&v, true));
+        history.push(v.clone());
+        save(&editor, &out.join(BEST), Some(&v), &history)?;
+        best = Some(v);
+    }
+    for step in start..trainer.cfg.steps {
+        let loss = trainer.step(dev, &mut editor, step)?;
+        on(Event::Step {
+            step: step + 1,
+            loss,
+        });
+        let done = step + 1;
+        if done % trainer.cfg.eval_every == 0 || done == trainer.cfg.steps {
+            let v = trainer.validate(dev, &editor, done)?;
+            let better = best.as_ref().is_none_or(|b| v.loss < b.loss);
+            on(Event::Validated(&v, better));
+            history.push(v.clone());
+            if better {
+                best = Some(v.clone());
+                save(&editor, &out.join(BEST), best.as_ref(), &history)?;
+            }
+            save(&editor, &last, best.as_ref(), &history)?;
+        }
+    }
+    Ok(best.expect("validated at least once"))
+}

@@ -1,0 +1,436 @@
+//! Edits: the JSD and edit-application kernels (GPU vs CPU with poisoned outputs, finite
+//! differences), the exactness guarantees of `edit_models` (removed columns exactly zero,
+//! exactly the top-k weights kept), and the whole training step's gradient checked end to end
+//! by finite differences through the edited models and the editor.
+
+mod common;
+use common::*;
+use rand::Rng;
+use regop::edit::{edit_models, Ask, EditSpec, Requirement, TrainBatch, COND_DIM};
+use regop::editor::{Editor, EditorConfig};
+use regop::graph::PosIds;
+use regop::kernels::activation::Activation;
+use regop::kernels::edit::{edit_backward, edit_forward, EditOpts, KEEP_ALL};
+use regop::kernels::fairness::Gap;
+use regop::kernels::jsd::jsd;
+use regop::mlp::{init_params, MlpShape};
+use regop::Device;
+
+fn bits(v: &[u32]) -> Vec<f32> {
+    v.iter().map(|u| f32::from_bits(*u)).collect()
+}
+
+#[test]
+fn jsd_matches_cpu_and_finite_differences() {
+    let gpu = gpu();
+    let mut rng = fresh_rng("jsd");
+    for &(rows, classes) in &[(1, 1), (7, 1), (257, 1), (33, 3), (64, 5)] {
+        let mut p = Packer::new();
+        let pl = p.put(
+            random(&mut rng, rows * classes)
+                .iter()
+                .map(|v| 3.0 * v)
+                .collect(),
+        );
+        let ql = p.put(
+            random(&mut rng, rows * classes)
+                .iter()
+                .map(|v| 3.0 * v)
+                .collect(),
+        );
+        let loss = p.poison(rows);
+        let dq = p.poison(rows * classes);
+        let init = p.finish();
+        let scale = 0.5;
+        let run = |dev: &Device, buf: &regop::Buf| {
+            jsd(
+                dev,
+                classes,
+                scale,
+                buf.view(pl.start, pl.len()),
+                buf.view(ql.start, ql.len()),
+                buf.view(loss.start, rows),
+                buf.view(dq.start, dq.len()),
+            )
+        };
+        let (cpu, g) = on_both(&gpu, &init, run);
+        compare(
+            &format!("jsd {rows}x{classes}"),
+            &cpu,
+            &g,
+            &[loss.clone(), dq.clone()],
+        );
+        for r in 0..rows {
+            let l = cpu[loss.start + r];
+            assert!(
+                (0.0..=std::f32::consts::LN_2 + 1e-6).contains(&l),
+                "JSD out of [0, ln 2]: {l}"
+            );
+        }
+        // Finite differences: d(scale * sum of losses) / dq.
+        let dev = Device::cpu();
+        let total = |q: &[f32]| -> f64 {
+            let mut b = init.clone();
+            b[ql.clone()].copy_from_slice(q);
+            let buf = dev.upload(&b).unwrap();
+            run(&dev, &buf).unwrap();
+            let out = dev.read_all(&buf).unwrap();
+            out[loss.clone()].iter().map(|v| *v as f64).sum::<f64>() * scale as f64
+        };
+        let q0 = init[ql.clone()].to_vec();
+        let h = 1e-2f32;
+        for i in 0..q0.len().min(40) {
+            let mut q = q0.clone();
+            q[i] += h;
+            let up = total(&q);
+            q[i] -= 2.0 * h;
+            let down = total(&q);
+            let numeric = (up - down) / (2.0 * h as f64);
+            let analytic = cpu[dq.start + i] as f64;
+            assert!(
+                (numeric - analytic).abs() < 2e-3 * (1.0 + analytic.abs()) + 1e-4,
+                "jsd {rows}x{classes} gradient {i}: analytic {analytic}, numeric {numeric}"
+            );
+        }
+    }
+    // Identical predictions: zero divergence, zero gradient.
+    let dev = Device::cpu();
+    let buf = dev
+        .upload(&[1.5, -0.5, 1.5, -0.5, 9.0, 9.0, 9.0, 9.0])
+        .unwrap();
+    jsd(
+        &dev,
+        1,
+        1.0,
+        buf.view(0, 2),
+        buf.view(2, 2),
+        buf.view(4, 2),
+        buf.view(6, 2),
+    )
+    .unwrap();
+    assert_eq!(dev.read(&buf, 4, 4).unwrap(), vec![0.0; 4]);
+}
+
+/// A random edit problem: `models` models of `per` parameters each, a random bijection from
+/// parameters onto head rows (plus `extra` rows no parameter reads), random kinds.
+struct Problem {
+    orig: Vec<f32>,
+    thr: Vec<f32>,
+    head: Vec<f32>,
+    map: Vec<u32>,
+    kind: Vec<u32>,
+    inv: Vec<u32>,
+    dout: Vec<f32>,
+}
+
+fn problem(rng: &mut impl Rng, models: usize, per: usize, extra: usize, prune: bool) -> Problem {
+    let n = models * per;
+    let rows = n + extra;
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    for i in (1..rows).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let map: Vec<u32> = order[..n].to_vec();
+    let mut inv = vec![u32::MAX; rows];
+    for (p, &h) in map.iter().enumerate() {
+        inv[h as usize] = p as u32;
+    }
+    let kind = (0..n)
+        .map(|p| ((p / per) as u32) << 2 | rng.random_range(0..3u32))
+        .collect();
+    Problem {
+        orig: random(rng, n),
+        thr: (0..models)
+            .map(|_| {
+                if prune {
+                    rng.random_range(-2.0f32..1.0)
+                } else {
+                    KEEP_ALL
+                }
+            })
+            .collect(),
+        head: random(rng, 2 * rows),
+        map,
+        kind,
+        inv,
+        dout: random(rng, n),
+    }
+}
+
+#[test]
+fn edit_kernels_match_cpu_and_finite_differences() {
+    let gpu = gpu();
+    let mut rng = fresh_rng("edit kernels");
+    let o = EditOpts {
+        gamma: 0.7,
+        tau: 0.5,
+    };
+    for &(models, per, extra, prune) in &[
+        (1, 1, 0, false),
+        (3, 7, 2, true),
+        (4, 257, 33, true),
+        (2, 33, 5, false),
+    ] {
+        let pr = problem(&mut rng, models, per, extra, prune);
+        let n = models * per;
+        let rows = n + extra;
+        let mut p = Packer::new();
+        let data = p.put([pr.orig.clone(), pr.thr.clone()].concat());
+        let head = p.put(pr.head.clone());
+        let idx = p.put(bits(
+            &[pr.map.clone(), pr.kind.clone(), pr.inv.clone()].concat(),
+        ));
+        let dout = p.put(pr.dout.clone());
+        let out = p.poison(n);
+        let dhead = p.poison(2 * rows);
+        let init = p.finish();
+        let run = |dev: &Device, buf: &regop::Buf| {
+            let v = |r: &std::ops::Range<usize>| buf.view(r.start, r.len());
+            let d = v(&data);
+            let ix = v(&idx);
+            edit_forward(
+                dev,
+                &o,
+                d.sub(0, n),
+                v(&head),
+                ix.sub(0, n),
+                ix.sub(n, n),
+                d.sub(n, models),
+                v(&out),
+            )?;
+            edit_backward(
+                dev,
+                &o,
+                d.sub(0, n),
+                v(&head),
+                ix.sub(2 * n, rows),
+                ix.sub(n, n),
+                d.sub(n, models),
+                v(&dout),
+                v(&dhead),
+            )
+        };
+        let (cpu, g) = on_both(&gpu, &init, run);
+        compare(
+            &format!("edit {models}x{per}+{extra}"),
+            &cpu,
+            &g,
+            &[out.clone(), dhead.clone()],
+        );
+        // Guarantees: removed weights are exactly zero, pruned weights are zero, rows no
+        // parameter reads get no gradient.
+        for i in 0..n {
+            if pr.kind[i] & 3 == 2 {
+                assert_eq!(
+                    cpu[out.start + i].to_bits(),
+                    0,
+                    "removed weight {i} not zero"
+                );
+            }
+        }
+        for h in 0..rows {
+            if pr.inv[h] == u32::MAX {
+                assert_eq!(cpu[dhead.start + 2 * h], 0.0);
+                assert_eq!(cpu[dhead.start + 2 * h + 1], 0.0);
+            }
+        }
+        if prune {
+            continue;
+        }
+        // Without a mask the edit is smooth: finite differences of sum(dout * out) by head.
+        let dev = Device::cpu();
+        let total = |hv: &[f32]| -> f64 {
+            let mut b = init.clone();
+            b[head.clone()].copy_from_slice(hv);
+            let buf = dev.upload(&b).unwrap();
+            run(&dev, &buf).unwrap();
+            let r = dev.read_all(&buf).unwrap();
+            (0..n)
+                .map(|i| r[out.start + i] as f64 * pr.dout[i] as f64)
+                .sum()
+        };
+        let h = 1e-2f32;
+        for i in 0..(2 * rows).min(60) {
+            let mut hv = pr.head.clone();
+            hv[i] += h;
+            let up = total(&hv);
+            hv[i] -= 2.0 * h;
+            let down = total(&hv);
+            let numeric = (up - down) / (2.0 * h as f64);
+            let analytic = cpu[dhead.start + i] as f64;
+            assert!(
+                (numeric - analytic).abs() < 1e-3 * (1.0 + analytic.abs()),
+                "edit gradient {i}: analytic {analytic}, numeric {numeric}"
+            );
+        }
+    }
+}
+
+const POS: PosIds = PosIds {
+    max_inputs: 6,
+    max_hidden_layers: 2,
+    max_outputs: 1,
+};
+
+fn random_editor(dev: &Device, hidden: usize, rng: &mut impl Rng) -> Editor {
+    let cfg = EditorConfig {
+        hidden,
+        layers: 2,
+        cond_dim: COND_DIM,
+        pos: POS,
+    };
+    let fresh = Editor::new(&Device::cpu(), &cfg, 0).unwrap();
+    let mut p: Vec<f32> = (0..fresh.layout.total)
+        .map(|_| rng.random_range(-0.5f32..0.5))
+        .collect();
+    for (name, _, off) in &fresh.layout.entries {
+        if name.ends_with(".ln") {
+            for v in &mut p[*off..off + hidden] {
+                *v += 1.0;
+            }
+        }
+    }
+    Editor::from_params(dev, &cfg, &p).unwrap()
+}
+
+#[test]
+fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
+    let dev = Device::cpu();
+    let mut rng = fresh_rng("edit_models");
+    let ed = random_editor(&dev, 8, &mut rng);
+    let shapes = [
+        MlpShape::new(&[6, 5, 1], Activation::Relu),
+        MlpShape::new(&[6, 4, 3, 1], Activation::Relu),
+    ];
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| init_params(s, i as u64))
+        .collect();
+    let models: Vec<(&MlpShape, &[f32])> = shapes
+        .iter()
+        .zip(&params)
+        .map(|(s, p)| (s, p.as_slice()))
+        .collect();
+    let sensitive = vec![true, false, false, false, false, false];
+    for req in [Requirement::Minimise, Requirement::Prune] {
+        let spec = EditSpec {
+            requirement: req,
+            gap: Gap::Eo,
+            gamma: 0.1,
+            tau: 1.0,
+        };
+        let asks: Vec<Ask> = (0..2)
+            .map(|i| Ask {
+                removed: (0..6)
+                    .map(|c| req == Requirement::Minimise && (c == 2 || (i == 1 && c == 4)))
+                    .collect(),
+                lambda: 1.0,
+                sparsity: [0.5, 0.9][i],
+            })
+            .collect();
+        let edited = edit_models(&dev, &ed, &spec, &models, &asks, &sensitive).unwrap();
+        for (m, s) in shapes.iter().enumerate() {
+            let e = &edited[m];
+            assert_eq!(e.len(), s.n_params());
+            let n_w: usize = (0..s.layers()).map(|l| s.fan_in(l) * s.fan_out(l)).sum();
+            let zeros: usize = (0..s.layers())
+                .flat_map(|l| e[s.weight_offset(l)..s.bias_offset(l)].iter())
+                .filter(|v| **v == 0.0)
+                .count();
+            match req {
+                Requirement::Minimise => {
+                    for j in 0..s.fan_out(0) {
+                        for c in 0..6 {
+                            let w = e[j * 6 + c];
+                            if asks[m].removed[c] {
+                                assert_eq!(w.to_bits(), 0, "removed column {c} kept a weight");
+                            } else {
+                                assert_ne!(w, 0.0);
+                            }
+                        }
+                    }
+                    // The random editor really edits the kept weights.
+                    assert!(e.iter().zip(&params[m]).any(|(a, b)| a != b && *a != 0.0));
+                }
+                _ => {
+                    let want = (asks[m].sparsity as f64 * n_w as f64).round() as usize;
+                    assert_eq!(zeros, want, "model {m}: {zeros} zero weights, want {want}");
+                }
+            }
+        }
+    }
+}
+
+/// The whole training step: d(sum over models of JSD + lambda * gap) / d(editor parameters),
+/// through the edited models, the edit and the editor, against finite differences.
+#[test]
+fn training_step_gradients_match_finite_differences() {
+    let dev = Device::cpu();
+    let mut rng = fresh_rng("train step gradcheck");
+    let shape = MlpShape::new(&[6, 4, 1], Activation::Tanh);
+    let params: Vec<Vec<f32>> = (0..2).map(|i| init_params(&shape, 10 + i)).collect();
+    let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+    let sensitive = vec![true, false, false, false, false, false];
+    let rows = 24;
+    let x = random(&mut rng, rows * 6);
+    let y: Vec<f32> = (0..rows).map(|r| (r % 2) as f32).collect();
+    let group: Vec<u32> = (0..rows).map(|r| (r / 3 % 2) as u32).collect();
+    for req in [Requirement::Minimise, Requirement::Fairness] {
+        let ed = random_editor(&dev, 5, &mut rng);
+        let spec = EditSpec {
+            requirement: req,
+            gap: Gap::Eo,
+            gamma: 0.8,
+            tau: 1.0,
+        };
+        let asks: Vec<Ask> = (0..2)
+            .map(|i| Ask {
+                removed: (0..6)
+                    .map(|c| req == Requirement::Minimise && c == 1 + i)
+                    .collect(),
+                lambda: [0.5, 4.0][i],
+                sparsity: 0.0,
+            })
+            .collect();
+        let objective = |e: &Editor| -> f64 {
+            let b =
+                TrainBatch::new(&dev, e, &spec, &shape, &refs, &asks, &sensitive, rows).unwrap();
+            b.forward(&dev, e).unwrap();
+            b.loss(&dev, &x, &y, &group).unwrap();
+            b.read_losses(&dev)
+                .unwrap()
+                .iter()
+                .zip(&asks)
+                .map(|((j, f), a)| *j as f64 + a.lambda as f64 * *f as f64)
+                .sum()
+        };
+        let b = TrainBatch::new(&dev, &ed, &spec, &shape, &refs, &asks, &sensitive, rows).unwrap();
+        b.forward(&dev, &ed).unwrap();
+        b.loss(&dev, &x, &y, &group).unwrap();
+        b.backward(&dev, &ed).unwrap();
+        let grads = dev.read_all(&ed.grads).unwrap();
+        let p0 = dev.read_all(&ed.params).unwrap();
+        // Sample parameters spread over the whole layout (heads, layers, embeddings).
+        let picks: Vec<usize> = (0..60).map(|i| i * p0.len() / 60).collect();
+        let h = 1e-2f32;
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for &i in &picks {
+            let mut p = p0.clone();
+            p[i] += h;
+            let up = objective(&Editor::from_params(&dev, &ed.cfg, &p).unwrap());
+            p[i] -= 2.0 * h;
+            let down = objective(&Editor::from_params(&dev, &ed.cfg, &p).unwrap());
+            let numeric = (up - down) / (2.0 * h as f64);
+            num += (numeric - grads[i] as f64).powi(2);
+            den += numeric * numeric;
+        }
+        let rel = (num / den).sqrt();
+        eprintln!(
+            "{req:?}: relative error {rel:e} over {} parameters",
+            picks.len()
+        );
+        assert!(den > 1e-8, "{req:?}: gradient vanishes");
+        assert!(rel < 2e-2, "{req:?}: relative error {rel:e}");
+    }
+}
