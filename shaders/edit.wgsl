@@ -3,13 +3,14 @@
 // (delta, mask logit) for the edge or node that p is:
 //   v = orig[p] + gamma * delta
 //   kind 0 (bias): out = v;  kind 2 (weight of a removed input column): out = 0 exactly;
-//   kind 1 (weight): score s = log(|v| + EPS) + logit, out = v if s >= thr[model] else 0
+//   kind 1 (weight): score s = log(|orig| + EPS) + logit, out = v if s >= thr[model] else 0
+//   (the score reads the original magnitude, so deltas never flip the mask: only logits move it)
 // thr is the score of the model's k-th largest weight when pruning to a sparsity, -inf else.
 // Backward treats the hard mask as sigmoid((s - thr) / tau) (straight-through): per head row h,
 // p = inv[h] (NONE for input nodes, whose rows get zero):
-//   dv = dout * (m + sig'((s - thr) / tau) / tau * |v| / (|v| + EPS)),  dlogit = dout * v * sig'(..) / tau
+//   dv = dout * m,  dlogit = dout * v * sig'((s - thr) / tau) / tau
 //   ddelta = gamma * dv
-// kind holds model << 2 | kind.
+// tau <= 0 keeps the mask fixed (no logit gradient). kind holds model << 2 | kind.
 
 const EPS: f32 = 1e-8;
 const NONE: u32 = 0xffffffffu;
@@ -44,7 +45,7 @@ fn edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     if (kind == 2u) {
         o = 0.0;
     } else if (kind == 1u) {
-        let s = log(abs(v) + EPS) + head[p.head_off + 2u * h + 1u];
+        let s = log(abs(data[p.orig_off + i]) + EPS) + head[p.head_off + 2u * h + 1u];
         if (s < data[p.thr_off + (km >> 2u)]) { o = 0.0; }
     }
     out[p.out_off + i] = o;
@@ -69,13 +70,11 @@ fn edit_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         if (kind == 0u) {
             dd = p.gamma * g;
         } else if (kind == 1u) {
-            let s = log(abs(v) + EPS) + head[p.head_off + 2u * h + 1u];
+            let s = log(abs(data[p.orig_off + i]) + EPS) + head[p.head_off + 2u * h + 1u];
             let t = data[p.thr_off + (km >> 2u)];
             let m = select(0.0, 1.0, s >= t);
-            let ds = dsig((s - t) / p.tau) / p.tau;
-            let a = abs(v);
-            dd = p.gamma * g * (m + ds * a / (a + EPS));
-            dl = g * v * ds;
+            dd = p.gamma * g * m;
+            if (p.tau > 0.0) { dl = g * v * dsig((s - t) / p.tau) / p.tau; }
         }
     }
     out[p.out_off + 2u * h] = dd;

@@ -156,7 +156,7 @@ fn values_and_scores(
         let kind = pm.kind[p] & 3;
         let v = edit_value(o, orig[p], head[2 * h], head[2 * h + 1], kind, KEEP_ALL);
         if kind == WEIGHT {
-            scores.push((score(v, head[2 * h + 1]), i));
+            scores.push((score(orig[p], head[2 * h + 1]), i));
         }
         values.push(v);
     }

@@ -790,7 +790,8 @@ impl Editor {
         meta.insert("step".into(), self.step.to_string());
         let bytes = safetensors::serialize(views, Some(meta))
             .map_err(|e| Error::Usage(format!("serialising editor: {e}")))?;
-        crate::io::write_atomic(path, &bytes, force)
+        // Sorted header: one editor state always gives the same bytes.
+        crate::io::write_atomic(path, &crate::model::canonical_header(&bytes), force)
     }
 
     /// Load a checkpoint; returns the editor and the file's metadata.

@@ -281,7 +281,7 @@ impl Model {
 
 /// The same file with its header's keys sorted: metadata passes through a HashMap, and the same
 /// model must always give the same bytes.
-fn canonical_header(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn canonical_header(bytes: &[u8]) -> Vec<u8> {
     fn sorted(v: serde_json::Value) -> serde_json::Value {
         match v {
             serde_json::Value::Object(m) => {

@@ -64,7 +64,7 @@ impl TrainConfig {
             hidden: 32,
             layers: 2,
             gamma: 0.1,
-            tau: 1.0,
+            tau: 0.0,
             lambda: (1.0, 1000.0),
             sparsity: (0.5, 0.95),
             max_removed: 4,

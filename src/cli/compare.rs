@@ -7,6 +7,8 @@ use super::{Global, Printer};
 use crate::baselines::*;
 use crate::data::loaders::load;
 use crate::device::Device;
+pub use crate::edit::Requirement;
+use crate::edit::{edit_models, lambda_grid, search_lambda, sensitive_columns, Ask, EditorFile};
 use crate::error::{Error, Result};
 use crate::fit::FitModel;
 use crate::kernels::fairness::Gap;
@@ -18,18 +20,6 @@ use crate::report::{median, scatter_svg, Series};
 use crate::zoo::{read_manifest, ModelSplit};
 use std::path::PathBuf;
 use std::time::Instant;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Requirement {
-    /// Stop using features (--drop).
-    Minimise,
-    /// Reach a weight sparsity (--sparsity).
-    Prune,
-    /// Close the equalised-odds (or, with --gap dp, demographic-parity) gap on the sensitive
-    /// attribute to --max-gap.
-    Fairness,
-}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,6 +46,9 @@ pub struct Args {
     /// Epochs of fine-tuning for the fine-tuning baselines (per round for iterative pruning).
     #[arg(long, default_value_t = 2)]
     pub ft_epochs: usize,
+    /// A trained editor (from `regop train`) to compare with the baselines as one more method.
+    #[arg(long)]
+    pub editor: Option<PathBuf>,
     /// Compare at most this many test models.
     #[arg(long)]
     pub max_models: Option<usize>,
@@ -151,6 +144,29 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     }
     let (dev, why) = Device::open(g.device)?;
     p.status(&format!("device: {} ({why})", dev.name()));
+    let editor = match &a.editor {
+        None => None,
+        Some(path) => {
+            let ef = EditorFile::load(&dev, path)?;
+            if ef.spec.requirement != a.requirement {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "edits for {:?}, not {:?}",
+                        ef.spec.requirement, a.requirement
+                    ),
+                ));
+            }
+            if ef.schema != data.schema {
+                return Err(Error::input(
+                    path,
+                    "was trained on other data than this zoo's",
+                ));
+            }
+            Some(ef)
+        }
+    };
+    let sensitive = sensitive_columns(&data.schema);
     let mut tests: Vec<_> = manifest
         .models
         .iter()
@@ -265,6 +281,62 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                         None,
                         Box::new(move || {
                             Ok(fair_finetune(dv, &sh, &pp, dt, &ft, gap, &[lam])?.remove(0))
+                        }),
+                    ));
+                }
+            }
+        }
+        if let Some(ef) = &editor {
+            let (dv, sh, pp, sens, schema) = (
+                &dev,
+                shape.clone(),
+                params.clone(),
+                &sensitive,
+                &data.schema,
+            );
+            let edit_one = move |ask: Ask| -> Result<Vec<f32>> {
+                Ok(edit_models(dv, &ef.editor, &ef.spec, &[(&sh, &pp)], &[ask], sens)?.remove(0))
+            };
+            match a.requirement {
+                Requirement::Minimise => {
+                    let removed =
+                        crate::edit::removed_columns(schema, &a.drop).map_err(Error::Usage)?;
+                    let e = edit_one.clone();
+                    methods.push((
+                        "editor (one inference)".into(),
+                        None,
+                        Box::new(move || {
+                            e(Ask {
+                                removed: removed.clone(),
+                                ..Ask::new(schema.n_columns())
+                            })
+                        }),
+                    ));
+                }
+                Requirement::Prune => {
+                    for &sp in &a.sparsity {
+                        let e = edit_one.clone();
+                        methods.push((
+                            "editor (one inference)".into(),
+                            Some(sp),
+                            Box::new(move || {
+                                e(Ask {
+                                    sparsity: sp as f32,
+                                    ..Ask::new(schema.n_columns())
+                                })
+                            }),
+                        ));
+                    }
+                }
+                Requirement::Fairness => {
+                    let (sh, pp, dt, gap, bound) =
+                        (shape.clone(), params.clone(), &data, a.gap, a.max_gap);
+                    let grid = lambda_grid(ef.lambda, 16);
+                    methods.push((
+                        "editor (16 lambdas in one batch, picked on val)".into(),
+                        None,
+                        Box::new(move || {
+                            Ok(search_lambda(dv, ef, &sh, &pp, &dt.val, gap, bound, &grid)?.1)
                         }),
                     ));
                 }
@@ -579,8 +651,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if p.json {
         p.json(&results);
     } else {
-        print!("{md}");
-        println!("\nwritten: {}", out.display());
+        p.result(&format!("{md}\nwritten: {}", out.display()));
     }
     Ok(0)
 }

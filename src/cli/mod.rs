@@ -5,6 +5,7 @@
 mod bench;
 mod compare;
 mod data;
+mod demo;
 mod edit;
 mod eval;
 mod info;
@@ -50,6 +51,9 @@ pub struct Global {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The whole pipeline on the built-in synthetic data: a zoo, the three editors, edits of
+    /// held-out models against the baselines, and a report.
+    Demo(demo::Args),
     /// Show the GPU adapters seen, the device chosen and why, its limits and features.
     Info(info::Args),
     /// Show a model file: layers, activation, parameters, sparsity, features, input-column norms.
@@ -75,6 +79,8 @@ pub struct Printer {
     pub quiet: bool,
     pub verbose: bool,
     pub json: bool,
+    /// Results not printed at all (a step of `regop demo`, which prints its own summary).
+    pub silent: bool,
 }
 
 impl Printer {
@@ -86,6 +92,12 @@ impl Printer {
     pub fn detail(&self, msg: &str) {
         if self.verbose && !self.json {
             eprintln!("{msg}");
+        }
+    }
+    /// A result on stdout.
+    pub fn result(&self, text: &str) {
+        if !self.silent {
+            println!("{text}");
         }
     }
     pub fn json(&self, value: &impl serde::Serialize) {
@@ -114,24 +126,32 @@ pub fn main() -> i32 {
         quiet: cli.global.quiet,
         verbose: cli.global.verbose,
         json: cli.global.json,
+        silent: false,
     };
-    let result = match cli.command {
-        Command::Info(a) => info::run(&cli.global, &printer, a),
-        Command::Inspect(a) => inspect::run(&cli.global, &printer, a),
-        Command::Bench(a) => bench::run(&cli.global, &printer, a),
-        Command::Data(a) => data::run(&cli.global, &printer, a),
-        Command::Zoo(a) => zoo::run(&cli.global, &printer, a),
-        Command::Eval(a) => eval::run(&cli.global, &printer, a),
-        Command::Compare(a) => compare::run(&cli.global, &printer, a),
-        Command::Train(a) => train::run(&cli.global, &printer, a),
-        Command::Edit(a) => edit::run(&cli.global, &printer, a),
-    };
+    let result = dispatch(cli, &printer);
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
             2
         }
+    }
+}
+
+/// Run one parsed command line.
+fn dispatch(cli: Cli, p: &Printer) -> crate::error::Result<i32> {
+    let g = cli.global;
+    match cli.command {
+        Command::Demo(a) => demo::run(&g, p, a),
+        Command::Info(a) => info::run(&g, p, a),
+        Command::Inspect(a) => inspect::run(&g, p, a),
+        Command::Bench(a) => bench::run(&g, p, a),
+        Command::Data(a) => data::run(&g, p, a),
+        Command::Zoo(a) => zoo::run(&g, p, a),
+        Command::Eval(a) => eval::run(&g, p, a),
+        Command::Compare(a) => compare::run(&g, p, a),
+        Command::Train(a) => train::run(&g, p, a),
+        Command::Edit(a) => edit::run(&g, p, a),
     }
 }
 

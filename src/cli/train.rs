@@ -42,6 +42,11 @@ pub struct Args {
     /// Scale of the editor's weight deltas.
     #[arg(long, default_value_t = 0.1)]
     pub gamma: f32,
+    /// Temperature of the pruning mask's straight-through surrogate (on log-magnitude
+    /// scores). 0 keeps magnitude order and learns only the compensating deltas (stable);
+    /// above 0 the editor also learns which weights to keep.
+    #[arg(long, default_value_t = 0.0)]
+    pub tau: f32,
     /// Fairness weights drawn in training, log-uniformly ("LO,HI").
     #[arg(long, value_delimiter = ',', default_value = "1,1000")]
     pub lambda_range: Vec<f32>,
@@ -99,6 +104,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         hidden: a.hidden,
         layers: a.layers,
         gamma: a.gamma,
+        tau: a.tau,
         lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {
             (0.0..1.0).contains(&v)
@@ -164,6 +170,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         s
     };
     let (mut ema, mut val_msg) = (None::<f64>, String::new());
+    let (mut since_sum, mut since_n) = (0.0f64, 0usize);
     let best = train(
         &dev,
         &trainer,
@@ -174,12 +181,22 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             Event::Step { step, loss } => {
                 let m = ema.map_or(loss, |m| 0.95 * m + 0.05 * loss);
                 ema = Some(m);
+                since_sum += loss;
+                since_n += 1;
                 bar.set_position(step as u64);
                 bar.set_message(format!("loss {m:.5}  {val_msg}"));
             }
             Event::Validated(v, better) => {
                 val_msg = format!("val {:.5}{}", v.loss, if better { " *" } else { "" });
-                bar.suspend(|| p.detail(&format!("step {}: {}", v.step, describe(v))));
+                let train_loss = since_sum / since_n.max(1) as f64;
+                (since_sum, since_n) = (0.0, 0);
+                bar.suspend(|| {
+                    p.detail(&format!(
+                        "step {}: train loss {train_loss:.5}, {}",
+                        v.step,
+                        describe(v)
+                    ))
+                });
             }
         },
     )?;
@@ -187,12 +204,12 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if p.json {
         p.json(&serde_json::json!({"editor": out.join(BEST), "best": best}));
     } else {
-        println!(
+        p.result(&format!(
             "best at step {}: {}\nwritten: {}",
             best.step,
             describe(&best),
             out.join(BEST).display()
-        );
+        ));
     }
     Ok(0)
 }

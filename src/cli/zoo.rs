@@ -326,20 +326,20 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if p.json {
         p.json(&summary);
     } else {
-        println!(
+        p.result(&format!(
             "{} models in {:.1} s ({:.2} models/s) -> {}",
             manifest.models.len(),
             secs,
             manifest.models.len() as f64 / secs,
             out.display()
-        );
-        println!(
+        ));
+        p.result(&format!(
             "test accuracy: min {:.4}  median {:.4}  max {:.4}   (majority class {:.4})",
             acc[0],
             acc[acc.len() / 2],
             acc[acc.len() - 1],
             majority
-        );
+        ));
     }
     // Check the zoo reads back before calling it done.
     read_manifest(&out)?;

@@ -23,7 +23,7 @@ pub const KEEP_ALL: f32 = -3.0e38;
 pub struct EditOpts {
     /// Scale of the editor's deltas.
     pub gamma: f32,
-    /// Temperature of the straight-through mask surrogate.
+    /// Temperature of the straight-through mask surrogate; 0 keeps the mask fixed.
     pub tau: f32,
 }
 
@@ -43,9 +43,9 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// Score of a weight for pruning: log-magnitude of the edited value plus the mask logit.
-pub fn score(v: f32, logit: f32) -> f32 {
-    (v.abs() + EPS).ln() + logit
+/// Score of a weight for pruning: log-magnitude of the original weight plus the mask logit.
+pub fn score(orig: f32, logit: f32) -> f32 {
+    (orig.abs() + EPS).ln() + logit
 }
 
 fn dsig(x: f32) -> f32 {
@@ -58,7 +58,7 @@ pub fn edit_value(o: &EditOpts, orig: f32, delta: f32, logit: f32, kind: u32, th
     let v = orig + o.gamma * delta;
     match kind {
         REMOVED => 0.0,
-        WEIGHT if score(v, logit) < thr => 0.0,
+        WEIGHT if score(orig, logit) < thr => 0.0,
         _ => v,
     }
 }
@@ -77,11 +77,14 @@ fn edit_grad(
     match kind {
         BIAS => [o.gamma * g, 0.0],
         WEIGHT => {
-            let s = score(v, logit);
+            let s = score(orig, logit);
             let m = if s >= thr { 1.0 } else { 0.0 };
-            let ds = dsig((s - thr) / o.tau) / o.tau;
-            let a = v.abs();
-            [o.gamma * g * (m + ds * a / (a + EPS)), g * v * ds]
+            let dl = if o.tau > 0.0 {
+                g * v * dsig((s - thr) / o.tau) / o.tau
+            } else {
+                0.0
+            };
+            [o.gamma * g * m, dl]
         }
         _ => [0.0, 0.0],
     }

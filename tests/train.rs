@@ -1,0 +1,348 @@
+//! Learning to edit, through the binary at CI scale on the built-in synthetic data: a trained
+//! editor beats the trivial edit on held-out models; `regop edit` verifies and exits 0/1/2;
+//! a killed `regop train` resumes to the same bytes as an uninterrupted run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn regop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(["--device", "cpu"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// A small synthetic zoo (one architecture family, quick to train).
+fn zoo(dir: &Path, seed: &str) -> PathBuf {
+    let z = dir.join("zoo");
+    ok(&regop(&[
+        "--seed",
+        seed,
+        "--json",
+        "zoo",
+        "--count",
+        "24",
+        "--widths",
+        "16,24",
+        "--depth",
+        "1-2",
+        "--epochs",
+        "4-6",
+        "--out",
+        p(&z),
+    ]));
+    z
+}
+
+fn median_of(summary: &serde_json::Value, prefix: &str, key: &str) -> f64 {
+    summary["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["method"].as_str().unwrap().starts_with(prefix))
+        .unwrap_or_else(|| panic!("no method {prefix} in {summary}"))[key]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "3");
+    // Pruning: the trained editor against magnitude pruning, at the same sparsity.
+    ok(&regop(&[
+        "--json",
+        "train",
+        "--zoo",
+        p(&z),
+        "--requirement",
+        "prune",
+        "--steps",
+        "150",
+        "--eval-every",
+        "50",
+    ]));
+    let editor = z.join("editor-prune/editor.safetensors");
+    let r = ok(&regop(&[
+        "--json",
+        "compare",
+        "--zoo",
+        p(&z),
+        "--requirement",
+        "prune",
+        "--sparsity",
+        "0.8",
+        "--editor",
+        p(&editor),
+        "--ft-epochs",
+        "1",
+    ]));
+    let (ed, mag) = (
+        median_of(&r, "editor", "median_accuracy"),
+        median_of(&r, "global magnitude", "median_accuracy"),
+    );
+    eprintln!("prune 0.8: editor {ed:.4}, global magnitude {mag:.4}");
+    assert!(
+        ed > mag,
+        "editor {ed} does not beat magnitude pruning {mag}"
+    );
+    assert_eq!(median_of(&r, "editor", "satisfied"), 1.0);
+
+    // Minimisation: the editor keeps the removed columns at exactly zero and agrees with the
+    // original model at least as well as zeroing them.
+    ok(&regop(&[
+        "--json",
+        "train",
+        "--zoo",
+        p(&z),
+        "--requirement",
+        "minimise",
+        "--steps",
+        "150",
+        "--eval-every",
+        "50",
+    ]));
+    let editor = z.join("editor-minimise/editor.safetensors");
+    let r = ok(&regop(&[
+        "--json",
+        "compare",
+        "--zoo",
+        p(&z),
+        "--requirement",
+        "minimise",
+        "--drop",
+        "group,proxy_num",
+        "--editor",
+        p(&editor),
+        "--ft-epochs",
+        "1",
+    ]));
+    let (ed, zero) = (
+        median_of(&r, "editor", "median_agreement"),
+        median_of(&r, "zero columns", "median_agreement"),
+    );
+    eprintln!("minimise: agreement with the original: editor {ed:.4}, zeroing {zero:.4}");
+    assert!(ed >= zero, "editor agreement {ed} below zeroing {zero}");
+    assert_eq!(median_of(&r, "editor", "satisfied"), 1.0);
+
+    // `regop edit`: verified before -> after, exit 0 when met; the file loads as a model.
+    let model = z.join("model-00000.safetensors");
+    let out = dir.path().join("edited.safetensors");
+    let e = regop(&[
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&model),
+        "--out",
+        p(&out),
+        "--drop",
+        "group",
+    ]);
+    assert_eq!(
+        e.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
+    let text = String::from_utf8_lossy(&e.stdout);
+    assert!(text.contains("->") && text.contains("[met]"), "{text}");
+    let m = regop::model::Model::load(&out).unwrap();
+    let norms = m.input_column_norms();
+    assert_eq!(norms[0], 0.0);
+    assert_eq!(norms[1], 0.0);
+    assert!(norms[2..].iter().all(|n| *n > 0.0));
+    // Bad requests: exit 2, one line, no output file.
+    let out2 = dir.path().join("never.safetensors");
+    for args in [
+        vec!["--drop", "no_such_feature"],
+        vec!["--sparsity", "0.5"],
+        vec![],
+    ] {
+        let mut full = vec![
+            "edit",
+            "--editor",
+            p(&editor),
+            "--model",
+            p(&model),
+            "--out",
+            p(&out2),
+        ];
+        full.extend(args.iter());
+        let e = regop(&full);
+        assert_eq!(e.status.code(), Some(2), "{args:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&e.stderr)
+                .trim()
+                .lines()
+                .filter(|l| l.starts_with("error"))
+                .count(),
+            1
+        );
+        assert!(!out2.exists());
+    }
+    // The input is never overwritten, and an existing output needs --force.
+    let e = regop(&[
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&model),
+        "--out",
+        p(&model),
+        "--drop",
+        "group",
+        "--force",
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    let e = regop(&[
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&model),
+        "--out",
+        p(&out),
+        "--drop",
+        "group",
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--force"));
+    // A model of other data is refused.
+    let other = dir.path().join("other.safetensors");
+    let shape = regop::mlp::MlpShape::new(&[5, 4, 1], regop::kernels::activation::Activation::Relu);
+    let params = regop::mlp::init_params(&shape, 1);
+    let mm = regop::model::Model::load(&model).unwrap();
+    let mut wrong = mm.clone();
+    wrong.layers = vec![
+        regop::model::Linear {
+            name: "0".into(),
+            out_dim: 4,
+            in_dim: 5,
+            weight: params[..20].to_vec(),
+            bias: Some(params[20..24].to_vec()),
+        },
+        regop::model::Linear {
+            name: "2".into(),
+            out_dim: 1,
+            in_dim: 4,
+            weight: params[24..28].to_vec(),
+            bias: Some(params[28..29].to_vec()),
+        },
+    ];
+    wrong.features = None;
+    wrong.metadata.clear();
+    wrong.save(&other, false).unwrap();
+    let e = regop(&[
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&other),
+        "--out",
+        p(&out2),
+        "--drop",
+        "group",
+    ]);
+    assert_eq!(e.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&e.stderr);
+    assert!(
+        err.contains("other.safetensors") && err.contains("input columns"),
+        "{err}"
+    );
+    assert!(!out2.exists());
+}
+
+#[test]
+fn a_killed_training_resumes_to_the_same_editor() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "4");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--device",
+            "cpu",
+            "--seed",
+            "2",
+            "train",
+            "--zoo",
+            p(&z),
+            "--requirement",
+            "fairness",
+            "--steps",
+            "60",
+            "--eval-every",
+            "10",
+            "--out",
+            p(out),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
+    ok(&Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&whole))
+        .output()
+        .unwrap());
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&cut))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let last = cut.join("last.safetensors");
+    let t0 = std::time::Instant::now();
+    while !last.exists() {
+        assert!(t0.elapsed().as_secs() < 300, "no checkpoint in 5 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (_, meta) = regop::editor::Editor::load(&regop::Device::cpu(), &last).unwrap();
+    let step: usize = meta["step"].parse().unwrap();
+    assert!(step < 60, "the run finished before it could be interrupted");
+
+    // Without --resume the existing editor is not replaced; with it, training completes.
+    let again = Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&cut))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    ok(&Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(args(&cut))
+        .arg("--resume")
+        .output()
+        .unwrap());
+    for name in ["editor.safetensors", "last.safetensors"] {
+        assert!(
+            std::fs::read(whole.join(name)).unwrap() == std::fs::read(cut.join(name)).unwrap(),
+            "{name} differs after resuming from step {step}"
+        );
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&cut)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["editor.safetensors", "last.safetensors"],
+        "no temporary files left"
+    );
+}
