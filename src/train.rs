@@ -65,7 +65,7 @@ impl TrainConfig {
             layers: 2,
             gamma: 0.1,
             tau: 0.0,
-            lambda: (1.0, 1000.0),
+            lambda: (0.1, 100.0),
             sparsity: (0.5, 0.95),
             max_removed: 4,
             eval_every: 100,
@@ -222,6 +222,12 @@ impl<'a> Trainer<'a> {
             .take(cfg.val_models)
             .map(|m| (m, draw_ask(&mut rng, cfg, schema)))
             .collect();
+        if val.is_empty() {
+            return Err(Error::input(
+                zoo,
+                "has no validation models (they pick the checkpoint)",
+            ));
+        }
         let all = train.values().flatten().chain(val.iter().map(|(m, _)| m));
         let pos = PosIds {
             max_inputs: schema.n_columns(),

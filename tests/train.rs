@@ -346,3 +346,35 @@ fn a_killed_training_resumes_to_the_same_editor() {
         "no temporary files left"
     );
 }
+
+#[test]
+fn the_demo_runs_end_to_end_and_writes_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let r = regop(&[
+        "demo",
+        "--out",
+        p(&out),
+        "--models",
+        "24",
+        "--steps",
+        "40",
+        "--test-models",
+        "2",
+    ]);
+    ok(&r);
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.contains("report:"), "{text}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for task in ["minimise", "fairness", "prune"] {
+        assert!(report.contains(&format!("## {task}")), "{report}");
+        assert!(out.join(format!("compare-{task}/results.json")).exists());
+        assert!(out
+            .join(format!("zoo/editor-{task}/editor.safetensors"))
+            .exists());
+    }
+    assert!(report.matches("| editor").count() == 3, "{report}");
+    // A second run needs --force.
+    let again = regop(&["demo", "--out", p(&out)]);
+    assert_eq!(again.status.code(), Some(2));
+}

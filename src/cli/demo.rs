@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub models: usize,
     /// Training steps per editor.
-    #[arg(long, default_value_t = 400)]
+    #[arg(long, default_value_t = 1500)]
     pub steps: usize,
     /// Test models compared per requirement.
     #[arg(long, default_value_t = 8)]

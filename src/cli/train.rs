@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub tau: f32,
     /// Fairness weights drawn in training, log-uniformly ("LO,HI").
-    #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+    #[arg(long, value_delimiter = ',', default_value = "0.1,100")]
     pub lambda_range: Vec<f32>,
     /// Target sparsities drawn in training, uniformly ("LO,HI").
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.95")]
