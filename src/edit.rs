@@ -319,10 +319,12 @@ impl TrainBatch {
                         values_and_scores(&o, &self.pm, &head, &self.orig_host, z);
                     let keep = kept(scores.len(), self.asks[z].sparsity);
                     rank(&mut scores);
-                    if keep == 0 {
-                        f32::MAX
-                    } else {
-                        scores[keep - 1].0
+                    // Halfway between the last kept and the first dropped score, so that a
+                    // backend's last-bit difference in the score cannot flip either.
+                    match (keep, scores.len()) {
+                        (0, _) => f32::MAX,
+                        (k, n) if k == n => KEEP_ALL,
+                        (k, _) => 0.5 * (scores[k - 1].0 + scores[k].0),
                     }
                 })
                 .collect();

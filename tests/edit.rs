@@ -434,3 +434,73 @@ fn training_step_gradients_match_finite_differences() {
         assert!(rel < 2e-2, "{req:?}: relative error {rel:e}");
     }
 }
+
+/// The whole training step on the GPU backend gives the CPU backend's editor gradients.
+#[test]
+fn training_step_agrees_across_backends() {
+    let gpu = gpu();
+    let cpu = Device::cpu();
+    let mut rng = fresh_rng("train step gpu");
+    let shape = MlpShape::new(&[6, 5, 3, 1], Activation::Relu);
+    let params: Vec<Vec<f32>> = (0..3).map(|i| init_params(&shape, 20 + i)).collect();
+    let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+    let sensitive = vec![false, true, false, false, false, false];
+    let rows = 40;
+    let x = random(&mut rng, rows * 6);
+    let y: Vec<f32> = (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect();
+    let group: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
+    let ed_cpu = random_editor(&cpu, 6, &mut rng);
+    let p = cpu.read_all(&ed_cpu.params).unwrap();
+    let ed_gpu = Editor::from_params(&gpu, &ed_cpu.cfg, &p).unwrap();
+    for req in [
+        Requirement::Minimise,
+        Requirement::Fairness,
+        Requirement::Prune,
+    ] {
+        let spec = EditSpec {
+            requirement: req,
+            gap: Gap::Dp,
+            gamma: 0.3,
+            tau: 0.5,
+        };
+        let asks: Vec<Ask> = (0..3)
+            .map(|i| Ask {
+                removed: (0..6)
+                    .map(|c| req == Requirement::Minimise && c == i)
+                    .collect(),
+                lambda: 2.0,
+                sparsity: 0.6,
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (dev, ed) in [(&cpu, &ed_cpu), (&gpu, &ed_gpu)] {
+            let b =
+                TrainBatch::new(dev, ed, &spec, &shape, &refs, &asks, &sensitive, rows).unwrap();
+            b.forward(dev, ed).unwrap();
+            b.loss(dev, &x, &y, &group).unwrap();
+            b.backward(dev, ed).unwrap();
+            out.push((
+                dev.read_all(&ed.grads).unwrap(),
+                b.read_edited(dev).unwrap(),
+                b.read_losses(dev).unwrap(),
+            ));
+        }
+        let rel = |a: &[f32], b: &[f32]| {
+            let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let den: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
+            (num / den.max(1e-30)).sqrt()
+        };
+        assert!(
+            rel(&out[0].1, &out[1].1) < 1e-5,
+            "{req:?}: edited weights differ"
+        );
+        let g = rel(&out[0].0, &out[1].0);
+        assert!(g < 1e-4, "{req:?}: editor gradients differ by {g:e}");
+        for (a, b) in out[0].2.iter().zip(&out[1].2) {
+            assert!(
+                (a.0 - b.0).abs() < 1e-5 && (a.1 - b.1).abs() < 1e-5,
+                "{req:?}: losses"
+            );
+        }
+    }
+}
