@@ -97,6 +97,57 @@ pub fn sensitive_columns(schema: &Schema) -> Vec<bool> {
     s
 }
 
+/// What the editor knows of the input columns of its data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Columns {
+    /// Per column: it belongs to the sensitive attribute.
+    pub sensitive: Vec<bool>,
+    /// Per column: its mean on the training split (empty: no mean fold).
+    pub means: Vec<f32>,
+}
+
+impl Columns {
+    pub fn of(schema: &Schema, train: &crate::data::Split) -> Columns {
+        let d = schema.n_columns();
+        let rows = train.rows().max(1);
+        let mut means = vec![0.0f64; d];
+        for r in train.x.chunks(d) {
+            for (m, v) in means.iter_mut().zip(r) {
+                *m += *v as f64;
+            }
+        }
+        Columns {
+            sensitive: sensitive_columns(schema),
+            means: means.iter().map(|m| (m / rows as f64) as f32).collect(),
+        }
+    }
+}
+
+/// The base of a minimisation edit: removing a column replaces it by its training mean, folded
+/// into the first layer's biases (b_j += sum over removed c of W[j, c] * mean_c), so the model
+/// sees the average of what it lost; the editor's deltas are learned on top. Numeric columns
+/// are standardised (mean 0); one-hot columns fold their category frequencies.
+pub fn fold_removed_means(
+    shape: &MlpShape,
+    params: &[f32],
+    removed: &[bool],
+    means: &[f32],
+) -> Vec<f32> {
+    let mut out = params.to_vec();
+    if means.is_empty() || !removed.iter().any(|r| *r) {
+        return out;
+    }
+    let fi = shape.fan_in(0);
+    for j in 0..shape.fan_out(0) {
+        let shift: f32 = (0..fi)
+            .filter(|&c| removed[c])
+            .map(|c| params[shape.weight_offset(0) + j * fi + c] * means[c])
+            .sum();
+        out[shape.bias_offset(0) + j] += shift;
+    }
+    out
+}
+
 /// Per input column: it belongs to one of `features` (names checked by the caller).
 pub fn removed_columns(
     schema: &Schema,
@@ -132,6 +183,22 @@ fn build_graph(
         })
         .collect();
     GraphBatch::build(&inputs, &editor.cfg.pos).map_err(crate::error::Error::Usage)
+}
+
+/// The parameters an edit starts from: the model's own, or with the removed columns' means
+/// folded into the biases (minimise).
+fn base_params(
+    spec: &EditSpec,
+    shape: &MlpShape,
+    params: &[f32],
+    ask: &Ask,
+    cols: &Columns,
+) -> Vec<f32> {
+    if spec.requirement == Requirement::Minimise {
+        fold_removed_means(shape, params, &ask.removed, &cols.means)
+    } else {
+        params.to_vec()
+    }
 }
 
 /// Number of weights a model keeps at `sparsity` (the rest, round(sparsity * weights), are zero).
@@ -177,7 +244,7 @@ pub fn edit_models(
     spec: &EditSpec,
     models: &[(&MlpShape, &[f32])],
     asks: &[Ask],
-    sensitive: &[bool],
+    cols: &Columns,
 ) -> Result<Vec<Vec<f32>>> {
     // The editor's activations need ~hidden * 20 floats per edge: keep a chunk near 64 MB.
     let budget = (16 << 20) / (editor.cfg.hidden * 20).max(1);
@@ -195,7 +262,7 @@ pub fn edit_models(
             spec.requirement,
             &models[start..end],
             &asks[start..end],
-            sensitive,
+            &cols.sensitive,
         )?;
         let dg = DeviceGraph::upload(dev, &g)?;
         let tape = Tape::new(dev, &editor.cfg, &dg)?;
@@ -204,7 +271,8 @@ pub fn edit_models(
         let pm = g.param_map();
         let orig: Vec<f32> = models[start..end]
             .iter()
-            .flat_map(|(_, p)| p.iter().copied())
+            .zip(&asks[start..end])
+            .flat_map(|((s, p), a)| base_params(spec, s, p, a, cols))
             .collect();
         let o = spec.opts();
         for m in 0..end - start {
@@ -264,15 +332,21 @@ impl TrainBatch {
         shape: &MlpShape,
         params: &[&[f32]],
         asks: &[Ask],
-        sensitive: &[bool],
+        cols: &Columns,
         rows: usize,
     ) -> Result<TrainBatch> {
         let models: Vec<(&MlpShape, &[f32])> = params.iter().map(|p| (shape, *p)).collect();
-        let g = build_graph(editor, spec.requirement, &models, asks, sensitive)?;
+        let g = build_graph(editor, spec.requirement, &models, asks, &cols.sensitive)?;
         let pm = g.param_map();
         let dg = DeviceGraph::upload(dev, &g)?;
         let tape = Tape::new(dev, &editor.cfg, &dg)?;
-        let orig_host: Vec<f32> = params.iter().flat_map(|p| p.iter().copied()).collect();
+        let raw: Vec<f32> = params.iter().flat_map(|p| p.iter().copied()).collect();
+        // The edit's base values (`orig` in the kernels); the original models run unchanged.
+        let orig_host: Vec<f32> = params
+            .iter()
+            .zip(asks)
+            .flat_map(|(p, a)| base_params(spec, shape, p, a, cols))
+            .collect();
         let m = params.len();
         let idx = dev.upload_u32(&[pm.map.clone(), pm.kind.clone(), pm.inv.clone()].concat())?;
         let data = dev.upload(&[orig_host.clone(), vec![KEEP_ALL; m]].concat())?;
@@ -281,7 +355,7 @@ impl TrainBatch {
             models: m,
             rows,
             spec: *spec,
-            original: BatchedMlp::new(dev, shape, m, rows, &orig_host)?,
+            original: BatchedMlp::new(dev, shape, m, rows, &raw)?,
             edited: BatchedMlp::new(dev, shape, m, rows, &orig_host)?,
             x: dev.alloc(rows * shape.dims[0])?,
             fair: dev.alloc(m * rows + m)?,
@@ -438,6 +512,7 @@ pub struct EditorFile {
     pub data_options: crate::data::loaders::DataOptions,
     pub data_seed: u64,
     pub lambda: (f32, f32),
+    pub columns: Columns,
 }
 
 impl EditorFile {
@@ -457,9 +532,24 @@ impl EditorFile {
         let spec: EditSpec = serde_json::from_str(get("edit")?).map_err(|e| bad("edit", e))?;
         let train: crate::train::TrainConfig =
             serde_json::from_str(get("train")?).map_err(|e| bad("train", e))?;
+        let schema: Schema = serde_json::from_str(get("schema")?).map_err(|e| bad("schema", e))?;
+        let means: Vec<f32> = match meta.get("column_means") {
+            Some(m) => serde_json::from_str(m).map_err(|e| bad("column_means", e))?,
+            None => Vec::new(),
+        };
+        if !means.is_empty() && means.len() != schema.n_columns() {
+            return Err(crate::error::Error::input(
+                path,
+                "its 'column_means' do not match its schema",
+            ));
+        }
         Ok(EditorFile {
+            columns: Columns {
+                sensitive: sensitive_columns(&schema),
+                means,
+            },
+            schema,
             spec,
-            schema: serde_json::from_str(get("schema")?).map_err(|e| bad("schema", e))?,
             loader: serde_json::from_str(get("loader")?).map_err(|e| bad("loader", e))?,
             data_options: serde_json::from_str(get("data_options")?)
                 .map_err(|e| bad("data_options", e))?,
@@ -545,14 +635,7 @@ pub fn search_lambda(
         })
         .collect();
     let models: Vec<(&MlpShape, &[f32])> = grid.iter().map(|_| (shape, params)).collect();
-    let edited = edit_models(
-        dev,
-        &ef.editor,
-        &ef.spec,
-        &models,
-        &asks,
-        &sensitive_columns(&ef.schema),
-    )?;
+    let edited = edit_models(dev, &ef.editor, &ef.spec, &models, &asks, &ef.columns)?;
     let flat: Vec<f32> = edited.concat();
     let logits = crate::mlp::predict(dev, shape, grid.len(), &flat, &split.x)?;
     let rows = split.rows() * shape.outputs();

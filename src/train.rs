@@ -7,7 +7,7 @@
 
 use crate::data::{Dataset, Schema};
 use crate::device::Device;
-use crate::edit::{sensitive_columns, Ask, EditSpec, Requirement, TrainBatch, COND_DIM};
+use crate::edit::{Ask, Columns, EditSpec, Requirement, TrainBatch, COND_DIM};
 use crate::editor::{Editor, EditorConfig};
 use crate::error::{Error, Result};
 use crate::graph::PosIds;
@@ -174,7 +174,7 @@ pub struct Trainer<'a> {
     pub data: &'a Dataset,
     pub train: BTreeMap<Vec<usize>, Vec<Member>>,
     pub val: Vec<(Member, Ask)>,
-    pub sensitive: Vec<bool>,
+    pub columns: Columns,
     pub editor_cfg: EditorConfig,
 }
 
@@ -257,7 +257,7 @@ impl<'a> Trainer<'a> {
             data,
             train,
             val,
-            sensitive: sensitive_columns(schema),
+            columns: Columns::of(schema, &data.train),
         })
     }
 
@@ -296,7 +296,7 @@ impl<'a> Trainer<'a> {
             &chosen[0].shape,
             &params,
             &asks,
-            &self.sensitive,
+            &self.columns,
             self.cfg.rows,
         )?;
         b.forward(dev, editor)?;
@@ -336,7 +336,7 @@ impl<'a> Trainer<'a> {
                 &member.shape,
                 &[&member.params],
                 std::slice::from_ref(ask),
-                &self.sensitive,
+                &self.columns,
                 rows,
             )?;
             b.forward(dev, editor)?;
@@ -387,6 +387,10 @@ impl<'a> Trainer<'a> {
         );
         m.insert("data_seed".into(), manifest.data_seed.to_string());
         m.insert("train".into(), serde_json::to_string(&self.cfg).unwrap());
+        m.insert(
+            "column_means".into(),
+            serde_json::to_string(&self.columns.means).unwrap(),
+        );
         if let Some(b) = best {
             m.insert("best".into(), serde_json::to_string(b).unwrap());
         }

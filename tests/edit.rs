@@ -6,7 +6,9 @@
 mod common;
 use common::*;
 use rand::Rng;
-use regop::edit::{edit_models, Ask, EditSpec, Requirement, TrainBatch, COND_DIM};
+use regop::edit::{
+    edit_models, fold_removed_means, Ask, Columns, EditSpec, Requirement, TrainBatch, COND_DIM,
+};
 use regop::editor::{Editor, EditorConfig};
 use regop::graph::PosIds;
 use regop::kernels::activation::Activation;
@@ -329,7 +331,11 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
                 sparsity: [0.5, 0.9][i],
             })
             .collect();
-        let edited = edit_models(&dev, &ed, &spec, &models, &asks, &sensitive).unwrap();
+        let cols = Columns {
+            sensitive: sensitive.clone(),
+            means: vec![],
+        };
+        let edited = edit_models(&dev, &ed, &spec, &models, &asks, &cols).unwrap();
         for (m, s) in shapes.iter().enumerate() {
             let e = &edited[m];
             assert_eq!(e.len(), s.n_params());
@@ -372,6 +378,11 @@ fn training_step_gradients_match_finite_differences() {
     let params: Vec<Vec<f32>> = (0..2).map(|i| init_params(&shape, 10 + i)).collect();
     let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
     let sensitive = vec![true, false, false, false, false, false];
+    // Non-zero means: the minimisation edit starts from the mean fold.
+    let cols = Columns {
+        sensitive,
+        means: vec![0.3, 0.5, -0.2, 0.1, 0.7, 0.0],
+    };
     let rows = 24;
     let x = random(&mut rng, rows * 6);
     let y: Vec<f32> = (0..rows).map(|r| (r % 2) as f32).collect();
@@ -394,8 +405,7 @@ fn training_step_gradients_match_finite_differences() {
             })
             .collect();
         let objective = |e: &Editor| -> f64 {
-            let b =
-                TrainBatch::new(&dev, e, &spec, &shape, &refs, &asks, &sensitive, rows).unwrap();
+            let b = TrainBatch::new(&dev, e, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
             b.forward(&dev, e).unwrap();
             b.loss(&dev, &x, &y, &group).unwrap();
             b.read_losses(&dev)
@@ -405,7 +415,7 @@ fn training_step_gradients_match_finite_differences() {
                 .map(|((j, f), a)| *j as f64 + a.lambda as f64 * *f as f64)
                 .sum()
         };
-        let b = TrainBatch::new(&dev, &ed, &spec, &shape, &refs, &asks, &sensitive, rows).unwrap();
+        let b = TrainBatch::new(&dev, &ed, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
         b.forward(&dev, &ed).unwrap();
         b.loss(&dev, &x, &y, &group).unwrap();
         b.backward(&dev, &ed).unwrap();
@@ -444,7 +454,10 @@ fn training_step_agrees_across_backends() {
     let shape = MlpShape::new(&[6, 5, 3, 1], Activation::Relu);
     let params: Vec<Vec<f32>> = (0..3).map(|i| init_params(&shape, 20 + i)).collect();
     let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
-    let sensitive = vec![false, true, false, false, false, false];
+    let cols = Columns {
+        sensitive: vec![false, true, false, false, false, false],
+        means: vec![0.2, 0.4, 0.0, -0.3, 0.1, 0.9],
+    };
     let rows = 40;
     let x = random(&mut rng, rows * 6);
     let y: Vec<f32> = (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect();
@@ -474,8 +487,7 @@ fn training_step_agrees_across_backends() {
             .collect();
         let mut out = Vec::new();
         for (dev, ed) in [(&cpu, &ed_cpu), (&gpu, &ed_gpu)] {
-            let b =
-                TrainBatch::new(dev, ed, &spec, &shape, &refs, &asks, &sensitive, rows).unwrap();
+            let b = TrainBatch::new(dev, ed, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
             b.forward(dev, ed).unwrap();
             b.loss(dev, &x, &y, &group).unwrap();
             b.backward(dev, ed).unwrap();
@@ -503,4 +515,41 @@ fn training_step_agrees_across_backends() {
             );
         }
     }
+}
+
+#[test]
+fn the_mean_fold_moves_removed_columns_into_the_biases() {
+    let shape = MlpShape::new(&[3, 2, 1], Activation::Relu);
+    let params = init_params(&shape, 4);
+    let removed = [false, true, true];
+    let means = [5.0, 0.5, -2.0];
+    let f = fold_removed_means(&shape, &params, &removed, &means);
+    for j in 0..2 {
+        let want =
+            params[shape.bias_offset(0) + j] + params[j * 3 + 1] * 0.5 + params[j * 3 + 2] * -2.0;
+        assert!((f[shape.bias_offset(0) + j] - want).abs() < 1e-6);
+    }
+    // Everything else is unchanged; nothing removed or no means: no change at all.
+    for i in
+        (0..params.len()).filter(|i| !(shape.bias_offset(0)..shape.bias_offset(0) + 2).contains(i))
+    {
+        assert_eq!(f[i], params[i]);
+    }
+    assert_eq!(
+        fold_removed_means(&shape, &params, &[false; 3], &means),
+        params
+    );
+    assert_eq!(fold_removed_means(&shape, &params, &removed, &[]), params);
+    // With the fold, the edited model on a row equals the original on that row with the
+    // removed columns replaced by their means (first layer, before the activation).
+    let x = [1.5f32, 3.0, 7.0];
+    let xm = [1.5f32, 0.5, -2.0];
+    let mut zeroed = f.clone();
+    for j in 0..2 {
+        zeroed[j * 3 + 1] = 0.0;
+        zeroed[j * 3 + 2] = 0.0;
+    }
+    let a = regop::mlp::forward_host(&shape, &zeroed, &x, 1);
+    let b = regop::mlp::forward_host(&shape, &params, &xm, 1);
+    assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
 }

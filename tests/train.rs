@@ -167,6 +167,33 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     assert_eq!(norms[0], 0.0);
     assert_eq!(norms[1], 0.0);
     assert!(norms[2..].iter().all(|n| *n > 0.0));
+    // A directory of models in one call.
+    let batch = dir.path().join("batch");
+    std::fs::create_dir(&batch).unwrap();
+    for i in 0..3 {
+        let f = format!("model-0000{i}.safetensors");
+        std::fs::copy(z.join(&f), batch.join(&f)).unwrap();
+    }
+    let edited_dir = dir.path().join("edited");
+    let e = regop(&[
+        "--json",
+        "edit",
+        "--editor",
+        p(&editor),
+        "--batch",
+        p(&batch),
+        "--out",
+        p(&edited_dir),
+        "--drop",
+        "group",
+    ]);
+    let outcomes = ok(&e);
+    assert_eq!(outcomes.as_array().unwrap().len(), 3);
+    for i in 0..3 {
+        let m = regop::model::Model::load(&edited_dir.join(format!("model-0000{i}.safetensors")))
+            .unwrap();
+        assert_eq!(m.input_column_norms()[0], 0.0);
+    }
     // Bad requests: exit 2, one line, no output file.
     let out2 = dir.path().join("never.safetensors");
     for args in [

@@ -8,7 +8,7 @@ use crate::baselines::*;
 use crate::data::loaders::load;
 use crate::device::Device;
 pub use crate::edit::Requirement;
-use crate::edit::{edit_models, lambda_grid, search_lambda, sensitive_columns, Ask, EditorFile};
+use crate::edit::{edit_models, lambda_grid, search_lambda, Ask, EditorFile};
 use crate::error::{Error, Result};
 use crate::fit::FitModel;
 use crate::kernels::fairness::Gap;
@@ -166,7 +166,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             Some(ef)
         }
     };
-    let sensitive = sensitive_columns(&data.schema);
+    let columns = crate::edit::Columns::of(&data.schema, &data.train);
     let mut tests: Vec<_> = manifest
         .models
         .iter()
@@ -223,6 +223,18 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                     "zero columns".into(),
                     None,
                     Box::new(move || Ok(apply(&pp, &m1))),
+                ));
+                let (pp3, sh3, cols) = (params.clone(), shape.clone(), &columns);
+                let removed =
+                    crate::edit::removed_columns(&data.schema, &a.drop).map_err(Error::Usage)?;
+                methods.push((
+                    "zero columns + mean fold".into(),
+                    None,
+                    Box::new(move || {
+                        let folded =
+                            crate::edit::fold_removed_means(&sh3, &pp3, &removed, &cols.means);
+                        Ok(apply(&folded, mask))
+                    }),
                 ));
                 methods.push((
                     format!("zero + fine-tune ({} ep)", a.ft_epochs),
@@ -287,15 +299,12 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             }
         }
         if let Some(ef) = &editor {
-            let (dv, sh, pp, sens, schema) = (
-                &dev,
-                shape.clone(),
-                params.clone(),
-                &sensitive,
-                &data.schema,
-            );
+            let (dv, sh, pp, schema) = (&dev, shape.clone(), params.clone(), &data.schema);
             let edit_one = move |ask: Ask| -> Result<Vec<f32>> {
-                Ok(edit_models(dv, &ef.editor, &ef.spec, &[(&sh, &pp)], &[ask], sens)?.remove(0))
+                Ok(
+                    edit_models(dv, &ef.editor, &ef.spec, &[(&sh, &pp)], &[ask], &ef.columns)?
+                        .remove(0),
+                )
             };
             match a.requirement {
                 Requirement::Minimise => {

@@ -8,7 +8,7 @@ use super::{Global, Printer};
 use crate::data::loaders::{load, DatasetName};
 use crate::data::Dataset;
 use crate::device::Device;
-use crate::edit::{edit_models, lambda_grid, removed_columns, search_lambda, sensitive_columns};
+use crate::edit::{edit_models, lambda_grid, removed_columns, search_lambda};
 use crate::edit::{Ask, EditorFile, Requirement};
 use crate::error::{Error, Result};
 use crate::kernels::fairness::Gap;
@@ -239,14 +239,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             if ef.spec.requirement == Requirement::Fairness {
                 lambdas = vec![Some(r.ask.lambda); models.len()];
             }
-            edit_models(
-                &dev,
-                &ef.editor,
-                &ef.spec,
-                &pairs,
-                &asks,
-                &sensitive_columns(&ef.schema),
-            )?
+            edit_models(&dev, &ef.editor, &ef.spec, &pairs, &asks, &ef.columns)?
         }
     };
     dev.sync()?;
