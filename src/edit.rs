@@ -659,3 +659,50 @@ pub fn search_lambda(
         });
     Ok((grid[best], edited.into_iter().nth(best).unwrap()))
 }
+
+/// The editor picks which features to drop under a feature budget: starting from `forced`,
+/// it removes one feature at a time, each round editing the model once per remaining
+/// candidate in one batch and keeping the removal whose edit agrees best with the original
+/// model on `split`, until at most `keep` features remain. Returns the removed feature names.
+pub fn choose_features(
+    dev: &Device,
+    ef: &EditorFile,
+    shape: &MlpShape,
+    params: &[f32],
+    split: &crate::data::Split,
+    keep: usize,
+    forced: &[String],
+) -> Result<Vec<String>> {
+    use crate::metrics::{accuracy, decisions};
+    let names: Vec<String> = ef.schema.features.iter().map(|f| f.name.clone()).collect();
+    let mut removed: Vec<String> = forced.to_vec();
+    let base = decisions(&crate::mlp::predict(dev, shape, 1, params, &split.x)?);
+    while names.len() - removed.len() > keep {
+        let candidates: Vec<&String> = names.iter().filter(|n| !removed.contains(n)).collect();
+        let asks: Vec<Ask> = candidates
+            .iter()
+            .map(|c| {
+                let mut set = removed.clone();
+                set.push((*c).clone());
+                Ask {
+                    removed: removed_columns(&ef.schema, &set).expect("schema's own names"),
+                    ..Ask::new(ef.schema.n_columns())
+                }
+            })
+            .collect();
+        let models: Vec<(&MlpShape, &[f32])> = asks.iter().map(|_| (shape, params)).collect();
+        let edited = edit_models(dev, &ef.editor, &ef.spec, &models, &asks, &ef.columns)?;
+        let flat: Vec<f32> = edited.concat();
+        let logits = crate::mlp::predict(dev, shape, asks.len(), &flat, &split.x)?;
+        let rows = split.rows() * shape.outputs();
+        let best = (0..asks.len())
+            .max_by(|&a, &b| {
+                let agree =
+                    |i: usize| accuracy(&base, &decisions(&logits[i * rows..(i + 1) * rows]));
+                agree(a).total_cmp(&agree(b)).then(b.cmp(&a))
+            })
+            .expect("a candidate");
+        removed.push(candidates[best].clone());
+    }
+    Ok(removed)
+}

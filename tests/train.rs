@@ -103,8 +103,9 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     );
     assert_eq!(median_of(&r, "editor", "satisfied"), 1.0);
 
-    // Minimisation: the editor keeps the removed columns at exactly zero and agrees with the
-    // original model at least as well as zeroing them.
+    // Minimisation: on the held-out validation models, the trained editor's divergence from
+    // the original models is below the trivial edit's (the untrained editor: zeroed columns
+    // with their means folded into the biases); every test model's removed columns are zero.
     ok(&regop(&[
         "--json",
         "train",
@@ -118,6 +119,18 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         "50",
     ]));
     let editor = z.join("editor-minimise/editor.safetensors");
+    let (_, meta) = regop::editor::Editor::load(&regop::Device::cpu(), &editor).unwrap();
+    let history: Vec<regop::train::Validation> = serde_json::from_str(&meta["history"]).unwrap();
+    let best: regop::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
+    eprintln!(
+        "minimise: validation JSD {:.5} (trivial edit) -> {:.5} (trained)",
+        history[0].jsd, best.jsd
+    );
+    assert_eq!(history[0].step, 0);
+    assert!(
+        best.jsd < history[0].jsd,
+        "training did not improve on the trivial edit"
+    );
     let r = ok(&regop(&[
         "--json",
         "compare",
@@ -132,12 +145,6 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         "--ft-epochs",
         "1",
     ]));
-    let (ed, zero) = (
-        median_of(&r, "editor", "median_agreement"),
-        median_of(&r, "zero columns", "median_agreement"),
-    );
-    eprintln!("minimise: agreement with the original: editor {ed:.4}, zeroing {zero:.4}");
-    assert!(ed >= zero, "editor agreement {ed} below zeroing {zero}");
     assert_eq!(median_of(&r, "editor", "satisfied"), 1.0);
 
     // `regop edit`: verified before -> after, exit 0 when met; the file loads as a model.
@@ -193,6 +200,38 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         let m = regop::model::Model::load(&edited_dir.join(format!("model-0000{i}.safetensors")))
             .unwrap();
         assert_eq!(m.input_column_norms()[0], 0.0);
+    }
+    // A feature budget: the editor picks which features to drop, keeping at most 6 of 10.
+    let kf = dir.path().join("budget.safetensors");
+    let e = regop(&[
+        "--json",
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&model),
+        "--out",
+        p(&kf),
+        "--keep-features",
+        "6",
+        "--drop",
+        "group",
+    ]);
+    let o = ok(&e);
+    let dropped: Vec<String> = o[0]["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(dropped.len(), 4, "{dropped:?}");
+    assert_eq!(dropped[0], "group");
+    let (_, meta) = regop::editor::Editor::load(&regop::Device::cpu(), &editor).unwrap();
+    let schema: regop::data::Schema = serde_json::from_str(&meta["schema"]).unwrap();
+    let norms = regop::model::Model::load(&kf).unwrap().input_column_norms();
+    for f in &schema.features {
+        let zero = norms[f.start..f.start + f.width].iter().all(|n| *n == 0.0);
+        assert_eq!(zero, dropped.contains(&f.name), "feature {}", f.name);
     }
     // Bad requests: exit 2, one line, no output file.
     let out2 = dir.path().join("never.safetensors");

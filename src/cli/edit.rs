@@ -8,7 +8,7 @@ use super::{Global, Printer};
 use crate::data::loaders::{load, DatasetName};
 use crate::data::Dataset;
 use crate::device::Device;
-use crate::edit::{edit_models, lambda_grid, removed_columns, search_lambda};
+use crate::edit::{choose_features, edit_models, lambda_grid, removed_columns, search_lambda};
 use crate::edit::{Ask, EditorFile, Requirement};
 use crate::error::{Error, Result};
 use crate::kernels::fairness::Gap;
@@ -37,6 +37,10 @@ pub struct Args {
     /// Features to remove (minimise editors).
     #[arg(long, value_delimiter = ',')]
     pub drop: Vec<String>,
+    /// Let the editor choose which features to drop so that at most this many remain
+    /// (minimise editors; needs the data). --drop features are dropped in any case.
+    #[arg(long)]
+    pub keep_features: Option<usize>,
     /// Target weight sparsity (prune editors).
     #[arg(long)]
     pub sparsity: Option<f32>,
@@ -75,6 +79,9 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
     if !a.drop.is_empty() && req != Requirement::Minimise {
         return wrong("--drop");
     }
+    if a.keep_features.is_some() && req != Requirement::Minimise {
+        return wrong("--keep-features");
+    }
     if a.sparsity.is_some() && req != Requirement::Prune {
         return wrong("--sparsity");
     }
@@ -86,9 +93,9 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
     let mut target = None;
     match req {
         Requirement::Minimise => {
-            if a.drop.is_empty() {
+            if a.drop.is_empty() && a.keep_features.is_none() {
                 return Err(Error::Usage(
-                    "a minimise editor needs --drop FEATURE[,FEATURE]".into(),
+                    "a minimise editor needs --drop FEATURE[,FEATURE] or --keep-features K".into(),
                 ));
             }
             ask.removed = removed_columns(&ef.schema, &a.drop)
@@ -143,6 +150,8 @@ struct Outcome {
     out: PathBuf,
     seconds: f64,
     lambda: Option<f32>,
+    /// Features the editor chose to drop (--keep-features).
+    dropped: Option<Vec<String>>,
     requirement: String,
     before: f64,
     after: f64,
@@ -158,6 +167,12 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let ef = EditorFile::load(&dev, &a.editor)?;
     let r = request(&a, &ef)?;
     let data = data_for(&ef, a.data.as_deref())?;
+    if a.keep_features.is_some() && data.is_none() {
+        return Err(Error::Usage(format!(
+            "--keep-features needs the data: pass --data with the {:?} files",
+            ef.loader
+        )));
+    }
     if r.target.is_some() && data.is_none() {
         return Err(Error::Usage(format!(
             "searching lambda for a gap bound needs the data: pass --data with the {:?} files",
@@ -218,6 +233,15 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     // grid of lambdas, picked on the validation split).
     let t0 = Instant::now();
     let mut lambdas = vec![None; models.len()];
+    let mut asks = vec![r.ask.clone(); models.len()];
+    let mut chosen: Vec<Option<Vec<String>>> = vec![None; models.len()];
+    if let (Some(k), Some(d)) = (a.keep_features, &data) {
+        for i in 0..models.len() {
+            let names = choose_features(&dev, &ef, &shapes[i], &params[i], &d.val, k, &a.drop)?;
+            asks[i].removed = removed_columns(&ef.schema, &names).map_err(Error::Usage)?;
+            chosen[i] = Some(names);
+        }
+    }
     let edited: Vec<Vec<f32>> = match (r.target, &data) {
         (Some((gap, bound)), Some(d)) => {
             let grid = lambda_grid(ef.lambda, 16);
@@ -235,7 +259,6 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 .zip(&params)
                 .map(|(s, w)| (s, w.as_slice()))
                 .collect();
-            let asks = vec![r.ask.clone(); models.len()];
             if ef.spec.requirement == Requirement::Fairness {
                 lambdas = vec![Some(r.ask.lambda); models.len()];
             }
@@ -253,7 +276,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 let largest = |w: &[f32]| {
                     (0..shape.fan_out(0))
                         .flat_map(|j| (0..shape.dims[0]).map(move |c| (j, c)))
-                        .filter(|(_, c)| r.ask.removed[*c])
+                        .filter(|(_, c)| asks[i].removed[*c])
                         .map(|(j, c)| w[j * shape.dims[0] + c].abs() as f64)
                         .fold(0.0, f64::max)
                 };
@@ -312,7 +335,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         let mut m = models[i].with_params(after_w);
         m.metadata.insert(
             "regop_edit".into(),
-            serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": a.drop,
+            serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": chosen[i].clone().unwrap_or(a.drop.clone()),
                 "sparsity": a.sparsity, "lambda": lambdas[i]})
             .to_string(),
         );
@@ -322,6 +345,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             out: out.clone(),
             seconds,
             lambda: lambdas[i],
+            dropped: chosen[i].clone(),
             requirement: name,
             before,
             after,
@@ -347,6 +371,9 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 (o.accuracy_before, o.accuracy_after, o.agreement)
             {
                 line += &format!(", test accuracy {b:.4} -> {af:.4}, agreement {ag:.4}");
+            }
+            if let Some(f) = &o.dropped {
+                line += &format!(", dropped {}", f.join(","));
             }
             if let Some(l) = o.lambda {
                 line += &format!(", lambda {l:.3}");
