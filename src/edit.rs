@@ -265,7 +265,7 @@ pub fn edit_models(
             &cols.sensitive,
         )?;
         let dg = DeviceGraph::upload(dev, &g)?;
-        let tape = Tape::new(dev, &editor.cfg, &dg)?;
+        let tape = Tape::forward_only(dev, &editor.cfg, &dg)?;
         editor.forward(dev, &dg, &tape)?;
         let head = dev.read(&tape.acts, tape.head().offset, tape.head().len)?;
         let pm = g.param_map();

@@ -181,6 +181,13 @@ pub struct Tape {
 
 impl Tape {
     pub fn new(dev: &Device, cfg: &EditorConfig, g: &DeviceGraph) -> Result<Tape> {
+        Tape::alloc(dev, cfg, g, true)
+    }
+    /// A tape for inference: activations only, no gradient half (half the memory).
+    pub fn forward_only(dev: &Device, cfg: &EditorConfig, g: &DeviceGraph) -> Result<Tape> {
+        Tape::alloc(dev, cfg, g, false)
+    }
+    fn alloc(dev: &Device, cfg: &EditorConfig, g: &DeviceGraph, grads: bool) -> Result<Tape> {
         let (n, e, m, h) = (g.n, g.e, g.m, cfg.hidden);
         let mut off = BTreeMap::new();
         let mut total = 0;
@@ -225,7 +232,7 @@ impl Tape {
         }
         Ok(Tape {
             acts: dev.alloc(total)?,
-            dacts: dev.alloc(total)?,
+            dacts: dev.alloc(if grads { total } else { 1 })?,
             off,
         })
     }
