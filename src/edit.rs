@@ -325,6 +325,7 @@ pub struct TrainBatch {
 }
 
 impl TrainBatch {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dev: &Device,
         editor: &Editor,
@@ -613,6 +614,7 @@ pub const SEARCH_MARGIN: f64 = 0.6;
 /// inference, then the most accurate edit whose gap on `split` is at most `SEARCH_MARGIN *
 /// max_gap` (or, when none is, the one with the smallest gap). Returns (lambda, edited
 /// parameters).
+#[allow(clippy::too_many_arguments)]
 pub fn search_lambda(
     dev: &Device,
     ef: &EditorFile,

@@ -27,6 +27,21 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
+/// `regop edit --editor E --model M --out O` plus `extra` flags.
+fn edit(editor: &Path, model: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "edit",
+        "--editor",
+        p(editor),
+        "--model",
+        p(model),
+        "--out",
+        p(out),
+    ];
+    args.extend_from_slice(extra);
+    regop(&args)
+}
+
 /// A small synthetic zoo (one architecture family, quick to train).
 fn zoo(dir: &Path, seed: &str) -> PathBuf {
     let z = dir.join("zoo");
@@ -150,17 +165,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     // `regop edit`: verified before -> after, exit 0 when met; the file loads as a model.
     let model = z.join("model-00000.safetensors");
     let out = dir.path().join("edited.safetensors");
-    let e = regop(&[
-        "edit",
-        "--editor",
-        p(&editor),
-        "--model",
-        p(&model),
-        "--out",
-        p(&out),
-        "--drop",
-        "group",
-    ]);
+    let e = edit(&editor, &model, &out, &["--drop", "group"]);
     assert_eq!(
         e.status.code(),
         Some(0),
@@ -203,20 +208,12 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     }
     // A feature budget: the editor picks which features to drop, keeping at most 6 of 10.
     let kf = dir.path().join("budget.safetensors");
-    let e = regop(&[
-        "--json",
-        "edit",
-        "--editor",
-        p(&editor),
-        "--model",
-        p(&model),
-        "--out",
-        p(&kf),
-        "--keep-features",
-        "6",
-        "--drop",
-        "group",
-    ]);
+    let e = edit(
+        &editor,
+        &model,
+        &kf,
+        &["--json", "--keep-features", "6", "--drop", "group"],
+    );
     let o = ok(&e);
     let dropped: Vec<String> = o[0]["dropped"]
         .as_array()
@@ -240,17 +237,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         vec!["--sparsity", "0.5"],
         vec![],
     ] {
-        let mut full = vec![
-            "edit",
-            "--editor",
-            p(&editor),
-            "--model",
-            p(&model),
-            "--out",
-            p(&out2),
-        ];
-        full.extend(args.iter());
-        let e = regop(&full);
+        let e = edit(&editor, &model, &out2, &args);
         assert_eq!(e.status.code(), Some(2), "{args:?}");
         assert_eq!(
             String::from_utf8_lossy(&e.stderr)
@@ -263,30 +250,9 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         assert!(!out2.exists());
     }
     // The input is never overwritten, and an existing output needs --force.
-    let e = regop(&[
-        "edit",
-        "--editor",
-        p(&editor),
-        "--model",
-        p(&model),
-        "--out",
-        p(&model),
-        "--drop",
-        "group",
-        "--force",
-    ]);
+    let e = edit(&editor, &model, &model, &["--drop", "group", "--force"]);
     assert_eq!(e.status.code(), Some(2));
-    let e = regop(&[
-        "edit",
-        "--editor",
-        p(&editor),
-        "--model",
-        p(&model),
-        "--out",
-        p(&out),
-        "--drop",
-        "group",
-    ]);
+    let e = edit(&editor, &model, &out, &["--drop", "group"]);
     assert_eq!(e.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&e.stderr).contains("--force"));
     // A model of other data is refused.
@@ -314,17 +280,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     wrong.features = None;
     wrong.metadata.clear();
     wrong.save(&other, false).unwrap();
-    let e = regop(&[
-        "edit",
-        "--editor",
-        p(&editor),
-        "--model",
-        p(&other),
-        "--out",
-        p(&out2),
-        "--drop",
-        "group",
-    ]);
+    let e = edit(&editor, &other, &out2, &["--drop", "group"]);
     assert_eq!(e.status.code(), Some(2));
     let err = String::from_utf8_lossy(&e.stderr);
     assert!(

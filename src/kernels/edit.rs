@@ -104,7 +104,7 @@ pub fn edit_forward(
 ) -> Result<()> {
     let n = orig.len;
     assert!(
-        map.len == n && kind.len == n && edited.len == n && head.len % 2 == 0,
+        map.len == n && kind.len == n && edited.len == n && head.len.is_multiple_of(2),
         "edit_forward: shapes"
     );
     assert_eq!(

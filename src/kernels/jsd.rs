@@ -89,9 +89,9 @@ pub fn jsd(
         Device::Cpu(_) => {
             let (pv, qv) = unsafe { (p.cpu(), q.cpu()) };
             let (lv, dv) = unsafe { (loss.cpu_mut(), dq.cpu_mut()) };
-            for r in 0..rows {
+            for (r, l) in lv.iter_mut().enumerate() {
                 let s = r * classes..(r + 1) * classes;
-                lv[r] = row(&pv[s.clone()], &qv[s.clone()], &mut dv[s], scale);
+                *l = row(&pv[s.clone()], &qv[s.clone()], &mut dv[s], scale);
             }
             Ok(())
         }
