@@ -357,6 +357,36 @@ fn a_killed_training_resumes_to_the_same_editor() {
             "{name} differs after resuming from step {step}"
         );
     }
+    // The fairness editor edits with a given lambda or searches one for a gap bound.
+    let model = z.join("model-00001.safetensors");
+    let out = dir.path().join("fair.safetensors");
+    let editor = cut.join("editor.safetensors");
+    let r = ok(&edit(
+        &editor,
+        &model,
+        &out,
+        &["--json", "--max-eo-gap", "1.0"],
+    ));
+    assert_eq!(r[0]["met"], true);
+    assert!(r[0]["lambda"].as_f64().unwrap() > 0.0);
+    assert!(r[0]["requirement"]
+        .as_str()
+        .unwrap()
+        .starts_with("EO difference"));
+    let r = ok(&edit(
+        &editor,
+        &model,
+        &out,
+        &["--json", "--lambda", "2", "--force"],
+    ));
+    assert_eq!(r[0]["lambda"].as_f64(), Some(2.0));
+    let e = edit(
+        &editor,
+        &model,
+        &out,
+        &["--lambda", "2", "--max-eo-gap", "0.1"],
+    );
+    assert_eq!(e.status.code(), Some(2), "conflicting flags");
     let mut names: Vec<_> = std::fs::read_dir(&cut)
         .unwrap()
         .map(|e| e.unwrap().file_name())

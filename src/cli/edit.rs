@@ -303,9 +303,11 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             }
             Requirement::Fairness => {
                 let gap = r.target.map_or(ef.spec.gap, |t| t.0);
-                let name = format!("{gap:?} difference (test split)")
-                    .to_uppercase()
-                    .replace("DIFFERENCE (TEST SPLIT)", "difference (test split)");
+                let short = match gap {
+                    Gap::Eo => "EO",
+                    Gap::Dp => "DP",
+                };
+                let name = format!("{short} difference (test split)");
                 match &data {
                     Some(d) => {
                         let m = |w: &[f32]| -> Result<f64> {
