@@ -53,7 +53,7 @@ fn jsd(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid:
         total += 0.5 * (exp(lp) * (lp - lm) + exp(lq) * (lq - lm));
         qg += exp(lq) * 0.5 * (lq - lm);
     }
-    loss[p.loss_off + r] = total;
+    loss[p.loss_off + r] = max(total, 0.0); // rounding can leave -1e-8 where P = Q
     for (var k = 0u; k < k_n; k++) {
         if (p.classes == 1u && k == 0u) { continue; }
         let lp = logit(true, r, k) - lse_p;

@@ -56,11 +56,13 @@ fn jsd_matches_cpu_and_finite_differences() {
             )
         };
         let (cpu, g) = on_both(&gpu, &init, run);
-        compare(
+        // Where P and Q nearly agree the divergence is a small difference of O(1) terms:
+        // compare relative to the scale of the terms (norms floored at 1e-2).
+        compare_with(
             &format!("jsd {rows}x{classes}"),
             &cpu,
             &g,
-            &[loss.clone(), dq.clone()],
+            &[(loss.clone(), 1e-4, 1e-2), (dq.clone(), 1e-4, 1e-2)],
         );
         for r in 0..rows {
             let l = cpu[loss.start + r];

@@ -203,8 +203,10 @@ fn fd_check(what: &str, x0: &[f32], analytic: &[f32], mut loss: impl FnMut(&[f32
         .sum::<f64>()
         .sqrt();
     let den: f64 = numeric.iter().map(|n| n * n).sum::<f64>().sqrt();
+    // Central differences with h = 1e-2 on f32 losses: truncation error reaches ~0.5% on
+    // small, strongly curved cases (a 7-row fairness penalty); a wrong gradient term gives 10%+.
     assert!(
-        den > 1e-6 && num / den < 2e-3,
+        den > 1e-6 && num / den < 1e-2,
         "{what}: gradient relative error {:e}",
         num / den
     );
@@ -376,14 +378,22 @@ fn fairness_penalty_matches_cpu_and_finite_differences() {
                     .map(|v| v * 2.0)
                     .collect(),
             );
+            // The first rows of each model cover every (label, group) cell, so no draw leaves
+            // a penalty that is zero by construction (one group per cell).
             let mut yl: Vec<f32> = (0..models * rows)
-                .map(|_| rng.random_range(0..2) as f32)
+                .map(|i| match i % rows {
+                    r if r < 2 * groups => (r % 2) as f32,
+                    _ => rng.random_range(0..2) as f32,
+                })
                 .collect();
             yl.extend((0..models).map(|_| rng.random_range(0.1f32..3.0)));
             let ylr = p.put(yl);
             let gr = p.put(bits(
                 &(0..models * rows)
-                    .map(|_| rng.random_range(0..groups as u32))
+                    .map(|i| match i % rows {
+                        r if r < 2 * groups => (r / 2) as u32,
+                        _ => rng.random_range(0..groups as u32),
+                    })
                     .collect::<Vec<_>>(),
             ));
             let lossr = p.poison(models);
@@ -404,11 +414,15 @@ fn fairness_penalty_matches_cpu_and_finite_differences() {
                 )
             };
             let (cpu, g) = on_both(&gpu, &init, run);
-            compare(
+            // The penalty sums squares of differences between group rates and the overall
+            // rate (both near 0.5): the GPU's exp, a few ulps off, is amplified by the
+            // cancellation, and a penalty near zero has no relative precision at all. The
+            // loss is compared relative to the scale of its terms (norm floored at 1e-2).
+            compare_with(
                 &format!("fairness {gap:?} {models}x{rows} groups={groups}"),
                 &cpu,
                 &g,
-                &[lossr.clone(), dr.clone()],
+                &[(lossr.clone(), 1e-4, 1e-2), (dr.clone(), 1e-5, 0.0)],
             );
 
             // Finite differences on the CPU: d(sum_z lambda_z * loss_z) / d logit.

@@ -65,7 +65,7 @@ fn row(p: &[f32], q: &[f32], dq: &mut [f32], scale: f32) -> f32 {
         let d = scale * lq.exp() * (0.5 * (lq - lm) - qg);
         dq[if classes == 1 { 0 } else { k }] = d;
     }
-    total
+    total.max(0.0) // rounding can leave -1e-8 where P = Q
 }
 
 /// For `loss.len()` rows of `classes` logits: per-row JSD(P || Q) into `loss` and `scale` times

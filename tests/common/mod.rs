@@ -55,8 +55,21 @@ pub fn on_both(
 /// its outputs or skipped a cell; cells outside every output must be untouched (bit-identical);
 /// no NaN may remain inside an output. Returns the largest relative error.
 pub fn compare(what: &str, cpu: &[f32], gpu: &[f32], outputs: &[std::ops::Range<usize>]) -> f64 {
+    let with: Vec<_> = outputs.iter().map(|r| (r.clone(), 1e-5, 0.0)).collect();
+    compare_with(what, cpu, gpu, &with)
+}
+
+/// `compare` with a tolerance per output range and a floor under the norm it is relative to,
+/// for outputs that are ill-conditioned in f32 (small differences of large terms), where the
+/// backends' last bits legitimately spread.
+pub fn compare_with(
+    what: &str,
+    cpu: &[f32],
+    gpu: &[f32],
+    outputs: &[(std::ops::Range<usize>, f64, f64)],
+) -> f64 {
     assert_eq!(cpu.len(), gpu.len());
-    let inside = |i: usize| outputs.iter().any(|r| r.contains(&i));
+    let inside = |i: usize| outputs.iter().any(|(r, _, _)| r.contains(&i));
     for i in 0..cpu.len() {
         assert_eq!(
             cpu[i].is_nan(),
@@ -74,7 +87,7 @@ pub fn compare(what: &str, cpu: &[f32], gpu: &[f32], outputs: &[std::ops::Range<
         }
     }
     let mut worst = 0.0f64;
-    for range in outputs {
+    for (range, tol, floor) in outputs {
         let (mut num, mut den) = (0.0f64, 0.0f64);
         for i in range.clone() {
             assert!(!cpu[i].is_nan(), "{what}: output cell {i} never written");
@@ -82,10 +95,10 @@ pub fn compare(what: &str, cpu: &[f32], gpu: &[f32], outputs: &[std::ops::Range<
             num += d * d;
             den += (cpu[i] as f64).powi(2);
         }
-        let rel = (num / den.max(1e-30)).sqrt();
+        let rel = (num / den.max(floor * floor).max(1e-30)).sqrt();
         assert!(
-            rel < 1e-5,
-            "{what}: relative error {rel:e} >= 1e-5 over {range:?}"
+            rel < *tol,
+            "{what}: relative error {rel:e} >= {tol:e} over {range:?}"
         );
         worst = worst.max(rel);
     }
