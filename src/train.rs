@@ -65,7 +65,7 @@ impl TrainConfig {
             layers: 2,
             gamma: 0.1,
             tau: 0.0,
-            lambda: (0.1, 100.0),
+            lambda: (0.1, 30.0),
             sparsity: (0.5, 0.95),
             max_removed: 4,
             eval_every: 100,

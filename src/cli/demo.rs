@@ -31,10 +31,9 @@ pub struct Args {
 /// The three requirements as the demo asks them: (name, train flags, compare flags).
 const TASKS: [(&str, &[&str], &[&str]); 3] = [
     ("minimise", &[], &["--drop", "group,proxy_num"]),
-    // Soft group rates need many rows per step to be steady.
     (
         "fairness",
-        &["--step-rows", "2048"],
+        &[],
         &["--max-gap", "0.05", "--lambdas", "1,8,64"],
     ),
     ("prune", &[], &["--sparsity", "0.8"]),

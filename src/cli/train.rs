@@ -28,9 +28,10 @@ pub struct Args {
     /// Models per step.
     #[arg(long, default_value_t = 8)]
     pub models_per_step: usize,
-    /// Data rows per step.
-    #[arg(long, default_value_t = 512)]
-    pub step_rows: usize,
+    /// Data rows per step (default 512; 2048 for fairness, whose soft group rates need many
+    /// rows to be steady).
+    #[arg(long)]
+    pub step_rows: Option<usize>,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
     /// Editor width.
@@ -48,7 +49,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub tau: f32,
     /// Fairness weights drawn in training, log-uniformly ("LO,HI").
-    #[arg(long, value_delimiter = ',', default_value = "0.1,100")]
+    #[arg(long, value_delimiter = ',', default_value = "0.1,30")]
     pub lambda_range: Vec<f32>,
     /// Target sparsities drawn in training, uniformly ("LO,HI").
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.95")]
@@ -88,7 +89,7 @@ fn pair(name: &str, v: &[f32], ok: impl Fn(f32) -> bool) -> Result<(f32, f32)> {
 pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
     if a.steps == 0
         || a.models_per_step == 0
-        || a.step_rows == 0
+        || a.step_rows == Some(0)
         || a.eval_every == 0
         || a.hidden == 0
         || a.layers == 0
@@ -99,7 +100,10 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         gap: a.gap,
         steps: a.steps,
         models: a.models_per_step,
-        rows: a.step_rows,
+        rows: a.step_rows.unwrap_or(match a.requirement {
+            Requirement::Fairness => 2048,
+            _ => 512,
+        }),
         lr: a.lr,
         hidden: a.hidden,
         layers: a.layers,
