@@ -697,12 +697,11 @@ pub fn choose_features(
         let flat: Vec<f32> = edited.concat();
         let logits = crate::mlp::predict(dev, shape, asks.len(), &flat, &split.x)?;
         let rows = split.rows() * shape.outputs();
+        let agree: Vec<f64> = (0..asks.len())
+            .map(|i| accuracy(&base, &decisions(&logits[i * rows..(i + 1) * rows])))
+            .collect();
         let best = (0..asks.len())
-            .max_by(|&a, &b| {
-                let agree =
-                    |i: usize| accuracy(&base, &decisions(&logits[i * rows..(i + 1) * rows]));
-                agree(a).total_cmp(&agree(b)).then(b.cmp(&a))
-            })
+            .max_by(|&a, &b| agree[a].total_cmp(&agree[b]).then(b.cmp(&a)))
             .expect("a candidate");
         removed.push(candidates[best].clone());
     }

@@ -276,32 +276,21 @@ const POS: PosIds = PosIds {
     max_outputs: 1,
 };
 
-fn random_editor(dev: &Device, hidden: usize, rng: &mut impl Rng) -> Editor {
+fn editor_of(dev: &Device, hidden: usize, rng: &mut impl Rng) -> Editor {
     let cfg = EditorConfig {
         hidden,
         layers: 2,
         cond_dim: COND_DIM,
         pos: POS,
     };
-    let fresh = Editor::new(&Device::cpu(), &cfg, 0).unwrap();
-    let mut p: Vec<f32> = (0..fresh.layout.total)
-        .map(|_| rng.random_range(-0.5f32..0.5))
-        .collect();
-    for (name, _, off) in &fresh.layout.entries {
-        if name.ends_with(".ln") {
-            for v in &mut p[*off..off + hidden] {
-                *v += 1.0;
-            }
-        }
-    }
-    Editor::from_params(dev, &cfg, &p).unwrap()
+    random_editor(dev, &cfg, rng)
 }
 
 #[test]
 fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
     let dev = Device::cpu();
     let mut rng = fresh_rng("edit_models");
-    let ed = random_editor(&dev, 8, &mut rng);
+    let ed = editor_of(&dev, 8, &mut rng);
     let shapes = [
         MlpShape::new(&[6, 5, 1], Activation::Relu),
         MlpShape::new(&[6, 4, 3, 1], Activation::Relu),
@@ -390,7 +379,7 @@ fn training_step_gradients_match_finite_differences() {
     let y: Vec<f32> = (0..rows).map(|r| (r % 2) as f32).collect();
     let group: Vec<u32> = (0..rows).map(|r| (r / 3 % 2) as u32).collect();
     for req in [Requirement::Minimise, Requirement::Fairness] {
-        let ed = random_editor(&dev, 5, &mut rng);
+        let ed = editor_of(&dev, 5, &mut rng);
         let spec = EditSpec {
             requirement: req,
             gap: Gap::Eo,
@@ -464,7 +453,7 @@ fn training_step_agrees_across_backends() {
     let x = random(&mut rng, rows * 6);
     let y: Vec<f32> = (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect();
     let group: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
-    let ed_cpu = random_editor(&cpu, 6, &mut rng);
+    let ed_cpu = editor_of(&cpu, 6, &mut rng);
     let p = cpu.read_all(&ed_cpu.params).unwrap();
     let ed_gpu = Editor::from_params(&gpu, &ed_cpu.cfg, &p).unwrap();
     for req in [

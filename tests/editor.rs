@@ -69,22 +69,6 @@ fn mixed(rng: &mut impl Rng) -> Vec<Case> {
     ]
 }
 
-/// Random editor parameters (heads and FiLM included, so every gradient path is non-zero).
-fn random_editor(dev: &Device, cfg: &EditorConfig, rng: &mut impl Rng) -> Editor {
-    let fresh = Editor::new(&Device::cpu(), cfg, 0).unwrap();
-    let mut p: Vec<f32> = (0..fresh.layout.total)
-        .map(|_| rng.random_range(-0.5f32..0.5))
-        .collect();
-    for (name, _, off) in &fresh.layout.entries {
-        if name.ends_with(".ln") {
-            for v in &mut p[*off..off + cfg.hidden] {
-                *v += 1.0;
-            }
-        }
-    }
-    Editor::from_params(dev, cfg, &p).unwrap()
-}
-
 /// (edge_out, node_out) of the editor on a graph.
 fn run(dev: &Device, ed: &Editor, g: &GraphBatch) -> (Vec<f32>, Vec<f32>) {
     let dg = DeviceGraph::upload(dev, g).unwrap();

@@ -130,3 +130,23 @@ impl Packer {
         self.data
     }
 }
+
+/// Random editor parameters (heads and FiLM included, so every gradient path is non-zero).
+pub fn random_editor(
+    dev: &Device,
+    cfg: &regop::editor::EditorConfig,
+    rng: &mut impl Rng,
+) -> regop::editor::Editor {
+    let fresh = regop::editor::Editor::new(&Device::cpu(), cfg, 0).unwrap();
+    let mut p: Vec<f32> = (0..fresh.layout.total)
+        .map(|_| rng.random_range(-0.5f32..0.5))
+        .collect();
+    for (name, _, off) in &fresh.layout.entries {
+        if name.ends_with(".ln") {
+            for v in &mut p[*off..off + cfg.hidden] {
+                *v += 1.0;
+            }
+        }
+    }
+    regop::editor::Editor::from_params(dev, cfg, &p).unwrap()
+}
