@@ -164,11 +164,16 @@ impl Device {
     pub fn alloc(&self, len: usize) -> Result<Buf> {
         match self {
             Device::Cpu(_) => {
-                // A zeroed allocation (calloc): the pages are zeroed lazily by the OS instead of
-                // by a pass over the buffer. UnsafeCell<f32> has the layout of f32.
-                let zeros: Box<[f32]> = vec![0.0f32; len].into_boxed_slice();
-                let cells =
-                    unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [UnsafeCell<f32>]) };
+                let cells = match crate::buffer::pool_take(len) {
+                    Some(cells) => cells,
+                    None => {
+                        // A zeroed allocation (calloc): the pages are zeroed lazily by the OS
+                        // instead of by a pass over the buffer. UnsafeCell<f32> has the layout
+                        // of f32.
+                        let zeros: Box<[f32]> = vec![0.0f32; len].into_boxed_slice();
+                        unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [UnsafeCell<f32>]) }
+                    }
+                };
                 Ok(Buf {
                     id: crate::buffer::next_cpu_id(),
                     len,

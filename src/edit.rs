@@ -246,9 +246,26 @@ pub fn edit_models(
     asks: &[Ask],
     cols: &Columns,
 ) -> Result<Vec<Vec<f32>>> {
-    // The editor's activations need ~hidden * 20 floats per edge: keep a chunk near 64 MB.
-    let budget = (16 << 20) / (editor.cfg.hidden * 20).max(1);
     let mut out = Vec::with_capacity(models.len());
+    for range in edit_chunks(editor, models) {
+        let batch = EditBatch::new(
+            dev,
+            editor,
+            spec,
+            &models[range.clone()],
+            &asks[range],
+            cols,
+        )?;
+        out.extend(batch.run(dev, editor)?);
+    }
+    Ok(out)
+}
+
+/// Consecutive ranges of `models` whose editor activations (~hidden * 20 floats per edge) stay
+/// near 64 MB each.
+pub fn edit_chunks(editor: &Editor, models: &[(&MlpShape, &[f32])]) -> Vec<std::ops::Range<usize>> {
+    let budget = (16 << 20) / (editor.cfg.hidden * 20).max(1);
+    let mut chunks = Vec::new();
     let mut start = 0;
     while start < models.len() {
         let mut end = start + 1;
@@ -257,44 +274,78 @@ pub fn edit_models(
             edges += models[end].1.len();
             end += 1;
         }
-        let g = build_graph(
-            editor,
-            spec.requirement,
-            &models[start..end],
-            &asks[start..end],
-            &cols.sensitive,
-        )?;
+        chunks.push(start..end);
+        start = end;
+    }
+    chunks
+}
+
+/// A batch of edits ready on the device: the graph uploaded, the tape allocated, the edits'
+/// base values and per-model asks kept on the host for the exact finishing step.
+pub struct EditBatch {
+    spec: EditSpec,
+    pm: ParamMap,
+    dg: DeviceGraph,
+    tape: Tape,
+    orig: Vec<f32>,
+    sparsity: Vec<f32>,
+}
+
+impl EditBatch {
+    pub fn new(
+        dev: &Device,
+        editor: &Editor,
+        spec: &EditSpec,
+        models: &[(&MlpShape, &[f32])],
+        asks: &[Ask],
+        cols: &Columns,
+    ) -> Result<EditBatch> {
+        let g = build_graph(editor, spec.requirement, models, asks, &cols.sensitive)?;
         let dg = DeviceGraph::upload(dev, &g)?;
-        let tape = Tape::forward_only(dev, &editor.cfg, &dg)?;
-        editor.forward(dev, &dg, &tape)?;
-        let head = dev.read(&tape.acts, tape.head().offset, tape.head().len)?;
-        let pm = g.param_map();
-        let orig: Vec<f32> = models[start..end]
-            .iter()
-            .zip(&asks[start..end])
-            .flat_map(|((s, p), a)| base_params(spec, s, p, a, cols))
-            .collect();
-        let o = spec.opts();
-        for m in 0..end - start {
-            let (mut values, mut scores) = values_and_scores(&o, &pm, &head, &orig, m);
-            if spec.requirement == Requirement::Prune {
-                let keep = kept(scores.len(), asks[start + m].sparsity);
+        Ok(EditBatch {
+            spec: *spec,
+            pm: g.param_map(),
+            tape: Tape::forward_only(dev, &editor.cfg, &dg)?,
+            dg,
+            orig: models
+                .iter()
+                .zip(asks)
+                .flat_map(|((s, p), a)| base_params(spec, s, p, a, cols))
+                .collect(),
+            sparsity: asks.iter().map(|a| a.sparsity).collect(),
+        })
+    }
+
+    /// One editor inference, then the exact edit of every model: removed weights zero, and
+    /// when pruning exactly the top-k scores kept.
+    pub fn run(&self, dev: &Device, editor: &Editor) -> Result<Vec<Vec<f32>>> {
+        editor.forward(dev, &self.dg, &self.tape)?;
+        let head = dev.read(
+            &self.tape.acts,
+            self.tape.head().offset,
+            self.tape.head().len,
+        )?;
+        let o = self.spec.opts();
+        let mut out = Vec::with_capacity(self.sparsity.len());
+        for (m, &sparsity) in self.sparsity.iter().enumerate() {
+            let (mut values, mut scores) = values_and_scores(&o, &self.pm, &head, &self.orig, m);
+            if self.spec.requirement == Requirement::Prune {
+                let keep = kept(scores.len(), sparsity);
                 rank(&mut scores);
                 for &(_, i) in &scores[keep..] {
                     values[i] = 0.0;
                 }
             }
-            let base = pm.model_offsets[m];
+            let base = self.pm.model_offsets[m];
             for (i, v) in values.iter_mut().enumerate() {
-                if pm.kind[base + i] & 3 == REMOVED {
+                if self.pm.kind[base + i] & 3 == REMOVED {
                     *v = 0.0;
                 }
             }
             out.push(values);
         }
-        start = end;
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// One training step's device state for `models` models of one architecture on `rows` data

@@ -4,6 +4,7 @@
 
 pub mod baselines;
 pub mod bench;
+pub mod bench_edit;
 pub mod buffer;
 pub mod cli;
 pub mod data;

@@ -118,6 +118,67 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     );
     assert_eq!(median_of(&r, "editor", "satisfied"), 1.0);
 
+    // The edit benchmarks on the same files, and the check files they write for a second
+    // implementation: the checked edit is the one `regop edit` makes.
+    let check = dir.path().join("check");
+    let b = ok(&regop(&[
+        "--json",
+        "bench",
+        "--editor",
+        p(&editor),
+        "--zoo",
+        p(&z),
+        "--batches",
+        "1,3",
+        "--iters",
+        "1",
+        "--train-rows",
+        "64",
+        "--check-out",
+        p(&check),
+    ]));
+    let names: Vec<(&str, f64)> = b["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap(), r["rate"].as_f64().unwrap()))
+        .collect();
+    let expected = [
+        "edit, file to file",
+        "edit, graph on device",
+        "edits, batched",
+        "edits, batched",
+        "train step",
+    ];
+    assert_eq!(names.iter().map(|n| n.0).collect::<Vec<_>>(), expected);
+    assert!(
+        names.iter().all(|n| n.1.is_finite() && n.1 > 0.0),
+        "{names:?}"
+    );
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(check.join("check.json")).unwrap()).unwrap();
+    let first = &c["edits"][0];
+    let (model, checked) = (
+        PathBuf::from(first["model"].as_str().unwrap()),
+        PathBuf::from(first["edited"].as_str().unwrap()),
+    );
+    let by_cli = dir.path().join("by-cli.safetensors");
+    ok(&edit(&editor, &model, &by_cli, &["--sparsity", "0.9"]));
+    let load = |f: &Path| regop::model::Model::load(f).unwrap().flat_params();
+    assert_eq!(load(&checked), load(&by_cli));
+    assert_ne!(load(&checked), load(&model));
+    let st = std::fs::read(check.join("check-train.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+    let grads: Vec<f32> = st
+        .tensor("grads")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert!(grads.iter().all(|g| g.is_finite()) && grads.iter().any(|g| *g != 0.0));
+    assert_eq!(st.tensor("x").unwrap().shape()[0], 64);
+
     // Minimisation: on the held-out validation models, the trained editor's divergence from
     // the original models is below the trivial edit's (the untrained editor: zeroed columns
     // with their means folded into the biases); every test model's removed columns are zero.
