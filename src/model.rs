@@ -348,10 +348,15 @@ fn take_param(
                     "{name}_mask has shape {mshape:?} but {name}_orig has {shape:?}"
                 ));
             }
-            Ok(Some((
-                shape,
-                w.iter().zip(&m).map(|(a, b)| a * b).collect(),
-            )))
+            let folded: Vec<f32> = w.iter().zip(&m).map(|(a, b)| a * b).collect();
+            // Finite factors can still overflow: 1e30 * 1e30 is inf.
+            if let Some(i) = folded.iter().position(|v| !v.is_finite()) {
+                return Err(format!(
+                    "{name}_orig * {name}_mask is not finite ({}) at index {i}",
+                    folded[i]
+                ));
+            }
+            Ok(Some((shape, folded)))
         }
         (Some(_), _, _) => Err(format!("has both '{name}' and '{name}_orig'/'{name}_mask'")),
         (None, Some(_), None) => Err(format!("has '{name}_orig' without '{name}_mask'")),

@@ -367,7 +367,45 @@ fn hostile_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             ),
             "without",
         ),
+        (
+            // Found by fuzzing: finite factors whose product overflows to inf.
+            "pruned_product_overflows",
+            raw(
+                r#"{"0.weight_orig":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"0.weight_mask":{"dtype":"F32","shape":[2,2],"data_offsets":[16,32]}}"#,
+                &f32_bytes(&[1e30, 1.0, 1.0, 1.0, 1e30, 1.0, 1.0, 1.0]),
+            ),
+            "not finite",
+        ),
     ]
+}
+
+/// Every input the fuzzers found a crash with (tests/fuzz_regressions/): refused or read, never
+/// a panic.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let r = std::panic::catch_unwind(|| {
+            if name.starts_with("safetensors") {
+                if let Ok(m) = Model::from_bytes(&path, &bytes) {
+                    assert!(m.flat_params().iter().all(|v| v.is_finite()), "{name}");
+                }
+            } else {
+                let opts = regop::data::loaders::DataOptions {
+                    target: Some("y".into()),
+                    ..Default::default()
+                };
+                let _ = regop::data::loaders::load_csv_bytes(&path, &bytes, &opts, 0);
+            }
+        });
+        assert!(r.is_ok(), "{name}: panicked");
+        n += 1;
+    }
+    assert!(n >= 1, "no regression inputs in {}", dir.display());
 }
 
 #[test]

@@ -376,22 +376,43 @@ pub fn load(
                 b','
             };
             let table = read_delimited(p, delim, true, None, None)?;
-            let positive: Vec<&str> = if opts.positive.is_empty() {
-                vec!["1", "1.0"]
-            } else {
-                opts.positive.iter().map(String::as_str).collect()
-            };
-            let name = p
-                .file_stem()
-                .map(|s| s.to_string_lossy().to_string())
-                .unwrap_or_else(|| "csv".into());
-            let mut s = spec(&name, &target, &positive, &[], "", opts)?;
-            if opts.sensitive.is_none() {
-                s.sensitive = None;
-            }
-            build(&table, &s, None, seed)
+            csv_dataset(p, &table, &target, opts, seed)
         }
     }
+}
+
+/// A generic CSV file's bytes (read from `path`, named in errors) as a dataset with label
+/// column `opts.target`: what `load` does for a CSV file, without the file.
+pub fn load_csv_bytes(path: &Path, bytes: &[u8], opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let target = opts
+        .target
+        .clone()
+        .ok_or_else(|| Error::Usage("--target COLUMN is required for a CSV file".into()))?;
+    let table = crate::data::parse_delimited(path, bytes, b',', true, None, None)?;
+    csv_dataset(path, &table, &target, opts, seed)
+}
+
+fn csv_dataset(
+    p: &Path,
+    table: &RawTable,
+    target: &str,
+    opts: &DataOptions,
+    seed: u64,
+) -> Result<Dataset> {
+    let positive: Vec<&str> = if opts.positive.is_empty() {
+        vec!["1", "1.0"]
+    } else {
+        opts.positive.iter().map(String::as_str).collect()
+    };
+    let name = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "csv".into());
+    let mut s = spec(&name, target, &positive, &[], "", opts)?;
+    if opts.sensitive.is_none() {
+        s.sensitive = None;
+    }
+    build(table, &s, None, seed)
 }
 
 /// ProPublica's filter of the two-year COMPAS data: screening within 30 days of arrest, a known

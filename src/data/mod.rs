@@ -423,6 +423,18 @@ pub fn read_delimited(
     } else {
         bytes
     };
+    parse_delimited(path, &bytes, delimiter, header, columns, comment)
+}
+
+/// `read_delimited` on bytes already read from `path` (named in errors).
+pub fn parse_delimited(
+    path: &Path,
+    bytes: &[u8],
+    delimiter: u8,
+    header: bool,
+    columns: Option<&[&str]>,
+    comment: Option<u8>,
+) -> Result<RawTable> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err(Error::input(path, "file is empty"));
     }
@@ -432,7 +444,7 @@ pub fn read_delimited(
         .flexible(true)
         .trim(csv::Trim::All)
         .comment(comment)
-        .from_reader(&bytes[..]);
+        .from_reader(bytes);
     let mut names: Option<Vec<String>> = columns.map(|c| c.iter().map(|s| s.to_string()).collect());
     let mut rows = Vec::new();
     let mut lines = Vec::new();
