@@ -3,8 +3,9 @@
 // (delta, mask logit) for the edge or node that p is:
 //   v = orig[p] + gamma * delta
 //   kind 0 (bias): out = v;  kind 2 (weight of a removed input column): out = 0 exactly;
-//   kind 1 (weight): score s = log(|orig| + EPS) + logit, out = v if s >= thr[model] else 0
-//   (the score reads the original magnitude, so deltas never flip the mask: only logits move it)
+//   kind 1 (weight): score s = prior[p] + logit, out = v if s >= thr[model] else 0
+//   (prior is a data-free importance of the original weight computed on the host, e.g. its
+//   log-magnitude, so deltas never flip the mask: only logits move it)
 // thr is the score of the model's k-th largest weight when pruning to a sparsity, -inf else.
 // Backward treats the hard mask as sigmoid((s - thr) / tau) (straight-through): per head row h,
 // p = inv[h] (NONE for input nodes, whose rows get zero):
@@ -12,17 +13,16 @@
 //   ddelta = gamma * dv
 // tau <= 0 keeps the mask fixed (no logit gradient). kind holds model << 2 | kind.
 
-const EPS: f32 = 1e-8;
 const NONE: u32 = 0xffffffffu;
 
 struct Params {
     n: u32, orig_off: u32, head_off: u32, map_off: u32,
     kind_off: u32, thr_off: u32, out_off: u32, dout_off: u32,
-    gamma: f32, tau: f32, _pad0: u32, _pad1: u32,
+    gamma: f32, tau: f32, prior_off: u32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> data: array<f32>;  // orig [P] and thr [models]
+@group(0) @binding(1) var<storage, read_write> data: array<f32>;  // orig [P], prior [P], thr [models]
 @group(0) @binding(2) var<storage, read_write> head: array<f32>;  // [rows, 2]
 @group(0) @binding(3) var<storage, read_write> idx: array<u32>;   // map [P] or inv [rows]; kind [P]
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;   // edited [P] or dhead [rows, 2]
@@ -45,7 +45,7 @@ fn edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     if (kind == 2u) {
         o = 0.0;
     } else if (kind == 1u) {
-        let s = log(abs(data[p.orig_off + i]) + EPS) + head[p.head_off + 2u * h + 1u];
+        let s = data[p.prior_off + i] + head[p.head_off + 2u * h + 1u];
         if (s < data[p.thr_off + (km >> 2u)]) { o = 0.0; }
     }
     out[p.out_off + i] = o;
@@ -70,7 +70,7 @@ fn edit_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgrou
         if (kind == 0u) {
             dd = p.gamma * g;
         } else if (kind == 1u) {
-            let s = log(abs(data[p.orig_off + i]) + EPS) + head[p.head_off + 2u * h + 1u];
+            let s = data[p.prior_off + i] + head[p.head_off + 2u * h + 1u];
             let t = data[p.thr_off + (km >> 2u)];
             let m = select(0.0, 1.0, s >= t);
             dd = p.gamma * g * m;

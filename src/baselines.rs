@@ -75,6 +75,44 @@ pub fn layerwise_magnitude_mask(shape: &MlpShape, params: &[f32], sparsity: f64)
     mask
 }
 
+/// LAMP scores (layer-adaptive magnitude pruning, data-free): within a layer, a weight u scores
+/// u^2 / (sum of v^2 over the layer's weights with |v| >= |u|), so every layer's largest weight
+/// scores 1 and a layer of many small weights is not emptied by a global threshold. Returns
+/// (score, parameter index) for every weight.
+pub fn lamp_scores(shape: &MlpShape, params: &[f32]) -> Vec<(f64, usize)> {
+    let mut out = Vec::with_capacity(shape.n_params());
+    for l in 0..shape.layers() {
+        let mut idx = weight_indices(shape, Some(l));
+        idx.sort_by(|&a, &b| params[a].abs().total_cmp(&params[b].abs()).then(a.cmp(&b)));
+        let mut tail = 0.0f64;
+        let mut scored: Vec<(f64, usize)> = idx
+            .iter()
+            .rev()
+            .map(|&i| {
+                let sq = (params[i] as f64).powi(2);
+                tail += sq;
+                (if tail > 0.0 { sq / tail } else { 0.0 }, i)
+            })
+            .collect();
+        scored.reverse();
+        out.extend(scored);
+    }
+    out
+}
+
+/// Global pruning by LAMP score: exactly round(sparsity * weights) weights zeroed, lowest
+/// scores first (ties by position).
+pub fn lamp_mask(shape: &MlpShape, params: &[f32], sparsity: f64) -> Vec<f32> {
+    let mut mask = vec![1.0f32; shape.n_params()];
+    let mut scores = lamp_scores(shape, params);
+    let k = (sparsity * scores.len() as f64).round() as usize;
+    scores.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    for &(_, i) in &scores[..k] {
+        mask[i] = 0.0;
+    }
+    mask
+}
+
 /// Fraction of weights (not biases) exactly zero.
 pub fn weight_sparsity(shape: &MlpShape, params: &[f32]) -> f64 {
     let idx = weight_indices(shape, None);

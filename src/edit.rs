@@ -12,7 +12,7 @@ use crate::editor::{DeviceGraph, Editor, Tape};
 use crate::error::Result;
 use crate::graph::{EditInput, GraphBatch, ParamMap};
 use crate::kernels::edit::{edit_backward, edit_forward, edit_value, score, EditOpts};
-use crate::kernels::edit::{KEEP_ALL, REMOVED, WEIGHT};
+use crate::kernels::edit::{KEEP_ALL, PRIOR_EPS, REMOVED, WEIGHT};
 use crate::kernels::fairness::{fairness_penalty, Gap};
 use crate::kernels::jsd::jsd;
 use crate::kernels::reduce::{reduce, Axis, Reduce};
@@ -35,6 +35,29 @@ pub enum Requirement {
 /// Length of the conditioning vector: [1, log10(lambda) / 3, target sparsity, removed fraction].
 pub const COND_DIM: usize = 4;
 
+/// The data-free importance a weight's pruning score starts from (its prior; the editor's mask
+/// logit is added to it).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneScore {
+    /// log |w|: global magnitude pruning.
+    #[default]
+    Magnitude,
+    /// log of the weight's LAMP score (`baselines::lamp_scores`): magnitude relative to the
+    /// larger weights of its own layer.
+    Lamp,
+}
+
 /// How an editor edits (saved with it): the requirement it was trained for and the edit's
 /// constants.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -45,6 +68,33 @@ pub struct EditSpec {
     pub gamma: f32,
     /// Temperature of the pruning mask's straight-through surrogate.
     pub tau: f32,
+    /// The pruning score's prior (editors saved before it existed used magnitude).
+    #[serde(default)]
+    pub prune_score: PruneScore,
+}
+
+/// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
+/// parameter when the edit does not prune).
+pub fn prune_prior(spec: &EditSpec, shape: &MlpShape, base: &[f32]) -> Vec<f32> {
+    let mut prior = vec![0.0f32; base.len()];
+    if spec.requirement != Requirement::Prune {
+        return prior;
+    }
+    match spec.prune_score {
+        PruneScore::Magnitude => {
+            for l in 0..shape.layers() {
+                for i in shape.weight_offset(l)..shape.bias_offset(l) {
+                    prior[i] = (base[i].abs() + PRIOR_EPS).ln();
+                }
+            }
+        }
+        PruneScore::Lamp => {
+            for (score, i) in crate::baselines::lamp_scores(shape, base) {
+                prior[i] = score.max(1e-30).ln() as f32;
+            }
+        }
+    }
+    prior
 }
 
 impl EditSpec {
@@ -213,6 +263,7 @@ fn values_and_scores(
     pm: &ParamMap,
     head: &[f32],
     orig: &[f32],
+    prior: &[f32],
     m: usize,
 ) -> (Vec<f32>, Vec<(f32, usize)>) {
     let range = pm.model_offsets[m]..pm.model_offsets[m + 1];
@@ -221,9 +272,16 @@ fn values_and_scores(
     for (i, p) in range.clone().enumerate() {
         let h = pm.map[p] as usize;
         let kind = pm.kind[p] & 3;
-        let v = edit_value(o, orig[p], head[2 * h], head[2 * h + 1], kind, KEEP_ALL);
+        let v = edit_value(
+            o,
+            orig[p],
+            head[2 * h],
+            (prior[p], head[2 * h + 1]),
+            kind,
+            KEEP_ALL,
+        );
         if kind == WEIGHT {
-            scores.push((score(orig[p], head[2 * h + 1]), i));
+            scores.push((score(prior[p], head[2 * h + 1]), i));
         }
         values.push(v);
     }
@@ -280,6 +338,22 @@ pub fn edit_chunks(editor: &Editor, models: &[(&MlpShape, &[f32])]) -> Vec<std::
     chunks
 }
 
+/// Every model's base values (`base_params`) and pruning priors, packed model-major.
+fn bases_and_priors(
+    spec: &EditSpec,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    cols: &Columns,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut orig, mut prior) = (Vec::new(), Vec::new());
+    for ((s, p), a) in models.iter().zip(asks) {
+        let base = base_params(spec, s, p, a, cols);
+        prior.extend(prune_prior(spec, s, &base));
+        orig.extend(base);
+    }
+    (orig, prior)
+}
+
 /// A batch of edits ready on the device: the graph uploaded, the tape allocated, the edits'
 /// base values and per-model asks kept on the host for the exact finishing step.
 pub struct EditBatch {
@@ -288,6 +362,7 @@ pub struct EditBatch {
     dg: DeviceGraph,
     tape: Tape,
     orig: Vec<f32>,
+    prior: Vec<f32>,
     sparsity: Vec<f32>,
 }
 
@@ -302,16 +377,14 @@ impl EditBatch {
     ) -> Result<EditBatch> {
         let g = build_graph(editor, spec.requirement, models, asks, &cols.sensitive)?;
         let dg = DeviceGraph::upload(dev, &g)?;
+        let (orig, prior) = bases_and_priors(spec, models, asks, cols);
         Ok(EditBatch {
             spec: *spec,
             pm: g.param_map(),
             tape: Tape::forward_only(dev, &editor.cfg, &dg)?,
             dg,
-            orig: models
-                .iter()
-                .zip(asks)
-                .flat_map(|((s, p), a)| base_params(spec, s, p, a, cols))
-                .collect(),
+            orig,
+            prior,
             sparsity: asks.iter().map(|a| a.sparsity).collect(),
         })
     }
@@ -328,7 +401,8 @@ impl EditBatch {
         let o = self.spec.opts();
         let mut out = Vec::with_capacity(self.sparsity.len());
         for (m, &sparsity) in self.sparsity.iter().enumerate() {
-            let (mut values, mut scores) = values_and_scores(&o, &self.pm, &head, &self.orig, m);
+            let (mut values, mut scores) =
+                values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m);
             if self.spec.requirement == Requirement::Prune {
                 let keep = kept(scores.len(), sparsity);
                 rank(&mut scores);
@@ -360,7 +434,7 @@ pub struct TrainBatch {
     tape: Tape,
     /// map [P], kind [P], inv [E + N] (u32).
     idx: Buf,
-    /// orig [P], thr [M].
+    /// orig [P], prior [P], thr [M].
     data: Buf,
     original: BatchedMlp,
     edited: BatchedMlp,
@@ -372,6 +446,7 @@ pub struct TrainBatch {
     /// JSD per row [M, rows], JSD per model [M], fairness penalty per model [M].
     losses: Buf,
     orig_host: Vec<f32>,
+    prior_host: Vec<f32>,
     asks: Vec<Ask>,
 }
 
@@ -394,14 +469,11 @@ impl TrainBatch {
         let tape = Tape::new(dev, &editor.cfg, &dg)?;
         let raw: Vec<f32> = params.iter().flat_map(|p| p.iter().copied()).collect();
         // The edit's base values (`orig` in the kernels); the original models run unchanged.
-        let orig_host: Vec<f32> = params
-            .iter()
-            .zip(asks)
-            .flat_map(|(p, a)| base_params(spec, shape, p, a, cols))
-            .collect();
+        let (orig_host, prior_host) = bases_and_priors(spec, &models, asks, cols);
         let m = params.len();
         let idx = dev.upload_u32(&[pm.map.clone(), pm.kind.clone(), pm.inv.clone()].concat())?;
-        let data = dev.upload(&[orig_host.clone(), vec![KEEP_ALL; m]].concat())?;
+        let data =
+            dev.upload(&[orig_host.clone(), prior_host.clone(), vec![KEEP_ALL; m]].concat())?;
         Ok(TrainBatch {
             shape: shape.clone(),
             models: m,
@@ -419,6 +491,7 @@ impl TrainBatch {
             idx,
             data,
             orig_host,
+            prior_host,
             asks: asks.to_vec(),
         })
     }
@@ -441,8 +514,14 @@ impl TrainBatch {
             let o = self.spec.opts();
             let thr: Vec<f32> = (0..m)
                 .map(|z| {
-                    let (_, mut scores) =
-                        values_and_scores(&o, &self.pm, &head, &self.orig_host, z);
+                    let (_, mut scores) = values_and_scores(
+                        &o,
+                        &self.pm,
+                        &head,
+                        &self.orig_host,
+                        &self.prior_host,
+                        z,
+                    );
                     let keep = kept(scores.len(), self.asks[z].sparsity);
                     rank(&mut scores);
                     // Halfway between the last kept and the first dropped score, so that a
@@ -454,16 +533,17 @@ impl TrainBatch {
                     }
                 })
                 .collect();
-            dev.write(&self.data, p, &thr)?;
+            dev.write(&self.data, 2 * p, &thr)?;
         }
         edit_forward(
             dev,
             &self.spec.opts(),
             self.data.view(0, p),
+            self.data.view(p, p),
             self.tape.head(),
             self.idx.view(0, p),
             self.idx.view(p, p),
-            self.data.view(p, m),
+            self.data.view(2 * p, m),
             self.edited.params.all(),
         )
     }
@@ -522,10 +602,11 @@ impl TrainBatch {
             dev,
             &self.spec.opts(),
             self.data.view(0, p),
+            self.data.view(p, p),
             self.tape.head(),
             self.idx.view(2 * p, self.idx.len() - 2 * p),
             self.idx.view(p, p),
-            self.data.view(p, m),
+            self.data.view(2 * p, m),
             self.edited.grads.all(),
             self.tape.dhead(),
         )?;

@@ -7,7 +7,7 @@
 
 use crate::data::{Dataset, Schema};
 use crate::device::Device;
-use crate::edit::{Ask, Columns, EditSpec, Requirement, TrainBatch, COND_DIM};
+use crate::edit::{Ask, Columns, EditSpec, PruneScore, Requirement, TrainBatch, COND_DIM};
 use crate::editor::{Editor, EditorConfig};
 use crate::error::{Error, Result};
 use crate::graph::PosIds;
@@ -39,6 +39,9 @@ pub struct TrainConfig {
     pub layers: usize,
     pub gamma: f32,
     pub tau: f32,
+    /// The pruning score's prior (configs saved before it existed used magnitude).
+    #[serde(default)]
+    pub prune_score: PruneScore,
     /// Fairness weight, drawn log-uniformly.
     pub lambda: (f32, f32),
     /// Target sparsity, drawn uniformly.
@@ -65,6 +68,7 @@ impl TrainConfig {
             layers: 2,
             gamma: 0.1,
             tau: 0.0,
+            prune_score: PruneScore::Lamp,
             lambda: (0.1, 30.0),
             sparsity: (0.5, 0.95),
             max_removed: 4,
@@ -245,6 +249,7 @@ impl<'a> Trainer<'a> {
                 gap: cfg.gap,
                 gamma: cfg.gamma,
                 tau: cfg.tau,
+                prune_score: cfg.prune_score,
             },
             editor_cfg: EditorConfig {
                 hidden: cfg.hidden,

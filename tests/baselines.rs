@@ -64,6 +64,62 @@ fn magnitude_pruning_reaches_exactly_the_asked_sparsity() {
     }
 }
 
+/// LAMP scores against their definition computed the slow way, and LAMP pruning's guarantees:
+/// exactly the asked count, every layer keeps its largest weight, the lowest scores go first.
+#[test]
+fn lamp_scores_follow_their_definition_and_keep_every_layer() {
+    let shape = MlpShape::new(&[13, 32, 16, 1], Activation::Relu);
+    let mut p = init_params(&shape, 7);
+    // A layer of much smaller weights: global magnitude would empty it, LAMP must not.
+    for i in shape.weight_offset(1)..shape.bias_offset(1) {
+        p[i] *= 1e-3;
+    }
+    let scores = lamp_scores(&shape, &p);
+    assert_eq!(scores.len(), 13 * 32 + 32 * 16 + 16);
+    for &(score, i) in &scores {
+        let l = (0..shape.layers())
+            .find(|&l| (shape.weight_offset(l)..shape.bias_offset(l)).contains(&i))
+            .unwrap();
+        let tail: f64 = (shape.weight_offset(l)..shape.bias_offset(l))
+            .filter(|&j| (p[j].abs(), j) >= (p[i].abs(), i))
+            .map(|j| (p[j] as f64).powi(2))
+            .sum();
+        let want = (p[i] as f64).powi(2) / tail;
+        assert!(
+            (score - want).abs() <= 1e-12 * want.max(1e-300),
+            "weight {i}: {score} vs {want}"
+        );
+    }
+    let n_weights = scores.len();
+    for s in [0.5, 0.9, 0.99] {
+        let m = lamp_mask(&shape, &p, s);
+        let pruned = apply(&p, &m);
+        assert_eq!(
+            weight_sparsity(&shape, &pruned),
+            (s * n_weights as f64).round() / n_weights as f64
+        );
+        for l in 0..shape.layers() {
+            let w = &pruned[shape.weight_offset(l)..shape.bias_offset(l)];
+            assert!(w.iter().any(|v| *v != 0.0), "LAMP emptied layer {l} at {s}");
+        }
+        let kept_min = scores
+            .iter()
+            .filter(|(_, i)| m[*i] == 1.0)
+            .map(|(sc, _)| *sc)
+            .fold(f64::MAX, f64::min);
+        let pruned_max = scores
+            .iter()
+            .filter(|(_, i)| m[*i] == 0.0)
+            .map(|(sc, _)| *sc)
+            .fold(0.0, f64::max);
+        assert!(pruned_max <= kept_min);
+    }
+    let g = apply(&p, &global_magnitude_mask(&shape, &p, 0.99));
+    assert!(g[shape.weight_offset(1)..shape.bias_offset(1)]
+        .iter()
+        .all(|v| *v == 0.0));
+}
+
 #[test]
 fn masked_fine_tuning_keeps_zeros_and_recovers_accuracy_above_zeroing() {
     let dev = Device::cpu();
@@ -219,7 +275,7 @@ fn compare_writes_results_and_reports() {
         }
         if req == "prune" {
             // Two sparsities: one summary line per method and sparsity, and a front per method.
-            assert_eq!(summary.len(), 10, "5 methods x 2 sparsities");
+            assert_eq!(summary.len(), 14, "7 methods x 2 sparsities");
             assert!(rdir.join("pareto.svg").exists());
         }
         if req == "fairness" {

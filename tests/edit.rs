@@ -7,7 +7,8 @@ mod common;
 use common::*;
 use rand::Rng;
 use regop::edit::{
-    edit_models, fold_removed_means, Ask, Columns, EditSpec, Requirement, TrainBatch, COND_DIM,
+    edit_models, fold_removed_means, Ask, Columns, EditSpec, PruneScore, Requirement, TrainBatch,
+    COND_DIM,
 };
 use regop::editor::{Editor, EditorConfig};
 use regop::graph::PosIds;
@@ -119,6 +120,7 @@ fn jsd_matches_cpu_and_finite_differences() {
 /// parameters onto head rows (plus `extra` rows no parameter reads), random kinds.
 struct Problem {
     orig: Vec<f32>,
+    prior: Vec<f32>,
     thr: Vec<f32>,
     head: Vec<f32>,
     map: Vec<u32>,
@@ -144,6 +146,7 @@ fn problem(rng: &mut impl Rng, models: usize, per: usize, extra: usize, prune: b
         .collect();
     Problem {
         orig: random(rng, n),
+        prior: (0..n).map(|_| rng.random_range(-3.0f32..1.0)).collect(),
         thr: (0..models)
             .map(|_| {
                 if prune {
@@ -179,7 +182,7 @@ fn edit_kernels_match_cpu_and_finite_differences() {
         let n = models * per;
         let rows = n + extra;
         let mut p = Packer::new();
-        let data = p.put([pr.orig.clone(), pr.thr.clone()].concat());
+        let data = p.put([pr.orig.clone(), pr.prior.clone(), pr.thr.clone()].concat());
         let head = p.put(pr.head.clone());
         let idx = p.put(bits(
             &[pr.map.clone(), pr.kind.clone(), pr.inv.clone()].concat(),
@@ -196,20 +199,22 @@ fn edit_kernels_match_cpu_and_finite_differences() {
                 dev,
                 &o,
                 d.sub(0, n),
+                d.sub(n, n),
                 v(&head),
                 ix.sub(0, n),
                 ix.sub(n, n),
-                d.sub(n, models),
+                d.sub(2 * n, models),
                 v(&out),
             )?;
             edit_backward(
                 dev,
                 &o,
                 d.sub(0, n),
+                d.sub(n, n),
                 v(&head),
                 ix.sub(2 * n, rows),
                 ix.sub(n, n),
-                d.sub(n, models),
+                d.sub(2 * n, models),
                 v(&dout),
                 v(&dhead),
             )
@@ -306,12 +311,17 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
         .map(|(s, p)| (s, p.as_slice()))
         .collect();
     let sensitive = vec![true, false, false, false, false, false];
-    for req in [Requirement::Minimise, Requirement::Prune] {
+    for (req, prune_score) in [
+        (Requirement::Minimise, PruneScore::Magnitude),
+        (Requirement::Prune, PruneScore::Magnitude),
+        (Requirement::Prune, PruneScore::Lamp),
+    ] {
         let spec = EditSpec {
             requirement: req,
             gap: Gap::Eo,
             gamma: 0.1,
             tau: 1.0,
+            prune_score,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -385,6 +395,7 @@ fn training_step_gradients_match_finite_differences() {
             gap: Gap::Eo,
             gamma: 0.8,
             tau: 1.0,
+            prune_score: PruneScore::Lamp,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -466,6 +477,7 @@ fn training_step_agrees_across_backends() {
             gap: Gap::Dp,
             gamma: 0.3,
             tau: 0.5,
+            prune_score: PruneScore::Lamp,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {

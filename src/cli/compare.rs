@@ -250,22 +250,26 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             Requirement::Prune => {
                 let (dv, dt) = (&dev, &data);
                 for &s in &a.sparsity {
-                    for (name, layerwise, tune) in [
-                        ("global magnitude", false, false),
-                        ("global magnitude + fine-tune", false, true),
-                        ("layer-wise magnitude", true, false),
-                        ("layer-wise magnitude + fine-tune", true, true),
-                    ] {
+                    type MaskFn = fn(&MlpShape, &[f32], f64) -> Vec<f32>;
+                    let masks: [(&str, MaskFn, bool); 6] = [
+                        ("global magnitude", global_magnitude_mask, false),
+                        ("global magnitude + fine-tune", global_magnitude_mask, true),
+                        ("layer-wise magnitude", layerwise_magnitude_mask, false),
+                        (
+                            "layer-wise magnitude + fine-tune",
+                            layerwise_magnitude_mask,
+                            true,
+                        ),
+                        ("LAMP", lamp_mask, false),
+                        ("LAMP + fine-tune", lamp_mask, true),
+                    ];
+                    for (name, mask_of, tune) in masks {
                         let (pp, sh) = (params.clone(), shape.clone());
                         methods.push((
                             name.into(),
                             Some(s),
                             Box::new(move || {
-                                let mask = if layerwise {
-                                    layerwise_magnitude_mask(&sh, &pp, s)
-                                } else {
-                                    global_magnitude_mask(&sh, &pp, s)
-                                };
+                                let mask = mask_of(&sh, &pp, s);
                                 let pruned = apply(&pp, &mask);
                                 if tune {
                                     masked_finetune(dv, &sh, &pruned, &mask, dt, &ft)

@@ -48,6 +48,10 @@ pub struct Args {
     /// above 0 the editor also learns which weights to keep.
     #[arg(long, default_value_t = 0.0)]
     pub tau: f32,
+    /// What a weight's pruning score starts from (prune): its LAMP score (magnitude relative to
+    /// the larger weights of its layer) or its magnitude.
+    #[arg(long, value_enum, default_value = "lamp")]
+    pub prune_score: crate::edit::PruneScore,
     /// Fairness weights drawn in training, log-uniformly ("LO,HI").
     #[arg(long, value_delimiter = ',', default_value = "0.1,30")]
     pub lambda_range: Vec<f32>,
@@ -109,6 +113,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         layers: a.layers,
         gamma: a.gamma,
         tau: a.tau,
+        prune_score: a.prune_score,
         lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {
             (0.0..1.0).contains(&v)

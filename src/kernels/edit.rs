@@ -1,7 +1,9 @@
 //! Applying an edit: the editor's per-edge and per-node head outputs (delta, mask logit) turned
 //! into edited MLP parameters (hard zeros for removed input columns, a hard top-k mask when
 //! pruning), and the gradient back to the head outputs (straight-through sigmoid for the mask).
-//! WGSL launch (shaders/edit.wgsl) and the CPU reference; the formulas are in the shader.
+//! A weight's pruning score is its prior (a data-free importance computed on the host, see
+//! `edit::PruneScore`) plus its mask logit. WGSL launch (shaders/edit.wgsl) and the CPU
+//! reference; the formulas are in the shader.
 
 use crate::buffer::{check_disjoint, View};
 use crate::device::Device;
@@ -9,7 +11,8 @@ use crate::error::Result;
 use crate::gpu::grid_1d;
 
 const SHADER: &str = include_str!("../../shaders/edit.wgsl");
-const EPS: f32 = 1e-8;
+/// Floor under magnitudes and scores before their log: a zero weight gets a finite prior.
+pub const PRIOR_EPS: f32 = 1e-8;
 /// `inv` entry of a head row that no parameter reads (input-column nodes).
 pub const NONE: u32 = u32::MAX;
 /// Parameter kinds (low two bits of `kind`; the model index is above them).
@@ -40,12 +43,13 @@ struct Params {
     dout_off: u32,
     gamma: f32,
     tau: f32,
-    _pad: [u32; 2],
+    prior_off: u32,
+    _pad: u32,
 }
 
-/// Score of a weight for pruning: log-magnitude of the original weight plus the mask logit.
-pub fn score(orig: f32, logit: f32) -> f32 {
-    (orig.abs() + EPS).ln() + logit
+/// Score of a weight for pruning: its prior plus the mask logit.
+pub fn score(prior: f32, logit: f32) -> f32 {
+    prior + logit
 }
 
 fn dsig(x: f32) -> f32 {
@@ -53,12 +57,12 @@ fn dsig(x: f32) -> f32 {
     e / ((1.0 + e) * (1.0 + e))
 }
 
-/// One edited parameter (CPU reference and host-side edits).
-pub fn edit_value(o: &EditOpts, orig: f32, delta: f32, logit: f32, kind: u32, thr: f32) -> f32 {
+/// One edited parameter (CPU reference and host-side edits): `pl` is (prior, mask logit).
+pub fn edit_value(o: &EditOpts, orig: f32, delta: f32, pl: (f32, f32), kind: u32, thr: f32) -> f32 {
     let v = orig + o.gamma * delta;
     match kind {
         REMOVED => 0.0,
-        WEIGHT if score(orig, logit) < thr => 0.0,
+        WEIGHT if score(pl.0, pl.1) < thr => 0.0,
         _ => v,
     }
 }
@@ -68,7 +72,7 @@ fn edit_grad(
     o: &EditOpts,
     orig: f32,
     delta: f32,
-    logit: f32,
+    pl: (f32, f32),
     kind: u32,
     thr: f32,
     g: f32,
@@ -77,7 +81,7 @@ fn edit_grad(
     match kind {
         BIAS => [o.gamma * g, 0.0],
         WEIGHT => {
-            let s = score(orig, logit);
+            let s = score(pl.0, pl.1);
             let m = if s >= thr { 1.0 } else { 0.0 };
             let dl = if o.tau > 0.0 {
                 g * v * dsig((s - thr) / o.tau) / o.tau
@@ -90,12 +94,14 @@ fn edit_grad(
     }
 }
 
-/// edited[p] from orig[p] and head row map[p]; `kind` = model << 2 | kind, `thr` per model.
+/// edited[p] from orig[p], prior[p] and head row map[p]; `kind` = model << 2 | kind, `thr` per
+/// model.
 #[allow(clippy::too_many_arguments)]
 pub fn edit_forward(
     dev: &Device,
     o: &EditOpts,
     orig: View,
+    prior: View,
     head: View,
     map: View,
     kind: View,
@@ -104,22 +110,34 @@ pub fn edit_forward(
 ) -> Result<()> {
     let n = orig.len;
     assert!(
-        map.len == n && kind.len == n && edited.len == n && head.len.is_multiple_of(2),
+        map.len == n
+            && kind.len == n
+            && prior.len == n
+            && edited.len == n
+            && head.len.is_multiple_of(2),
         "edit_forward: shapes"
     );
-    assert_eq!(
-        orig.buf.id, thr.buf.id,
-        "edit_forward: orig and thr share a buffer"
+    assert!(
+        orig.buf.id == thr.buf.id && orig.buf.id == prior.buf.id,
+        "edit_forward: orig, prior and thr share a buffer"
     );
     assert_eq!(
         map.buf.id, kind.buf.id,
         "edit_forward: map and kind share a buffer"
     );
-    check_disjoint(&[edited], &[orig, head, map, kind, thr]);
+    check_disjoint(&[edited], &[orig, prior, head, map, kind, thr]);
     match dev {
         Device::Cpu(_) => {
-            let (ov, hv, mv, kv, tv) =
-                unsafe { (orig.cpu(), head.cpu(), map.cpu(), kind.cpu(), thr.cpu()) };
+            let (ov, pv, hv, mv, kv, tv) = unsafe {
+                (
+                    orig.cpu(),
+                    prior.cpu(),
+                    head.cpu(),
+                    map.cpu(),
+                    kind.cpu(),
+                    thr.cpu(),
+                )
+            };
             let out = unsafe { edited.cpu_mut() };
             for i in 0..n {
                 let h = mv[i].to_bits() as usize;
@@ -128,7 +146,7 @@ pub fn edit_forward(
                     o,
                     ov[i],
                     hv[2 * h],
-                    hv[2 * h + 1],
+                    (pv[i], hv[2 * h + 1]),
                     k & 3,
                     tv[(k >> 2) as usize],
                 );
@@ -147,7 +165,8 @@ pub fn edit_forward(
                 dout_off: 0,
                 gamma: o.gamma,
                 tau: o.tau,
-                _pad: [0; 2],
+                prior_off: prior.off(),
+                _pad: 0,
             };
             let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
             g.launch(
@@ -169,6 +188,7 @@ pub fn edit_backward(
     dev: &Device,
     o: &EditOpts,
     orig: View,
+    prior: View,
     head: View,
     inv: View,
     kind: View,
@@ -181,23 +201,25 @@ pub fn edit_backward(
         head.len == 2 * rows
             && dhead.len == head.len
             && kind.len == orig.len
+            && prior.len == orig.len
             && dedited.len == orig.len,
         "edit_backward: shapes"
     );
-    assert_eq!(
-        orig.buf.id, thr.buf.id,
-        "edit_backward: orig and thr share a buffer"
+    assert!(
+        orig.buf.id == thr.buf.id && orig.buf.id == prior.buf.id,
+        "edit_backward: orig, prior and thr share a buffer"
     );
     assert_eq!(
         inv.buf.id, kind.buf.id,
         "edit_backward: inv and kind share a buffer"
     );
-    check_disjoint(&[dhead], &[orig, head, inv, kind, thr, dedited]);
+    check_disjoint(&[dhead], &[orig, prior, head, inv, kind, thr, dedited]);
     match dev {
         Device::Cpu(_) => {
-            let (ov, hv, iv, kv, tv, gv) = unsafe {
+            let (ov, pv, hv, iv, kv, tv, gv) = unsafe {
                 (
                     orig.cpu(),
+                    prior.cpu(),
                     head.cpu(),
                     inv.cpu(),
                     kind.cpu(),
@@ -217,7 +239,7 @@ pub fn edit_backward(
                         o,
                         ov[i],
                         hv[2 * h],
-                        hv[2 * h + 1],
+                        (pv[i], hv[2 * h + 1]),
                         k & 3,
                         tv[(k >> 2) as usize],
                         gv[i],
@@ -239,7 +261,8 @@ pub fn edit_backward(
                 dout_off: dedited.off(),
                 gamma: o.gamma,
                 tau: o.tau,
-                _pad: [0; 2],
+                prior_off: prior.off(),
+                _pad: 0,
             };
             let grid = grid_1d(rows, 256, g.limits.max_compute_workgroups_per_dimension);
             g.launch(
