@@ -60,6 +60,8 @@ class EditorCheckpoint:
         self.schema = json.loads(meta["schema"])
         self.means = json.loads(meta.get("column_means", "[]"))
         self.device = device
+        if self.spec.get("tau", 0.0) > 0.0:
+            raise SystemExit(f"{path}: the peer does not learn pruning masks (tau > 0)")
         n_cols = sum(f["width"] for f in self.schema["features"])
         self.sensitive = [False] * n_cols
         for f in self.schema["features"]:
@@ -215,10 +217,24 @@ def editor_forward(ed, g):
     return head("edge_head", e), head("node_head", x)
 
 
-def edited_values(ed, mlp, ask, base, edge_out, node_out, e0, n0, hard=True):
+def prune_prior(ed, w):
+    """A layer's weights' pruning-score priors: log |w|, or the log of their LAMP scores
+    (w^2 over the sum of squares of the layer's weights at least as large, ties by position)."""
+    if ed.spec.get("prune_score", "magnitude") == "magnitude":
+        return torch.log(w.abs() + EPS_SCORE)
+    sq = w.double() ** 2
+    order = torch.argsort(w.abs(), stable=True)
+    s = sq[order]
+    tail = torch.flip(torch.cumsum(torch.flip(s, [0]), 0), [0])
+    score = torch.empty_like(sq)
+    score[order] = torch.where(tail > 0, s / tail, torch.zeros_like(s))
+    return torch.log(score.clamp_min(1e-30)).float()
+
+
+def edited_values(ed, mlp, ask, base, edge_out, node_out, e0, n0):
     """One model's edited parameters from its slice of the head outputs: base + gamma * delta,
-    removed columns zero, and (pruning) exactly the top-k scores kept. With hard=False the
-    pruning mask is fixed and the values stay differentiable (the training step)."""
+    removed columns zero, and (pruning) exactly the top-k scores kept. The mask is a constant
+    (regop's tau = 0), so the values stay differentiable in the deltas (the training step)."""
     gamma = ed.spec["gamma"]
     dims = mlp.dims
     vals, scores, is_w, removed = [], [], [], []
@@ -231,7 +247,7 @@ def edited_values(ed, mlp, ask, base, edge_out, node_out, e0, n0, hard=True):
         no = node_out[nd : nd + fo]
         wb = base[off : off + fi * fo]
         vals += [wb + gamma * eo[:, 0], base[off + fi * fo : off + fi * fo + fo] + gamma * no[:, 0]]
-        scores += [torch.log(wb.abs() + EPS_SCORE) + eo[:, 1], torch.full((fo,), -math.inf, device=base.device)]
+        scores += [prune_prior(ed, wb.detach()) + eo[:, 1], torch.full((fo,), -math.inf, device=base.device)]
         r = rem.repeat(fo) if l == 0 else torch.zeros(fi * fo, dtype=torch.bool, device=base.device)
         removed += [r, torch.zeros(fo, dtype=torch.bool, device=base.device)]
         is_w += [torch.ones(fi * fo, dtype=torch.bool, device=base.device), torch.zeros(fo, dtype=torch.bool, device=base.device)]
@@ -328,7 +344,7 @@ def train_loss(ed, mlps, asks, flats, x, y, group):
     edited, e0, n0 = [], 0, 0
     for m, a, f, d in zip(mlps, asks, flats, datas):
         base = base_params(ed, m, a, f)
-        edited.append(edited_values(ed, m, a, base, edge_out, node_out, e0, n0, hard=False))
+        edited.append(edited_values(ed, m, a, base, edge_out, node_out, e0, n0))
         e0 += d.edge_index.shape[1]
         n0 += d.num_nodes
     dims, act = mlps[0].dims, mlps[0].activation
