@@ -71,9 +71,9 @@ fn lamp_scores_follow_their_definition_and_keep_every_layer() {
     let shape = MlpShape::new(&[13, 32, 16, 1], Activation::Relu);
     let mut p = init_params(&shape, 7);
     // A layer of much smaller weights: global magnitude would empty it, LAMP must not.
-    for i in shape.weight_offset(1)..shape.bias_offset(1) {
-        p[i] *= 1e-3;
-    }
+    p[shape.weight_offset(1)..shape.bias_offset(1)]
+        .iter_mut()
+        .for_each(|v| *v *= 1e-3);
     let scores = lamp_scores(&shape, &p);
     assert_eq!(scores.len(), 13 * 32 + 32 * 16 + 16);
     for &(score, i) in &scores {
