@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::kernels::adam::Adam;
 use crate::mlp::MlpShape;
 use crate::model::Model;
+use crate::profile::{profile, KernelTime};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,7 +32,12 @@ pub struct EditBenchOptions {
     pub ask: Ask,
     /// The editor's file (named in the check files).
     pub editor_path: PathBuf,
+    /// Also time every kernel of one edit and one training step.
+    pub profile: bool,
 }
+
+/// A profiled region and its kernels.
+pub type Profile = (String, Vec<KernelTime>);
 
 /// A model file of the zoo, loaded.
 pub struct ZooModel {
@@ -76,7 +82,7 @@ pub fn bench_edits(
     data: &Dataset,
     o: &EditBenchOptions,
     out: Option<&Path>,
-) -> Result<Vec<BenchResult>> {
+) -> Result<(Vec<BenchResult>, Vec<Profile>)> {
     assert!(
         !models.is_empty() && !train.is_empty(),
         "bench_edits: models"
@@ -86,6 +92,7 @@ pub fn bench_edits(
     let arch = |m: &ZooModel| format!("{:?}", m.shape.dims);
     let label = format!("H={} L={}", cfg.hidden, cfg.layers);
     let mut results = Vec::new();
+    let mut profiles = Vec::new();
     let scratch = std::env::temp_dir().join(format!("regop-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
 
@@ -131,6 +138,13 @@ pub fn bench_edits(
         1,
         "edits/s",
     ));
+    if o.profile {
+        let times = profile(dev, || one.run(dev, &ef.editor).map(|_| ()))?;
+        profiles.push((
+            format!("one edit of {}, graph on device", arch(first)),
+            times,
+        ));
+    }
 
     // (c) Batched edits from host parameters, mixed architectures as the population has them.
     for &b in &o.batches {
@@ -198,15 +212,20 @@ pub fn bench_edits(
         )?;
     }
     let s = median_time(o.iters, || step(&mut editor).map(|_| ()))?;
+    let train_label = format!("B={} rows={rows} {:?} {label}", tm.len(), shape.dims);
     results.push(result(
         "train step",
-        format!("B={} rows={rows} {:?} {label}", tm.len(), shape.dims),
+        train_label.clone(),
         s,
         tm.len(),
         "model-steps/s",
     ));
+    if o.profile {
+        let times = profile(dev, || step(&mut editor).map(|_| ()))?;
+        profiles.push((format!("one training step, {train_label}"), times));
+    }
     let _ = std::fs::remove_dir_all(&scratch);
-    Ok(results)
+    Ok((results, profiles))
 }
 
 /// Models whose edits go into the check files.

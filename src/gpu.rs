@@ -51,7 +51,13 @@ struct Recorder {
     params: Vec<u8>,
     /// Timestamp query set of an open timed region (see `GpuDevice::time`).
     timing: Option<wgpu::QuerySet>,
+    /// An open profile: its query set and the entry point of every dispatch so far (see
+    /// `GpuDevice::profile`).
+    profile: Option<(wgpu::QuerySet, Vec<&'static str>)>,
 }
+
+/// Most dispatches one profiled region can time (two queries each, 4096 queries per set).
+const PROFILE_MAX: usize = 2048;
 
 impl GpuDevice {
     pub(crate) fn new(adapter: &wgpu::Adapter) -> Result<GpuDevice> {
@@ -371,16 +377,30 @@ impl GpuDevice {
         if rec.encoder.is_none() {
             rec.encoder = Some(self.device.create_command_encoder(&Default::default()));
         }
+        let profiled = rec.profile.as_ref().map(|(_, e)| e.len());
+        if profiled == Some(PROFILE_MAX) {
+            return Err(Error::Device(format!(
+                "a profiled region may hold at most {PROFILE_MAX} dispatches"
+            )));
+        }
+        if profiled.is_some() {
+            rec.pass = None; // every profiled dispatch in a pass of its own
+        }
         if rec.pass.is_none() {
             let rec = &mut *rec;
-            let timestamp_writes = rec
-                .timing
-                .as_ref()
-                .map(|qs| wgpu::ComputePassTimestampWrites {
+            let timestamp_writes = match (&rec.timing, &rec.profile) {
+                (_, Some((qs, entries))) => Some(wgpu::ComputePassTimestampWrites {
+                    query_set: qs,
+                    beginning_of_pass_write_index: Some(2 * entries.len() as u32),
+                    end_of_pass_write_index: Some(2 * entries.len() as u32 + 1),
+                }),
+                (Some(qs), None) => Some(wgpu::ComputePassTimestampWrites {
                     query_set: qs,
                     beginning_of_pass_write_index: Some(0),
                     end_of_pass_write_index: Some(1),
-                });
+                }),
+                (None, None) => None,
+            };
             let pass = rec
                 .encoder
                 .as_mut()
@@ -396,7 +416,76 @@ impl GpuDevice {
         pass.set_pipeline(&kernel.pipeline);
         pass.set_bind_group(0, bg, &[offset]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        if let Some((_, entries)) = rec.profile.as_mut() {
+            entries.push(entry);
+            rec.pass = None;
+        }
         Ok(())
+    }
+
+    /// GPU seconds of every dispatch that `record` records, by entry point, from timestamp
+    /// queries around each (every dispatch gets a compute pass of its own, so the figures
+    /// include no overlap between kernels). Fails where the adapter has no timestamp queries.
+    pub(crate) fn profile(
+        &self,
+        record: impl FnOnce() -> Result<()>,
+    ) -> Result<Vec<(&'static str, f64)>> {
+        if !self.has_timestamps() {
+            return Err(Error::Device(format!(
+                "{} has no timestamp queries: no per-kernel GPU times",
+                self.info.name
+            )));
+        }
+        self.flush()?;
+        let qs = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2 * PROFILE_MAX as u32,
+        });
+        self.rec.borrow_mut().profile = Some((qs.clone(), Vec::new()));
+        let recorded = record();
+        let entries = self
+            .rec
+            .borrow_mut()
+            .profile
+            .take()
+            .map(|p| p.1)
+            .unwrap_or_default();
+        recorded?;
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let bytes = 16 * entries.len() as u64;
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps"),
+            size: bytes,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.flush()?;
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.resolve_query_set(&qs, 0..2 * entries.len() as u32, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, &staging, 0, bytes);
+        self.queue.submit([enc.finish()]);
+        let raw = self.map_read(&staging)?;
+        let ticks: &[u64] = bytemuck::cast_slice(&raw);
+        let period = self.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(entries
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| {
+                (
+                    e,
+                    ticks[2 * i + 1].wrapping_sub(ticks[2 * i]) as f64 * period,
+                )
+            })
+            .collect())
     }
 
     /// GPU seconds spent by the work `record` records, from timestamp queries written at the start

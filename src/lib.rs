@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod mlp;
 pub mod model;
 pub mod postprocess;
+pub mod profile;
 pub mod report;
 pub mod train;
 pub mod zoo;

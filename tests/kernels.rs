@@ -464,3 +464,48 @@ fn adam_per_model_matches_cpu_and_freezes_models_with_zero_lr() {
         }
     }
 }
+
+/// `profile` names every kernel a region ran, with its call count, on both backends; nothing is
+/// recorded outside a profile; shares add up to 1.
+#[test]
+fn profiles_count_every_kernel_call_on_both_backends() {
+    use regop::profile::profile;
+    for dev in [Device::cpu(), gpu()] {
+        let a = dev.upload(&vec![0.5f32; 64 * 64]).unwrap();
+        let b = dev.upload(&vec![0.25f32; 64 * 64]).unwrap();
+        let c = dev.alloc(64 * 64).unwrap();
+        let h = dev.alloc(64 * 64).unwrap();
+        let g = Gemm::single(64, 64, 64);
+        let run = || -> regop::Result<()> {
+            for _ in 0..3 {
+                gemm_with(&dev, &g, GemmKernel::Auto, a.all(), b.all(), c.all())?;
+            }
+            activation_forward(&dev, Activation::Silu, c.all(), h.all())?;
+            dev.sync()
+        };
+        run().unwrap(); // outside a profile: nothing recorded, nothing breaks
+        let Ok(times) = profile(&dev, run) else {
+            assert!(dev.is_gpu(), "the CPU backend always profiles");
+            continue; // an adapter without timestamp queries
+        };
+        let calls = |k: &str| {
+            times
+                .iter()
+                .filter(|t| t.kernel.starts_with(k))
+                .map(|t| t.calls)
+                .sum::<usize>()
+        };
+        assert_eq!(calls("gemm"), 3, "{} {times:?}", dev.name());
+        assert_eq!(calls("activation_forward"), 1, "{times:?}");
+        assert_eq!(times.iter().map(|t| t.calls).sum::<usize>(), 4, "{times:?}");
+        let share: f64 = times.iter().map(|t| t.share).sum();
+        assert!((share - 1.0).abs() < 1e-9, "{share}");
+        assert!(times
+            .iter()
+            .all(|t| t.seconds >= 0.0 && t.seconds.is_finite()));
+        assert!(times.windows(2).all(|w| w[0].seconds >= w[1].seconds));
+        // The result of the profiled work is the same as unprofiled.
+        let out = dev.read_all(&h).unwrap();
+        assert!(out.iter().all(|v| (v - out[0]).abs() < 1e-6 && *v > 0.0));
+    }
+}

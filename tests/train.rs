@@ -134,9 +134,30 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         "1",
         "--train-rows",
         "64",
+        "--profile",
         "--check-out",
         p(&check),
     ]));
+    // Per-kernel profiles of one edit and one training step.
+    let profiles = b["profiles"].as_array().unwrap();
+    assert_eq!(profiles.len(), 2, "{profiles:?}");
+    for pr in profiles {
+        let kernels = pr[1].as_array().unwrap();
+        let names: Vec<&str> = kernels
+            .iter()
+            .map(|k| k["kernel"].as_str().unwrap())
+            .collect();
+        assert!(
+            names.contains(&"gemm") && names.contains(&"segment_reduce"),
+            "{names:?}"
+        );
+        let share: f64 = kernels.iter().map(|k| k["share"].as_f64().unwrap()).sum();
+        assert!((share - 1.0).abs() < 1e-6, "{share}");
+    }
+    let step = profiles[1][1].as_array().unwrap();
+    assert!(step
+        .iter()
+        .any(|k| k["kernel"] == "adam_step" && k["calls"] == 1));
     let names: Vec<(&str, f64)> = b["results"]
         .as_array()
         .unwrap()

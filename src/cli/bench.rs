@@ -42,6 +42,10 @@ pub struct Args {
     pub sparsity: f32,
     #[arg(long, default_value_t = 1.0)]
     pub lambda: f32,
+    /// With --editor: also time every kernel of one edit and one training step (GPU timestamp
+    /// queries around each dispatch; CPU wall time per kernel call).
+    #[arg(long, requires = "editor")]
+    pub profile: bool,
     /// Also write check files (the asks, edited models, a training batch and its gradient) here.
     #[arg(long)]
     pub check_out: Option<PathBuf>,
@@ -54,6 +58,8 @@ struct Report {
     device: String,
     hardware_gpu: bool,
     results: Vec<crate::bench::BenchResult>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    profiles: Vec<crate::bench_edit::Profile>,
 }
 
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
@@ -64,24 +70,31 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if dev.is_gpu() && !hardware_gpu && !a.quick {
         p.status("note: this adapter is a software rasteriser; its figures say nothing about GPU speed (try --quick)");
     }
-    let results = match (&a.editor, &a.zoo) {
+    let (results, profiles) = match (&a.editor, &a.zoo) {
         (Some(editor), Some(zoo)) => edit_benchmarks(&dev, p, &a, editor, zoo)?,
-        _ => run_all(
-            &dev,
-            &BenchOptions {
-                quick: a.quick,
-                seed: g.seed,
-            },
-        )?,
+        _ => (
+            run_all(
+                &dev,
+                &BenchOptions {
+                    quick: a.quick,
+                    seed: g.seed,
+                },
+            )?,
+            Vec::new(),
+        ),
     };
     if p.json {
         p.json(&Report {
             device: dev.name(),
             hardware_gpu,
             results,
+            profiles,
         });
     } else {
         print!("{}", table(&dev.name(), &results));
+        for (title, times) in &profiles {
+            print!("\n{}", crate::profile::table(title, times));
+        }
     }
     Ok(0)
 }
@@ -92,7 +105,10 @@ fn edit_benchmarks(
     a: &Args,
     editor: &std::path::Path,
     zoo: &std::path::Path,
-) -> Result<Vec<crate::bench::BenchResult>> {
+) -> Result<(
+    Vec<crate::bench::BenchResult>,
+    Vec<crate::bench_edit::Profile>,
+)> {
     let ef = EditorFile::load(dev, editor)?;
     let manifest = read_manifest(zoo)?;
     let data = load_for_zoo(zoo, &manifest, &a.data)?;
@@ -166,6 +182,7 @@ fn edit_benchmarks(
             train_rows: a.train_rows,
             ask,
             editor_path: editor.to_path_buf(),
+            profile: a.profile,
         },
         a.check_out.as_deref(),
     )

@@ -140,6 +140,7 @@ pub fn activation_forward(dev: &Device, act: Activation, x: View, y: View) -> Re
     check_disjoint(&[y], &[x]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("activation_forward");
             let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
             use rayon::prelude::*;
             // One tight loop per activation (the match outside it), so each one vectorises.
@@ -197,6 +198,7 @@ pub fn activation_backward(
     check_disjoint(&[dx], &[x, dy]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("activation_backward");
             let (xv, dyv, dxv) = unsafe { (x.cpu(), dy.cpu(), dx.cpu_mut()) };
             use rayon::prelude::*;
             dxv.par_chunks_mut(4096)

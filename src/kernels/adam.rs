@@ -94,6 +94,7 @@ pub fn adam_step(
     let bc2 = 1.0 - opt.beta2.powi(t as i32);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("adam_step");
             let (pv, gv, mv, vv) =
                 unsafe { (params.cpu_mut(), grads.cpu(), m.cpu_mut(), v.cpu_mut()) };
             for i in 0..n {
@@ -180,6 +181,7 @@ pub fn adam_step_per_model(
     let bc2 = 1.0 - opt.beta2.powi(t as i32);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("adam_step_per_model");
             let (pv, gv, mv, vv, hv) = unsafe {
                 (
                     params.cpu_mut(),

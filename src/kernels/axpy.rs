@@ -25,6 +25,7 @@ pub fn axpy(dev: &Device, alpha: f32, x: View, beta: f32, y: View) -> Result<()>
     check_disjoint(&[y], &[x]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("axpy");
             let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
             for (t, &s) in yv.iter_mut().zip(xv) {
                 *t = if beta != 0.0 {
@@ -62,6 +63,7 @@ pub fn mul(dev: &Device, x: View, y: View) -> Result<()> {
     check_disjoint(&[y], &[x]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("mul");
             use rayon::prelude::*;
             let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
             yv.par_iter_mut()

@@ -79,6 +79,7 @@ fn run(
     check_disjoint(&[out], &[logits, targets]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("bce_loss");
             let (sv, tv, ov) = unsafe { (logits.cpu(), targets.cpu(), out.cpu_mut()) };
             for z in 0..b.batch {
                 for i in 0..b.n {

@@ -52,6 +52,7 @@ pub fn bias_add(dev: &Device, s: &BiasAdd, y: View, bias: View) -> Result<()> {
     let total = batch * rows * cols;
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("bias_add");
             let (yv, bv) = unsafe { (y.cpu_mut(), bias.cpu()) };
             use rayon::prelude::*;
             for z in 0..batch {

@@ -114,6 +114,7 @@ pub fn cross_entropy_forward(
     check(ce, &logits, &labels, &losses, 1);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("cross_entropy_forward");
             let (sv, lv, ov) = unsafe { (logits.cpu(), labels.cpu(), losses.cpu_mut()) };
             for z in 0..ce.batch {
                 for r in 0..ce.rows {
@@ -144,6 +145,7 @@ pub fn cross_entropy_backward(
     check(ce, &logits, &labels, &dlogits, ce.classes);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("cross_entropy_backward");
             let (sv, lv, ov) = unsafe { (logits.cpu(), labels.cpu(), dlogits.cpu_mut()) };
             for z in 0..ce.batch {
                 for r in 0..ce.rows {

@@ -128,6 +128,7 @@ pub fn edit_forward(
     check_disjoint(&[edited], &[orig, prior, head, map, kind, thr]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("edit_forward");
             let (ov, pv, hv, mv, kv, tv) = unsafe {
                 (
                     orig.cpu(),
@@ -216,6 +217,7 @@ pub fn edit_backward(
     check_disjoint(&[dhead], &[orig, prior, head, inv, kind, thr, dedited]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("edit_backward");
             let (ov, pv, hv, iv, kv, tv, gv) = unsafe {
                 (
                     orig.cpu(),

@@ -75,6 +75,7 @@ pub fn fairness_penalty(
     }
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("fairness_penalty");
             let (sv, yv, gv, lv) =
                 unsafe { (logits.cpu(), labels.cpu(), group.cpu(), lambda.cpu()) };
             let (lo, dv) = unsafe { (loss.cpu_mut(), dlogits.cpu_mut()) };

@@ -50,6 +50,7 @@ pub fn film_forward(
     check_disjoint(&[y], &[x, gb, rm.row_model, rm.row_offsets]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("film_forward");
             let (xv, gv, yv, mv) = unsafe { (x.cpu(), gb.cpu(), y.cpu_mut(), rm.row_model.cpu()) };
             for n in 0..rows {
                 let base = mv[n].to_bits() as usize * 2 * cols;
@@ -124,6 +125,7 @@ pub fn film_backward(
     check_disjoint(&[dx, dgb], &[x, gb, dy, rm.row_model, rm.row_offsets]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("film_backward");
             let (xv, gv, dyv, dxv, dgv) =
                 unsafe { (x.cpu(), gb.cpu(), dy.cpu(), dx.cpu_mut(), dgb.cpu_mut()) };
             let (mv, ov) = unsafe { (rm.row_model.cpu(), rm.row_offsets.cpu()) };

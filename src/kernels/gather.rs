@@ -53,6 +53,7 @@ pub fn gather_rows_with(
     }
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("gather_rows");
             let (s, ix, dst) = unsafe { (src.cpu(), idx.cpu(), out.cpu_mut()) };
             let sc = o.scale.map(|v| unsafe { v.cpu() });
             use rayon::prelude::*;

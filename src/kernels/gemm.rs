@@ -122,6 +122,7 @@ pub fn gemm_with(
     }
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("gemm");
             unsafe { gemm_cpu(g, a.cpu(), b.cpu(), c.buf.cpu_ptr().add(c.offset)) };
             Ok(())
         }

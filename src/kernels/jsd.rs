@@ -87,6 +87,7 @@ pub fn jsd(
     check_disjoint(&[loss, dq], &[p, q]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("jsd");
             let (pv, qv) = unsafe { (p.cpu(), q.cpu()) };
             let (lv, dv) = unsafe { (loss.cpu_mut(), dq.cpu_mut()) };
             for (r, l) in lv.iter_mut().enumerate() {

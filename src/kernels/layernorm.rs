@@ -51,6 +51,7 @@ pub fn layernorm_forward(
     check_disjoint(&[y, stats], &[x, w]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("layernorm_forward");
             let (xv, wv, yv, sv) = unsafe { (x.cpu(), w.cpu(), y.cpu_mut(), stats.cpu_mut()) };
             for r in 0..rows {
                 let row = &xv[r * cols..(r + 1) * cols];
@@ -117,6 +118,7 @@ pub fn layernorm_backward(
     check_disjoint(&[dx, dw], &[x, w, stats, dy]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("layernorm_backward");
             let (xv, wv, sv, dyv, dxv, dwv) = unsafe {
                 (
                     x.cpu(),

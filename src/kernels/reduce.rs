@@ -85,6 +85,7 @@ pub fn reduce(dev: &Device, r: &Reduce, x: View, out: View) -> Result<()> {
     check_disjoint(&[out], &[x]);
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("reduce");
             let (xv, ov) = unsafe { (x.cpu(), out.cpu_mut()) };
             for z in 0..r.batch {
                 let xz = &xv[z * r.x_stride..];

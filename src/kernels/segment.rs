@@ -56,6 +56,7 @@ pub fn segment_reduce(
     }
     match dev {
         Device::Cpu(_) => {
+            let _time = crate::profile::cpu_scope("segment_reduce");
             use rayon::prelude::*;
             let (v, off, dst) = unsafe { (values.cpu(), offsets.cpu(), out.cpu_mut()) };
             let perm = o.perm.map(|p| unsafe { p.cpu() });
