@@ -103,3 +103,27 @@ fn usage_errors_exit_2() {
     }
     assert_eq!(regop(&["--help"]).status.code(), Some(0));
 }
+
+/// With no usable driver (the Vulkan loader pointed at a driver file that does not exist):
+/// `--device gpu` fails with one line and exit 2, `--device auto` falls back to the CPU backend
+/// and still does the work.
+#[test]
+fn no_adapter_is_one_line_for_gpu_and_a_cpu_fallback_for_auto() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_regop"))
+            .args(args)
+            .env("VK_ICD_FILENAMES", "/nonexistent/icd.json")
+            .env("VK_DRIVER_FILES", "/nonexistent/icd.json")
+            .output()
+            .unwrap()
+    };
+    let gpu = run(&["--device", "gpu", "bench", "--quick"]);
+    let err = String::from_utf8_lossy(&gpu.stderr);
+    assert_eq!(gpu.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("no wgpu adapter"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let auto = json(&run(&["--device", "auto", "--json", "bench", "--quick"]));
+    assert!(auto["device"].as_str().unwrap().starts_with("cpu"), "{auto}");
+    assert!(!auto["results"].as_array().unwrap().is_empty());
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every benchmark of regop against the PyTorch + PyTorch Geometric peer, in one run on one
-# device: an Adult zoo, a prune editor trained on it, the engine benchmarks, and the
-# side-by-side tables (tools/peer/side_by_side.py). Results go to $OUT (default ./device-run).
+# device: an Adult zoo, a prune editor trained on it, the engine benchmarks, the side-by-side
+# tables (tools/peer/side_by_side.py) and a per-kernel profile. Results go to $OUT (default
+# ./device-run).
 #
 # On a GPU machine, after ../shared/gpu/prepare.sh has filled .gpu/ here and the Adult files
 # were copied to .gpu/data/adult:
@@ -35,5 +36,9 @@ echo "== side by side" >&2
 python3 tools/peer/side_by_side.py --regop "$REGOP" --device "$DEVICE" \
   --editor "$zoo/editor-prune/editor.safetensors" --zoo "$zoo" --data "$DATA" \
   --batches "$BATCHES" --iters "$ITERS" --out "$OUT/side-by-side" > "$OUT/side_by_side.md"
+echo "== per-kernel profile of one edit and one training step" >&2
+"$REGOP" --device "$DEVICE" bench --editor "$zoo/editor-prune/editor.safetensors" --zoo "$zoo" \
+  --data "$DATA" --batches 1 --iters 5 --profile > "$OUT/profile.txt"
 cat "$OUT/engine.txt"
 cat "$OUT/side_by_side.md"
+cat "$OUT/profile.txt"
