@@ -132,21 +132,25 @@ impl Drop for Buf {
 /// Freed CPU buffers kept for reuse. A training step allocates the same large tapes every step;
 /// fresh pages cost the OS a page fault and a zeroing pass each, which took half of a step's
 /// time on two cores. A pooled buffer is zeroed by one parallel fill instead. Only buffers of
-/// at least POOL_MIN values are kept, POOL_MAX values in all (1 GiB): the bound on the memory a
-/// process holds beyond what it uses.
+/// at least POOL_MIN values are kept, POOL_MAX values in all (512 MiB), the oldest given up
+/// first: the bound on the memory a process holds beyond what it uses.
 const POOL_MIN: usize = 1 << 18;
-const POOL_MAX: usize = 1 << 28;
+const POOL_MAX: usize = 1 << 27;
 static POOL: std::sync::Mutex<Vec<Box<[UnsafeCell<f32>]>>> = std::sync::Mutex::new(Vec::new());
 
 fn pool_give(cells: Box<[UnsafeCell<f32>]>) {
     if cells.len() < POOL_MIN {
         return;
     }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let held: usize = pool.iter().map(|c| c.len()).sum();
-    if held + cells.len() <= POOL_MAX {
-        pool.push(cells);
+    if cells.len() > POOL_MAX {
+        return;
     }
+    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held: usize = pool.iter().map(|c| c.len()).sum();
+    while held + cells.len() > POOL_MAX {
+        held -= pool.remove(0).len();
+    }
+    pool.push(cells);
 }
 
 /// The smallest pooled buffer that holds `len` values (at most twice that), zero-filled.
@@ -159,7 +163,7 @@ pub(crate) fn pool_take(len: usize) -> Option<Box<[UnsafeCell<f32>]>> {
         let best = (0..pool.len())
             .filter(|&i| (len..=2 * len).contains(&pool[i].len()))
             .min_by_key(|&i| pool[i].len())?;
-        pool.swap_remove(best)
+        pool.remove(best)
     };
     use rayon::prelude::*;
     let p = SendPtr(UnsafeCell::raw_get(cells.as_ptr()));

@@ -87,6 +87,52 @@ pub struct Member {
     pub params: Vec<f32>,
 }
 
+/// A training model on disk: its weights are read when a step draws it, so a population of any
+/// size costs ~100 bytes a model in memory (its id, shape and path).
+pub struct Stored {
+    pub id: usize,
+    pub shape: MlpShape,
+    pub path: PathBuf,
+}
+
+impl Stored {
+    /// Its parameters, read from its file (which must still hold the same architecture).
+    pub fn params(&self) -> Result<Vec<f32>> {
+        let m = Model::load(&self.path)?;
+        if m.shape().dims != self.shape.dims {
+            return Err(Error::input(
+                &self.path,
+                format!(
+                    "changed during training: {:?} now, {:?} before",
+                    m.shape().dims,
+                    self.shape.dims
+                ),
+            ));
+        }
+        Ok(m.flat_params())
+    }
+}
+
+/// Index the models of one split, grouped by architecture (dims), in manifest order: every
+/// file is read once and checked, and only its shape and path are kept.
+pub fn index_split(
+    dir: &Path,
+    m: &Manifest,
+    split: ModelSplit,
+) -> Result<BTreeMap<Vec<usize>, Vec<Stored>>> {
+    let mut out: BTreeMap<Vec<usize>, Vec<Stored>> = BTreeMap::new();
+    for r in m.models.iter().filter(|r| r.split == split) {
+        let path = dir.join(&r.file);
+        let shape = Model::load(&path)?.shape();
+        out.entry(r.dims.clone()).or_default().push(Stored {
+            id: r.id,
+            shape,
+            path,
+        });
+    }
+    Ok(out)
+}
+
 /// Load the models of one split, grouped by architecture (dims), in manifest order.
 pub fn load_split(
     dir: &Path,
@@ -176,7 +222,7 @@ pub struct Trainer<'a> {
     pub spec: EditSpec,
     pub schema: &'a Schema,
     pub data: &'a Dataset,
-    pub train: BTreeMap<Vec<usize>, Vec<Member>>,
+    pub train: BTreeMap<Vec<usize>, Vec<Stored>>,
     pub val: Vec<(Member, Ask)>,
     pub columns: Columns,
     pub editor_cfg: EditorConfig,
@@ -207,7 +253,7 @@ impl<'a> Trainer<'a> {
                 ));
             }
         }
-        let train = load_split(zoo, manifest, ModelSplit::Train)?;
+        let train = index_split(zoo, manifest, ModelSplit::Train)?;
         if train.is_empty() {
             return Err(Error::input(zoo, "has no training models"));
         }
@@ -232,16 +278,20 @@ impl<'a> Trainer<'a> {
                 "has no validation models (they pick the checkpoint)",
             ));
         }
-        let all = train.values().flatten().chain(val.iter().map(|(m, _)| m));
+        let all = train
+            .values()
+            .flatten()
+            .map(|m| &m.shape)
+            .chain(val.iter().map(|(m, _)| &m.shape));
         let pos = PosIds {
             max_inputs: schema.n_columns(),
             max_hidden_layers: all
                 .clone()
-                .map(|m| m.shape.layers() - 1)
+                .map(|s| s.layers() - 1)
                 .max()
                 .unwrap_or(0)
                 .max(1),
-            max_outputs: all.map(|m| m.shape.outputs()).max().unwrap_or(1),
+            max_outputs: all.map(|s| s.outputs()).max().unwrap_or(1),
         };
         Ok(Trainer {
             spec: EditSpec {
@@ -285,7 +335,7 @@ impl<'a> Trainer<'a> {
                 }
             })
             .expect("a group");
-        let chosen: Vec<&Member> = group
+        let chosen: Vec<&Stored> = group
             .choose_multiple(&mut rng, self.cfg.models.min(group.len()))
             .collect();
         let asks: Vec<Ask> = chosen
@@ -293,7 +343,8 @@ impl<'a> Trainer<'a> {
             .map(|_| draw_ask(&mut rng, &self.cfg, self.schema))
             .collect();
         let (x, y, g) = draw_rows(&mut rng, &self.data.train, self.cfg.rows);
-        let params: Vec<&[f32]> = chosen.iter().map(|m| m.params.as_slice()).collect();
+        let loaded: Vec<Vec<f32>> = chosen.iter().map(|m| m.params()).collect::<Result<_>>()?;
+        let params: Vec<&[f32]> = loaded.iter().map(Vec::as_slice).collect();
         let b = TrainBatch::new(
             dev,
             editor,

@@ -124,6 +124,9 @@ fn no_adapter_is_one_line_for_gpu_and_a_cpu_fallback_for_auto() {
     assert!(err.contains("no wgpu adapter"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     let auto = json(&run(&["--device", "auto", "--json", "bench", "--quick"]));
-    assert!(auto["device"].as_str().unwrap().starts_with("cpu"), "{auto}");
+    assert!(
+        auto["device"].as_str().unwrap().starts_with("cpu"),
+        "{auto}"
+    );
     assert!(!auto["results"].as_array().unwrap().is_empty());
 }

@@ -512,3 +512,42 @@ fn the_demo_runs_end_to_end_and_writes_its_report() {
     let again = regop(&["demo", "--out", p(&out)]);
     assert_eq!(again.status.code(), Some(2));
 }
+
+/// Training models stream from disk: the trainer keeps their shapes and paths, and a step reads
+/// the models it draws. Overwriting every training model after the trainer started makes the
+/// next step fail on the file it drew (it would succeed if the weights had been loaded up
+/// front).
+#[test]
+fn training_models_are_read_when_a_step_draws_them() {
+    use regop::train::{TrainConfig, Trainer};
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "5");
+    let manifest = regop::zoo::read_manifest(&z).unwrap();
+    let data = regop::data::loaders::load(
+        manifest.loader,
+        None,
+        &manifest.data_options,
+        manifest.data_seed,
+    )
+    .unwrap();
+    let cfg = TrainConfig {
+        steps: 2,
+        ..TrainConfig::new(regop::edit::Requirement::Prune)
+    };
+    let trainer = Trainer::new(&cfg, &z, &manifest, &data).unwrap();
+    let dev = regop::Device::cpu();
+    let mut editor = regop::editor::Editor::new(&dev, &trainer.editor_cfg, 0).unwrap();
+    trainer.step(&dev, &mut editor, 0).unwrap();
+    for r in manifest
+        .models
+        .iter()
+        .filter(|r| r.split == regop::zoo::ModelSplit::Train)
+    {
+        std::fs::write(z.join(&r.file), b"not a model any more").unwrap();
+    }
+    let err = trainer.step(&dev, &mut editor, 1).unwrap_err().to_string();
+    assert!(
+        err.contains("model-") && err.contains("safetensors"),
+        "{err}"
+    );
+}
