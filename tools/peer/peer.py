@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
