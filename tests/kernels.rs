@@ -470,7 +470,7 @@ fn adam_per_model_matches_cpu_and_freezes_models_with_zero_lr() {
 #[test]
 fn profiles_count_every_kernel_call_on_both_backends() {
     use regop::profile::profile;
-    for dev in [Device::cpu(), gpu()] {
+    for dev in [regop::Device::cpu(), gpu()] {
         let a = dev.upload(&vec![0.5f32; 64 * 64]).unwrap();
         let b = dev.upload(&vec![0.25f32; 64 * 64]).unwrap();
         let c = dev.alloc(64 * 64).unwrap();
@@ -478,7 +478,7 @@ fn profiles_count_every_kernel_call_on_both_backends() {
         let g = Gemm::single(64, 64, 64);
         let run = || -> regop::Result<()> {
             for _ in 0..3 {
-                gemm_with(&dev, &g, GemmKernel::Auto, a.all(), b.all(), c.all())?;
+                gemm_with(&dev, GemmKernel::Auto, &g, a.all(), b.all(), c.all())?;
             }
             activation_forward(&dev, Activation::Silu, c.all(), h.all())?;
             dev.sync()
