@@ -82,6 +82,7 @@ impl Activation {
 
 /// Logistic sigmoid, branch-free so that loops over it vectorise. exp(-v) overflows to +inf
 /// only where the sigmoid is 0 to f32 precision, and 1 / (1 + inf) is that 0.
+#[inline(always)]
 pub fn sigmoid(v: f32) -> f32 {
     1.0 / (1.0 + exp(-v))
 }
@@ -91,6 +92,7 @@ pub fn sigmoid(v: f32) -> f32 {
 /// reduction x = n ln2 + r, |r| <= ln2 / 2, then a degree-6 polynomial for e^r (Cephes
 /// coefficients) times 2^n, built from exponent bits in two halves so that n = 128 cannot
 /// overflow them. 0 below -87.3 (where e^x is subnormal), +inf above f32's largest e^x.
+#[inline(always)] // inlined into a loop, it vectorises; called, it runs one value at a time
 pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;

@@ -58,8 +58,9 @@ pub fn bias_add(dev: &Device, s: &BiasAdd, y: View, bias: View) -> Result<()> {
             for z in 0..batch {
                 let b = &bv[z * b_stride..z * b_stride + cols];
                 let ys = &mut yv[z * y_stride..z * y_stride + rows * cols];
+                // Tasks of at least ~16k values: smaller ones cost more to hand out than to run.
                 ys.par_chunks_mut(cols)
-                    .with_min_len(64)
+                    .with_min_len((16_384 / cols).max(1))
                     .for_each(|row| row.iter_mut().zip(b).for_each(|(v, bj)| *v += bj));
             }
             Ok(())

@@ -59,6 +59,7 @@ pub fn gather_rows_with(
             use rayon::prelude::*;
             dst[..n * cols]
                 .par_chunks_mut(cols)
+                .with_min_len((16_384 / cols).max(1))
                 .enumerate()
                 .for_each(|(r, to)| {
                     let row = ix[r].to_bits() as usize;
