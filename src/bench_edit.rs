@@ -47,6 +47,24 @@ pub struct ZooModel {
     pub params: Vec<f32>,
 }
 
+/// A directory for the edited files of the file-to-file timing, removed however the benchmark
+/// ends.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("regop-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Median seconds of `iters` runs of `f` (after one warm-up run).
 fn median_time(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -93,12 +111,11 @@ pub fn bench_edits(
     let label = format!("H={} L={}", cfg.hidden, cfg.layers);
     let mut results = Vec::new();
     let mut profiles = Vec::new();
-    let scratch = std::env::temp_dir().join(format!("regop-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    let scratch = Scratch::new()?;
 
     // (a) One edit end to end: read and check the model file, edit, write the edited file.
     let first = &models[0];
-    let edited_path = scratch.join("edited.safetensors");
+    let edited_path = scratch.0.join("edited.safetensors");
     let s = median_time(o.iters, || {
         let m = Model::load(&first.path)?;
         ef.check_model(&first.path, &m)?;
@@ -224,7 +241,6 @@ pub fn bench_edits(
         let times = profile(dev, || step(&mut editor).map(|_| ()))?;
         profiles.push((format!("one training step, {train_label}"), times));
     }
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok((results, profiles))
 }
 
