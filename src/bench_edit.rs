@@ -197,21 +197,22 @@ pub fn bench_edits(
     let asks = vec![o.ask.clone(); tm.len()];
     let mut editor = Editor::from_params(dev, cfg, &dev.read_all(&ef.editor.params)?)?;
     let shape = &tm[0].shape;
-    let step = |editor: &mut Editor| -> Result<Vec<(f32, f32)>> {
+    // Forward, losses and backward into the editor's gradient.
+    let gradient = |editor: &Editor| -> Result<TrainBatch> {
         let b = TrainBatch::new(dev, editor, spec, shape, &params, &asks, cols, rows)?;
         b.forward(dev, editor)?;
         b.loss(dev, x, y, group)?;
         b.backward(dev, editor)?;
+        Ok(b)
+    };
+    let step = |editor: &mut Editor| -> Result<Vec<(f32, f32)>> {
+        let b = gradient(editor)?;
         editor.adam_step(dev, &Adam::default())?;
         b.read_losses(dev)
     };
     if let Some(dir) = out {
         // The check batch: losses and gradient of the first step, before any update.
-        let b = TrainBatch::new(dev, &editor, spec, shape, &params, &asks, cols, rows)?;
-        b.forward(dev, &editor)?;
-        b.loss(dev, x, y, group)?;
-        b.backward(dev, &editor)?;
-        let losses = b.read_losses(dev)?;
+        let losses = gradient(&editor)?.read_losses(dev)?;
         let grads = dev.read_all(&editor.grads)?;
         write_check(
             dir,

@@ -139,17 +139,22 @@ pub fn load_split(
     m: &Manifest,
     split: ModelSplit,
 ) -> Result<BTreeMap<Vec<usize>, Vec<Member>>> {
-    let mut out: BTreeMap<Vec<usize>, Vec<Member>> = BTreeMap::new();
-    for r in m.models.iter().filter(|r| r.split == split) {
-        let model = Model::load(&dir.join(&r.file))?;
-        let member = Member {
-            id: r.id,
-            shape: model.shape(),
-            params: model.flat_params(),
-        };
-        out.entry(r.dims.clone()).or_default().push(member);
-    }
-    Ok(out)
+    index_split(dir, m, split)?
+        .into_iter()
+        .map(|(dims, stored)| {
+            let members = stored
+                .into_iter()
+                .map(|s| {
+                    Ok(Member {
+                        params: s.params()?,
+                        id: s.id,
+                        shape: s.shape,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((dims, members))
+        })
+        .collect()
 }
 
 /// What the requirement asks of one model, drawn for training.
