@@ -1,8 +1,8 @@
 // Differentiable fairness penalties, one invocation per model over its rows (a minibatch of at
-// most a few thousand), with soft decisions p = sigmoid(logit):
+// most a few thousand), with soft decisions p = sigmoid(a * logit), a = sharpness:
 //   DP: sum over groups k of (rate_k - rate)^2, rate_k = mean of p over group k's rows
 //   EO: the same within positive rows (soft TPR) plus within negative rows (soft FPR)
-// backward: dlogit[r] += lambda[z] * dL/dp_r * p_r (1 - p_r), with for row r of group k in cell c
+// backward: dlogit[r] += lambda[z] * dL/dp_r * a p_r (1 - p_r), with for row r of group k in cell c
 //   dL/dp_r = 2 (rate_k - rate) / n_k - (2 / n) * sum_j (rate_j - rate)      (sums within c)
 // Groups are at most MAX_GROUPS; the loss of model z goes to loss[z].
 
@@ -11,7 +11,7 @@ const MAX_GROUPS: u32 = 8u;
 struct Params {
     models: u32, rows: u32, groups: u32, eo: u32,
     s_off: u32, y_off: u32, g_off: u32, lam_off: u32,
-    loss_off: u32, ds_off: u32, _pad0: u32, _pad1: u32,
+    loss_off: u32, ds_off: u32, sharpness: f32, _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -39,7 +39,7 @@ fn fairness_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
         let c = select(0u, u32(data[p.y_off + base + r] > 0.5), p.eo != 0u);
         let k = c * MAX_GROUPS + groups[p.g_off + base + r];
         n[k] += 1.0;
-        s[k] += sig(logits[p.s_off + base + r]);
+        s[k] += sig(p.sharpness * logits[p.s_off + base + r]);
     }
     var loss = 0.0;
     // Per cell: total count and rate, and the sum of group deviations.
@@ -69,9 +69,9 @@ fn fairness_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var r = 0u; r < p.rows; r++) {
         let c = select(0u, u32(data[p.y_off + base + r] > 0.5), p.eo != 0u);
         let k = c * MAX_GROUPS + groups[p.g_off + base + r];
-        let pr = sig(logits[p.s_off + base + r]);
+        let pr = sig(p.sharpness * logits[p.s_off + base + r]);
         let d = 2.0 * (s[k] / n[k] - rate_all[c]) / n[k] - 2.0 / n_all[c] * dev_sum[c];
         let i = p.ds_off + base + r;
-        out[i] = out[i] + lam * d * pr * (1.0 - pr);
+        out[i] = out[i] + lam * d * p.sharpness * pr * (1.0 - pr);
     }
 }

@@ -71,6 +71,14 @@ pub struct EditSpec {
     /// The pruning score's prior (editors saved before it existed used magnitude).
     #[serde(default)]
     pub prune_score: PruneScore,
+    /// Sharpness of the fairness penalty's soft decisions (`kernels::fairness`); editors saved
+    /// before it existed trained at 1.
+    #[serde(default = "one")]
+    pub fair_sharpness: f32,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 /// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
@@ -583,6 +591,7 @@ impl TrainBatch {
                 dev,
                 self.spec.gap,
                 n_groups.max(2),
+                self.spec.fair_sharpness,
                 self.edited.logits(),
                 self.fair.view(0, m * rows),
                 self.groups.all(),
@@ -742,10 +751,49 @@ pub fn lambda_grid(range: (f32, f32), n: usize) -> Vec<f32> {
 /// another (about +-0.03 for equalised odds at a few thousand rows).
 pub const SEARCH_MARGIN: f64 = 0.6;
 
+/// The (gap, accuracy) on `split` of each of `edited`, models of one `shape`.
+pub fn score_fairness(
+    dev: &Device,
+    shape: &MlpShape,
+    edited: &[Vec<f32>],
+    split: &crate::data::Split,
+    gap: Gap,
+) -> Result<Vec<(f64, f64)>> {
+    use crate::metrics::{
+        accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
+    };
+    let flat: Vec<f32> = edited.concat();
+    let logits = crate::mlp::predict(dev, shape, edited.len(), &flat, &split.x)?;
+    let rows = split.rows() * shape.outputs();
+    Ok((0..edited.len())
+        .map(|i| {
+            let pred = decisions(&logits[i * rows..(i + 1) * rows]);
+            let g = match gap {
+                Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
+                Gap::Dp => demographic_parity_difference(&pred, &split.group),
+            };
+            (g, accuracy(&split.y, &pred))
+        })
+        .collect())
+}
+
+/// Of edits scored (gap, accuracy) in lambda order: the most accurate whose gap is at most
+/// `SEARCH_MARGIN * max_gap` (the smaller lambda on ties), or, when none is, the one with the
+/// smallest gap.
+pub fn pick_lambda(scored: &[(f64, f64)], max_gap: f64) -> usize {
+    (0..scored.len())
+        .filter(|&i| scored[i].0 <= SEARCH_MARGIN * max_gap)
+        .max_by(|&a, &b| scored[a].1.total_cmp(&scored[b].1).then(b.cmp(&a)))
+        .unwrap_or_else(|| {
+            (0..scored.len())
+                .min_by(|&a, &b| scored[a].0.total_cmp(&scored[b].0))
+                .expect("at least one lambda")
+        })
+}
+
 /// A fairness edit that meets `max_gap`: the model edited at every lambda of `grid` in one
-/// inference, then the most accurate edit whose gap on `split` is at most `SEARCH_MARGIN *
-/// max_gap` (or, when none is, the one with the smallest gap). Returns (lambda, edited
-/// parameters).
+/// inference, then the edit `pick_lambda` chooses by its gap and accuracy on `split`. Returns
+/// (lambda, edited parameters).
 #[allow(clippy::too_many_arguments)]
 pub fn search_lambda(
     dev: &Device,
@@ -757,40 +805,16 @@ pub fn search_lambda(
     max_gap: f64,
     grid: &[f32],
 ) -> Result<(f32, Vec<f32>)> {
-    use crate::metrics::{
-        accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
-    };
-    let columns = ef.schema.n_columns();
     let asks: Vec<Ask> = grid
         .iter()
         .map(|&l| Ask {
             lambda: l,
-            ..Ask::new(columns)
+            ..Ask::new(ef.schema.n_columns())
         })
         .collect();
     let models: Vec<(&MlpShape, &[f32])> = grid.iter().map(|_| (shape, params)).collect();
     let edited = edit_models(dev, &ef.editor, &ef.spec, &models, &asks, &ef.columns)?;
-    let flat: Vec<f32> = edited.concat();
-    let logits = crate::mlp::predict(dev, shape, grid.len(), &flat, &split.x)?;
-    let rows = split.rows() * shape.outputs();
-    let scored: Vec<(f64, f64)> = (0..grid.len())
-        .map(|i| {
-            let pred = decisions(&logits[i * rows..(i + 1) * rows]);
-            let g = match gap {
-                Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
-                Gap::Dp => demographic_parity_difference(&pred, &split.group),
-            };
-            (g, accuracy(&split.y, &pred))
-        })
-        .collect();
-    let best = (0..grid.len())
-        .filter(|&i| scored[i].0 <= SEARCH_MARGIN * max_gap)
-        .max_by(|&a, &b| scored[a].1.total_cmp(&scored[b].1).then(b.cmp(&a)))
-        .unwrap_or_else(|| {
-            (0..grid.len())
-                .min_by(|&a, &b| scored[a].0.total_cmp(&scored[b].0))
-                .unwrap()
-        });
+    let best = pick_lambda(&score_fairness(dev, shape, &edited, split, gap)?, max_gap);
     Ok((grid[best], edited.into_iter().nth(best).unwrap()))
 }
 

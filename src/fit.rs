@@ -20,6 +20,8 @@ use rand::SeedableRng;
 pub struct Penalty {
     pub gap: Gap,
     pub groups: usize,
+    /// Sharpness of the soft decisions (`kernels::fairness`).
+    pub sharpness: f32,
     pub lambdas: Vec<f32>,
 }
 
@@ -136,6 +138,7 @@ pub fn fit_penalised(
                     dev,
                     pen.gap,
                     pen.groups,
+                    pen.sharpness,
                     net.logits(),
                     yb.view(0, b * bs),
                     gb.all(),

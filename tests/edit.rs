@@ -322,6 +322,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
             gamma: 0.1,
             tau: 1.0,
             prune_score,
+            fair_sharpness: 1.0,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -396,6 +397,7 @@ fn training_step_gradients_match_finite_differences() {
             gamma: 0.8,
             tau: 1.0,
             prune_score: PruneScore::Lamp,
+            fair_sharpness: 2.0,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -478,6 +480,7 @@ fn training_step_agrees_across_backends() {
             gamma: 0.3,
             tau: 0.5,
             prune_score: PruneScore::Lamp,
+            fair_sharpness: 3.0,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {

@@ -370,7 +370,10 @@ fn fairness_penalty_matches_cpu_and_finite_differences() {
     let gpu = gpu();
     let mut rng = fresh_rng("fairness");
     for gap in [Gap::Dp, Gap::Eo] {
-        for &(models, rows, groups) in &[(1, 7, 2), (3, 64, 3), (5, 257, 8)] {
+        // Sharpness 1 is the plain sigmoid; the others scale the logits and the gradient.
+        for &(models, rows, groups, sharpness) in
+            &[(1, 7, 2, 1.0), (3, 64, 3, 4.0), (5, 257, 8, 2.5)]
+        {
             let mut p = Packer::new();
             let s = p.put(
                 random(&mut rng, models * rows)
@@ -405,6 +408,7 @@ fn fairness_penalty_matches_cpu_and_finite_differences() {
                     dev,
                     gap,
                     groups,
+                    sharpness,
                     buf.view(s.start, s.len()),
                     ylv.sub(0, models * rows),
                     buf.view(gr.start, gr.len()),
@@ -419,7 +423,7 @@ fn fairness_penalty_matches_cpu_and_finite_differences() {
             // cancellation, and a penalty near zero has no relative precision at all. The
             // loss is compared relative to the scale of its terms (norm floored at 1e-2).
             compare_with(
-                &format!("fairness {gap:?} {models}x{rows} groups={groups}"),
+                &format!("fairness {gap:?} {models}x{rows} groups={groups} sharpness={sharpness}"),
                 &cpu,
                 &g,
                 &[(lossr.clone(), 1e-4, 1e-2), (dr.clone(), 1e-5, 0.0)],
@@ -444,7 +448,7 @@ fn fairness_penalty_matches_cpu_and_finite_differences() {
                 .map(|i| cpu[dr.start + i] - init[dr.start + i])
                 .collect();
             fd_check(
-                &format!("fairness {gap:?} {models}x{rows}"),
+                &format!("fairness {gap:?} {models}x{rows} sharpness={sharpness}"),
                 &x0,
                 &analytic,
                 total,

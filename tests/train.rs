@@ -200,9 +200,10 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     assert!(grads.iter().all(|g| g.is_finite()) && grads.iter().any(|g| *g != 0.0));
     assert_eq!(st.tensor("x").unwrap().shape()[0], 64);
 
-    // Minimisation: on the held-out validation models, the trained editor's divergence from
-    // the original models is below the trivial edit's (the untrained editor: zeroed columns
-    // with their means folded into the biases); every test model's removed columns are zero.
+    // Minimisation: on the held-out validation models, training lowers the editor's divergence
+    // from the original models below the trivial edit's (the untrained editor: zeroed columns
+    // with their means folded into the biases), and the checkpoint kept is the most accurate
+    // validation; every test model's removed columns are zero.
     ok(&regop(&[
         "--json",
         "train",
@@ -219,15 +220,25 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     let (_, meta) = regop::editor::Editor::load(&regop::Device::cpu(), &editor).unwrap();
     let history: Vec<regop::train::Validation> = serde_json::from_str(&meta["history"]).unwrap();
     let best: regop::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
+    let trained = history[1..]
+        .iter()
+        .map(|v| v.jsd)
+        .fold(f64::INFINITY, f64::min);
     eprintln!(
-        "minimise: validation JSD {:.5} (trivial edit) -> {:.5} (trained)",
-        history[0].jsd, best.jsd
+        "minimise: validation JSD {:.5} (trivial edit) -> {trained:.5} (trained); kept step {} (accuracy {:.4})",
+        history[0].jsd, best.step, best.accuracy
     );
     assert_eq!(history[0].step, 0);
+    assert_eq!(history.len(), 4);
     assert!(
-        best.jsd < history[0].jsd,
+        trained < history[0].jsd,
         "training did not improve on the trivial edit"
     );
+    let most_accurate = history
+        .iter()
+        .map(|v| v.accuracy)
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(best.accuracy, most_accurate, "{history:?}");
     let r = ok(&regop(&[
         "--json",
         "compare",
@@ -439,6 +450,24 @@ fn a_killed_training_resumes_to_the_same_editor() {
             "{name} differs after resuming from step {step}"
         );
     }
+    // The fairness checkpoint kept is the validation with the most models compliant after the
+    // lambda search, the lowest loss among those.
+    let (_, meta) =
+        regop::editor::Editor::load(&regop::Device::cpu(), &whole.join("editor.safetensors"))
+            .unwrap();
+    let history: Vec<regop::train::Validation> = serde_json::from_str(&meta["history"]).unwrap();
+    let best: regop::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
+    assert_eq!(history.len(), 7);
+    assert!(history
+        .iter()
+        .all(|v| (0.0..=1.0).contains(&v.compliant) && v.gap.is_finite()));
+    let top = history.iter().map(|v| v.compliant).fold(0.0, f64::max);
+    let kept = history
+        .iter()
+        .filter(|v| v.compliant == top)
+        .min_by(|a, b| a.loss.total_cmp(&b.loss))
+        .unwrap();
+    assert_eq!(best.step, kept.step, "{history:?}");
     // The fairness editor edits with a given lambda or searches one for a gap bound.
     let model = z.join("model-00001.safetensors");
     let out = dir.path().join("fair.safetensors");

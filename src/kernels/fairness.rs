@@ -33,17 +33,21 @@ struct Params {
     lam_off: u32,
     loss_off: u32,
     ds_off: u32,
-    _pad: [u32; 2],
+    sharpness: f32,
+    _pad: u32,
 }
 
 /// For `models` x `rows`: logits, labels (0/1) and group ids (u32 view, < `groups`) per row, a
 /// lambda per model. Writes each model's penalty to `loss` [models] and adds lambda times its
-/// gradient to `dlogits` [models, rows]. Labels and lambdas must share a buffer.
+/// gradient to `dlogits` [models, rows]. Labels and lambdas must share a buffer. A row's soft
+/// decision is sigmoid(`sharpness` * logit): above 1 the soft rates come closer to the rates
+/// of hard decisions, which are what a fairness bound is checked on.
 #[allow(clippy::too_many_arguments)]
 pub fn fairness_penalty(
     dev: &Device,
     gap: Gap,
     groups: usize,
+    sharpness: f32,
     logits: View,
     labels: View,
     group: View,
@@ -94,7 +98,7 @@ pub fn fairness_penalty(
                 for r in 0..rows {
                     let (_, k) = cell(r);
                     n[k] += 1.0;
-                    s[k] += sigmoid(sv[b + r]);
+                    s[k] += sigmoid(sharpness * sv[b + r]);
                 }
                 let (mut rate, mut n_all, mut dev_sum, mut total) =
                     ([0.0f32; 2], [0.0f32; 2], [0.0f32; 2], 0.0f32);
@@ -116,9 +120,9 @@ pub fn fairness_penalty(
                 lo[z] = total;
                 for r in 0..rows {
                     let (c, k) = cell(r);
-                    let pr = sigmoid(sv[b + r]);
+                    let pr = sigmoid(sharpness * sv[b + r]);
                     let d = 2.0 * (s[k] / n[k] - rate[c]) / n[k] - 2.0 / n_all[c] * dev_sum[c];
-                    dv[b + r] += lv[z] * d * pr * (1.0 - pr);
+                    dv[b + r] += lv[z] * d * sharpness * pr * (1.0 - pr);
                 }
             }
             Ok(())
@@ -135,7 +139,8 @@ pub fn fairness_penalty(
                 lam_off: lambda.off(),
                 loss_off: loss.off(),
                 ds_off: dlogits.off(),
-                _pad: [0; 2],
+                sharpness,
+                _pad: 0,
             };
             let groups_x = models.div_ceil(64) as u32;
             g.launch(
