@@ -217,7 +217,12 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         "50",
     ]));
     let editor = z.join("editor-minimise/editor.safetensors");
-    let (_, meta) = regop::editor::Editor::load(&regop::Device::cpu(), &editor).unwrap();
+    // The last checkpoint holds the whole history.
+    let (_, meta) = regop::editor::Editor::load(
+        &regop::Device::cpu(),
+        &z.join("editor-minimise/last.safetensors"),
+    )
+    .unwrap();
     let history: Vec<regop::train::Validation> = serde_json::from_str(&meta["history"]).unwrap();
     let best: regop::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
     let trained = history[1..]
@@ -453,7 +458,7 @@ fn a_killed_training_resumes_to_the_same_editor() {
     // The fairness checkpoint kept is the validation with the most models compliant after the
     // lambda search, the lowest loss among those.
     let (_, meta) =
-        regop::editor::Editor::load(&regop::Device::cpu(), &whole.join("editor.safetensors"))
+        regop::editor::Editor::load(&regop::Device::cpu(), &whole.join("last.safetensors"))
             .unwrap();
     let history: Vec<regop::train::Validation> = serde_json::from_str(&meta["history"]).unwrap();
     let best: regop::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
