@@ -77,7 +77,7 @@ pub struct EditSpec {
     pub fair_sharpness: f32,
 }
 
-fn one() -> f32 {
+pub(crate) fn one() -> f32 {
     1.0
 }
 
@@ -791,6 +791,27 @@ pub fn pick_lambda(scored: &[(f64, f64)], max_gap: f64) -> usize {
         })
 }
 
+/// One model (over `n_columns` input columns) edited once per lambda of `grid`, in one batch.
+pub fn edit_at_lambdas(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    columns: &Columns,
+    n_columns: usize,
+    model: (&MlpShape, &[f32]),
+    grid: &[f32],
+) -> Result<Vec<Vec<f32>>> {
+    let asks: Vec<Ask> = grid
+        .iter()
+        .map(|&lambda| Ask {
+            lambda,
+            ..Ask::new(n_columns)
+        })
+        .collect();
+    let models = vec![model; grid.len()];
+    edit_models(dev, editor, spec, &models, &asks, columns)
+}
+
 /// A fairness edit that meets `max_gap`: the model edited at every lambda of `grid` in one
 /// inference, then the edit `pick_lambda` chooses by its gap and accuracy on `split`. Returns
 /// (lambda, edited parameters).
@@ -805,15 +826,15 @@ pub fn search_lambda(
     max_gap: f64,
     grid: &[f32],
 ) -> Result<(f32, Vec<f32>)> {
-    let asks: Vec<Ask> = grid
-        .iter()
-        .map(|&l| Ask {
-            lambda: l,
-            ..Ask::new(ef.schema.n_columns())
-        })
-        .collect();
-    let models: Vec<(&MlpShape, &[f32])> = grid.iter().map(|_| (shape, params)).collect();
-    let edited = edit_models(dev, &ef.editor, &ef.spec, &models, &asks, &ef.columns)?;
+    let edited = edit_at_lambdas(
+        dev,
+        &ef.editor,
+        &ef.spec,
+        &ef.columns,
+        ef.schema.n_columns(),
+        (shape, params),
+        grid,
+    )?;
     let best = pick_lambda(&score_fairness(dev, shape, &edited, split, gap)?, max_gap);
     Ok((grid[best], edited.into_iter().nth(best).unwrap()))
 }

@@ -44,7 +44,7 @@ pub struct TrainConfig {
     pub prune_score: PruneScore,
     /// Sharpness of the fairness penalty's soft decisions (configs saved before it existed
     /// used 1).
-    #[serde(default = "one")]
+    #[serde(default = "crate::edit::one")]
     pub fair_sharpness: f32,
     /// Fairness weight, drawn log-uniformly.
     pub lambda: (f32, f32),
@@ -61,10 +61,6 @@ pub struct TrainConfig {
     pub val_models: usize,
     pub val_rows: usize,
     pub seed: u64,
-}
-
-fn one() -> f32 {
-    1.0
 }
 
 fn default_max_gap() -> f64 {
@@ -487,21 +483,15 @@ impl<'a> Trainer<'a> {
     /// half instead was too noisy to rank checkpoints: a few hundred rows per (group, label).
     fn compliant(&self, dev: &Device, editor: &Editor, member: &Member) -> Result<bool> {
         let split = &self.data.val;
-        let d = self.schema.n_columns();
-        let grid = crate::edit::lambda_grid(self.cfg.lambda, 16);
-        let asks: Vec<Ask> = grid
-            .iter()
-            .map(|&lambda| Ask {
-                lambda,
-                ..Ask::new(d)
-            })
-            .collect();
-        let models: Vec<(&MlpShape, &[f32])> = grid
-            .iter()
-            .map(|_| (&member.shape, member.params.as_slice()))
-            .collect();
-        let edited =
-            crate::edit::edit_models(dev, editor, &self.spec, &models, &asks, &self.columns)?;
+        let edited = crate::edit::edit_at_lambdas(
+            dev,
+            editor,
+            &self.spec,
+            &self.columns,
+            self.schema.n_columns(),
+            (&member.shape, &member.params),
+            &crate::edit::lambda_grid(self.cfg.lambda, 16),
+        )?;
         let score = |e: &[Vec<f32>], s: &crate::data::Split| {
             crate::edit::score_fairness(dev, &member.shape, e, s, self.cfg.gap)
         };
