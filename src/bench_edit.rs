@@ -325,7 +325,7 @@ fn write_check(
     let removed: Vec<usize> = (0..ask.removed.len()).filter(|&c| ask.removed[c]).collect();
     let check = serde_json::json!({
         "editor": editor_path,
-        "ask": {"sparsity": ask.sparsity, "lambda": ask.lambda, "removed_columns": removed},
+        "ask": {"sparsity": ask.sparsity, "lambda": ask.lambda, "shift": ask.shift, "removed_columns": removed},
         "edits": edits,
         "train": {
             "models": train.iter().map(|m| &m.path).collect::<Vec<_>>(),

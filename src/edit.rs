@@ -11,6 +11,7 @@ use crate::device::Device;
 use crate::editor::{DeviceGraph, Editor, Tape};
 use crate::error::Result;
 use crate::graph::{EditInput, GraphBatch, ParamMap};
+use crate::kernels::axpy::axpy;
 use crate::kernels::edit::{edit_backward, edit_forward, edit_value, score, EditOpts};
 use crate::kernels::edit::{KEEP_ALL, PRIOR_EPS, REMOVED, WEIGHT};
 use crate::kernels::fairness::{fairness_penalty, Gap};
@@ -32,7 +33,36 @@ pub enum Requirement {
     Fairness,
 }
 
-/// Length of the conditioning vector: [1, log10(lambda) / 3, target sparsity, removed fraction].
+/// What a fairness editor is trained to do.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FairTarget {
+    /// Minimise JSD + lambda x a soft gap penalty; the user gives lambda, or a bound that
+    /// `search_lambda` meets by trying 16 lambdas.
+    #[default]
+    Penalty,
+    /// Move each group's logits by a requested shift (a group-specific decision threshold folded
+    /// into the weights): the target is JSD to sigmoid(original logit + shift of the row's group).
+    /// `search_shift` picks the shifts on data from the original model's logits alone (cheap),
+    /// then the editor makes them one weight edit.
+    Shift,
+}
+
+/// Most groups a shift editor conditions on (one conditioning slot each).
+pub const MAX_SHIFT_GROUPS: usize = COND_DIM - 1;
+
+/// Length of the conditioning vector: [1, log10(lambda) / 3, target sparsity, removed fraction],
+/// or for a shift editor [1, shift of group 0, 1, 2].
 pub const COND_DIM: usize = 4;
 
 /// The data-free importance a weight's pruning score starts from (its prior; the editor's mask
@@ -75,6 +105,9 @@ pub struct EditSpec {
     /// before it existed trained at 1.
     #[serde(default = "one")]
     pub fair_sharpness: f32,
+    /// What a fairness editor does (editors saved before it existed: the penalty).
+    #[serde(default)]
+    pub fair_target: FairTarget,
 }
 
 pub(crate) fn one() -> f32 {
@@ -123,6 +156,8 @@ pub struct Ask {
     pub lambda: f32,
     /// Target weight sparsity (prune).
     pub sparsity: f32,
+    /// Logit shift per group (fairness, shift editors; then `lambda` is unused).
+    pub shift: Option<Vec<f32>>,
 }
 
 impl Ask {
@@ -131,6 +166,7 @@ impl Ask {
             removed: vec![false; columns],
             lambda: 1.0,
             sparsity: 0.0,
+            shift: None,
         }
     }
     pub fn cond(&self, req: Requirement) -> Vec<f32> {
@@ -138,7 +174,14 @@ impl Ask {
             self.removed.iter().filter(|r| **r).count() as f32 / self.removed.len().max(1) as f32;
         match req {
             Requirement::Minimise => vec![1.0, 0.0, 0.0, frac],
-            Requirement::Fairness => vec![1.0, self.lambda.max(1e-6).log10() / 3.0, 0.0, 0.0],
+            Requirement::Fairness => match &self.shift {
+                Some(shift) => {
+                    let mut c = vec![1.0, 0.0, 0.0, 0.0];
+                    c[1..1 + shift.len()].copy_from_slice(shift);
+                    c
+                }
+                None => vec![1.0, self.lambda.max(1e-6).log10() / 3.0, 0.0, 0.0],
+            },
             Requirement::Prune => vec![1.0, 0.0, self.sparsity, 0.0],
         }
     }
@@ -243,8 +286,10 @@ fn build_graph(
     GraphBatch::build(&inputs, &editor.cfg.pos).map_err(crate::error::Error::Usage)
 }
 
-/// The parameters an edit starts from: the model's own, or with the removed columns' means
-/// folded into the biases (minimise).
+/// The parameters an edit starts from: the model's own; with the removed columns' means folded
+/// into the biases (minimise); or with the mean of the asked group shifts added to the output
+/// bias (shift editors), so that the part of the shift common to all groups is exact and the
+/// editor learns only how the groups differ.
 fn base_params(
     spec: &EditSpec,
     shape: &MlpShape,
@@ -252,10 +297,15 @@ fn base_params(
     ask: &Ask,
     cols: &Columns,
 ) -> Vec<f32> {
-    if spec.requirement == Requirement::Minimise {
-        fold_removed_means(shape, params, &ask.removed, &cols.means)
-    } else {
-        params.to_vec()
+    match (spec.requirement, &ask.shift) {
+        (Requirement::Minimise, _) => fold_removed_means(shape, params, &ask.removed, &cols.means),
+        (Requirement::Fairness, Some(shift)) if !shift.is_empty() => {
+            let mut p = params.to_vec();
+            let mean = shift.iter().sum::<f32>() / shift.len() as f32;
+            p[shape.bias_offset(shape.layers() - 1)] += mean;
+            p
+        }
+        _ => params.to_vec(),
     }
 }
 
@@ -451,6 +501,9 @@ pub struct TrainBatch {
     /// labels [M, rows], lambdas [M] (fairness), then group ids [M, rows] in `groups`.
     fair: Buf,
     groups: Buf,
+    /// Shift editors: the logit shift of each row's group [M, rows], added to the original
+    /// logits to make the target.
+    shift: Buf,
     /// JSD per row [M, rows], JSD per model [M], fairness penalty per model [M].
     losses: Buf,
     orig_host: Vec<f32>,
@@ -492,6 +545,7 @@ impl TrainBatch {
             x: dev.alloc(rows * shape.dims[0])?,
             fair: dev.alloc(m * rows + m)?,
             groups: dev.alloc(m * rows)?,
+            shift: dev.alloc(m * rows)?,
             losses: dev.alloc(m * rows + 2 * m)?,
             pm,
             dg,
@@ -502,6 +556,11 @@ impl TrainBatch {
             prior_host,
             asks: asks.to_vec(),
         })
+    }
+
+    /// Whether the target is the shifted original (shift editors) rather than the original.
+    fn shifting(&self) -> bool {
+        self.spec.requirement == Requirement::Fairness && self.spec.fair_target == FairTarget::Shift
     }
 
     fn p_len(&self) -> usize {
@@ -557,12 +616,29 @@ impl TrainBatch {
     }
 
     /// Run the original and edited models on the batch `x` [rows, in] and compute the losses
-    /// and the gradient of (JSD + lambda * gap) for the edited logits. `y` and `group` are only
-    /// read for fairness.
+    /// and the gradient of (JSD + lambda * gap) for the edited logits; for shift editors, of the
+    /// JSD to the original with each row's logit moved by its group's shift. `y` and `group`
+    /// are only read for fairness.
     pub fn loss(&self, dev: &Device, x: &[f32], y: &[f32], group: &[u32]) -> Result<()> {
         let (m, rows, k) = (self.models, self.rows, self.shape.outputs());
         dev.write(&self.x, 0, x)?;
         self.original.forward(dev, self.x.all(), 0)?;
+        let shifting = self.shifting();
+        if shifting {
+            let shift: Vec<f32> = self
+                .asks
+                .iter()
+                .flat_map(|a| {
+                    let s = a
+                        .shift
+                        .as_deref()
+                        .expect("a shift editor's asks carry shifts");
+                    group.iter().map(move |&g| s[g as usize])
+                })
+                .collect();
+            dev.write(&self.shift, 0, &shift)?;
+            axpy(dev, 1.0, self.shift.all(), 1.0, self.original.logits())?;
+        }
         self.edited.forward(dev, self.x.all(), 0)?;
         let dlogits = self.edited.dlogits();
         let row_losses = self.losses.view(0, m * rows);
@@ -580,7 +656,7 @@ impl TrainBatch {
             ..Reduce::new(Axis::Rows, 1, m, rows)
         };
         reduce(dev, &mean, row_losses, self.losses.view(m * rows, m))?;
-        if self.spec.requirement == Requirement::Fairness {
+        if self.spec.requirement == Requirement::Fairness && !shifting {
             let labels: Vec<f32> = (0..m).flat_map(|_| y.iter().copied()).collect();
             let lambdas: Vec<f32> = self.asks.iter().map(|a| a.lambda).collect();
             dev.write(&self.fair, 0, &[labels, lambdas].concat())?;
@@ -626,7 +702,7 @@ impl TrainBatch {
     pub fn read_losses(&self, dev: &Device) -> Result<Vec<(f32, f32)>> {
         let (m, rows) = (self.models, self.rows);
         let v = dev.read(&self.losses, m * rows, 2 * m)?;
-        let fair = self.spec.requirement == Requirement::Fairness;
+        let fair = self.spec.requirement == Requirement::Fairness && !self.shifting();
         Ok((0..m)
             .map(|z| (v[z], if fair { v[m + z] } else { 0.0 }))
             .collect())
@@ -837,6 +913,133 @@ pub fn search_lambda(
     )?;
     let best = pick_lambda(&score_fairness(dev, shape, &edited, split, gap)?, max_gap);
     Ok((grid[best], edited.into_iter().nth(best).unwrap()))
+}
+
+/// Logit shifts a shift search tries for each group.
+pub fn shift_grid() -> Vec<f32> {
+    (-15..=15).map(|i| i as f32 * 0.1).collect()
+}
+
+/// The (gap, accuracy) on `split` of binary `logits` with each row's logit moved by its group's
+/// `shift`.
+pub fn score_shift(
+    logits: &[f32],
+    split: &crate::data::Split,
+    shift: &[f32],
+    gap: Gap,
+) -> (f64, f64) {
+    use crate::metrics::{accuracy, demographic_parity_difference, equalized_odds_difference};
+    let pred: Vec<f32> = logits
+        .iter()
+        .zip(&split.group)
+        .map(|(&l, &g)| (l + shift[g as usize] > 0.0) as u32 as f32)
+        .collect();
+    let g = match gap {
+        Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
+        Gap::Dp => demographic_parity_difference(&pred, &split.group),
+    };
+    (g, accuracy(&split.y, &pred))
+}
+
+/// Per-group logit shifts for a binary model with `logits` on `split`: the decision thresholds
+/// by group that the edit then folds into the weights. Every combination of `shift_grid` values
+/// (one per group, at most `MAX_SHIFT_GROUPS`) is tried: the most accurate whose gap is at most
+/// `SEARCH_MARGIN * max_gap`, or while none is, the smallest gap. A group's counts depend on its
+/// own shift only, so they are counted once per (group, shift) and combined.
+pub fn choose_shift(
+    logits: &[f32],
+    split: &crate::data::Split,
+    groups: usize,
+    gap: Gap,
+    max_gap: f64,
+) -> Vec<f32> {
+    use crate::metrics::{accuracy_of, demographic_parity_of, equalized_odds_of, GroupCounts};
+    assert!(
+        (1..=MAX_SHIFT_GROUPS).contains(&groups),
+        "choose_shift: 1 to {MAX_SHIFT_GROUPS} groups"
+    );
+    let grid = shift_grid();
+    // counts[g][k]: group g's counts with its logits moved by grid[k].
+    let counts: Vec<Vec<GroupCounts>> = (0..groups as u32)
+        .map(|g| {
+            grid.iter()
+                .map(|&c| {
+                    GroupCounts::of(
+                        logits
+                            .iter()
+                            .zip(&split.y)
+                            .zip(&split.group)
+                            .filter(|(_, &gr)| gr == g)
+                            .map(|((&l, &y), _)| (y > 0.5, l + c > 0.0)),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let target = SEARCH_MARGIN * max_gap;
+    // Lexicographic: meeting the target first, then accuracy there, else a smaller gap.
+    let better = |a: (f64, f64), b: (f64, f64)| match (a.0 <= target, b.0 <= target) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => a.1 > b.1,
+        (false, false) => a.0 < b.0,
+    };
+    let zero = grid.iter().position(|&c| c == 0.0).expect("0 on the grid");
+    let score = |pick: &[usize]| {
+        let c: Vec<GroupCounts> = (0..groups).map(|g| counts[g][pick[g]]).collect();
+        let g = match gap {
+            Gap::Eo => equalized_odds_of(&c),
+            Gap::Dp => demographic_parity_of(&c),
+        };
+        (g, accuracy_of(&c))
+    };
+    let mut pick = vec![0usize; groups];
+    let mut best = (vec![zero; groups], score(&vec![zero; groups]));
+    loop {
+        let s = score(&pick);
+        if better(s, best.1) {
+            best = (pick.clone(), s);
+        }
+        // Next combination (an odometer over grid indices, the last group turning fastest).
+        match (0..groups).rev().find(|&g| pick[g] + 1 < grid.len()) {
+            Some(g) => {
+                pick[g] += 1;
+                pick[g + 1..].iter_mut().for_each(|k| *k = 0);
+            }
+            None => break,
+        }
+    }
+    best.0.iter().map(|&k| grid[k]).collect()
+}
+
+/// A fairness edit by a shift editor that meets `max_gap`: the shifts `choose_shift` picks from
+/// the original model's logits on `split`, made one weight edit by the editor. Returns (shifts,
+/// edited parameters).
+#[allow(clippy::too_many_arguments)]
+pub fn search_shift(
+    dev: &Device,
+    ef: &EditorFile,
+    shape: &MlpShape,
+    params: &[f32],
+    split: &crate::data::Split,
+    gap: Gap,
+    max_gap: f64,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let logits = crate::mlp::predict(dev, shape, 1, params, &split.x)?;
+    let shift = choose_shift(&logits, split, ef.schema.groups.len(), gap, max_gap);
+    let ask = Ask {
+        shift: Some(shift.clone()),
+        ..Ask::new(ef.schema.n_columns())
+    };
+    let edited = edit_models(
+        dev,
+        &ef.editor,
+        &ef.spec,
+        &[(shape, params)],
+        &[ask],
+        &ef.columns,
+    )?;
+    Ok((shift, edited.into_iter().next().expect("one edit")))
 }
 
 /// The editor picks which features to drop under a feature budget: starting from `forced`,

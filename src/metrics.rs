@@ -61,13 +61,58 @@ pub fn roc_auc(y: &[f32], score: &[f32]) -> Option<f64> {
 }
 
 /// Per-group counts for fairness rates; only groups present in `group` take part.
-struct GroupCounts {
-    n: usize,
-    selected: usize,
-    pos: usize,
-    tp: usize,
-    neg: usize,
-    fp: usize,
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GroupCounts {
+    pub n: usize,
+    pub selected: usize,
+    pub pos: usize,
+    pub tp: usize,
+    pub neg: usize,
+    pub fp: usize,
+}
+
+impl GroupCounts {
+    /// Counts of one group's rows: (label, decision) pairs.
+    pub fn of(rows: impl Iterator<Item = (bool, bool)>) -> GroupCounts {
+        let mut g = GroupCounts::default();
+        for (label, sel) in rows {
+            g.n += 1;
+            g.selected += sel as usize;
+            if label {
+                g.pos += 1;
+                g.tp += sel as usize;
+            } else {
+                g.neg += 1;
+                g.fp += sel as usize;
+            }
+        }
+        g
+    }
+}
+
+/// The equalised-odds difference of groups' counts (groups without rows are skipped).
+pub fn equalized_odds_of(counts: &[GroupCounts]) -> f64 {
+    let c = counts.iter().filter(|g| g.n > 0);
+    let tpr = spread(c.clone().map(|g| rate(g.tp, g.pos)));
+    let fpr = spread(c.map(|g| rate(g.fp, g.neg)));
+    tpr.max(fpr)
+}
+
+/// The demographic-parity difference of groups' counts (groups without rows are skipped).
+pub fn demographic_parity_of(counts: &[GroupCounts]) -> f64 {
+    spread(
+        counts
+            .iter()
+            .filter(|g| g.n > 0)
+            .map(|g| rate(g.selected, g.n)),
+    )
+}
+
+/// The accuracy of groups' counts taken together.
+pub fn accuracy_of(counts: &[GroupCounts]) -> f64 {
+    let n: usize = counts.iter().map(|g| g.n).sum();
+    let right: usize = counts.iter().map(|g| g.tp + g.neg - g.fp).sum();
+    rate(right, n)
 }
 
 fn group_counts(y: &[f32], pred: &[f32], group: &[u32]) -> Vec<GroupCounts> {
@@ -117,19 +162,12 @@ pub fn selection_rates(pred: &[f32], group: &[u32]) -> Vec<f64> {
 
 /// Max minus min over groups of the selection rate P(pred = 1 | group).
 pub fn demographic_parity_difference(pred: &[f32], group: &[u32]) -> f64 {
-    spread(
-        group_counts(pred, pred, group)
-            .iter()
-            .map(|g| rate(g.selected, g.n)),
-    )
+    demographic_parity_of(&group_counts(pred, pred, group))
 }
 
 /// The larger of the true-positive-rate gap and the false-positive-rate gap over groups.
 pub fn equalized_odds_difference(y: &[f32], pred: &[f32], group: &[u32]) -> f64 {
-    let c = group_counts(y, pred, group);
-    let tpr = spread(c.iter().map(|g| rate(g.tp, g.pos)));
-    let fpr = spread(c.iter().map(|g| rate(g.fp, g.neg)));
-    tpr.max(fpr)
+    equalized_odds_of(&group_counts(y, pred, group))
 }
 
 /// Hard decisions from binary logits.

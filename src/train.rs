@@ -7,7 +7,8 @@
 
 use crate::data::{Dataset, Schema};
 use crate::device::Device;
-use crate::edit::{Ask, Columns, EditSpec, PruneScore, Requirement, TrainBatch, COND_DIM};
+use crate::edit::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement, TrainBatch};
+use crate::edit::{COND_DIM, MAX_SHIFT_GROUPS};
 use crate::editor::{Editor, EditorConfig};
 use crate::error::{Error, Result};
 use crate::graph::PosIds;
@@ -46,8 +47,14 @@ pub struct TrainConfig {
     /// used 1).
     #[serde(default = "crate::edit::one")]
     pub fair_sharpness: f32,
-    /// Fairness weight, drawn log-uniformly.
+    /// What a fairness editor learns (configs saved before it existed: the penalty).
+    #[serde(default)]
+    pub fair_target: FairTarget,
+    /// Fairness weight, drawn log-uniformly (penalty editors).
     pub lambda: (f32, f32),
+    /// Logit shift per group, drawn uniformly (shift editors).
+    #[serde(default = "default_shift_range")]
+    pub shift_range: (f32, f32),
     /// The fairness bound the checkpoint is chosen for (configs saved before it existed used
     /// 0.05).
     #[serde(default = "default_max_gap")]
@@ -66,6 +73,14 @@ pub struct TrainConfig {
 fn default_max_gap() -> f64 {
     0.05
 }
+
+fn default_shift_range() -> (f32, f32) {
+    SHIFT_RANGE
+}
+
+/// Default range of the per-group logit shifts a shift editor is trained on: the shifts
+/// `edit::choose_shift` can pick (its grid spans -1.5..1.5).
+pub const SHIFT_RANGE: (f32, f32) = (-1.5, 1.5);
 
 /// A fairness edit is compliant when it meets the bound and costs at most this much accuracy.
 pub const MAX_DROP: f64 = 0.02;
@@ -90,7 +105,9 @@ impl TrainConfig {
             tau: 0.0,
             prune_score: PruneScore::Lamp,
             fair_sharpness: FAIR_SHARPNESS,
+            fair_target: FairTarget::Shift,
             lambda: (0.1, 30.0),
+            shift_range: SHIFT_RANGE,
             max_gap: 0.05,
             sparsity: (0.5, 0.95),
             max_removed: 4,
@@ -195,10 +212,20 @@ pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
                     .for_each(|c| *c = true);
             }
         }
-        Requirement::Fairness => {
-            let (lo, hi) = (cfg.lambda.0.ln(), cfg.lambda.1.ln());
-            ask.lambda = rng.random_range(lo..=hi).exp();
-        }
+        Requirement::Fairness => match cfg.fair_target {
+            FairTarget::Penalty => {
+                let (lo, hi) = (cfg.lambda.0.ln(), cfg.lambda.1.ln());
+                ask.lambda = rng.random_range(lo..=hi).exp();
+            }
+            FairTarget::Shift => {
+                let (lo, hi) = cfg.shift_range;
+                ask.shift = Some(
+                    (0..schema.groups.len())
+                        .map(|_| rng.random_range(lo..=hi))
+                        .collect(),
+                );
+            }
+        },
         Requirement::Prune => {
             ask.sparsity = rng.random_range(cfg.sparsity.0..=cfg.sparsity.1);
         }
@@ -296,6 +323,16 @@ impl<'a> Trainer<'a> {
                     "its data has no sensitive attribute (fairness needs one)",
                 ));
             }
+            if cfg.fair_target == FairTarget::Shift && schema.groups.len() > MAX_SHIFT_GROUPS {
+                return Err(Error::input(
+                    zoo,
+                    format!(
+                        "the sensitive attribute has {} groups; a shift editor takes at most \
+                         {MAX_SHIFT_GROUPS} (train with --fair-target penalty)",
+                        schema.groups.len()
+                    ),
+                ));
+            }
             if schema.groups.len() > MAX_GROUPS {
                 return Err(Error::input(
                     zoo,
@@ -354,6 +391,7 @@ impl<'a> Trainer<'a> {
                 tau: cfg.tau,
                 prune_score: cfg.prune_score,
                 fair_sharpness: cfg.fair_sharpness,
+                fair_target: cfg.fair_target,
             },
             editor_cfg: EditorConfig {
                 hidden: cfg.hidden,
@@ -477,12 +515,45 @@ impl<'a> Trainer<'a> {
         Ok(v)
     }
 
-    /// Whether the lambda search on the validation split finds an edit of `member` whose gap
-    /// there is within the search's own target (`SEARCH_MARGIN` x the bound, a margin for the
-    /// scatter on unseen rows) at an accuracy drop of at most `MAX_DROP`. Checking on a held-out
-    /// half instead was too noisy to rank checkpoints: a few hundred rows per (group, label).
+    /// Shift editors: whether the edit at the shifts `edit::choose_shift` picks on the
+    /// validation split meets the bound there at an accuracy drop of at most `MAX_DROP`.
+    /// Penalty editors: whether the lambda search on the validation split finds an edit of
+    /// `member` whose gap there is within the search's own target (`SEARCH_MARGIN` x the bound,
+    /// a margin for the scatter on unseen rows) at an accuracy drop of at most `MAX_DROP`.
+    /// Checking on a held-out half instead was too noisy to rank checkpoints: a few hundred rows
+    /// per (group, label).
     fn compliant(&self, dev: &Device, editor: &Editor, member: &Member) -> Result<bool> {
         let split = &self.data.val;
+        let score = |e: &[Vec<f32>], s: &crate::data::Split| {
+            crate::edit::score_fairness(dev, &member.shape, e, s, self.cfg.gap)
+        };
+        let (_, base) = score(std::slice::from_ref(&member.params), split)?[0];
+        let target = crate::edit::SEARCH_MARGIN * self.cfg.max_gap;
+        if self.cfg.fair_target == FairTarget::Shift {
+            let logits = crate::mlp::predict(dev, &member.shape, 1, &member.params, &split.x)?;
+            let ask = Ask {
+                shift: Some(crate::edit::choose_shift(
+                    &logits,
+                    split,
+                    self.schema.groups.len(),
+                    self.cfg.gap,
+                    self.cfg.max_gap,
+                )),
+                ..Ask::new(self.schema.n_columns())
+            };
+            let edited = crate::edit::edit_models(
+                dev,
+                editor,
+                &self.spec,
+                &[(&member.shape, &member.params)],
+                &[ask],
+                &self.columns,
+            )?;
+            // The shifts alone meet the search's target here by construction; what is checked
+            // is that the edit carries them: the bound itself, as the test split is judged.
+            let (gap, acc) = score(&edited, split)?[0];
+            return Ok(gap <= self.cfg.max_gap && acc >= base - MAX_DROP);
+        }
         let edited = crate::edit::edit_at_lambdas(
             dev,
             editor,
@@ -492,13 +563,9 @@ impl<'a> Trainer<'a> {
             (&member.shape, &member.params),
             &crate::edit::lambda_grid(self.cfg.lambda, 16),
         )?;
-        let score = |e: &[Vec<f32>], s: &crate::data::Split| {
-            crate::edit::score_fairness(dev, &member.shape, e, s, self.cfg.gap)
-        };
         let scored = score(&edited, split)?;
         let (gap, acc) = scored[crate::edit::pick_lambda(&scored, self.cfg.max_gap)];
-        let (_, base) = score(std::slice::from_ref(&member.params), split)?[0];
-        Ok(gap <= crate::edit::SEARCH_MARGIN * self.cfg.max_gap && acc >= base - MAX_DROP)
+        Ok(gap <= target && acc >= base - MAX_DROP)
     }
 
     /// Metadata saved with the editor: how it edits, what data it edits for, how it was trained.

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use rand::Rng;
 use regop::edit::{
-    edit_models, fold_removed_means, Ask, Columns, EditSpec, PruneScore, Requirement, TrainBatch,
-    COND_DIM,
+    choose_shift, edit_models, fold_removed_means, score_shift, shift_grid, Ask, Columns, EditSpec,
+    FairTarget, PruneScore, Requirement, TrainBatch, COND_DIM,
 };
 use regop::editor::{Editor, EditorConfig};
 use regop::graph::PosIds;
@@ -323,6 +323,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
             tau: 1.0,
             prune_score,
             fair_sharpness: 1.0,
+            fair_target: FairTarget::Penalty,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -331,6 +332,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
                     .collect(),
                 lambda: 1.0,
                 sparsity: [0.5, 0.9][i],
+                shift: None,
             })
             .collect();
         let cols = Columns {
@@ -389,7 +391,11 @@ fn training_step_gradients_match_finite_differences() {
     let x = random(&mut rng, rows * 6);
     let y: Vec<f32> = (0..rows).map(|r| (r % 2) as f32).collect();
     let group: Vec<u32> = (0..rows).map(|r| (r / 3 % 2) as u32).collect();
-    for req in [Requirement::Minimise, Requirement::Fairness] {
+    for (req, target) in [
+        (Requirement::Minimise, FairTarget::Penalty),
+        (Requirement::Fairness, FairTarget::Penalty),
+        (Requirement::Fairness, FairTarget::Shift),
+    ] {
         let ed = editor_of(&dev, 5, &mut rng);
         let spec = EditSpec {
             requirement: req,
@@ -398,6 +404,7 @@ fn training_step_gradients_match_finite_differences() {
             tau: 1.0,
             prune_score: PruneScore::Lamp,
             fair_sharpness: 2.0,
+            fair_target: target,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -406,6 +413,8 @@ fn training_step_gradients_match_finite_differences() {
                     .collect(),
                 lambda: [0.5, 4.0][i],
                 sparsity: 0.0,
+                shift: (target == FairTarget::Shift)
+                    .then(|| [vec![0.7, -0.4], vec![-1.1, 0.2]][i].clone()),
             })
             .collect();
         let objective = |e: &Editor| -> f64 {
@@ -441,11 +450,11 @@ fn training_step_gradients_match_finite_differences() {
         }
         let rel = (num / den).sqrt();
         eprintln!(
-            "{req:?}: relative error {rel:e} over {} parameters",
+            "{req:?} {target:?}: relative error {rel:e} over {} parameters",
             picks.len()
         );
-        assert!(den > 1e-8, "{req:?}: gradient vanishes");
-        assert!(rel < 2e-2, "{req:?}: relative error {rel:e}");
+        assert!(den > 1e-8, "{req:?} {target:?}: gradient vanishes");
+        assert!(rel < 2e-2, "{req:?} {target:?}: relative error {rel:e}");
     }
 }
 
@@ -469,10 +478,11 @@ fn training_step_agrees_across_backends() {
     let ed_cpu = editor_of(&cpu, 6, &mut rng);
     let p = cpu.read_all(&ed_cpu.params).unwrap();
     let ed_gpu = Editor::from_params(&gpu, &ed_cpu.cfg, &p).unwrap();
-    for req in [
-        Requirement::Minimise,
-        Requirement::Fairness,
-        Requirement::Prune,
+    for (req, target) in [
+        (Requirement::Minimise, FairTarget::Penalty),
+        (Requirement::Fairness, FairTarget::Penalty),
+        (Requirement::Fairness, FairTarget::Shift),
+        (Requirement::Prune, FairTarget::Penalty),
     ] {
         let spec = EditSpec {
             requirement: req,
@@ -481,6 +491,7 @@ fn training_step_agrees_across_backends() {
             tau: 0.5,
             prune_score: PruneScore::Lamp,
             fair_sharpness: 3.0,
+            fair_target: target,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {
@@ -489,6 +500,7 @@ fn training_step_agrees_across_backends() {
                     .collect(),
                 lambda: 2.0,
                 sparsity: 0.6,
+                shift: (target == FairTarget::Shift).then(|| vec![0.3 * i as f32, -0.5]),
             })
             .collect();
         let mut out = Vec::new();
@@ -558,4 +570,110 @@ fn the_mean_fold_moves_removed_columns_into_the_biases() {
     let a = regop::mlp::forward_host(&shape, &zeroed, &x, 1);
     let b = regop::mlp::forward_host(&shape, &params, &xm, 1);
     assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
+}
+
+/// A shift editor's edit starts from the model with the mean of the asked shifts added to the
+/// output bias: an untrained editor (zero heads) moves every logit by exactly that mean, so the
+/// part of the shift common to all groups is exact; only the groups' differences are learned.
+#[test]
+fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
+    let dev = Device::cpu();
+    let mut rng = fresh_rng("shift fold");
+    let cfg = EditorConfig {
+        hidden: 6,
+        layers: 2,
+        cond_dim: COND_DIM,
+        pos: POS,
+    };
+    let ed = Editor::new(&dev, &cfg, 3).unwrap();
+    let shape = MlpShape::new(&[6, 5, 4, 1], Activation::Relu);
+    let params = init_params(&shape, 9);
+    let spec = EditSpec {
+        requirement: Requirement::Fairness,
+        gap: Gap::Eo,
+        gamma: 0.1,
+        tau: 0.0,
+        prune_score: PruneScore::Magnitude,
+        fair_sharpness: 1.0,
+        fair_target: FairTarget::Shift,
+    };
+    let cols = Columns {
+        sensitive: vec![false, true, false, false, false, false],
+        means: vec![],
+    };
+    let shift = [
+        rng.random_range(-1.5..1.5f32),
+        rng.random_range(-1.5..1.5f32),
+    ];
+    let ask = Ask {
+        shift: Some(shift.to_vec()),
+        ..Ask::new(6)
+    };
+    let edited = edit_models(&dev, &ed, &spec, &[(&shape, &params)], &[ask], &cols).unwrap();
+    let x = random(&mut rng, 20 * 6);
+    let before = regop::mlp::forward_host(&shape, &params, &x, 20);
+    let after = regop::mlp::forward_host(&shape, &edited[0], &x, 20);
+    let mean = (shift[0] + shift[1]) / 2.0;
+    for (b, a) in before.iter().zip(&after) {
+        assert!(
+            (a - b - mean).abs() < 1e-5,
+            "{a} - {b} is not the mean shift {mean}"
+        );
+    }
+}
+
+/// The group shifts `choose_shift` picks: on scores where group 0 is scored low by a known
+/// offset, the shifts found meet the target, and no pair of the grid that meets it is more
+/// accurate (checked against every pair of the grid, scored from the decisions).
+#[test]
+fn choose_shift_meets_the_target_at_the_best_accuracy() {
+    let mut rng = fresh_rng("choose shift");
+    for groups in [2usize, 3] {
+        let rows = 3000;
+        let (mut logits, mut y, mut group) = (vec![], vec![], vec![]);
+        for r in 0..rows {
+            let g = (r % groups) as u32;
+            let label = rng.random_bool(0.4);
+            // Informative scores, with group g's scores pulled down by 0.6 * g.
+            let s =
+                if label { 1.0 } else { -1.0 } + rng.random_range(-1.6..1.6f32) - 0.6 * g as f32;
+            logits.push(s);
+            y.push(label as u32 as f32);
+            group.push(g);
+        }
+        let split = regop::data::Split {
+            x: vec![0.0; rows],
+            y,
+            group,
+        };
+        let max_gap = 0.05;
+        let target = regop::edit::SEARCH_MARGIN * max_gap;
+        let none = vec![0.0; groups];
+        let (g0, _) = score_shift(&logits, &split, &none, Gap::Eo);
+        assert!(g0 > 2.0 * max_gap, "the test needs a gap to close: {g0}");
+        let shift = choose_shift(&logits, &split, groups, Gap::Eo, max_gap);
+        let (g, acc) = score_shift(&logits, &split, &shift, Gap::Eo);
+        assert!(
+            g <= target,
+            "{groups} groups: shift {shift:?} leaves gap {g}"
+        );
+        if groups == 2 {
+            for a in shift_grid() {
+                for b in shift_grid() {
+                    let (ga, aa) = score_shift(&logits, &split, &[a, b], Gap::Eo);
+                    assert!(
+                        ga > target || aa <= acc,
+                        "[{a}, {b}] meets the target more accurately ({aa} > {acc})"
+                    );
+                }
+            }
+        }
+        // The dp gap too.
+        let shift = choose_shift(&logits, &split, groups, Gap::Dp, max_gap);
+        let (g, _) = score_shift(&logits, &split, &shift, Gap::Dp);
+        assert!(
+            g <= target,
+            "{groups} groups, dp: shift {shift:?} leaves gap {g}"
+        );
+    }
 }

@@ -456,7 +456,9 @@ fn a_killed_training_resumes_to_the_same_editor() {
         );
     }
     // The fairness checkpoint kept is the validation with the most models compliant after the
-    // lambda search, the lowest loss among those.
+    // search, the lowest loss among those. The editor (by default a shift editor) learns: its
+    // divergence from the shifted originals falls below the trivial edit's (the untrained
+    // editor, which moves only the output bias by the mean shift).
     let (_, meta) =
         regop::editor::Editor::load(&regop::Device::cpu(), &whole.join("last.safetensors"))
             .unwrap();
@@ -473,7 +475,17 @@ fn a_killed_training_resumes_to_the_same_editor() {
         .min_by(|a, b| a.loss.total_cmp(&b.loss))
         .unwrap();
     assert_eq!(best.step, kept.step, "{history:?}");
-    // The fairness editor edits with a given lambda or searches one for a gap bound.
+    let trained = history[1..]
+        .iter()
+        .map(|v| v.jsd)
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        trained < history[0].jsd,
+        "fairness: validation JSD {} (trivial edit) -> {trained} (trained)",
+        history[0].jsd
+    );
+    // The shift editor edits with given group shifts or picks them for a gap bound; lambda
+    // does not apply to it.
     let model = z.join("model-00001.safetensors");
     let out = dir.path().join("fair.safetensors");
     let editor = cut.join("editor.safetensors");
@@ -484,7 +496,7 @@ fn a_killed_training_resumes_to_the_same_editor() {
         &["--json", "--max-eo-gap", "1.0"],
     ));
     assert_eq!(r[0]["met"], true);
-    assert!(r[0]["lambda"].as_f64().unwrap() > 0.0);
+    assert_eq!(r[0]["shift"].as_array().unwrap().len(), 2);
     assert!(r[0]["requirement"]
         .as_str()
         .unwrap()
@@ -493,9 +505,65 @@ fn a_killed_training_resumes_to_the_same_editor() {
         &editor,
         &model,
         &out,
+        &["--json", "--shift", "0.5,-0.25", "--force"],
+    ));
+    assert_eq!(r[0]["shift"], serde_json::json!([0.5, -0.25]));
+    for bad in [
+        &["--lambda", "2"][..],
+        &["--shift", "0.5"],
+        &["--shift", "0.5,x"],
+    ] {
+        let e = edit(&editor, &model, &out, bad);
+        assert_eq!(e.status.code(), Some(2), "{bad:?}");
+        assert!(!String::from_utf8_lossy(&e.stderr).contains("panicked"));
+    }
+    let e = edit(
+        &editor,
+        &model,
+        &out,
+        &["--shift", "0.1,0.1", "--max-eo-gap", "0.1"],
+    );
+    assert_eq!(e.status.code(), Some(2), "conflicting flags");
+    // A penalty editor edits with a given lambda or searches one for a gap bound.
+    let pen = dir.path().join("penalty");
+    ok(&Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args([
+            "--device",
+            "cpu",
+            "train",
+            "--zoo",
+            p(&z),
+            "--requirement",
+            "fairness",
+            "--fair-target",
+            "penalty",
+            "--steps",
+            "10",
+            "--eval-every",
+            "10",
+            "--out",
+            p(&pen),
+        ])
+        .output()
+        .unwrap());
+    let editor = pen.join("editor.safetensors");
+    let r = ok(&edit(
+        &editor,
+        &model,
+        &out,
+        &["--json", "--max-eo-gap", "1.0", "--force"],
+    ));
+    assert_eq!(r[0]["met"], true);
+    assert!(r[0]["lambda"].as_f64().unwrap() > 0.0);
+    let r = ok(&edit(
+        &editor,
+        &model,
+        &out,
         &["--json", "--lambda", "2", "--force"],
     ));
     assert_eq!(r[0]["lambda"].as_f64(), Some(2.0));
+    let e = edit(&editor, &model, &out, &["--shift", "0.1,0.1", "--force"]);
+    assert_eq!(e.status.code(), Some(2), "--shift on a penalty editor");
     let e = edit(
         &editor,
         &model,

@@ -153,7 +153,15 @@ fn edit_benchmarks(
     let mut ask = Ask::new(ef.schema.n_columns());
     match ef.spec.requirement {
         Requirement::Prune => ask.sparsity = a.sparsity,
-        Requirement::Fairness => ask.lambda = a.lambda,
+        Requirement::Fairness => match ef.spec.fair_target {
+            crate::edit::FairTarget::Penalty => ask.lambda = a.lambda,
+            // A typical threshold move: the lower-rate group's logits up by half a unit.
+            crate::edit::FairTarget::Shift => {
+                let mut shift = vec![0.0; ef.schema.groups.len()];
+                shift[0] = 0.5;
+                ask.shift = Some(shift);
+            }
+        },
         Requirement::Minimise => {
             let drop = if a.drop.is_empty() {
                 ef.schema.sensitive.iter().cloned().collect()

@@ -1,5 +1,5 @@
 //! `regop edit --editor E --model M --out OUT [--drop F,G | --sparsity S | --lambda L |
-//! --max-eo-gap G | --max-dp-gap G]`: one editor inference makes a model comply. With data
+//! --shift C,C | --max-eo-gap G | --max-dp-gap G]`: one editor inference makes a model comply. With data
 //! (the built-in synthetic data, or --data for a real dataset) the result is verified on the
 //! test split and printed before -> after; exit 0 = requirement met, 1 = missed.
 //! `--batch DIR` edits every model file in a directory into --out (a directory).
@@ -9,6 +9,7 @@ use crate::data::loaders::{load, DatasetName};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::edit::{choose_features, edit_models, lambda_grid, removed_columns, search_lambda};
+use crate::edit::{search_shift, FairTarget};
 use crate::edit::{Ask, EditorFile, Requirement};
 use crate::error::{Error, Result};
 use crate::kernels::fairness::Gap;
@@ -44,14 +45,19 @@ pub struct Args {
     /// Target weight sparsity (prune editors).
     #[arg(long)]
     pub sparsity: Option<f32>,
-    /// Fairness weight (fairness editors): larger trades accuracy for a smaller gap.
-    #[arg(long)]
+    /// Fairness weight (penalty fairness editors): larger trades accuracy for a smaller gap.
+    #[arg(long, conflicts_with = "shift")]
     pub lambda: Option<f32>,
-    /// Largest acceptable equalised-odds difference (fairness editors): lambda is searched.
-    #[arg(long, conflicts_with_all = ["lambda", "max_dp_gap"])]
+    /// Logit shift per group, in the order of the sensitive attribute's groups (shift fairness
+    /// editors): the edited model decides as the original would with these group thresholds.
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    pub shift: Vec<f32>,
+    /// Largest acceptable equalised-odds difference (fairness editors): lambda, or the group
+    /// shifts, are searched on the data.
+    #[arg(long, conflicts_with_all = ["lambda", "max_dp_gap", "shift"])]
     pub max_eo_gap: Option<f64>,
-    /// Largest acceptable demographic-parity difference (fairness editors): lambda is searched.
-    #[arg(long, conflicts_with = "lambda")]
+    /// Largest acceptable demographic-parity difference (fairness editors): as --max-eo-gap.
+    #[arg(long, conflicts_with_all = ["lambda", "shift"])]
     pub max_dp_gap: Option<f64>,
     /// The editor's dataset files (not needed for the built-in synthetic data).
     #[arg(long)]
@@ -85,10 +91,24 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
     if a.sparsity.is_some() && req != Requirement::Prune {
         return wrong("--sparsity");
     }
-    if (a.lambda.is_some() || a.max_eo_gap.is_some() || a.max_dp_gap.is_some())
+    if (a.lambda.is_some()
+        || !a.shift.is_empty()
+        || a.max_eo_gap.is_some()
+        || a.max_dp_gap.is_some())
         && req != Requirement::Fairness
     {
-        return wrong("--lambda / --max-eo-gap / --max-dp-gap");
+        return wrong("--lambda / --shift / --max-eo-gap / --max-dp-gap");
+    }
+    let shifts = ef.spec.fair_target == FairTarget::Shift;
+    if a.lambda.is_some() && shifts {
+        return Err(Error::Usage(
+            "--lambda does not apply to this editor: it moves group thresholds (give --shift or --max-eo-gap / --max-dp-gap)".into(),
+        ));
+    }
+    if !a.shift.is_empty() && req == Requirement::Fairness && !shifts {
+        return Err(Error::Usage(
+            "--shift does not apply to this editor: it was trained with a lambda-weighted penalty (give --lambda)".into(),
+        ));
     }
     let mut target = None;
     match req {
@@ -111,17 +131,31 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
                 .max_eo_gap
                 .map(|g| (Gap::Eo, g))
                 .or(a.max_dp_gap.map(|g| (Gap::Dp, g)));
+            let groups = ef.schema.groups.len();
+            if !a.shift.is_empty() {
+                if a.shift.len() != groups || a.shift.iter().any(|c| !c.is_finite()) {
+                    return Err(Error::Usage(format!(
+                        "--shift wants one finite number per group of '{}' ({})",
+                        ef.schema.sensitive.as_deref().unwrap_or("?"),
+                        ef.schema.groups.join(", ")
+                    )));
+                }
+                ask.shift = Some(a.shift.clone());
+                return Ok(Request { ask, target });
+            }
             match (a.lambda, target) {
                 (Some(l), _) if l > 0.0 && l.is_finite() => ask.lambda = l,
                 (Some(_), _) => return Err(Error::Usage("--lambda must be positive".into())),
                 (None, Some((_, g))) if g >= 0.0 => {}
                 (None, Some(_)) => return Err(Error::Usage("the gap bound must be >= 0".into())),
-                (None, None) => {
-                    return Err(Error::Usage(
-                        "a fairness editor needs --lambda L, --max-eo-gap G or --max-dp-gap G"
-                            .into(),
-                    ))
-                }
+                (None, None) => return Err(Error::Usage(
+                    if shifts {
+                        "this fairness editor needs --max-eo-gap G, --max-dp-gap G or --shift C,C"
+                    } else {
+                        "this fairness editor needs --lambda L, --max-eo-gap G or --max-dp-gap G"
+                    }
+                    .into(),
+                )),
             }
         }
     }
@@ -150,6 +184,8 @@ struct Outcome {
     out: PathBuf,
     seconds: f64,
     lambda: Option<f32>,
+    /// Logit shift per group (shift fairness editors).
+    shift: Option<Vec<f32>>,
     /// Features the editor chose to drop (--keep-features).
     dropped: Option<Vec<String>>,
     requirement: String,
@@ -175,7 +211,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     }
     if r.target.is_some() && data.is_none() {
         return Err(Error::Usage(format!(
-            "searching lambda for a gap bound needs the data: pass --data with the {:?} files",
+            "meeting a gap bound needs the data: pass --data with the {:?} files",
             ef.loader
         )));
     }
@@ -233,6 +269,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     // grid of lambdas, picked on the validation split).
     let t0 = Instant::now();
     let mut lambdas = vec![None; models.len()];
+    let mut shifts = vec![r.ask.shift.clone(); models.len()];
     let mut asks = vec![r.ask.clone(); models.len()];
     let mut chosen: Vec<Option<Vec<String>>> = vec![None; models.len()];
     if let (Some(k), Some(d)) = (a.keep_features, &data) {
@@ -243,6 +280,15 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         }
     }
     let edited: Vec<Vec<f32>> = match (r.target, &data) {
+        (Some((gap, bound)), Some(d)) if ef.spec.fair_target == FairTarget::Shift => {
+            let mut out = Vec::new();
+            for (i, (s, w)) in shapes.iter().zip(&params).enumerate() {
+                let (c, e) = search_shift(&dev, &ef, s, w, &d.val, gap, bound)?;
+                shifts[i] = Some(c);
+                out.push(e);
+            }
+            out
+        }
         (Some((gap, bound)), Some(d)) => {
             let grid = lambda_grid(ef.lambda, 16);
             let mut out = Vec::new();
@@ -259,7 +305,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 .zip(&params)
                 .map(|(s, w)| (s, w.as_slice()))
                 .collect();
-            if ef.spec.requirement == Requirement::Fairness {
+            if ef.spec.requirement == Requirement::Fairness && r.ask.shift.is_none() {
                 lambdas = vec![Some(r.ask.lambda); models.len()];
             }
             edit_models(&dev, &ef.editor, &ef.spec, &pairs, &asks, &ef.columns)?
@@ -338,7 +384,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         m.metadata.insert(
             "regop_edit".into(),
             serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": chosen[i].clone().unwrap_or(a.drop.clone()),
-                "sparsity": a.sparsity, "lambda": lambdas[i]})
+                "sparsity": a.sparsity, "lambda": lambdas[i], "shift": shifts[i]})
             .to_string(),
         );
         m.save(out, a.force)?;
@@ -347,6 +393,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             out: out.clone(),
             seconds,
             lambda: lambdas[i],
+            shift: shifts[i].clone(),
             dropped: chosen[i].clone(),
             requirement: name,
             before,
@@ -379,6 +426,10 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             }
             if let Some(l) = o.lambda {
                 line += &format!(", lambda {l:.3}");
+            }
+            if let Some(c) = &o.shift {
+                let c: Vec<String> = c.iter().map(|v| format!("{v:+.1}")).collect();
+                line += &format!(", group shifts {}", c.join(","));
             }
             line += match o.met {
                 Some(true) => "  [met]",

@@ -56,7 +56,15 @@ pub struct Args {
     /// (fairness): higher tracks the hard decisions' rates more closely.
     #[arg(long, default_value_t = crate::train::FAIR_SHARPNESS)]
     pub fair_sharpness: f32,
-    /// Fairness weights drawn in training, log-uniformly ("LO,HI").
+    /// What a fairness editor learns: `shift` moves each group's logits by shifts it is given
+    /// (group thresholds folded into the weights; `edit --max-eo-gap` picks them from data);
+    /// `penalty` trades JSD against a soft gap penalty weighted by lambda.
+    #[arg(long, value_enum, default_value = "shift")]
+    pub fair_target: crate::edit::FairTarget,
+    /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
+    #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
+    pub shift_range: Vec<f32>,
+    /// Fairness weights drawn in training, log-uniformly ("LO,HI"; penalty editors).
     #[arg(long, value_delimiter = ',', default_value = "0.1,30")]
     pub lambda_range: Vec<f32>,
     /// Target sparsities drawn in training, uniformly ("LO,HI").
@@ -131,7 +139,9 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         tau: a.tau,
         fair_sharpness: a.fair_sharpness,
         prune_score: a.prune_score,
+        fair_target: a.fair_target,
         lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
+        shift_range: pair("shift-range", &a.shift_range, |v| v.abs() <= 10.0)?,
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {
             (0.0..1.0).contains(&v)
         })?,
@@ -193,7 +203,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         );
         if fairness {
             s += &format!(
-                ", {:?} gap {:.4} -> {:.4}, compliant after the lambda search {:.0}%",
+                ", {:?} gap {:.4} -> {:.4}, compliant after the search {:.0}%",
                 a.gap,
                 v.original_gap,
                 v.gap,
