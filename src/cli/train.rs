@@ -71,7 +71,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.95")]
     pub sparsity_range: Vec<f32>,
     /// The fairness bound the best checkpoint is chosen for (fairness): the share of
-    /// validation models the lambda search makes meet it, accuracy drop at most 2 points.
+    /// validation models the search (shifts or lambda) makes meet it, accuracy drop at most 2
+    /// points.
     #[arg(long, default_value_t = 0.05)]
     pub max_gap: f64,
     /// Most features removed at once in training (minimise).
