@@ -260,14 +260,17 @@ pub struct Validation {
     /// Mean accuracy of the edited models on the validation rows, and of the originals.
     pub accuracy: f64,
     pub original_accuracy: f64,
-    /// Mean fairness gap (fairness) of the edited models, and of the originals.
+    /// Mean fairness gap (fairness) of the edited models at their drawn asks, and of the
+    /// originals.
     pub gap: f64,
     pub original_gap: f64,
-    /// Fairness: the share of validation models for which the lambda search
-    /// (`edit::search_lambda`) finds an edit within its target at an accuracy drop of at most
-    /// `MAX_DROP` (`Trainer::compliant`).
+    /// Fairness: the share of validation models for which the search (`Trainer::compliant`)
+    /// finds an edit within its target at an accuracy drop of at most `MAX_DROP`.
     #[serde(default)]
     pub compliant: f64,
+    /// Fairness: the mean gap of the edits that search keeps.
+    #[serde(default)]
+    pub searched_gap: f64,
 }
 
 impl Validation {
@@ -509,7 +512,9 @@ impl<'a> Trainer<'a> {
             if self.cfg.requirement == Requirement::Fairness {
                 v.gap += gap(&pred) / n;
                 v.original_gap += gap(&base) / n;
-                v.compliant += self.compliant(dev, editor, member)? as u8 as f64 / n;
+                let (compliant, searched) = self.compliant(dev, editor, member)?;
+                v.compliant += compliant as u8 as f64 / n;
+                v.searched_gap += searched / n;
             }
         }
         Ok(v)
@@ -521,8 +526,8 @@ impl<'a> Trainer<'a> {
     /// `member` whose gap there is within the search's own target (`SEARCH_MARGIN` x the bound,
     /// a margin for the scatter on unseen rows) at an accuracy drop of at most `MAX_DROP`.
     /// Checking on a held-out half instead was too noisy to rank checkpoints: a few hundred rows
-    /// per (group, label).
-    fn compliant(&self, dev: &Device, editor: &Editor, member: &Member) -> Result<bool> {
+    /// per (group, label). Returns whether it is, and the gap of the edit kept.
+    fn compliant(&self, dev: &Device, editor: &Editor, member: &Member) -> Result<(bool, f64)> {
         let split = &self.data.val;
         let score = |e: &[Vec<f32>], s: &crate::data::Split| {
             crate::edit::score_fairness(dev, &member.shape, e, s, self.cfg.gap)
@@ -552,7 +557,7 @@ impl<'a> Trainer<'a> {
             // The shifts alone meet the search's target here by construction; what is checked
             // is that the edit carries them: the bound itself, as the test split is judged.
             let (gap, acc) = score(&edited, split)?[0];
-            return Ok(gap <= self.cfg.max_gap && acc >= base - MAX_DROP);
+            return Ok((gap <= self.cfg.max_gap && acc >= base - MAX_DROP, gap));
         }
         let edited = crate::edit::edit_at_lambdas(
             dev,
@@ -565,7 +570,7 @@ impl<'a> Trainer<'a> {
         )?;
         let scored = score(&edited, split)?;
         let (gap, acc) = scored[crate::edit::pick_lambda(&scored, self.cfg.max_gap)];
-        Ok(gap <= target && acc >= base - MAX_DROP)
+        Ok((gap <= target && acc >= base - MAX_DROP, gap))
     }
 
     /// Metadata saved with the editor: how it edits, what data it edits for, how it was trained.

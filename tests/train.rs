@@ -468,6 +468,12 @@ fn a_killed_training_resumes_to_the_same_editor() {
     assert!(history
         .iter()
         .all(|v| (0.0..=1.0).contains(&v.compliant) && v.gap.is_finite()));
+    // The gap after the search is measured: where every model is compliant, it is within the
+    // bound (0.05) on average too.
+    assert!(history.iter().any(|v| v.searched_gap > 0.0), "{history:?}");
+    for v in &history {
+        assert!(v.compliant < 1.0 || v.searched_gap <= 0.05, "{v:?}");
+    }
     let top = history.iter().map(|v| v.compliant).fold(0.0, f64::max);
     let kept = history
         .iter()

@@ -204,10 +204,10 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         );
         if fairness {
             s += &format!(
-                ", {:?} gap {:.4} -> {:.4}, compliant after the search {:.0}%",
+                ", {:?} gap {:.4} -> {:.4} after the search, compliant {:.0}%",
                 a.gap,
                 v.original_gap,
-                v.gap,
+                v.searched_gap,
                 100.0 * v.compliant
             );
         }
