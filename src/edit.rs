@@ -920,27 +920,6 @@ pub fn shift_grid() -> Vec<f32> {
     (-15..=15).map(|i| i as f32 * 0.1).collect()
 }
 
-/// The (gap, accuracy) on `split` of binary `logits` with each row's logit moved by its group's
-/// `shift`.
-pub fn score_shift(
-    logits: &[f32],
-    split: &crate::data::Split,
-    shift: &[f32],
-    gap: Gap,
-) -> (f64, f64) {
-    use crate::metrics::{accuracy, demographic_parity_difference, equalized_odds_difference};
-    let pred: Vec<f32> = logits
-        .iter()
-        .zip(&split.group)
-        .map(|(&l, &g)| (l + shift[g as usize] > 0.0) as u32 as f32)
-        .collect();
-    let g = match gap {
-        Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
-        Gap::Dp => demographic_parity_difference(&pred, &split.group),
-    };
-    (g, accuracy(&split.y, &pred))
-}
-
 /// Per-group logit shifts for a binary model with `logits` on `split`: the decision thresholds
 /// by group that the edit then folds into the weights. Every combination of `shift_grid` values
 /// (one per group, at most `MAX_SHIFT_GROUPS`) is tried: the most accurate whose gap is at most

@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use rand::Rng;
 use regop::edit::{
-    choose_shift, edit_models, fold_removed_means, score_shift, shift_grid, Ask, Columns, EditSpec,
-    FairTarget, PruneScore, Requirement, TrainBatch, COND_DIM,
+    choose_shift, edit_models, fold_removed_means, shift_grid, Ask, Columns, EditSpec, FairTarget,
+    PruneScore, Requirement, TrainBatch, COND_DIM,
 };
 use regop::editor::{Editor, EditorConfig};
 use regop::graph::PosIds;
@@ -620,6 +620,44 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
             "{a} - {b} is not the mean shift {mean}"
         );
     }
+    // The training target is the original moved by each row's group shift: when both groups
+    // move alike the untrained edit is exact (JSD 0); when they differ, it is not.
+    let (y, group): (Vec<f32>, Vec<u32>) = (0..20)
+        .map(|r| ((r % 3 == 0) as u32 as f32, (r % 2) as u32))
+        .unzip();
+    let jsd_at = |shift: Vec<f32>| {
+        let ask = Ask {
+            shift: Some(shift),
+            ..Ask::new(6)
+        };
+        let b = TrainBatch::new(&dev, &ed, &spec, &shape, &[&params], &[ask], &cols, 20).unwrap();
+        b.forward(&dev, &ed).unwrap();
+        b.loss(&dev, &x, &y, &group).unwrap();
+        b.read_losses(&dev).unwrap()[0]
+    };
+    let (same, penalty) = jsd_at(vec![0.8, 0.8]);
+    assert!(
+        same.abs() < 1e-6 && penalty == 0.0,
+        "JSD {same}, penalty {penalty}"
+    );
+    let (apart, _) = jsd_at(vec![0.8, -0.8]);
+    assert!(apart > 1e-3, "JSD {apart} with the groups shifted apart");
+}
+
+/// The (gap, accuracy) of binary `logits` on `split` with each row's logit moved by its group's
+/// `shift`, scored from the hard decisions.
+fn score_shift(logits: &[f32], split: &regop::data::Split, shift: &[f32], gap: Gap) -> (f64, f64) {
+    use regop::metrics::{accuracy, demographic_parity_difference, equalized_odds_difference};
+    let pred: Vec<f32> = logits
+        .iter()
+        .zip(&split.group)
+        .map(|(&l, &g)| (l + shift[g as usize] > 0.0) as u32 as f32)
+        .collect();
+    let g = match gap {
+        Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
+        Gap::Dp => demographic_parity_difference(&pred, &split.group),
+    };
+    (g, accuracy(&split.y, &pred))
 }
 
 /// The group shifts `choose_shift` picks: on scores where group 0 is scored low by a known
