@@ -992,32 +992,27 @@ pub fn choose_shift(
 }
 
 /// A fairness edit by a shift editor that meets `max_gap`: the shifts `choose_shift` picks from
-/// the original model's logits on `split`, made one weight edit by the editor. Returns (shifts,
-/// edited parameters).
+/// the original model's logits on `split`, made one weight edit by `editor` (trained for data
+/// of `schema`). Returns (shifts, edited parameters).
 #[allow(clippy::too_many_arguments)]
 pub fn search_shift(
     dev: &Device,
-    ef: &EditorFile,
-    shape: &MlpShape,
-    params: &[f32],
+    editor: &Editor,
+    spec: &EditSpec,
+    columns: &Columns,
+    schema: &Schema,
+    model: (&MlpShape, &[f32]),
     split: &crate::data::Split,
     gap: Gap,
     max_gap: f64,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
-    let logits = crate::mlp::predict(dev, shape, 1, params, &split.x)?;
-    let shift = choose_shift(&logits, split, ef.schema.groups.len(), gap, max_gap);
+    let logits = crate::mlp::predict(dev, model.0, 1, model.1, &split.x)?;
+    let shift = choose_shift(&logits, split, schema.groups.len(), gap, max_gap);
     let ask = Ask {
         shift: Some(shift.clone()),
-        ..Ask::new(ef.schema.n_columns())
+        ..Ask::new(schema.n_columns())
     };
-    let edited = edit_models(
-        dev,
-        &ef.editor,
-        &ef.spec,
-        &[(shape, params)],
-        &[ask],
-        &ef.columns,
-    )?;
+    let edited = edit_models(dev, editor, spec, &[model], &[ask], columns)?;
     Ok((shift, edited.into_iter().next().expect("one edit")))
 }
 

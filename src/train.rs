@@ -535,28 +535,20 @@ impl<'a> Trainer<'a> {
         let (_, base) = score(std::slice::from_ref(&member.params), split)?[0];
         let target = crate::edit::SEARCH_MARGIN * self.cfg.max_gap;
         if self.cfg.fair_target == FairTarget::Shift {
-            let logits = crate::mlp::predict(dev, &member.shape, 1, &member.params, &split.x)?;
-            let ask = Ask {
-                shift: Some(crate::edit::choose_shift(
-                    &logits,
-                    split,
-                    self.schema.groups.len(),
-                    self.cfg.gap,
-                    self.cfg.max_gap,
-                )),
-                ..Ask::new(self.schema.n_columns())
-            };
-            let edited = crate::edit::edit_models(
+            let (_, edited) = crate::edit::search_shift(
                 dev,
                 editor,
                 &self.spec,
-                &[(&member.shape, &member.params)],
-                &[ask],
                 &self.columns,
+                self.schema,
+                (&member.shape, &member.params),
+                split,
+                self.cfg.gap,
+                self.cfg.max_gap,
             )?;
             // The shifts alone meet the search's target here by construction; what is checked
             // is that the edit carries them: the bound itself, as the test split is judged.
-            let (gap, acc) = score(&edited, split)?[0];
+            let (gap, acc) = score(std::slice::from_ref(&edited), split)?[0];
             return Ok((gap <= self.cfg.max_gap && acc >= base - MAX_DROP, gap));
         }
         let edited = crate::edit::edit_at_lambdas(

@@ -348,9 +348,20 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                     methods.push((
                         "editor (group shifts picked on val, one inference)".into(),
                         None,
-                        Box::new(
-                            move || Ok(search_shift(dv, ef, &sh, &pp, &dt.val, gap, bound)?.1),
-                        ),
+                        Box::new(move || {
+                            Ok(search_shift(
+                                dv,
+                                &ef.editor,
+                                &ef.spec,
+                                &ef.columns,
+                                &ef.schema,
+                                (&sh, &pp),
+                                &dt.val,
+                                gap,
+                                bound,
+                            )?
+                            .1)
+                        }),
                     ));
                 }
                 Requirement::Fairness => {

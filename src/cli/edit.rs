@@ -283,7 +283,17 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         (Some((gap, bound)), Some(d)) if ef.spec.fair_target == FairTarget::Shift => {
             let mut out = Vec::new();
             for (i, (s, w)) in shapes.iter().zip(&params).enumerate() {
-                let (c, e) = search_shift(&dev, &ef, s, w, &d.val, gap, bound)?;
+                let (c, e) = search_shift(
+                    &dev,
+                    &ef.editor,
+                    &ef.spec,
+                    &ef.columns,
+                    &ef.schema,
+                    (s, w),
+                    &d.val,
+                    gap,
+                    bound,
+                )?;
                 shifts[i] = Some(c);
                 out.push(e);
             }
