@@ -32,8 +32,15 @@ pub struct GpuDevice {
     arena: wgpu::Buffer,
     slot: u64,
     next_buf_id: Cell<u64>,
-    /// First asynchronous error reported by wgpu (validation, out of memory, device lost).
+    /// First asynchronous error reported by wgpu (validation, out of memory).
     fault: Arc<Mutex<Option<String>>>,
+    /// Set once the device is lost (driver reset, GPU removed, destroyed); every later call
+    /// fails with it, since nothing on a lost device can succeed.
+    lost: Arc<Mutex<Option<String>>>,
+    /// Fault injection for the tests: destroy the device at this submit
+    /// (`REGOP_FAULT_LOSE_DEVICE_AT`), as a driver reset mid-job would.
+    lose_at: Option<u64>,
+    submits: Cell<u64>,
 }
 
 /// A compiled entry point and its explicit bind group layout: binding 0 is the uniform slot,
@@ -91,12 +98,17 @@ impl GpuDevice {
                 *f = Some(text.chars().take(500).collect());
             }
         }));
-        let sink = fault.clone();
-        device.set_device_lost_callback(move |_reason, msg| {
-            let mut f = sink.lock().unwrap();
-            if f.is_none() {
-                *f = Some(format!("device lost: {msg}"));
-            }
+        let lost = Arc::new(Mutex::new(None::<String>));
+        let sink = lost.clone();
+        let name = info.name.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            let why = match reason {
+                wgpu::DeviceLostReason::Destroyed => "destroyed".to_string(),
+                _ => msg.split_whitespace().collect::<Vec<_>>().join(" "),
+            };
+            sink.lock().unwrap().get_or_insert(format!(
+                "GPU device lost ({name}: {why}); rerun, or use --device cpu"
+            ));
         });
 
         let slot = PARAM_SLOT.max(limits.min_uniform_buffer_offset_alignment as u64);
@@ -119,7 +131,18 @@ impl GpuDevice {
             slot,
             next_buf_id: Cell::new(1),
             fault,
+            lost,
+            lose_at: std::env::var("REGOP_FAULT_LOSE_DEVICE_AT")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            submits: Cell::new(0),
         })
+    }
+
+    /// Destroy the device, as a driver reset or a removed GPU does: later calls fail with
+    /// "device lost". Fault tests use it; nothing else should.
+    pub fn destroy(&self) {
+        self.device.destroy();
     }
 
     pub fn has_timestamps(&self) -> bool {
@@ -127,6 +150,11 @@ impl GpuDevice {
     }
 
     fn check_fault(&self) -> Result<()> {
+        // A lost device explains any validation error that followed it: report the loss.
+        if let Some(msg) = self.lost.lock().unwrap().clone() {
+            self.fault.lock().unwrap().take();
+            return Err(Error::Device(msg));
+        }
         match self.fault.lock().unwrap().take() {
             Some(msg) => Err(Error::Device(msg)),
             None => Ok(()),
@@ -134,6 +162,9 @@ impl GpuDevice {
     }
 
     pub(crate) fn alloc(&self, len: usize) -> Result<Buf> {
+        if let Some(msg) = self.lost.lock().unwrap().clone() {
+            return Err(Error::Device(msg));
+        }
         let bytes = (len.max(1) * 4) as u64;
         let max = self
             .limits
@@ -227,6 +258,10 @@ impl GpuDevice {
                 rec.params.clear();
             }
             self.queue.submit([enc.finish()]);
+            self.submits.set(self.submits.get() + 1);
+            if self.lose_at == Some(self.submits.get()) {
+                self.device.destroy();
+            }
         }
         drop(rec);
         self.check_fault()

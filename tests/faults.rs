@@ -1,0 +1,199 @@
+//! Device faults on the GPU backend (lavapipe where there is no GPU): a device lost mid-job
+//! fails with one line and exit 2, leaves no output behind, and a training run resumes from
+//! its last checkpoint.
+
+mod common;
+use regop::Device;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn regop(device: &str, args: &[&str], lose_at: Option<u64>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_regop"));
+    cmd.args(["--device", device]).args(args);
+    if let Some(n) = lose_at {
+        cmd.env("REGOP_FAULT_LOSE_DEVICE_AT", n.to_string());
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The error line of a failed run: exactly one line starting "error:".
+fn error_line(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    errors[0].to_string()
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A small synthetic zoo, built on the CPU.
+fn zoo(dir: &Path) -> PathBuf {
+    let z = dir.join("zoo");
+    ok(&regop(
+        "cpu",
+        &[
+            "--seed",
+            "5",
+            "zoo",
+            "--count",
+            "24",
+            "--widths",
+            "16,24",
+            "--depth",
+            "1-2",
+            "--epochs",
+            "4",
+            "--out",
+            p(&z),
+        ],
+        None,
+    ));
+    z
+}
+
+fn train_args<'a>(z: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "--seed",
+        "3",
+        "train",
+        "--zoo",
+        p(z),
+        "--requirement",
+        "prune",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--out",
+        p(out),
+    ]
+}
+
+#[test]
+fn a_lost_device_fails_every_later_call_with_one_message() {
+    let dev = common::gpu();
+    let buf = dev.upload(&[1.0, 2.0, 3.0]).unwrap();
+    let sum = dev.alloc(3).unwrap();
+    assert_eq!(dev.read_all(&buf).unwrap(), [1.0, 2.0, 3.0]);
+    let Device::Gpu(g) = &dev else { unreachable!() };
+    g.destroy();
+    // The loss is seen at the next wait for the device; from then on every call fails.
+    let read = dev.read_all(&buf).map(|_| ());
+    let out = dev.alloc(3).map(|_| ());
+    // Launches are only recorded; their failure is reported when their results are read.
+    let axpy = regop::kernels::axpy::axpy(&dev, 1.0, buf.all(), 1.0, sum.all())
+        .and_then(|_| dev.read_all(&sum).map(|_| ()));
+    for (what, r) in [
+        ("read", read),
+        ("alloc", out),
+        ("axpy", axpy),
+        ("sync", dev.sync()),
+        ("sync again", dev.sync()),
+    ] {
+        let msg = r.expect_err(what).to_string();
+        assert!(
+            msg.contains("GPU device lost") && !msg.contains('\n'),
+            "{what}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path());
+    let ed = dir.path().join("ed");
+    ok(&regop("cpu", &train_args(&z, &ed), None));
+    let editor = ed.join("editor.safetensors");
+
+    // An edit whose device is lost at its second submit: one line, exit 2, no file.
+    let out_dir = dir.path().join("edited");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("out.safetensors");
+    let model = z.join("model-00020.safetensors");
+    let edit = [
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&model),
+        "--sparsity",
+        "0.5",
+        "--out",
+        p(&out),
+    ];
+    let line = error_line(&regop("gpu", &edit, Some(2)));
+    assert!(line.contains("GPU device lost"), "{line}");
+    assert!(files_in(&out_dir).is_empty(), "{:?}", files_in(&out_dir));
+    ok(&regop("gpu", &edit, None));
+    assert_eq!(files_in(&out_dir), ["out.safetensors"]);
+
+    // Training on the GPU whose device is lost after its first checkpoint: exit 2 with the
+    // checkpoints whole, and `--resume` (device back) ends where an unbroken run does.
+    let whole = dir.path().join("whole");
+    ok(&regop("gpu", &train_args(&z, &whole), None));
+    let cut = dir.path().join("cut");
+    let mut lose_at = 10;
+    loop {
+        assert!(
+            lose_at < 2000,
+            "no submit count stops training after a checkpoint"
+        );
+        let _ = std::fs::remove_dir_all(&cut);
+        let run = regop("gpu", &train_args(&z, &cut), Some(lose_at));
+        if run.status.success() {
+            panic!("training finished before its device was lost at submit {lose_at}");
+        }
+        let line = error_line(&run);
+        assert!(line.contains("GPU device lost"), "{line}");
+        if cut.join("last.safetensors").exists() {
+            break;
+        }
+        lose_at += 10;
+    }
+    assert_eq!(files_in(&cut), ["editor.safetensors", "last.safetensors"]);
+    let cpu = Device::cpu();
+    let (_, meta) = regop::editor::Editor::load(&cpu, &cut.join("last.safetensors")).unwrap();
+    assert!(meta["step"].parse::<usize>().unwrap() < 4);
+    let mut resume = train_args(&z, &cut);
+    resume.push("--resume");
+    ok(&regop("gpu", &resume, None));
+    for name in ["editor.safetensors", "last.safetensors"] {
+        let (a, _) = regop::editor::Editor::load(&cpu, &whole.join(name)).unwrap();
+        let (b, _) = regop::editor::Editor::load(&cpu, &cut.join(name)).unwrap();
+        let (a, b) = (
+            cpu.read_all(&a.params).unwrap(),
+            cpu.read_all(&b.params).unwrap(),
+        );
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{name}: resumed editor differs by {worst}");
+    }
+}
