@@ -160,6 +160,17 @@ impl Device {
         }
     }
 
+    /// The largest buffer a kernel can bind, in bytes (the CPU backend has no such limit).
+    pub fn max_buffer_bytes(&self) -> u64 {
+        match self {
+            Device::Cpu(_) => u64::MAX,
+            Device::Gpu(g) => g
+                .limits
+                .max_buffer_size
+                .min(g.limits.max_storage_buffer_binding_size),
+        }
+    }
+
     /// A zero-filled buffer of `len` f32 values.
     pub fn alloc(&self, len: usize) -> Result<Buf> {
         match self {

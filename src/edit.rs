@@ -8,7 +8,7 @@
 use crate::buffer::Buf;
 use crate::data::Schema;
 use crate::device::Device;
-use crate::editor::{DeviceGraph, Editor, Tape};
+use crate::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape};
 use crate::error::Result;
 use crate::graph::{EditInput, GraphBatch, ParamMap};
 use crate::kernels::axpy::axpy;
@@ -377,10 +377,11 @@ pub fn edit_models(
     Ok(out)
 }
 
-/// Consecutive ranges of `models` whose editor activations (~hidden * 20 floats per edge) stay
-/// near 64 MB each.
+/// Consecutive ranges of `models` whose edge state in the editor (2 x hidden floats per edge,
+/// see `InferBuffers`) stays near 64 MB each. A model above that is a range of its own, and
+/// the editor cuts its edges into slices.
 pub fn edit_chunks(editor: &Editor, models: &[(&MlpShape, &[f32])]) -> Vec<std::ops::Range<usize>> {
-    let budget = (16 << 20) / (editor.cfg.hidden * 20).max(1);
+    let budget = (16 << 20) / (editor.cfg.hidden * 2).max(1);
     let mut chunks = Vec::new();
     let mut start = 0;
     while start < models.len() {
@@ -394,6 +395,13 @@ pub fn edit_chunks(editor: &Editor, models: &[(&MlpShape, &[f32])]) -> Vec<std::
         start = end;
     }
     chunks
+}
+
+/// Edges per slice of the editor's edge state at edit time: a slice (hidden floats per edge)
+/// within the adapter's largest buffer, and within 64 MB so scratch stays small.
+pub fn slice_edges(dev: &Device, cfg: &EditorConfig) -> usize {
+    let bytes = dev.max_buffer_bytes().min(64 << 20);
+    (bytes / (4 * cfg.hidden.max(1)) as u64) as usize
 }
 
 /// Every model's base values (`base_params`) and pruning priors, packed model-major.
@@ -412,13 +420,13 @@ fn bases_and_priors(
     (orig, prior)
 }
 
-/// A batch of edits ready on the device: the graph uploaded, the tape allocated, the edits'
-/// base values and per-model asks kept on the host for the exact finishing step.
+/// A batch of edits ready on the device: the graph uploaded, the editor's buffers allocated,
+/// the edits' base values and per-model asks kept on the host for the exact finishing step.
 pub struct EditBatch {
     spec: EditSpec,
     pm: ParamMap,
     dg: DeviceGraph,
-    tape: Tape,
+    bufs: InferBuffers,
     orig: Vec<f32>,
     prior: Vec<f32>,
     sparsity: Vec<f32>,
@@ -439,7 +447,7 @@ impl EditBatch {
         Ok(EditBatch {
             spec: *spec,
             pm: g.param_map(),
-            tape: Tape::forward_only(dev, &editor.cfg, &dg)?,
+            bufs: InferBuffers::new(dev, &editor.cfg, &dg, slice_edges(dev, &editor.cfg))?,
             dg,
             orig,
             prior,
@@ -450,12 +458,7 @@ impl EditBatch {
     /// One editor inference, then the exact edit of every model: removed weights zero, and
     /// when pruning exactly the top-k scores kept.
     pub fn run(&self, dev: &Device, editor: &Editor) -> Result<Vec<Vec<f32>>> {
-        editor.forward(dev, &self.dg, &self.tape)?;
-        let head = dev.read(
-            &self.tape.acts,
-            self.tape.head().offset,
-            self.tape.head().len,
-        )?;
+        let head = editor.infer(dev, &self.dg, &self.bufs)?;
         let o = self.spec.opts();
         let mut out = Vec::with_capacity(self.sparsity.len());
         for (m, &sparsity) in self.sparsity.iter().enumerate() {

@@ -100,6 +100,57 @@ impl ParamLayout {
     }
 }
 
+/// The buffers of `Editor::infer` on one graph. Node state is whole, in one buffer (x twice,
+/// to alternate layers, and one layer's activations: about 10 x hidden floats per node). Edge
+/// state, twice as well, is cut into slices of at most `slice_edges` edges, one buffer each.
+pub struct InferBuffers {
+    slices: Vec<std::ops::Range<usize>>,
+    nodes: Buf,
+    edges: [Vec<Buf>; 2],
+    /// One slice's pre-activation and activation; `out` one slice's or all nodes' head rows.
+    z: Buf,
+    hz: Buf,
+    out: Buf,
+}
+
+impl InferBuffers {
+    pub fn new(
+        dev: &Device,
+        cfg: &EditorConfig,
+        g: &DeviceGraph,
+        slice_edges: usize,
+    ) -> Result<InferBuffers> {
+        let (n, e, m, h) = (g.n, g.e, g.m, cfg.hidden);
+        let step = slice_edges.clamp(1, e.max(1));
+        let slices: Vec<std::ops::Range<usize>> =
+            (0..e).step_by(step).map(|a| a..(a + step).min(e)).collect();
+        let edge_state =
+            || -> Result<Vec<Buf>> { slices.iter().map(|r| dev.alloc(r.len() * h)).collect() };
+        Ok(InferBuffers {
+            nodes: dev.alloc(10 * n * h + 2 * n + m * 2 * h)?,
+            edges: [edge_state()?, edge_state()?],
+            z: dev.alloc(step * h)?,
+            hz: dev.alloc(step * h)?,
+            out: dev.alloc(step.max(n) * HEAD_OUT)?,
+            slices,
+        })
+    }
+}
+
+/// One layer's node-level activations: views into the tape, or the buffers of `infer`.
+struct NodeActs<'a> {
+    ax: View<'a>,
+    bx: View<'a>,
+    fwd: View<'a>,
+    bwd: View<'a>,
+    u: View<'a>,
+    hu: View<'a>,
+    xres: View<'a>,
+    ln_out: View<'a>,
+    stats: View<'a>,
+    gb: View<'a>,
+}
+
 pub struct Editor {
     pub cfg: EditorConfig,
     pub layout: ParamLayout,
@@ -181,13 +232,6 @@ pub struct Tape {
 
 impl Tape {
     pub fn new(dev: &Device, cfg: &EditorConfig, g: &DeviceGraph) -> Result<Tape> {
-        Tape::alloc(dev, cfg, g, true)
-    }
-    /// A tape for inference: activations only, no gradient half (half the memory).
-    pub fn forward_only(dev: &Device, cfg: &EditorConfig, g: &DeviceGraph) -> Result<Tape> {
-        Tape::alloc(dev, cfg, g, false)
-    }
-    fn alloc(dev: &Device, cfg: &EditorConfig, g: &DeviceGraph, grads: bool) -> Result<Tape> {
         let (n, e, m, h) = (g.n, g.e, g.m, cfg.hidden);
         let mut off = BTreeMap::new();
         let mut total = 0;
@@ -232,7 +276,7 @@ impl Tape {
         }
         Ok(Tape {
             acts: dev.alloc(total)?,
-            dacts: dev.alloc(if grads { total } else { 1 })?,
+            dacts: dev.alloc(total)?,
             off,
         })
     }
@@ -406,27 +450,9 @@ impl Editor {
 
     /// Run the editor on a graph; outputs land in the tape's `edge_out` [E, 2] and `node_out` [N, 2].
     pub fn forward(&self, dev: &Device, g: &DeviceGraph, t: &Tape) -> Result<()> {
-        let (n, e, m, h, c) = (g.n, g.e, g.m, self.cfg.hidden, self.cfg.cond_dim);
-        // Inputs: node = embedding of its position + linear of (bias, flags); edge = linear of w.
-        gather_rows(dev, h, self.p("embed"), g.i("pos"), t.a("x0"))?;
-        lin(
-            dev,
-            (n, NODE_FEATURES, h),
-            g.d("node_feat"),
-            self.p("node_in.w"),
-            t.a("x0"),
-            true,
-        )?;
-        bias(dev, n, h, t.a("x0"), self.p("node_in.b"))?;
-        lin(
-            dev,
-            (e, 1, h),
-            g.d("edge_weight"),
-            self.p("edge_in.w"),
-            t.a("e0"),
-            false,
-        )?;
-        bias(dev, e, h, t.a("e0"), self.p("edge_in.b"))?;
+        let e = g.e;
+        self.node_input(dev, g, t.a("x0"))?;
+        self.edge_input(dev, g.d("edge_weight"), t.a("e0"))?;
         for i in 0..self.cfg.layers {
             let (x, ed, x1, e1) = (
                 t.a(&format!("x{i}")),
@@ -435,95 +461,233 @@ impl Editor {
                 t.a(&format!("e{}", i + 1)),
             );
             let a = |k: &str| t.a(&format!("layer{i}.{k}"));
-            let w = |k: &str| self.p(&format!("layer{i}.{k}"));
-            // Edge update.
-            lin(dev, (n, h, h), x, w("src_w"), a("ax"), false)?;
-            lin(dev, (n, h, h), x, w("dst_w"), a("bx"), false)?;
-            gather_rows(dev, h, a("ax"), g.i("src"), a("z"))?;
-            gather_rows_with(
-                dev,
-                h,
-                a("bx"),
-                g.i("dst"),
-                a("z"),
-                GatherOpts {
-                    accumulate: true,
-                    scale: None,
-                },
-            )?;
-            lin(dev, (e, h, h), ed, w("edge_w"), a("z"), true)?;
-            bias(dev, e, h, a("z"), w("edge_b"))?;
-            activation_forward(dev, ACT, a("z"), a("hz"))?;
-            lin(dev, (e, h, h), a("hz"), w("msg_w"), e1, false)?;
-            bias(dev, e, h, e1, w("msg_b"))?;
-            axpy(dev, 1.0, ed, 1.0, e1)?;
-            // Aggregation both ways.
-            segment_reduce(
-                dev,
-                h,
-                e1,
-                g.i("dst_offsets"),
-                a("fwd"),
-                SegmentOpts {
-                    mean: true,
-                    ..Default::default()
-                },
-            )?;
-            segment_reduce(
-                dev,
-                h,
-                e1,
-                g.i("src_offsets"),
-                a("bwd"),
-                SegmentOpts {
-                    mean: true,
-                    perm: Some(g.i("src_perm")),
-                    accumulate: false,
-                },
-            )?;
-            // Node update.
-            lin(dev, (n, h, h), x, w("node_x"), a("u"), false)?;
-            lin(dev, (n, h, h), a("fwd"), w("node_f"), a("u"), true)?;
-            lin(dev, (n, h, h), a("bwd"), w("node_r"), a("u"), true)?;
-            bias(dev, n, h, a("u"), w("node_b"))?;
-            activation_forward(dev, ACT, a("u"), a("hu"))?;
-            lin(dev, (n, h, h), a("hu"), w("out_w"), a("xres"), false)?;
-            bias(dev, n, h, a("xres"), w("out_b"))?;
-            axpy(dev, 1.0, x, 1.0, a("xres"))?;
-            layernorm_forward(dev, h, a("xres"), w("ln"), a("ln_out"), a("stats"))?;
-            lin(dev, (m, c, 2 * h), g.d("cond"), w("film_w"), a("gb"), false)?;
-            bias(dev, m, 2 * h, a("gb"), w("film_b"))?;
-            film_forward(dev, h, self.rows(g), a("ln_out"), a("gb"), x1)?;
+            let acts = NodeActs {
+                ax: a("ax"),
+                bx: a("bx"),
+                fwd: a("fwd"),
+                bwd: a("bwd"),
+                u: a("u"),
+                hu: a("hu"),
+                xres: a("xres"),
+                ln_out: a("ln_out"),
+                stats: a("stats"),
+                gb: a("gb"),
+            };
+            self.node_projections(dev, g, i, x, &acts)?;
+            let z = (a("z"), a("hz"));
+            self.edge_update(dev, g, i, 0..e, &acts, ed, z, e1)?;
+            self.aggregate(dev, g, e1, &acts, None)?;
+            self.node_update(dev, g, i, x, &acts, x1)?;
         }
         let (xl, el) = (
             t.a(&format!("x{}", self.cfg.layers)),
             t.a(&format!("e{}", self.cfg.layers)),
         );
-        for (head, rows, input, pre, hid, out) in [
-            ("edge_head", e, el, "eh_pre", "eh", "edge_out"),
-            ("node_head", n, xl, "nh_pre", "nh", "node_out"),
-        ] {
-            lin(
-                dev,
-                (rows, h, h),
-                input,
-                self.p(&format!("{head}.w1")),
-                t.a(pre),
-                false,
-            )?;
-            bias(dev, rows, h, t.a(pre), self.p(&format!("{head}.b1")))?;
-            activation_forward(dev, ACT, t.a(pre), t.a(hid))?;
-            lin(
-                dev,
-                (rows, h, HEAD_OUT),
-                t.a(hid),
-                self.p(&format!("{head}.w2")),
-                t.a(out),
-                false,
-            )?;
-            bias(dev, rows, HEAD_OUT, t.a(out), self.p(&format!("{head}.b2")))?;
+        self.head(
+            dev,
+            "edge_head",
+            el,
+            t.a("eh_pre"),
+            t.a("eh"),
+            t.a("edge_out"),
+        )?;
+        self.head(
+            dev,
+            "node_head",
+            xl,
+            t.a("nh_pre"),
+            t.a("nh"),
+            t.a("node_out"),
+        )
+    }
+
+    /// The forward pass without a tape, for edits: node state whole, edge state in slices of
+    /// their own buffers (see `InferBuffers`), so a model with more edges than the adapter's
+    /// largest buffer holds still runs. Returns what `forward` leaves in `Tape::head`: the head
+    /// outputs of every edge, then of every node, [E + N, 2].
+    pub fn infer(&self, dev: &Device, g: &DeviceGraph, b: &InferBuffers) -> Result<Vec<f32>> {
+        let (n, e, h) = (g.n, g.e, self.cfg.hidden);
+        let nh = n * h;
+        let at = |k: usize| b.nodes.view(k * nh, nh);
+        let acts = NodeActs {
+            ax: at(2),
+            bx: at(3),
+            fwd: at(4),
+            bwd: at(5),
+            u: at(6),
+            hu: at(7),
+            xres: at(8),
+            ln_out: at(9),
+            stats: b.nodes.view(10 * nh, 2 * n),
+            gb: b.nodes.view(10 * nh + 2 * n, g.m * 2 * h),
+        };
+        let scratch = |len: usize| (b.z.view(0, len * h), b.hz.view(0, len * h));
+        // Layer i reads node state at(i % 2) and edge state edges[i % 2], writes the other.
+        self.node_input(dev, g, at(0))?;
+        for (r, buf) in b.slices.iter().zip(&b.edges[0]) {
+            let w = g.d("edge_weight").sub(r.start, r.len());
+            self.edge_input(dev, w, buf.all())?;
         }
-        Ok(())
+        for i in 0..self.cfg.layers {
+            let (x, x1) = (at(i % 2), at((i + 1) % 2));
+            let (cur, next) = (&b.edges[i % 2], &b.edges[(i + 1) % 2]);
+            self.node_projections(dev, g, i, x, &acts)?;
+            for (k, r) in b.slices.iter().enumerate() {
+                let (ed, e1) = (cur[k].all(), next[k].all());
+                self.edge_update(dev, g, i, r.clone(), &acts, ed, scratch(r.len()), e1)?;
+                self.aggregate(dev, g, e1, &acts, Some((k, r.clone())))?;
+            }
+            self.node_update(dev, g, i, x, &acts, x1)?;
+        }
+        // Edge heads slice by slice, node heads with ax, bx as scratch.
+        let last = self.cfg.layers % 2;
+        let mut head = Vec::with_capacity((e + n) * HEAD_OUT);
+        for (r, buf) in b.slices.iter().zip(&b.edges[last]) {
+            let (pre, hid) = scratch(r.len());
+            let out = b.out.view(0, r.len() * HEAD_OUT);
+            self.head(dev, "edge_head", buf.all(), pre, hid, out)?;
+            head.extend(dev.read(&b.out, 0, out.len)?);
+        }
+        let out = b.out.view(0, n * HEAD_OUT);
+        self.head(dev, "node_head", at(last), acts.ax, acts.bx, out)?;
+        head.extend(dev.read(&b.out, 0, out.len)?);
+        Ok(head)
+    }
+
+    /// x0 = embedding of each node's position + linear of its features (bias, flags).
+    fn node_input(&self, dev: &Device, g: &DeviceGraph, x0: View) -> Result<()> {
+        let (n, h) = (g.n, self.cfg.hidden);
+        gather_rows(dev, h, self.p("embed"), g.i("pos"), x0)?;
+        let w = self.p("node_in.w");
+        lin(dev, (n, NODE_FEATURES, h), g.d("node_feat"), w, x0, true)?;
+        bias(dev, n, h, x0, self.p("node_in.b"))
+    }
+
+    /// e0 = linear of each edge's weight.
+    fn edge_input(&self, dev: &Device, weight: View, e0: View) -> Result<()> {
+        let (e, h) = (weight.len, self.cfg.hidden);
+        lin(dev, (e, 1, h), weight, self.p("edge_in.w"), e0, false)?;
+        bias(dev, e, h, e0, self.p("edge_in.b"))
+    }
+
+    /// A x and B x of layer `i`, once per node, for the edge update to gather.
+    fn node_projections(
+        &self,
+        dev: &Device,
+        g: &DeviceGraph,
+        i: usize,
+        x: View,
+        a: &NodeActs,
+    ) -> Result<()> {
+        let (n, h) = (g.n, self.cfg.hidden);
+        let w = |k: &str| self.p(&format!("layer{i}.{k}"));
+        lin(dev, (n, h, h), x, w("src_w"), a.ax, false)?;
+        lin(dev, (n, h, h), x, w("dst_w"), a.bx, false)
+    }
+
+    /// Edge update of layer `i` for the edges `r`: `ed` and `e1` hold just those edges; `z`
+    /// is (pre-activation, activation) scratch of the same size.
+    #[allow(clippy::too_many_arguments)]
+    fn edge_update(
+        &self,
+        dev: &Device,
+        g: &DeviceGraph,
+        i: usize,
+        r: std::ops::Range<usize>,
+        a: &NodeActs,
+        ed: View,
+        (z, hz): (View, View),
+        e1: View,
+    ) -> Result<()> {
+        let (e, h) = (r.len(), self.cfg.hidden);
+        let w = |k: &str| self.p(&format!("layer{i}.{k}"));
+        gather_rows(dev, h, a.ax, g.i("src").sub(r.start, e), z)?;
+        let acc = GatherOpts {
+            accumulate: true,
+            scale: None,
+        };
+        gather_rows_with(dev, h, a.bx, g.i("dst").sub(r.start, e), z, acc)?;
+        lin(dev, (e, h, h), ed, w("edge_w"), z, true)?;
+        bias(dev, e, h, z, w("edge_b"))?;
+        activation_forward(dev, ACT, z, hz)?;
+        lin(dev, (e, h, h), hz, w("msg_w"), e1, false)?;
+        bias(dev, e, h, e1, w("msg_b"))?;
+        axpy(dev, 1.0, ed, 1.0, e1)
+    }
+
+    /// Mean of the new edge states over each node's in-edges (fwd) and out-edges (bwd). With
+    /// `slice` = (k, edges), `e1` holds only those edges and slice k > 0 adds to slice 0's sums.
+    fn aggregate(
+        &self,
+        dev: &Device,
+        g: &DeviceGraph,
+        e1: View,
+        a: &NodeActs,
+        slice: Option<(usize, std::ops::Range<usize>)>,
+    ) -> Result<()> {
+        let h = self.cfg.hidden;
+        let (window, accumulate) = match slice {
+            Some((k, r)) => (Some((r.start, r.end)), k > 0),
+            None => (None, false),
+        };
+        let o = SegmentOpts {
+            mean: true,
+            accumulate,
+            window,
+            perm: None,
+        };
+        segment_reduce(dev, h, e1, g.i("dst_offsets"), a.fwd, o)?;
+        let by_src = SegmentOpts {
+            perm: Some(g.i("src_perm")),
+            ..o
+        };
+        segment_reduce(dev, h, e1, g.i("src_offsets"), a.bwd, by_src)
+    }
+
+    /// Node update of layer `i`: x1 = FiLM(LayerNorm(x + W_o silu(U_x x + U_f fwd + U_b bwd))).
+    fn node_update(
+        &self,
+        dev: &Device,
+        g: &DeviceGraph,
+        i: usize,
+        x: View,
+        a: &NodeActs,
+        x1: View,
+    ) -> Result<()> {
+        let (n, m, h, c) = (g.n, g.m, self.cfg.hidden, self.cfg.cond_dim);
+        let w = |k: &str| self.p(&format!("layer{i}.{k}"));
+        lin(dev, (n, h, h), x, w("node_x"), a.u, false)?;
+        lin(dev, (n, h, h), a.fwd, w("node_f"), a.u, true)?;
+        lin(dev, (n, h, h), a.bwd, w("node_r"), a.u, true)?;
+        bias(dev, n, h, a.u, w("node_b"))?;
+        activation_forward(dev, ACT, a.u, a.hu)?;
+        lin(dev, (n, h, h), a.hu, w("out_w"), a.xres, false)?;
+        bias(dev, n, h, a.xres, w("out_b"))?;
+        axpy(dev, 1.0, x, 1.0, a.xres)?;
+        layernorm_forward(dev, h, a.xres, w("ln"), a.ln_out, a.stats)?;
+        lin(dev, (m, c, 2 * h), g.d("cond"), w("film_w"), a.gb, false)?;
+        bias(dev, m, 2 * h, a.gb, w("film_b"))?;
+        film_forward(dev, h, self.rows(g), a.ln_out, a.gb, x1)
+    }
+
+    /// A head: out = W2 silu(W1 input + b1) + b2, one row per edge or node of `input`.
+    fn head(
+        &self,
+        dev: &Device,
+        head: &str,
+        input: View,
+        pre: View,
+        hid: View,
+        out: View,
+    ) -> Result<()> {
+        let h = self.cfg.hidden;
+        let rows = input.len / h;
+        let p = |k: &str| self.p(&format!("{head}.{k}"));
+        lin(dev, (rows, h, h), input, p("w1"), pre, false)?;
+        bias(dev, rows, h, pre, p("b1"))?;
+        activation_forward(dev, ACT, pre, hid)?;
+        lin(dev, (rows, h, HEAD_OUT), hid, p("w2"), out, false)?;
+        bias(dev, rows, HEAD_OUT, out, p("b2"))
     }
 
     fn rows<'a>(&self, g: &'a DeviceGraph) -> RowModels<'a> {

@@ -69,7 +69,17 @@ const PROFILE_MAX: usize = 2048;
 impl GpuDevice {
     pub(crate) fn new(adapter: &wgpu::Adapter) -> Result<GpuDevice> {
         let info = adapter.get_info();
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        // REGOP_GPU_MAX_BUFFER=BYTES asks for a smaller largest buffer than the adapter has,
+        // to see how regop runs on adapters with small limits; wgpu then enforces it.
+        if let Some(cap) = std::env::var("REGOP_GPU_MAX_BUFFER")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+        }
         // Only optional features we gate on; anything else would make us unportable.
         let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
         let features = adapter.features() & wanted;

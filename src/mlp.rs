@@ -400,7 +400,8 @@ pub fn random_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 }
 
 /// Logits of `batch` models (parameters model-major, `batch * n_params`) on the same `rows` inputs
-/// `x` ([rows, in]), as [batch, rows, outputs]. Runs in chunks of rows so activations stay small.
+/// `x` ([rows, in]), as [batch, rows, outputs]. Runs in chunks of at most 2048 rows, fewer when
+/// one chunk's activations would not fit the device's largest buffer.
 pub fn predict(
     dev: &Device,
     shape: &MlpShape,
@@ -408,7 +409,13 @@ pub fn predict(
     params: &[f32],
     x: &[f32],
 ) -> Result<Vec<f32>> {
-    const CHUNK: usize = 2048;
+    let per_row = 4
+        * batch
+        * (0..shape.layers())
+            .map(|l| 2 * shape.fan_out(l))
+            .sum::<usize>();
+    let fit = dev.max_buffer_bytes() / per_row.max(1) as u64;
+    let chunk = fit.clamp(1, 2048) as usize;
     let d = shape.fan_in(0);
     let rows = x.len() / d;
     let k = shape.outputs();
@@ -417,7 +424,7 @@ pub fn predict(
     let mut nets: Vec<(usize, BatchedMlp)> = Vec::new();
     let mut r0 = 0;
     while r0 < rows {
-        let n = CHUNK.min(rows - r0);
+        let n = chunk.min(rows - r0);
         if !nets.iter().any(|(m, _)| *m == n) {
             nets.push((n, BatchedMlp::new(dev, shape, batch, n, params)?));
         }

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use rand::Rng;
-use regop::editor::{DeviceGraph, Editor, EditorConfig, Tape, HEAD_OUT};
+use regop::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape, HEAD_OUT};
 use regop::graph::{EditInput, GraphBatch, PosIds};
 use regop::kernels::activation::Activation;
 use regop::mlp::{init_params, MlpShape};
@@ -211,6 +211,44 @@ fn whole_editor_agrees_across_backends() {
 }
 
 use rand::SeedableRng;
+
+/// `infer`, which holds edges in slices of their own buffers for models too big for one, gives
+/// what `forward` leaves in the tape, on both backends and at any slice size (one edge, a
+/// size that cuts models and aggregation segments in the middle, all edges at once).
+#[test]
+fn inference_in_edge_slices_matches_the_whole_forward() {
+    let gpu = gpu();
+    let mut rng = fresh_rng("editor slices");
+    let cases = mixed(&mut rng);
+    let g = graph(&cases);
+    let cfg = cfg(16);
+    let seed: u64 = rng.random();
+    for dev in [Device::cpu(), gpu] {
+        let ed = random_editor(
+            &dev,
+            &cfg,
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        );
+        let (edges, nodes) = run(&dev, &ed, &g);
+        let whole = [edges, nodes].concat();
+        let dg = DeviceGraph::upload(&dev, &g).unwrap();
+        for slice in [1, 7, 23, g.edges() - 1, g.edges(), 10 * g.edges()] {
+            let bufs = InferBuffers::new(&dev, &cfg, &dg, slice).unwrap();
+            let got = ed.infer(&dev, &dg, &bufs).unwrap();
+            assert_eq!(got.len(), whole.len());
+            let worst = whole
+                .iter()
+                .zip(&got)
+                .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{}: slices of {slice} edges: {worst:e}",
+                dev.name()
+            );
+        }
+    }
+}
 
 #[test]
 fn editor_gradients_match_finite_differences() {

@@ -1,6 +1,7 @@
-//! Device faults on the GPU backend (lavapipe where there is no GPU): a device lost mid-job
-//! fails with one line and exit 2, leaves no output behind, and a training run resumes from
-//! its last checkpoint.
+//! Device faults and limits on the GPU backend (lavapipe where there is no GPU): a device lost
+//! mid-job fails with one line and exit 2, leaves no output behind, and a training run resumes
+//! from its last checkpoint; a model too big for the adapter's largest buffer is edited in
+//! slices, as on the CPU.
 
 mod common;
 use regop::Device;
@@ -8,10 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn regop(device: &str, args: &[&str], lose_at: Option<u64>) -> Output {
+    regop_env(device, args, &[("REGOP_FAULT_LOSE_DEVICE_AT", lose_at)])
+}
+
+/// The binary with environment variables set (those given `None` left unset).
+fn regop_env(device: &str, args: &[&str], env: &[(&str, Option<u64>)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_regop"));
     cmd.args(["--device", device]).args(args);
-    if let Some(n) = lose_at {
-        cmd.env("REGOP_FAULT_LOSE_DEVICE_AT", n.to_string());
+    for (k, v) in env {
+        if let Some(v) = v {
+            cmd.env(k, v.to_string());
+        }
     }
     cmd.output().unwrap()
 }
@@ -196,4 +204,86 @@ fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-4, "{name}: resumed editor differs by {worst}");
     }
+}
+
+/// An adapter whose largest buffer is 1 MiB (wgpu enforces the limit regop asks for) edits a
+/// model whose editor state needs several times that: the edges go through the editor in
+/// slices, and the edit is the CPU backend's.
+#[test]
+fn a_model_above_the_buffer_limit_is_edited_in_slices() {
+    const CAP: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path());
+    let ed = dir.path().join("ed");
+    ok(&regop("cpu", &train_args(&z, &ed), None));
+    let editor = ed.join("editor.safetensors");
+
+    // The zoo's first model, widened: same columns and metadata, 21,500 weights.
+    let small = regop::model::Model::load(&z.join("model-00000.safetensors")).unwrap();
+    let dims = [small.layers[0].in_dim, 140, 140, 1];
+    let mut rng = common::fresh_rng("big model");
+    let mut big = small.clone();
+    big.layers = (0..3)
+        .map(|l| regop::model::Linear {
+            name: (2 * l).to_string(),
+            out_dim: dims[l + 1],
+            in_dim: dims[l],
+            weight: common::random(&mut rng, dims[l] * dims[l + 1])
+                .iter()
+                .map(|v| v / (dims[l] as f32).sqrt())
+                .collect(),
+            bias: Some(common::random(&mut rng, dims[l + 1])),
+        })
+        .collect();
+    let model = dir.path().join("big.safetensors");
+    big.save(&model, false).unwrap();
+
+    let edges = big.layers.iter().map(|l| l.weight.len()).sum::<usize>() as u64;
+    let (loaded, _) = regop::editor::Editor::load(&Device::cpu(), &editor).unwrap();
+    let edge_state = edges * loaded.cfg.hidden as u64 * 4;
+    assert!(
+        edge_state > 2 * CAP,
+        "the model must need slices: {edge_state} bytes"
+    );
+
+    let run = |device: &str, out: &Path| {
+        let args = [
+            "edit",
+            "--editor",
+            p(&editor),
+            "--model",
+            p(&model),
+            "--sparsity",
+            "0.7",
+            "--out",
+            p(out),
+        ];
+        ok(&regop_env(
+            device,
+            &args,
+            &[("REGOP_GPU_MAX_BUFFER", Some(CAP))],
+        ));
+        regop::model::Model::load(out).unwrap().flat_params()
+    };
+    let gpu = run("gpu", &dir.path().join("gpu.safetensors"));
+    let cpu = run("cpu", &dir.path().join("cpu.safetensors"));
+    // Scores that differ in the last bits may swap a weight or two at the top-k boundary.
+    let kept_differently = gpu
+        .iter()
+        .zip(&cpu)
+        .filter(|(a, b)| (**a == 0.0) != (**b == 0.0))
+        .count();
+    assert!(
+        kept_differently <= 4,
+        "{kept_differently} weights kept on one backend only"
+    );
+    let worst = gpu
+        .iter()
+        .zip(&cpu)
+        .filter(|(a, b)| **a != 0.0 && **b != 0.0)
+        .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "edited weights differ by {worst}");
+    let zeros = cpu.iter().filter(|v| **v == 0.0).count() as f64 / cpu.len() as f64;
+    assert!(zeros > 0.6, "the edit pruned only {zeros}");
 }

@@ -54,6 +54,7 @@ fn segment_reduce_matches_cpu() {
                     perm: use_perm.then(|| buf.view(pr.start, rows)),
                     mean,
                     accumulate,
+                    window: None,
                 };
                 segment_reduce(
                     dev,
@@ -65,6 +66,74 @@ fn segment_reduce_matches_cpu() {
                 )
             });
             compare(&format!("segment {rows}x{cols} segs={segs} perm={use_perm} mean={mean} acc={accumulate}"), &cpu, &g, std::slice::from_ref(&o));
+        }
+    }
+}
+
+/// Rows cut into windows (as the editor cuts edges too many for one buffer): each window's
+/// rows in a buffer of their own, reduced with `window` and accumulated. On both backends the
+/// result is the reduction over all rows at once.
+#[test]
+fn segment_windows_of_a_partition_add_up_to_the_whole() {
+    let gpu = gpu();
+    let mut rng = fresh_rng("segment windows");
+    for &(rows, cols, segs, windows) in &[(1, 1, 1, 1), (40, 3, 7, 3), (300, 16, 57, 5)] {
+        for (use_perm, mean) in [(false, false), (false, true), (true, false), (true, true)] {
+            let mut cuts: Vec<usize> = (0..windows - 1)
+                .map(|_| rng.random_range(0..=rows))
+                .collect();
+            cuts.sort();
+            let bounds: Vec<usize> = [vec![0], cuts, vec![rows]].concat();
+            let mut p = Packer::new();
+            let v = p.put(random(&mut rng, rows * cols));
+            let mut perm: Vec<u32> = (0..rows as u32).collect();
+            perm.rotate_left(rng.random_range(0..rows));
+            perm.swap(0, rows - 1);
+            let pr = p.put(bits(&perm));
+            let off = p.put(bits(&offsets(&mut rng, segs, rows)));
+            let whole = p.poison(segs * cols);
+            let parts = p.poison(segs * cols);
+            let init = p.finish();
+            let (cpu, g) = on_both(&gpu, &init, |dev, buf| {
+                let opts = SegmentOpts {
+                    perm: use_perm.then(|| buf.view(pr.start, rows)),
+                    mean,
+                    ..Default::default()
+                };
+                let offs = buf.view(off.start, off.len());
+                let out = |r: &std::ops::Range<usize>| buf.view(r.start, r.len());
+                segment_reduce(
+                    dev,
+                    cols,
+                    buf.view(v.start, v.len()),
+                    offs,
+                    out(&whole),
+                    opts,
+                )?;
+                // Each window's rows copied to a buffer of their own, as the editor holds them.
+                let all = dev.read(buf, v.start, v.len())?;
+                for (k, w) in bounds.windows(2).enumerate() {
+                    let own = dev.upload(&all[w[0] * cols..w[1] * cols])?;
+                    let windowed = SegmentOpts {
+                        window: Some((w[0], w[1])),
+                        accumulate: k > 0,
+                        ..opts
+                    };
+                    segment_reduce(dev, cols, own.all(), offs, out(&parts), windowed)?;
+                }
+                Ok(())
+            });
+            let what = format!("windows {rows}x{cols} segs={segs} perm={use_perm} mean={mean}");
+            compare(&what, &cpu, &g, &[whole.clone(), parts.clone()]);
+            let worst = cpu[whole]
+                .iter()
+                .zip(&cpu[parts])
+                .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-5,
+                "{what}: windows sum to something else ({worst})"
+            );
         }
     }
 }

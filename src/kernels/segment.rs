@@ -20,7 +20,9 @@ struct Params {
     use_perm: u32,
     mean: u32,
     accumulate: u32,
-    _pad: [u32; 3],
+    use_window: u32,
+    lo: u32,
+    hi: u32,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -31,6 +33,10 @@ pub struct SegmentOpts<'a> {
     pub mean: bool,
     /// Add into `out` instead of overwriting it.
     pub accumulate: bool,
+    /// Only rows `lo..hi` count, and `values` holds just those rows (row r at r - lo). A mean
+    /// still divides by the whole segment's length, so accumulating the windows of a
+    /// partition gives the mean over all rows: how edges too many for one buffer are reduced.
+    pub window: Option<(usize, usize)>,
 }
 
 /// out[s, :] = sum (or mean) of the rows of `values` ([rows, cols]) in segment s, whose range is
@@ -60,20 +66,30 @@ pub fn segment_reduce(
             use rayon::prelude::*;
             let (v, off, dst) = unsafe { (values.cpu(), offsets.cpu(), out.cpu_mut()) };
             let perm = o.perm.map(|p| unsafe { p.cpu() });
+            let (lo, hi) = o.window.unwrap_or((0, usize::MAX));
             // Whole rows at a time, segments in parallel; each value still sums its range in order.
             dst[..n_seg * cols]
                 .par_chunks_mut(cols)
                 .enumerate()
                 .for_each(|(s, row_out)| {
                     let (a, b) = (off[s].to_bits() as usize, off[s + 1].to_bits() as usize);
+                    let len = b - a;
+                    // Without a permutation the window is a range: clip to it.
+                    let (a, b) = match perm {
+                        Some(_) => (a, b),
+                        None => (a.max(lo), b.min(hi)),
+                    };
                     let mut acc = vec![0.0f32; cols];
                     for j in a..b {
                         let row = perm.map_or(j, |p| p[j].to_bits() as usize);
+                        if row < lo || row >= hi {
+                            continue;
+                        }
+                        let r = row - lo;
                         acc.iter_mut()
-                            .zip(&v[row * cols..(row + 1) * cols])
+                            .zip(&v[r * cols..(r + 1) * cols])
                             .for_each(|(t, x)| *t += x);
                     }
-                    let len = b - a;
                     for (d, sum) in row_out.iter_mut().zip(&acc) {
                         let val = match (o.mean, len) {
                             (false, _) => *sum,
@@ -87,6 +103,7 @@ pub fn segment_reduce(
         }
         Device::Gpu(g) => {
             let perm = o.perm.unwrap_or(offsets);
+            let (lo, hi) = o.window.unwrap_or((0, u32::MAX as usize));
             let p = Params {
                 n_seg: n_seg as u32,
                 cols: cols as u32,
@@ -97,7 +114,9 @@ pub fn segment_reduce(
                 use_perm: o.perm.is_some() as u32,
                 mean: o.mean as u32,
                 accumulate: o.accumulate as u32,
-                _pad: [0; 3],
+                use_window: o.window.is_some() as u32,
+                lo: u32::try_from(lo).expect("window beyond u32"),
+                hi: u32::try_from(hi).expect("window beyond u32"),
             };
             let grid = grid_1d(
                 n_seg * cols,
