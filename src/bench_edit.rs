@@ -10,7 +10,7 @@
 use crate::bench::BenchResult;
 use crate::data::Dataset;
 use crate::device::Device;
-use crate::edit::{edit_models, Ask, EditBatch, EditorFile, TrainBatch};
+use crate::edit::{edit_models, slice_edges, Ask, EditBatch, EditorFile, TrainBatch};
 use crate::editor::Editor;
 use crate::error::{Error, Result};
 use crate::kernels::adam::Adam;
@@ -146,6 +146,7 @@ pub fn bench_edits(
         &[(&first.shape, &first.params)],
         std::slice::from_ref(&o.ask),
         cols,
+        slice_edges(dev, cfg),
     )?;
     let s = median_time(o.iters, || one.run(dev, &ef.editor).map(|_| ()))?;
     results.push(result(

@@ -9,7 +9,7 @@ use crate::buffer::Buf;
 use crate::data::Schema;
 use crate::device::Device;
 use crate::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::graph::{EditInput, GraphBatch, ParamMap};
 use crate::kernels::axpy::axpy;
 use crate::kernels::edit::{edit_backward, edit_forward, edit_value, score, EditOpts};
@@ -283,7 +283,7 @@ fn build_graph(
             cond,
         })
         .collect();
-    GraphBatch::build(&inputs, &editor.cfg.pos).map_err(crate::error::Error::Usage)
+    GraphBatch::build(&inputs, &editor.cfg.pos).map_err(Error::Usage)
 }
 
 /// The parameters an edit starts from: the model's own; with the removed columns' means folded
@@ -362,19 +362,34 @@ pub fn edit_models(
     asks: &[Ask],
     cols: &Columns,
 ) -> Result<Vec<Vec<f32>>> {
+    let edit = |range: std::ops::Range<usize>, slice: usize| {
+        let (m, a) = (&models[range.clone()], &asks[range]);
+        EditBatch::new(dev, editor, spec, m, a, cols, slice)?.run(dev, editor)
+    };
     let mut out = Vec::with_capacity(models.len());
     for range in edit_chunks(editor, models) {
-        let batch = EditBatch::new(
-            dev,
-            editor,
-            spec,
-            &models[range.clone()],
-            &asks[range],
-            cols,
-        )?;
-        out.extend(batch.run(dev, editor)?);
+        out.extend(fitting(range, slice_edges(dev, &editor.cfg), &edit)?);
     }
     Ok(out)
+}
+
+/// Run `edit` on `range`; while the device runs out of memory, halve the range, and for a
+/// single model halve the editor's edge slices (down to 1024 edges).
+fn fitting(
+    range: std::ops::Range<usize>,
+    slice: usize,
+    edit: &impl Fn(std::ops::Range<usize>, usize) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    match edit(range.clone(), slice) {
+        Err(Error::OutOfMemory(_)) if range.len() > 1 => {
+            let mid = range.start + range.len() / 2;
+            let mut out = fitting(range.start..mid, slice, edit)?;
+            out.extend(fitting(mid..range.end, slice, edit)?);
+            Ok(out)
+        }
+        Err(Error::OutOfMemory(_)) if slice > 1024 => fitting(range, slice / 2, edit),
+        result => result,
+    }
 }
 
 /// Consecutive ranges of `models` whose edge state in the editor (2 x hidden floats per edge,
@@ -440,6 +455,7 @@ impl EditBatch {
         models: &[(&MlpShape, &[f32])],
         asks: &[Ask],
         cols: &Columns,
+        slice_edges: usize,
     ) -> Result<EditBatch> {
         let g = build_graph(editor, spec.requirement, models, asks, &cols.sensitive)?;
         let dg = DeviceGraph::upload(dev, &g)?;
@@ -447,7 +463,7 @@ impl EditBatch {
         Ok(EditBatch {
             spec: *spec,
             pm: g.param_map(),
-            bufs: InferBuffers::new(dev, &editor.cfg, &dg, slice_edges(dev, &editor.cfg))?,
+            bufs: InferBuffers::new(dev, &editor.cfg, &dg, slice_edges)?,
             dg,
             orig,
             prior,
@@ -741,15 +757,14 @@ impl EditorFile {
         let (editor, meta) = Editor::load(dev, path)?;
         let get = |k: &str| {
             meta.get(k).ok_or_else(|| {
-                crate::error::Error::input(
+                Error::input(
                     path,
                     format!("is an editor without '{k}' metadata (not trained by regop train)"),
                 )
             })
         };
-        let bad = |k: &str, e: serde_json::Error| {
-            crate::error::Error::input(path, format!("bad '{k}' metadata: {e}"))
-        };
+        let bad =
+            |k: &str, e: serde_json::Error| Error::input(path, format!("bad '{k}' metadata: {e}"));
         let spec: EditSpec = serde_json::from_str(get("edit")?).map_err(|e| bad("edit", e))?;
         let train: crate::train::TrainConfig =
             serde_json::from_str(get("train")?).map_err(|e| bad("train", e))?;
@@ -759,7 +774,7 @@ impl EditorFile {
             None => Vec::new(),
         };
         if !means.is_empty() && means.len() != schema.n_columns() {
-            return Err(crate::error::Error::input(
+            return Err(Error::input(
                 path,
                 "its 'column_means' do not match its schema",
             ));
@@ -776,7 +791,7 @@ impl EditorFile {
                 .map_err(|e| bad("data_options", e))?,
             data_seed: get("data_seed")?
                 .parse()
-                .map_err(|_| crate::error::Error::input(path, "bad 'data_seed' metadata"))?,
+                .map_err(|_| Error::input(path, "bad 'data_seed' metadata"))?,
             lambda: train.lambda,
             editor,
         })
@@ -787,7 +802,7 @@ impl EditorFile {
     pub fn check_model(&self, path: &std::path::Path, model: &crate::model::Model) -> Result<()> {
         let shape = model.shape();
         let cols = self.schema.column_names();
-        let bad = |m: String| Err(crate::error::Error::input(path, m));
+        let bad = |m: String| Err(Error::input(path, m));
         if shape.dims[0] != cols.len() {
             return bad(format!(
                 "has {} input columns; the editor edits models of '{}' with {} columns",

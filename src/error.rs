@@ -11,9 +11,12 @@ pub enum Error {
     /// Flags or arguments that do not make sense together.
     #[error("{0}")]
     Usage(String),
-    /// No usable adapter, a lost device, out of memory, a validation failure in a kernel launch.
+    /// No usable adapter, a lost device, a validation failure in a kernel launch.
     #[error("device: {0}")]
     Device(String),
+    /// The device could not allocate a buffer. Edits and predictions retry in smaller pieces.
+    #[error("device: {0}")]
+    OutOfMemory(String),
     #[error("{path}: {source}")]
     Io {
         path: String,

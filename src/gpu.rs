@@ -41,6 +41,9 @@ pub struct GpuDevice {
     /// (`REGOP_FAULT_LOSE_DEVICE_AT`), as a driver reset mid-job would.
     lose_at: Option<u64>,
     submits: Cell<u64>,
+    /// Fault injection for the tests: allocations above this many bytes fail as out of memory
+    /// (`REGOP_FAULT_OOM_ABOVE`), as on a device with little memory free.
+    oom_above: Option<u64>,
 }
 
 /// A compiled entry point and its explicit bind group layout: binding 0 is the uniform slot,
@@ -146,6 +149,9 @@ impl GpuDevice {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             submits: Cell::new(0),
+            oom_above: std::env::var("REGOP_FAULT_OOM_ABOVE")
+                .ok()
+                .and_then(|v| v.parse().ok()),
         })
     }
 
@@ -185,6 +191,18 @@ impl GpuDevice {
                 "buffer of {bytes} bytes exceeds the adapter's limit of {max} bytes"
             )));
         }
+        let oom = || {
+            Error::OutOfMemory(format!(
+                "out of memory on {} allocating {:.1} MB; use smaller batches or --device cpu",
+                self.info.name,
+                bytes as f64 / 1e6
+            ))
+        };
+        if self.oom_above.is_some_and(|max| bytes > max) {
+            return Err(oom());
+        }
+        // Caught here, not at the next sync, so that the caller can retry in smaller pieces.
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
             size: bytes,
@@ -193,6 +211,9 @@ impl GpuDevice {
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        if pollster::block_on(scope.pop()).is_some() {
+            return Err(oom());
+        }
         let id = self.next_buf_id.get();
         self.next_buf_id.set(id + 1);
         Ok(Buf {

@@ -8,7 +8,7 @@
 
 use crate::buffer::{Buf, View};
 use crate::device::Device;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kernels::activation::{activation_backward, activation_forward, Activation};
 use crate::kernels::adam::{adam_step, Adam};
 use crate::kernels::bce::{bce_backward, bce_forward, Bce};
@@ -401,7 +401,8 @@ pub fn random_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 
 /// Logits of `batch` models (parameters model-major, `batch * n_params`) on the same `rows` inputs
 /// `x` ([rows, in]), as [batch, rows, outputs]. Runs in chunks of at most 2048 rows, fewer when
-/// one chunk's activations would not fit the device's largest buffer.
+/// one chunk's activations would not fit the device's largest buffer, and halved while the
+/// device runs out of memory.
 pub fn predict(
     dev: &Device,
     shape: &MlpShape,
@@ -415,7 +416,7 @@ pub fn predict(
             .map(|l| 2 * shape.fan_out(l))
             .sum::<usize>();
     let fit = dev.max_buffer_bytes() / per_row.max(1) as u64;
-    let chunk = fit.clamp(1, 2048) as usize;
+    let mut chunk = fit.clamp(1, 2048) as usize;
     let d = shape.fan_in(0);
     let rows = x.len() / d;
     let k = shape.outputs();
@@ -426,7 +427,15 @@ pub fn predict(
     while r0 < rows {
         let n = chunk.min(rows - r0);
         if !nets.iter().any(|(m, _)| *m == n) {
-            nets.push((n, BatchedMlp::new(dev, shape, batch, n, params)?));
+            match BatchedMlp::new(dev, shape, batch, n, params) {
+                Ok(net) => nets.push((n, net)),
+                Err(Error::OutOfMemory(_)) if chunk > 1 => {
+                    nets.clear();
+                    chunk /= 2;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
         }
         let net = &nets.iter().find(|(m, _)| *m == n).unwrap().1;
         net.forward(dev, xb.view(r0 * d, n * d), 0)?;

@@ -1,7 +1,7 @@
 //! Device faults and limits on the GPU backend (lavapipe where there is no GPU): a device lost
 //! mid-job fails with one line and exit 2, leaves no output behind, and a training run resumes
-//! from its last checkpoint; a model too big for the adapter's largest buffer is edited in
-//! slices, as on the CPU.
+//! from its last checkpoint; a model too big for the adapter's largest buffer, or for the
+//! memory it has free, is edited in pieces, as on the CPU.
 
 mod common;
 use regop::Device;
@@ -206,24 +206,17 @@ fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
     }
 }
 
-/// An adapter whose largest buffer is 1 MiB (wgpu enforces the limit regop asks for) edits a
-/// model whose editor state needs several times that: the edges go through the editor in
-/// slices, and the edit is the CPU backend's.
-#[test]
-fn a_model_above_the_buffer_limit_is_edited_in_slices() {
-    const CAP: u64 = 1 << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let z = zoo(dir.path());
-    let ed = dir.path().join("ed");
+/// A zoo, an editor trained on it (CPU), and the zoo's first model widened to [in, 140, 140, 1]
+/// (21,500 weights; same columns and metadata): (zoo, editor, widened model).
+fn zoo_editor_and_wide_model(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let z = zoo(dir);
+    let ed = dir.join("ed");
     ok(&regop("cpu", &train_args(&z, &ed), None));
-    let editor = ed.join("editor.safetensors");
-
-    // The zoo's first model, widened: same columns and metadata, 21,500 weights.
     let small = regop::model::Model::load(&z.join("model-00000.safetensors")).unwrap();
     let dims = [small.layers[0].in_dim, 140, 140, 1];
-    let mut rng = common::fresh_rng("big model");
-    let mut big = small.clone();
-    big.layers = (0..3)
+    let mut rng = common::fresh_rng("wide model");
+    let mut wide = small.clone();
+    wide.layers = (0..3)
         .map(|l| regop::model::Linear {
             name: (2 * l).to_string(),
             out_dim: dims[l + 1],
@@ -235,39 +228,39 @@ fn a_model_above_the_buffer_limit_is_edited_in_slices() {
             bias: Some(common::random(&mut rng, dims[l + 1])),
         })
         .collect();
-    let model = dir.path().join("big.safetensors");
-    big.save(&model, false).unwrap();
+    let model = dir.join("wide.safetensors");
+    wide.save(&model, false).unwrap();
+    (z, ed.join("editor.safetensors"), model)
+}
 
-    let edges = big.layers.iter().map(|l| l.weight.len()).sum::<usize>() as u64;
-    let (loaded, _) = regop::editor::Editor::load(&Device::cpu(), &editor).unwrap();
-    let edge_state = edges * loaded.cfg.hidden as u64 * 4;
-    assert!(
-        edge_state > 2 * CAP,
-        "the model must need slices: {edge_state} bytes"
-    );
+/// `regop edit` of `model` (a directory with `batch`) to `out`, pruning to 0.7, with `env` set.
+fn prune(
+    device: &str,
+    editor: &Path,
+    model: &Path,
+    out: &Path,
+    batch: bool,
+    env: &[(&str, Option<u64>)],
+) -> Output {
+    let args = [
+        "edit",
+        "--editor",
+        p(editor),
+        if batch { "--batch" } else { "--model" },
+        p(model),
+        "--sparsity",
+        "0.7",
+        "--out",
+        p(out),
+    ];
+    regop_env(device, &args, env)
+}
 
-    let run = |device: &str, out: &Path| {
-        let args = [
-            "edit",
-            "--editor",
-            p(&editor),
-            "--model",
-            p(&model),
-            "--sparsity",
-            "0.7",
-            "--out",
-            p(out),
-        ];
-        ok(&regop_env(
-            device,
-            &args,
-            &[("REGOP_GPU_MAX_BUFFER", Some(CAP))],
-        ));
-        regop::model::Model::load(out).unwrap().flat_params()
-    };
-    let gpu = run("gpu", &dir.path().join("gpu.safetensors"));
-    let cpu = run("cpu", &dir.path().join("cpu.safetensors"));
-    // Scores that differ in the last bits may swap a weight or two at the top-k boundary.
+/// The GPU's edit is the CPU's: scores that differ in the last bits may swap a weight or two
+/// at the top-k boundary, nothing more.
+fn same_edit(gpu: &Path, cpu: &Path) {
+    let load = |f: &Path| regop::model::Model::load(f).unwrap().flat_params();
+    let (gpu, cpu) = (load(gpu), load(cpu));
     let kept_differently = gpu
         .iter()
         .zip(&cpu)
@@ -286,4 +279,92 @@ fn a_model_above_the_buffer_limit_is_edited_in_slices() {
     assert!(worst < 1e-4, "edited weights differ by {worst}");
     let zeros = cpu.iter().filter(|v| **v == 0.0).count() as f64 / cpu.len() as f64;
     assert!(zeros > 0.6, "the edit pruned only {zeros}");
+}
+
+/// An adapter whose largest buffer is 1 MiB (wgpu enforces the limit regop asks for) edits a
+/// model whose editor state needs several times that: the edges go through the editor in
+/// slices, and the edit is the CPU backend's.
+#[test]
+fn a_model_above_the_buffer_limit_is_edited_in_slices() {
+    const CAP: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, editor, model) = zoo_editor_and_wide_model(dir.path());
+    let wide = regop::model::Model::load(&model).unwrap();
+    let edges = wide.layers.iter().map(|l| l.weight.len()).sum::<usize>() as u64;
+    let (loaded, _) = regop::editor::Editor::load(&Device::cpu(), &editor).unwrap();
+    let edge_state = edges * loaded.cfg.hidden as u64 * 4;
+    assert!(
+        edge_state > 2 * CAP,
+        "the model must need slices: {edge_state} bytes"
+    );
+
+    let (gpu, cpu) = (
+        dir.path().join("gpu.safetensors"),
+        dir.path().join("cpu.safetensors"),
+    );
+    ok(&prune(
+        "gpu",
+        &editor,
+        &model,
+        &gpu,
+        false,
+        &[("REGOP_GPU_MAX_BUFFER", Some(CAP))],
+    ));
+    ok(&prune("cpu", &editor, &model, &cpu, false, &[]));
+    same_edit(&gpu, &cpu);
+}
+
+/// A device that cannot allocate more than 600 kB at once: a batch of models is edited in
+/// smaller batches, a big model's edges in smaller slices, predictions in fewer rows, each
+/// giving the CPU's edit. Too little memory for even one piece is one line and exit 2, with
+/// nothing written.
+#[test]
+fn out_of_memory_splits_the_work_or_fails_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (z, editor, model) = zoo_editor_and_wide_model(dir.path());
+    let oom = |bytes: u64| [("REGOP_FAULT_OOM_ABOVE", Some(bytes))];
+    let out = |name: &str| dir.path().join(name);
+
+    ok(&prune(
+        "gpu",
+        &editor,
+        &model,
+        &out("gpu.safetensors"),
+        false,
+        &oom(600_000),
+    ));
+    ok(&prune(
+        "cpu",
+        &editor,
+        &model,
+        &out("cpu.safetensors"),
+        false,
+        &[],
+    ));
+    same_edit(&out("gpu.safetensors"), &out("cpu.safetensors"));
+
+    // All 24 zoo models in one batch need about 1.5 MB of edge state.
+    ok(&prune(
+        "gpu",
+        &editor,
+        &z,
+        &out("gpu-zoo"),
+        true,
+        &oom(600_000),
+    ));
+    ok(&prune("cpu", &editor, &z, &out("cpu-zoo"), true, &[]));
+    let names = files_in(&out("cpu-zoo"));
+    assert_eq!(names.len(), 24);
+    assert_eq!(files_in(&out("gpu-zoo")), names);
+    for name in &names {
+        same_edit(&out("gpu-zoo").join(name), &out("cpu-zoo").join(name));
+    }
+
+    let none = out("none.safetensors");
+    let line = error_line(&prune("gpu", &editor, &model, &none, false, &oom(4_000)));
+    assert!(
+        line.contains("out of memory") && line.contains("--device cpu"),
+        "{line}"
+    );
+    assert!(!none.exists());
 }
