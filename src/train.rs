@@ -449,7 +449,16 @@ impl<'a> Trainer<'a> {
             &asks,
             &self.columns,
             self.cfg.rows,
-        )?;
+        )
+        .map_err(|e| match e {
+            Error::OutOfMemory(m) => Error::OutOfMemory(format!(
+                "a training step of {} models on {} rows: {m} (or lower --models-per-step, \
+                 --step-rows)",
+                params.len(),
+                self.cfg.rows
+            )),
+            e => e,
+        })?;
         b.forward(dev, editor)?;
         b.loss(dev, &x, &y, &g)?;
         b.backward(dev, editor)?;
@@ -601,8 +610,9 @@ impl<'a> Trainer<'a> {
 pub const BEST: &str = "editor.safetensors";
 pub const LAST: &str = "last.safetensors";
 
-/// Train (or, with `resume`, continue) an editor into `out`: `LAST` after every validation,
-/// `BEST` whenever validation improves. Returns the best validation.
+/// Train (or, with `resume`, continue) an editor into `out`: `LAST` after every validation
+/// after a step, `BEST` whenever validation improves (the untrained editor's validation
+/// counts, its file is written with the first `LAST`). Returns the best validation.
 pub fn train(
     dev: &Device,
     trainer: &Trainer,
@@ -638,12 +648,15 @@ pub fn train(
     let save = |editor: &Editor, path: &Path, best: Option<&Validation>, history: &[Validation]| {
         editor.save(dev, path, &trainer.metadata(manifest, best, history), true)
     };
+    // The untrained editor's parameters while it is the best: written with the first
+    // checkpoint, so that a run failing before it leaves no files.
+    let mut untrained_best = None;
     if start == 0 {
         let v = trainer.validate(dev, &editor, 0)?;
         on(Event::Validated(&v, true));
         history.push(v.clone());
-        save(&editor, &out.join(BEST), Some(&v), &history)?;
         best = Some(v);
+        untrained_best = Some(dev.read_all(&editor.params)?);
     }
     for step in start..trainer.cfg.steps {
         let loss = trainer.step(dev, &mut editor, step)?;
@@ -662,7 +675,11 @@ pub fn train(
             if better {
                 best = Some(v.clone());
                 save(&editor, &out.join(BEST), best.as_ref(), &history)?;
+            } else if let Some(params) = &untrained_best {
+                let untrained = Editor::from_params(dev, &trainer.editor_cfg, params)?;
+                save(&untrained, &out.join(BEST), best.as_ref(), &history)?;
             }
+            untrained_best = None;
             save(&editor, &last, best.as_ref(), &history)?;
         }
     }

@@ -181,6 +181,8 @@ fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
         if cut.join("last.safetensors").exists() {
             break;
         }
+        // Failing before its first checkpoint, a run leaves no editor behind.
+        assert!(files_in(&cut).is_empty(), "{:?}", files_in(&cut));
         lose_at += 10;
     }
     assert_eq!(files_in(&cut), ["editor.safetensors", "last.safetensors"]);
@@ -316,8 +318,8 @@ fn a_model_above_the_buffer_limit_is_edited_in_slices() {
 
 /// A device that cannot allocate more than 600 kB at once: a batch of models is edited in
 /// smaller batches, a big model's edges in smaller slices, predictions in fewer rows, each
-/// giving the CPU's edit. Too little memory for even one piece is one line and exit 2, with
-/// nothing written.
+/// giving the CPU's edit. Training names the flags that shrink its steps. Too little memory
+/// for even one piece is one line and exit 2, with nothing written.
 #[test]
 fn out_of_memory_splits_the_work_or_fails_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -359,6 +361,17 @@ fn out_of_memory_splits_the_work_or_fails_in_one_line() {
     for name in &names {
         same_edit(&out("gpu-zoo").join(name), &out("cpu-zoo").join(name));
     }
+
+    // Training does not change its steps to fit: it stops with the flags that make them fit.
+    let (ed, ed1) = (out("ed-oom"), out("ed-one"));
+    let line = error_line(&regop_env("gpu", &train_args(&z, &ed), &oom(2_000_000)));
+    assert!(
+        line.contains("out of memory") && line.contains("--models-per-step"),
+        "{line}"
+    );
+    let mut args = train_args(&z, &ed1);
+    args.extend(["--models-per-step", "1"]);
+    ok(&regop_env("gpu", &args, &oom(2_000_000)));
 
     let none = out("none.safetensors");
     let line = error_line(&prune("gpu", &editor, &model, &none, false, &oom(4_000)));
