@@ -11,7 +11,7 @@ use crate::device::Device;
 use crate::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape};
 use crate::error::{Error, Result};
 use crate::graph::{EditInput, GraphBatch, ParamMap};
-use crate::kernels::axpy::axpy;
+use crate::kernels::axpy::{axpy, copy};
 use crate::kernels::edit::{edit_backward, edit_forward, edit_value, score, EditOpts};
 use crate::kernels::edit::{KEEP_ALL, PRIOR_EPS, REMOVED, WEIGHT};
 use crate::kernels::fairness::{fairness_penalty, Gap};
@@ -381,13 +381,13 @@ fn fitting(
     edit: &impl Fn(std::ops::Range<usize>, usize) -> Result<Vec<Vec<f32>>>,
 ) -> Result<Vec<Vec<f32>>> {
     match edit(range.clone(), slice) {
-        Err(Error::OutOfMemory(_)) if range.len() > 1 => {
+        Err(Error::NoRoom(_)) if range.len() > 1 => {
             let mid = range.start + range.len() / 2;
             let mut out = fitting(range.start..mid, slice, edit)?;
             out.extend(fitting(mid..range.end, slice, edit)?);
             Ok(out)
         }
-        Err(Error::OutOfMemory(_)) if slice > 1024 => fitting(range, slice / 2, edit),
+        Err(Error::NoRoom(_)) if slice > 1024 => fitting(range, slice / 2, edit),
         result => result,
     }
 }
@@ -497,6 +497,69 @@ impl EditBatch {
         }
         Ok(out)
     }
+}
+
+/// The training loss gradient of a step's models, summed over models, into `editor.grads`:
+/// computed in pieces of at most `piece` models and added up, a piece halved while the device
+/// has no room for it. `batch` is the step's (x [rows, in], labels, groups). Returns each
+/// model's (JSD, fairness penalty).
+#[allow(clippy::too_many_arguments)]
+pub fn step_gradient(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    cols: &Columns,
+    shape: &MlpShape,
+    params: &[&[f32]],
+    asks: &[Ask],
+    (x, y, group): (&[f32], &[f32], &[u32]),
+    piece: usize,
+) -> Result<Vec<(f32, f32)>> {
+    let (n, rows) = (params.len(), y.len());
+    let piece = piece.clamp(1, n.max(1));
+    let run = |r: std::ops::Range<usize>| -> Result<Vec<(f32, f32)>> {
+        let (p, a) = (&params[r.clone()], &asks[r]);
+        let b = TrainBatch::new(dev, editor, spec, shape, p, a, cols, rows)?;
+        b.forward(dev, editor)?;
+        b.loss(dev, x, y, group)?;
+        b.backward(dev, editor)?;
+        b.read_losses(dev)
+    };
+    // With several pieces, each overwrites the editor's gradient; their sum builds up here.
+    let sum = if piece < n {
+        Some(dev.alloc(editor.grads.len())?)
+    } else {
+        None
+    };
+    let mut losses = Vec::with_capacity(n);
+    for from in (0..n).step_by(piece) {
+        match run(from..(from + piece).min(n)) {
+            Ok(l) => losses.extend(l),
+            Err(Error::NoRoom(_)) if piece > 1 => {
+                drop(sum);
+                let batch = (x, y, group);
+                return step_gradient(
+                    dev,
+                    editor,
+                    spec,
+                    cols,
+                    shape,
+                    params,
+                    asks,
+                    batch,
+                    piece / 2,
+                );
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(s) = &sum {
+            axpy(dev, 1.0, editor.grads.all(), 1.0, s.all())?;
+        }
+    }
+    if let Some(s) = &sum {
+        copy(dev, s.all(), editor.grads.all())?;
+    }
+    Ok(losses)
 }
 
 /// One training step's device state for `models` models of one architecture on `rows` data

@@ -14,9 +14,11 @@ pub enum Error {
     /// No usable adapter, a lost device, a validation failure in a kernel launch.
     #[error("device: {0}")]
     Device(String),
-    /// The device could not allocate a buffer. Edits and predictions retry in smaller pieces.
+    /// The device has no room for a buffer: out of memory, or above the adapter's largest
+    /// buffer. Work that can be cut (edits, predictions, training steps) retries in smaller
+    /// pieces.
     #[error("device: {0}")]
-    OutOfMemory(String),
+    NoRoom(String),
     #[error("{path}: {source}")]
     Io {
         path: String,

@@ -187,12 +187,12 @@ impl GpuDevice {
             .max_buffer_size
             .min(self.limits.max_storage_buffer_binding_size);
         if bytes > max {
-            return Err(Error::Device(format!(
+            return Err(Error::NoRoom(format!(
                 "buffer of {bytes} bytes exceeds the adapter's limit of {max} bytes"
             )));
         }
         let oom = || {
-            Error::OutOfMemory(format!(
+            Error::NoRoom(format!(
                 "out of memory on {} allocating {:.1} MB; use smaller batches or --device cpu",
                 self.info.name,
                 bytes as f64 / 1e6

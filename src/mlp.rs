@@ -429,7 +429,7 @@ pub fn predict(
         if !nets.iter().any(|(m, _)| *m == n) {
             match BatchedMlp::new(dev, shape, batch, n, params) {
                 Ok(net) => nets.push((n, net)),
-                Err(Error::OutOfMemory(_)) if chunk > 1 => {
+                Err(Error::NoRoom(_)) if chunk > 1 => {
                     nets.clear();
                     chunk /= 2;
                     continue;

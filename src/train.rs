@@ -7,8 +7,8 @@
 
 use crate::data::{Dataset, Schema};
 use crate::device::Device;
+use crate::edit::{step_gradient, COND_DIM, MAX_SHIFT_GROUPS};
 use crate::edit::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement, TrainBatch};
-use crate::edit::{COND_DIM, MAX_SHIFT_GROUPS};
 use crate::editor::{Editor, EditorConfig};
 use crate::error::{Error, Result};
 use crate::graph::PosIds;
@@ -440,34 +440,33 @@ impl<'a> Trainer<'a> {
         let (x, y, g) = draw_rows(&mut rng, &self.data.train, self.cfg.rows);
         let loaded: Vec<Vec<f32>> = chosen.iter().map(|m| m.params()).collect::<Result<_>>()?;
         let params: Vec<&[f32]> = loaded.iter().map(Vec::as_slice).collect();
-        let b = TrainBatch::new(
+        let shape = &chosen[0].shape;
+        let batch = (x.as_slice(), y.as_slice(), g.as_slice());
+        let s = (&self.spec, &self.columns);
+        let losses = step_gradient(
             dev,
             editor,
-            &self.spec,
-            &chosen[0].shape,
+            s.0,
+            s.1,
+            shape,
             &params,
             &asks,
-            &self.columns,
-            self.cfg.rows,
+            batch,
+            params.len(),
         )
         .map_err(|e| match e {
-            Error::OutOfMemory(m) => Error::OutOfMemory(format!(
-                "a training step of {} models on {} rows: {m} (or lower --models-per-step, \
-                 --step-rows)",
-                params.len(),
+            Error::NoRoom(m) => Error::NoRoom(format!(
+                "a training step's model of {} weights on {} rows: {m} (or lower --step-rows)",
+                shape.n_params(),
                 self.cfg.rows
             )),
             e => e,
         })?;
-        b.forward(dev, editor)?;
-        b.loss(dev, &x, &y, &g)?;
-        b.backward(dev, editor)?;
         let opt = Adam {
             lr: self.cfg.lr,
             ..Adam::default()
         };
         editor.adam_step(dev, &opt)?;
-        let losses = b.read_losses(dev)?;
         Ok(losses
             .iter()
             .zip(&asks)

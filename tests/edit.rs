@@ -7,8 +7,8 @@ mod common;
 use common::*;
 use rand::Rng;
 use regop::edit::{
-    choose_shift, edit_models, fold_removed_means, shift_grid, Ask, Columns, EditSpec, FairTarget,
-    PruneScore, Requirement, TrainBatch, COND_DIM,
+    choose_shift, edit_models, fold_removed_means, shift_grid, step_gradient, Ask, Columns,
+    EditSpec, FairTarget, PruneScore, Requirement, TrainBatch, COND_DIM,
 };
 use regop::editor::{Editor, EditorConfig};
 use regop::graph::PosIds;
@@ -531,6 +531,82 @@ fn training_step_agrees_across_backends() {
                 (a.0 - b.0).abs() < 1e-5 && (a.1 - b.1).abs() < 1e-5,
                 "{req:?}: losses"
             );
+        }
+    }
+}
+
+/// A training step cut into pieces of models (as when the device has no room for all of
+/// them) has the whole step's gradient and losses, on both backends.
+#[test]
+fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
+    let mut rng = fresh_rng("step in pieces");
+    let shape = MlpShape::new(&[6, 5, 3, 1], Activation::Relu);
+    let params: Vec<Vec<f32>> = (0..5).map(|i| init_params(&shape, 40 + i)).collect();
+    let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+    let cols = Columns {
+        sensitive: vec![false, true, false, false, false, false],
+        means: vec![0.2, 0.4, 0.0, -0.3, 0.1, 0.9],
+    };
+    let rows = 40;
+    let x = random(&mut rng, rows * 6);
+    let y: Vec<f32> = (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect();
+    let group: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
+    let ed_cpu = editor_of(&Device::cpu(), 6, &mut rng);
+    let p = Device::cpu().read_all(&ed_cpu.params).unwrap();
+    for dev in [Device::cpu(), gpu()] {
+        let ed = Editor::from_params(&dev, &ed_cpu.cfg, &p).unwrap();
+        for req in [
+            Requirement::Minimise,
+            Requirement::Fairness,
+            Requirement::Prune,
+        ] {
+            let spec = EditSpec {
+                requirement: req,
+                gap: Gap::Eo,
+                gamma: 0.3,
+                tau: 0.5,
+                prune_score: PruneScore::Lamp,
+                fair_sharpness: 3.0,
+                fair_target: FairTarget::Penalty,
+            };
+            let asks: Vec<Ask> = (0..5)
+                .map(|i| Ask {
+                    removed: (0..6)
+                        .map(|c| req == Requirement::Minimise && c == i)
+                        .collect(),
+                    lambda: 1.0 + i as f32,
+                    sparsity: 0.5,
+                    shift: None,
+                })
+                .collect();
+            let batch = (x.as_slice(), y.as_slice(), group.as_slice());
+            let mut runs = Vec::new();
+            for piece in [5, 2, 1] {
+                let losses =
+                    step_gradient(&dev, &ed, &spec, &cols, &shape, &refs, &asks, batch, piece)
+                        .unwrap();
+                runs.push((dev.read_all(&ed.grads).unwrap(), losses));
+            }
+            let whole = &runs[0];
+            let norm = whole.0.iter().map(|g| g * g).sum::<f32>().sqrt();
+            assert!(norm > 0.0);
+            for (piece, (grads, losses)) in [2, 1].iter().zip(&runs[1..]) {
+                let diff = grads
+                    .iter()
+                    .zip(&whole.0)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f32>();
+                assert!(
+                    diff.sqrt() / norm < 1e-5,
+                    "{}: {req:?} in pieces of {piece}: gradient off by {}",
+                    dev.name(),
+                    diff.sqrt() / norm
+                );
+                assert_eq!(losses.len(), 5);
+                for (a, b) in losses.iter().zip(&whole.1) {
+                    assert!((a.0 - b.0).abs() < 1e-6 && (a.1 - b.1).abs() < 1e-6);
+                }
+            }
         }
     }
 }

@@ -318,8 +318,8 @@ fn a_model_above_the_buffer_limit_is_edited_in_slices() {
 
 /// A device that cannot allocate more than 600 kB at once: a batch of models is edited in
 /// smaller batches, a big model's edges in smaller slices, predictions in fewer rows, each
-/// giving the CPU's edit. Training names the flags that shrink its steps. Too little memory
-/// for even one piece is one line and exit 2, with nothing written.
+/// giving the CPU's edit; a training step's gradient is added up over pieces of models. Too
+/// little memory for even one piece is one line and exit 2, with nothing written.
 #[test]
 fn out_of_memory_splits_the_work_or_fails_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -362,16 +362,27 @@ fn out_of_memory_splits_the_work_or_fails_in_one_line() {
         same_edit(&out("gpu-zoo").join(name), &out("cpu-zoo").join(name));
     }
 
-    // Training does not change its steps to fit: it stops with the flags that make them fit.
-    let (ed, ed1) = (out("ed-oom"), out("ed-one"));
-    let line = error_line(&regop_env("gpu", &train_args(&z, &ed), &oom(2_000_000)));
-    assert!(
-        line.contains("out of memory") && line.contains("--models-per-step"),
-        "{line}"
-    );
-    let mut args = train_args(&z, &ed1);
-    args.extend(["--models-per-step", "1"]);
-    ok(&regop_env("gpu", &args, &oom(2_000_000)));
+    // Training computes a step's gradient in pieces of models that fit and adds them up: it
+    // ends where a run with room for whole steps does.
+    let (roomy, tight) = (out("ed-roomy"), out("ed-tight"));
+    ok(&regop("gpu", &train_args(&z, &roomy), None));
+    ok(&regop_env("gpu", &train_args(&z, &tight), &oom(2_000_000)));
+    let history = |dir: &Path| -> Vec<regop::train::Validation> {
+        let (_, meta) =
+            regop::editor::Editor::load(&Device::cpu(), &dir.join("last.safetensors")).unwrap();
+        serde_json::from_str(&meta["history"]).unwrap()
+    };
+    let (a, b) = (history(&roomy), history(&tight));
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert!(
+            (a.loss - b.loss).abs() <= 1e-3 * a.loss.abs().max(1e-6),
+            "step {}: validation loss {} with room, {} in pieces",
+            a.step,
+            a.loss,
+            b.loss
+        );
+    }
 
     let none = out("none.safetensors");
     let line = error_line(&prune("gpu", &editor, &model, &none, false, &oom(4_000)));
