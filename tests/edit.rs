@@ -459,22 +459,49 @@ fn training_step_gradients_match_finite_differences() {
 }
 
 /// The whole training step on the GPU backend gives the CPU backend's editor gradients.
+/// A training step's inputs: `models` models of [6, 5, 3, 1], column 1 sensitive, 40 rows.
+struct Step {
+    shape: MlpShape,
+    params: Vec<Vec<f32>>,
+    cols: Columns,
+    rows: usize,
+    x: Vec<f32>,
+    y: Vec<f32>,
+    group: Vec<u32>,
+}
+
+fn step_problem(rng: &mut impl Rng, models: u64) -> Step {
+    let shape = MlpShape::new(&[6, 5, 3, 1], Activation::Relu);
+    let rows = 40;
+    Step {
+        params: (0..models).map(|i| init_params(&shape, 20 + i)).collect(),
+        cols: Columns {
+            sensitive: vec![false, true, false, false, false, false],
+            means: vec![0.2, 0.4, 0.0, -0.3, 0.1, 0.9],
+        },
+        x: random(rng, rows * 6),
+        y: (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect(),
+        group: (0..rows).map(|r| (r % 2) as u32).collect(),
+        rows,
+        shape,
+    }
+}
+
 #[test]
 fn training_step_agrees_across_backends() {
     let gpu = gpu();
     let cpu = Device::cpu();
     let mut rng = fresh_rng("train step gpu");
-    let shape = MlpShape::new(&[6, 5, 3, 1], Activation::Relu);
-    let params: Vec<Vec<f32>> = (0..3).map(|i| init_params(&shape, 20 + i)).collect();
+    let Step {
+        shape,
+        params,
+        cols,
+        rows,
+        x,
+        y,
+        group,
+    } = step_problem(&mut rng, 3);
     let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
-    let cols = Columns {
-        sensitive: vec![false, true, false, false, false, false],
-        means: vec![0.2, 0.4, 0.0, -0.3, 0.1, 0.9],
-    };
-    let rows = 40;
-    let x = random(&mut rng, rows * 6);
-    let y: Vec<f32> = (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect();
-    let group: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
     let ed_cpu = editor_of(&cpu, 6, &mut rng);
     let p = cpu.read_all(&ed_cpu.params).unwrap();
     let ed_gpu = Editor::from_params(&gpu, &ed_cpu.cfg, &p).unwrap();
@@ -540,17 +567,16 @@ fn training_step_agrees_across_backends() {
 #[test]
 fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
     let mut rng = fresh_rng("step in pieces");
-    let shape = MlpShape::new(&[6, 5, 3, 1], Activation::Relu);
-    let params: Vec<Vec<f32>> = (0..5).map(|i| init_params(&shape, 40 + i)).collect();
+    let Step {
+        shape,
+        params,
+        cols,
+        x,
+        y,
+        group,
+        ..
+    } = step_problem(&mut rng, 5);
     let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
-    let cols = Columns {
-        sensitive: vec![false, true, false, false, false, false],
-        means: vec![0.2, 0.4, 0.0, -0.3, 0.1, 0.9],
-    };
-    let rows = 40;
-    let x = random(&mut rng, rows * 6);
-    let y: Vec<f32> = (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect();
-    let group: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
     let ed_cpu = editor_of(&Device::cpu(), 6, &mut rng);
     let p = Device::cpu().read_all(&ed_cpu.params).unwrap();
     for dev in [Device::cpu(), gpu()] {
