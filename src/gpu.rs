@@ -166,6 +166,15 @@ impl GpuDevice {
     }
 
     fn check_fault(&self) -> Result<()> {
+        if self.fault.lock().unwrap().is_some() {
+            // Errors on a lost device can come before wgpu has told us of the loss, which it
+            // does once the work submitted before it is done: wait for that, so that the loss
+            // is what we report.
+            let _ = self.device.poll(wgpu::PollType::Wait {
+                submission_index: None,
+                timeout: Some(Duration::from_secs(10)),
+            });
+        }
         // A lost device explains any validation error that followed it: report the loss.
         if let Some(msg) = self.lost.lock().unwrap().clone() {
             self.fault.lock().unwrap().take();
