@@ -1,6 +1,6 @@
 //! Device faults and limits on the GPU backend (lavapipe where there is no GPU): a device lost
-//! mid-job fails with one line and exit 2, leaves no output behind, and a training run resumes
-//! from its last checkpoint; a model too big for the adapter's largest buffer, or for the
+//! mid-job fails with one line and exit 2, leaves no output behind, and a training run or a
+//! zoo resumes from what it had written; a model too big for the adapter's largest buffer, or for the
 //! memory it has free, is edited in pieces, as on the CPU.
 
 mod common;
@@ -205,6 +205,72 @@ fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-4, "{name}: resumed editor differs by {worst}");
+    }
+}
+
+/// `regop zoo` on the GPU whose device is lost part-way: exit 2 with one line, and `--resume`
+/// (device back) ends with the models of an unbroken run.
+#[test]
+fn a_zoo_whose_device_is_lost_resumes_to_the_unbroken_zoo() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        let out = p(out).to_string();
+        [
+            "--seed", "6", "zoo", "--count", "8", "--widths", "16,24", "--depth", "1-2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--epochs".into(), "3".into(), "--out".into(), out])
+        .collect()
+    };
+    let run = |out: &Path, lose_at: Option<u64>, resume: bool| {
+        let mut a = args(out);
+        if resume {
+            a.push("--resume".into());
+        }
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        regop("gpu", &a, lose_at)
+    };
+    let (whole, cut) = (dir.path().join("whole"), dir.path().join("cut"));
+    ok(&run(&whole, None, false));
+    let models = |d: &Path| {
+        files_in(d)
+            .into_iter()
+            .filter(|f| f.starts_with("model-"))
+            .collect::<Vec<_>>()
+    };
+    let mut lose_at = 5;
+    loop {
+        assert!(lose_at < 2000, "no submit count stops the zoo part-way");
+        let _ = std::fs::remove_dir_all(&cut);
+        let broken = run(&cut, Some(lose_at), false);
+        assert!(
+            !broken.status.success(),
+            "the zoo finished before its device was lost"
+        );
+        let line = error_line(&broken);
+        assert!(line.contains("GPU device lost"), "{line}");
+        if !models(&cut).is_empty() {
+            break;
+        }
+        lose_at += 5;
+    }
+    assert!(models(&cut).len() < 8);
+    ok(&run(&cut, None, true));
+    assert_eq!(models(&cut), models(&whole));
+    for name in models(&whole) {
+        let load = |d: &Path| {
+            regop::model::Model::load(&d.join(&name))
+                .unwrap()
+                .flat_params()
+        };
+        let (a, b) = (load(&whole), load(&cut));
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{name} differs by {worst} after resuming");
     }
 }
 
