@@ -107,7 +107,8 @@ pub struct InferBuffers {
     slices: Vec<std::ops::Range<usize>>,
     nodes: Buf,
     edges: [Vec<Buf>; 2],
-    /// One slice's pre-activation and activation; `out` one slice's or all nodes' head rows.
+    /// One slice's pre-activation and activation; `out` the head rows of every edge, then of
+    /// every node.
     z: Buf,
     hz: Buf,
     out: Buf,
@@ -131,7 +132,7 @@ impl InferBuffers {
             edges: [edge_state()?, edge_state()?],
             z: dev.alloc(step * h)?,
             hz: dev.alloc(step * h)?,
-            out: dev.alloc(step.max(n) * HEAD_OUT)?,
+            out: dev.alloc((e + n) * HEAD_OUT)?,
             slices,
         })
     }
@@ -539,19 +540,16 @@ impl Editor {
             }
             self.node_update(dev, g, i, x, &acts, x1)?;
         }
-        // Edge heads slice by slice, node heads with ax, bx as scratch.
+        // Edge heads slice by slice, node heads with ax, bx as scratch; one read of them all.
         let last = self.cfg.layers % 2;
-        let mut head = Vec::with_capacity((e + n) * HEAD_OUT);
         for (r, buf) in b.slices.iter().zip(&b.edges[last]) {
             let (pre, hid) = scratch(r.len());
-            let out = b.out.view(0, r.len() * HEAD_OUT);
+            let out = b.out.view(r.start * HEAD_OUT, r.len() * HEAD_OUT);
             self.head(dev, "edge_head", buf.all(), pre, hid, out)?;
-            head.extend(dev.read(&b.out, 0, out.len)?);
         }
-        let out = b.out.view(0, n * HEAD_OUT);
+        let out = b.out.view(e * HEAD_OUT, n * HEAD_OUT);
         self.head(dev, "node_head", at(last), acts.ax, acts.bx, out)?;
-        head.extend(dev.read(&b.out, 0, out.len)?);
-        Ok(head)
+        dev.read_all(&b.out)
     }
 
     /// x0 = embedding of each node's position + linear of its features (bias, flags).
