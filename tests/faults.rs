@@ -58,31 +58,6 @@ fn files_in(dir: &Path) -> Vec<String> {
     names
 }
 
-/// A small synthetic zoo, built on the CPU.
-fn zoo(dir: &Path) -> PathBuf {
-    let z = dir.join("zoo");
-    ok(&regop(
-        "cpu",
-        &[
-            "--seed",
-            "5",
-            "zoo",
-            "--count",
-            "24",
-            "--widths",
-            "16,24",
-            "--depth",
-            "1-2",
-            "--epochs",
-            "4",
-            "--out",
-            p(&z),
-        ],
-        None,
-    ));
-    z
-}
-
 fn train_args<'a>(z: &'a Path, out: &'a Path) -> Vec<&'a str> {
     vec![
         "--seed",
@@ -133,7 +108,7 @@ fn a_lost_device_fails_every_later_call_with_one_message() {
 #[test]
 fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let z = zoo(dir.path());
+    let z = common::synthetic_zoo(dir.path(), "5");
     let ed = dir.path().join("ed");
     ok(&regop("cpu", &train_args(&z, &ed), None));
     let editor = ed.join("editor.safetensors");
@@ -277,7 +252,7 @@ fn a_zoo_whose_device_is_lost_resumes_to_the_unbroken_zoo() {
 /// A zoo, an editor trained on it (CPU), and the zoo's first model widened to [in, 140, 140, 1]
 /// (21,500 weights; same columns and metadata): (zoo, editor, widened model).
 fn zoo_editor_and_wide_model(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let z = zoo(dir);
+    let z = common::synthetic_zoo(dir, "5");
     let ed = dir.join("ed");
     ok(&regop("cpu", &train_args(&z, &ed), None));
     let small = regop::model::Model::load(&z.join("model-00000.safetensors")).unwrap();

@@ -2,6 +2,8 @@
 //! editor beats the trivial edit on held-out models; `regop edit` verifies and exits 0/1/2;
 //! a killed `regop train` resumes to the same bytes as an uninterrupted run.
 
+mod common;
+use common::synthetic_zoo as zoo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -40,28 +42,6 @@ fn edit(editor: &Path, model: &Path, out: &Path, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     regop(&args)
-}
-
-/// A small synthetic zoo (one architecture family, quick to train).
-fn zoo(dir: &Path, seed: &str) -> PathBuf {
-    let z = dir.join("zoo");
-    ok(&regop(&[
-        "--seed",
-        seed,
-        "--json",
-        "zoo",
-        "--count",
-        "24",
-        "--widths",
-        "16,24",
-        "--depth",
-        "1-2",
-        "--epochs",
-        "4-6",
-        "--out",
-        p(&z),
-    ]));
-    z
 }
 
 fn median_of(summary: &serde_json::Value, prefix: &str, key: &str) -> f64 {

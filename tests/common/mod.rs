@@ -150,3 +150,23 @@ pub fn random_editor(
     }
     regop::editor::Editor::from_params(dev, cfg, &p).unwrap()
 }
+
+/// A small synthetic zoo built by the binary on the CPU backend in `dir/zoo`: 24 models of one
+/// architecture family (widths 16 or 24, one or two hidden layers), quick to train.
+pub fn synthetic_zoo(dir: &std::path::Path, seed: &str) -> std::path::PathBuf {
+    let z = dir.join("zoo");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(["--device", "cpu", "--seed", seed, "zoo", "--count", "24"])
+        .args([
+            "--widths", "16,24", "--depth", "1-2", "--epochs", "4-6", "--out",
+        ])
+        .arg(&z)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "zoo: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    z
+}
