@@ -622,7 +622,7 @@ impl TrainBatch {
             models: m,
             rows,
             spec: *spec,
-            original: BatchedMlp::new(dev, shape, m, rows, &raw)?,
+            original: BatchedMlp::inference(dev, shape, m, rows, &raw)?,
             edited: BatchedMlp::new(dev, shape, m, rows, &orig_host)?,
             x: dev.alloc(rows * shape.dims[0])?,
             fair: dev.alloc(m * rows + m)?,

@@ -100,6 +100,29 @@ impl BatchedMlp {
         rows: usize,
         params: &[f32],
     ) -> Result<BatchedMlp> {
+        BatchedMlp::alloc(dev, shape, batch, rows, params, true)
+    }
+
+    /// For `forward` only: no gradients, optimiser state or activation gradients (one value
+    /// each), half the memory or less. `backward`, `loss` and Adam steps must not be called.
+    pub fn inference(
+        dev: &Device,
+        shape: &MlpShape,
+        batch: usize,
+        rows: usize,
+        params: &[f32],
+    ) -> Result<BatchedMlp> {
+        BatchedMlp::alloc(dev, shape, batch, rows, params, false)
+    }
+
+    fn alloc(
+        dev: &Device,
+        shape: &MlpShape,
+        batch: usize,
+        rows: usize,
+        params: &[f32],
+        train: bool,
+    ) -> Result<BatchedMlp> {
         let np = shape.n_params();
         assert_eq!(
             params.len(),
@@ -127,11 +150,11 @@ impl BatchedMlp {
             batch,
             rows,
             params: dev.upload(params)?,
-            grads: dev.alloc(batch * np)?,
-            opt_state: dev.alloc(2 * batch * np)?,
+            grads: dev.alloc(if train { batch * np } else { 1 })?,
+            opt_state: dev.alloc(if train { 2 * batch * np } else { 1 })?,
             acts: dev.alloc(off)?,
-            dacts: dev.alloc(off)?,
-            scratch: dev.alloc(batch * rows + batch)?,
+            dacts: dev.alloc(if train { off } else { 1 })?,
+            scratch: dev.alloc(if train { batch * rows + batch } else { 1 })?,
             act_offsets,
             step: 0,
         })
@@ -427,7 +450,7 @@ pub fn predict(
     while r0 < rows {
         let n = chunk.min(rows - r0);
         if !nets.iter().any(|(m, _)| *m == n) {
-            match BatchedMlp::new(dev, shape, batch, n, params) {
+            match BatchedMlp::inference(dev, shape, batch, n, params) {
                 Ok(net) => nets.push((n, net)),
                 Err(Error::NoRoom(_)) if chunk > 1 => {
                     nets.clear();

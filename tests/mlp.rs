@@ -6,7 +6,7 @@ use common::*;
 use rand::{Rng, SeedableRng};
 use regop::kernels::activation::Activation;
 use regop::kernels::adam::Adam;
-use regop::mlp::{forward_host, init_params, BatchedMlp, MlpShape};
+use regop::mlp::{forward_host, init_params, predict, BatchedMlp, MlpShape};
 use regop::Device;
 
 /// Toy binary problem: label = point (x0, x1) inside a circle; six more pure-noise inputs.
@@ -134,6 +134,35 @@ fn batched_forward_equals_each_model_alone() {
                     want[r]
                 );
             }
+        }
+    }
+}
+
+/// `predict`, which runs inference-only nets in chunks of 2048 rows, gives each model's host
+/// forward on every row, over two whole chunks and a remainder, on both backends.
+#[test]
+fn predict_in_chunks_equals_each_model_alone() {
+    let mut rng = fresh_rng("predict");
+    let shape = MlpShape::new(&[7, 33, 5, 1], Activation::Relu);
+    let (batch, rows) = (3, 4100);
+    let params: Vec<f32> = (0..batch)
+        .flat_map(|m| init_params(&shape, rng.random::<u64>() ^ m as u64))
+        .collect();
+    let x = random(&mut rng, rows * 7);
+    let mut want = Vec::new();
+    for m in 0..batch {
+        let p = &params[m * shape.n_params()..(m + 1) * shape.n_params()];
+        want.extend(forward_host(&shape, p, &x, rows));
+    }
+    for dev in [Device::cpu(), gpu()] {
+        let got = predict(&dev, &shape, batch, &params, &x).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{}: value {i}: {g} vs {w}",
+                dev.name()
+            );
         }
     }
 }
