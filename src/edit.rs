@@ -346,9 +346,13 @@ fn values_and_scores(
     (values, scores)
 }
 
-/// Scores sorted best first (ties by position, so the choice is deterministic).
-fn rank(scores: &mut [(f32, usize)]) {
-    scores.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+/// Moves the `keep` best scores to the front, in no particular order except that the last of
+/// them, `scores[keep - 1]`, is the worst kept (ties by position, so the choice is
+/// deterministic). A selection, not a sort: linear in the number of weights.
+fn select_best(scores: &mut [(f32, usize)], keep: usize) {
+    if keep > 0 && keep <= scores.len() {
+        scores.select_nth_unstable_by(keep - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
 }
 
 /// Edit `models` in one editor inference per chunk. Removed columns come out exactly zero;
@@ -482,7 +486,7 @@ impl EditBatch {
                 values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m);
             if self.spec.requirement == Requirement::Prune {
                 let keep = kept(scores.len(), sparsity);
-                rank(&mut scores);
+                select_best(&mut scores, keep);
                 for &(_, i) in &scores[keep..] {
                     values[i] = 0.0;
                 }
@@ -672,13 +676,17 @@ impl TrainBatch {
                         z,
                     );
                     let keep = kept(scores.len(), self.asks[z].sparsity);
-                    rank(&mut scores);
+                    select_best(&mut scores, keep);
                     // Halfway between the last kept and the first dropped score, so that a
                     // backend's last-bit difference in the score cannot flip either.
                     match (keep, scores.len()) {
                         (0, _) => f32::MAX,
                         (k, n) if k == n => KEEP_ALL,
-                        (k, _) => 0.5 * (scores[k - 1].0 + scores[k].0),
+                        (k, _) => {
+                            let first_dropped =
+                                scores[k..].iter().fold(f32::MIN, |a, s| a.max(s.0));
+                            0.5 * (scores[k - 1].0 + first_dropped)
+                        }
                     }
                 })
                 .collect();
@@ -1141,4 +1149,37 @@ pub fn choose_features(
         removed.push(candidates[best].clone());
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The selection keeps the same set as sorting every score would, ties included, and puts
+    /// the worst kept score last among the kept.
+    #[test]
+    fn select_best_keeps_what_a_full_sort_keeps() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        for n in [1, 2, 7, 100, 1000] {
+            // Few distinct values, so that many scores tie and positions decide.
+            let scores: Vec<(f32, usize)> = (0..n)
+                .map(|i| (rng.random_range(0..5) as f32 - 2.0, i))
+                .collect();
+            let mut sorted = scores.clone();
+            sorted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for keep in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+                let mut got = scores.clone();
+                select_best(&mut got, keep);
+                let mut kept: Vec<usize> = got[..keep].iter().map(|s| s.1).collect();
+                let mut want: Vec<usize> = sorted[..keep].iter().map(|s| s.1).collect();
+                kept.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(kept, want, "n {n}, keep {keep}");
+                if keep > 0 {
+                    assert_eq!(got[keep - 1], sorted[keep - 1], "n {n}, keep {keep}");
+                }
+            }
+        }
+    }
 }

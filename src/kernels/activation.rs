@@ -124,6 +124,72 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
+// The CPU loops run with 8-wide vectors where the processor has them (AVX2): the same
+// operations in the same order, so the same results as the baseline 4-wide loops, about twice
+// as fast (the exp of SiLU and sigmoid makes these loops compute-bound).
+
+/// y = act(x) over one chunk.
+fn forward_chunk(act: Activation, x: &[f32], y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2 (checked just above).
+        return unsafe { forward_chunk_avx2(act, x, y) };
+    }
+    forward_loop(act, x, y)
+}
+
+/// dx = dy * act'(x) over one chunk.
+fn backward_chunk(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: as in forward_chunk.
+        return unsafe { backward_chunk_avx2(act, x, dy, dx) };
+    }
+    backward_loop(act, x, dy, dx)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn forward_chunk_avx2(act: Activation, x: &[f32], y: &mut [f32]) {
+    forward_loop(act, x, y)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn backward_chunk_avx2(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    backward_loop(act, x, dy, dx)
+}
+
+#[inline(always)]
+fn backward_loop(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let pairs = dx.iter_mut().zip(dy.iter().zip(x));
+    match act {
+        // SiLU spelled out (not through `grad`) so that the loop vectorises.
+        Activation::Silu => pairs.for_each(|(d, (&g, &v))| {
+            let s = sigmoid(v);
+            *d = g * (s * (1.0 + v * (1.0 - s)));
+        }),
+        _ => pairs.for_each(|(d, (&g, &v))| *d = g * act.grad(v)),
+    }
+}
+
+/// One tight loop per activation (the match outside it), so each one vectorises.
+#[inline(always)]
+fn forward_loop(act: Activation, x: &[f32], y: &mut [f32]) {
+    match act {
+        Activation::Identity => y.copy_from_slice(x),
+        Activation::Relu => map(x, y, |v| v.max(0.0)),
+        Activation::Tanh => map(x, y, |v| v.tanh()),
+        Activation::Silu => map(x, y, |v| v * sigmoid(v)),
+        Activation::Sigmoid => map(x, y, sigmoid),
+    }
+}
+
+#[inline(always)]
+fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
+    y.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
@@ -145,16 +211,9 @@ pub fn activation_forward(dev: &Device, act: Activation, x: View, y: View) -> Re
             let _time = crate::profile::cpu_scope("activation_forward");
             let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
             use rayon::prelude::*;
-            // One tight loop per activation (the match outside it), so each one vectorises.
             yv.par_chunks_mut(4096)
                 .zip(xv.par_chunks(4096))
-                .for_each(|(o, i)| match act {
-                    Activation::Identity => o.copy_from_slice(i),
-                    Activation::Relu => o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.max(0.0)),
-                    Activation::Tanh => o.iter_mut().zip(i).for_each(|(o, &v)| *o = v.tanh()),
-                    Activation::Silu => o.iter_mut().zip(i).for_each(|(o, &v)| *o = v * sigmoid(v)),
-                    Activation::Sigmoid => o.iter_mut().zip(i).for_each(|(o, &v)| *o = sigmoid(v)),
-                });
+                .for_each(|(o, i)| forward_chunk(act, i, o));
             Ok(())
         }
         Device::Gpu(g) => {
@@ -205,20 +264,7 @@ pub fn activation_backward(
             use rayon::prelude::*;
             dxv.par_chunks_mut(4096)
                 .zip(dyv.par_chunks(4096).zip(xv.par_chunks(4096)))
-                .for_each(|(d, (dy, x))| match act {
-                    Activation::Silu => {
-                        d.iter_mut()
-                            .zip(dy.iter().zip(x))
-                            .for_each(|(d, (&g, &v))| {
-                                let s = sigmoid(v);
-                                *d = g * (s * (1.0 + v * (1.0 - s)));
-                            })
-                    }
-                    _ => d
-                        .iter_mut()
-                        .zip(dy.iter().zip(x))
-                        .for_each(|(d, (&g, &v))| *d = g * act.grad(v)),
-                });
+                .for_each(|(dx, (dy, x))| backward_chunk(act, x, dy, dx));
             Ok(())
         }
         Device::Gpu(g) => {
@@ -271,5 +317,30 @@ mod tests {
         assert_eq!(sigmoid(200.0), 1.0);
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
         assert!((sigmoid(-20.0) as f64 - 1.0 / (1.0 + 20f64.exp())).abs() < 1e-15);
+    }
+
+    /// The wide-vector loops (where the processor has AVX2) give bit for bit what the
+    /// one-value-at-a-time `apply` and `grad` give, extreme inputs and NaN included.
+    #[test]
+    fn chunk_loops_match_the_scalar_definitions_bit_for_bit() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        let mut x: Vec<f32> = (0..4099).map(|_| rng.random_range(-12.0..12.0)).collect();
+        x[..8].copy_from_slice(&[0.0, -0.0, 89.0, -100.0, 1e-40, f32::NAN, 3e38, -3e38]);
+        let dy: Vec<f32> = (0..x.len()).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
+        for act in Activation::ALL {
+            let (mut y, mut dx) = (vec![f32::NAN; x.len()], vec![f32::NAN; x.len()]);
+            forward_chunk(act, &x, &mut y);
+            backward_chunk(act, &x, &dy, &mut dx);
+            for i in 0..x.len() {
+                assert!(same(y[i], act.apply(x[i])), "{act:?} forward at {}", x[i]);
+                assert!(
+                    same(dx[i], dy[i] * act.grad(x[i])),
+                    "{act:?} backward at {}",
+                    x[i]
+                );
+            }
+        }
     }
 }
