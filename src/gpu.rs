@@ -13,6 +13,8 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// What an out-of-memory error advises; callers with better advice replace it.
+pub(crate) const NO_ROOM_ADVICE: &str = "use smaller batches or --device cpu";
 /// Bytes reserved for one dispatch's uniforms. Every kernel's params struct fits in it.
 pub const PARAM_SLOT: u64 = 256;
 /// Uniform arena size: dispatches per submit before the recorder flushes on its own.
@@ -202,7 +204,7 @@ impl GpuDevice {
         }
         let oom = || {
             Error::NoRoom(format!(
-                "out of memory on {} allocating {:.1} MB; use smaller batches or --device cpu",
+                "out of memory on {} allocating {:.1} MB; {NO_ROOM_ADVICE}",
                 self.info.name,
                 bytes as f64 / 1e6
             ))

@@ -456,7 +456,7 @@ impl<'a> Trainer<'a> {
         )
         .map_err(|e| match e {
             Error::NoRoom(m) => Error::NoRoom(format!(
-                "a training step's model of {} weights on {} rows: {m} (or lower --step-rows)",
+                "a training step's model of {} weights on {} rows: {m}",
                 shape.n_params(),
                 self.cfg.rows
             )),

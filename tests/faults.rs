@@ -432,4 +432,13 @@ fn out_of_memory_splits_the_work_or_fails_in_one_line() {
         "{line}"
     );
     assert!(!none.exists());
+
+    // Training that cannot fit says which of its flags to lower, and writes nothing.
+    let starved = out("ed-starved");
+    let line = error_line(&regop_env("gpu", &train_args(&z, &starved), &oom(4_000)));
+    assert!(
+        line.contains("out of memory") && line.contains("--step-rows") && !line.contains("batches"),
+        "{line}"
+    );
+    assert!(files_in(&starved).is_empty(), "{:?}", files_in(&starved));
 }

@@ -155,6 +155,10 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
     })
 }
 
+/// What to do when the device runs out of memory in training (a step is already computed in
+/// pieces of models, down to one).
+const ROOM_ADVICE: &str = "lower --step-rows or --models-per-step, or use --device cpu";
+
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let cfg = config(g, &a)?;
     let manifest = read_manifest(&a.zoo)?;
@@ -171,7 +175,8 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let data = load_for_zoo(&a.zoo, &manifest, &a.data)?;
     let (dev, why) = Device::open(g.device)?;
     p.status(&format!("device: {} ({why})", dev.name()));
-    let trainer = Trainer::new(&cfg, &a.zoo, &manifest, &data)?;
+    let room = |e: Error| e.with_room_advice(ROOM_ADVICE);
+    let trainer = Trainer::new(&cfg, &a.zoo, &manifest, &data).map_err(room)?;
     let n_train: usize = trainer.train.values().map(Vec::len).sum();
     p.status(&format!(
         "training a {:?} editor (H={}, {} layers) on {} models in {} architectures; {} validation models",
@@ -243,7 +248,8 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 });
             }
         },
-    )?;
+    )
+    .map_err(room)?;
     bar.finish_and_clear();
     if p.json {
         p.json(&serde_json::json!({"editor": out.join(BEST), "best": best}));
