@@ -4,6 +4,9 @@
 // Versions: gemm_naive  - one invocation per output, the reference and the small-shape kernel.
 //           gemm_tiled  - 64x64 output tile per workgroup through workgroup memory, 4x4 outputs
 //                         per invocation held in registers; loads coalesced for either layout.
+//           gemm_narrow - the same for outputs at most 32 wide (the editor's [edges, hidden]
+//                         products): 128x32 tiles, 8x2 outputs per invocation, so no half-empty
+//                         64-wide tiles.
 
 struct Params {
     m: u32, n: u32, k: u32, accumulate: u32,
@@ -111,6 +114,65 @@ fn gemm_tiled(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
             let j = col0 + tx + 16u * s;
             if (i < p.m && j < p.n) {
                 store_c(z, i, j, acc[r * 4u + s]);
+            }
+        }
+    }
+}
+
+const NM: u32 = 128u;
+const NN: u32 = 32u;
+var<workgroup> narrow_a: array<f32, 2048>; // [TK][NM]
+var<workgroup> narrow_b: array<f32, 512>; // [TK][NN]
+
+@compute @workgroup_size(16, 16, 1)
+fn gemm_narrow(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let tx = lid.x;
+    let ty = lid.y;
+    let tid = ty * 16u + tx;
+    let row0 = wid.y * NM;
+    let col0 = wid.x * NN;
+    let z = wid.z;
+    var acc: array<f32, 16>;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        // 2048 values of the A tile (8 per invocation) and 512 of the B tile (2 per
+        // invocation), consecutive invocations at consecutive addresses of either layout.
+        for (var q = 0u; q < 8u; q++) {
+            let l = tid + q * 256u;
+            var kk: u32;
+            var mm: u32;
+            if (p.trans_a != 0u) { kk = l / NM; mm = l % NM; } else { mm = l / TK; kk = l % TK; }
+            var va = 0.0;
+            if (row0 + mm < p.m && k0 + kk < p.k) { va = load_a(z, row0 + mm, k0 + kk); }
+            narrow_a[kk * NM + mm] = va;
+        }
+        for (var q = 0u; q < 2u; q++) {
+            let l = tid + q * 256u;
+            var kk: u32;
+            var nn: u32;
+            if (p.trans_b != 0u) { nn = l / TK; kk = l % TK; } else { kk = l / NN; nn = l % NN; }
+            var vb = 0.0;
+            if (col0 + nn < p.n && k0 + kk < p.k) { vb = load_b(z, k0 + kk, col0 + nn); }
+            narrow_b[kk * NN + nn] = vb;
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < TK; kk++) {
+            var ar: array<f32, 8>;
+            let b0 = narrow_b[kk * NN + tx];
+            let b1 = narrow_b[kk * NN + tx + 16u];
+            for (var r = 0u; r < 8u; r++) { ar[r] = narrow_a[kk * NM + ty + 16u * r]; }
+            for (var r = 0u; r < 8u; r++) {
+                acc[2u * r] += ar[r] * b0;
+                acc[2u * r + 1u] += ar[r] * b1;
+            }
+        }
+        workgroupBarrier();
+    }
+    for (var r = 0u; r < 8u; r++) {
+        for (var s = 0u; s < 2u; s++) {
+            let i = row0 + ty + 16u * r;
+            let j = col0 + tx + 16u * s;
+            if (i < p.m && j < p.n) {
+                store_c(z, i, j, acc[2u * r + s]);
             }
         }
     }

@@ -70,11 +70,17 @@ pub fn gemm_cases(quick: bool) -> Vec<(&'static str, Gemm)> {
         c_stride: 256 * 64,
         accumulate: false,
     };
+    // The editor's edge products: [edges, hidden] x [hidden, hidden]^T at hidden 32.
+    let editor_edges = |edges| Gemm {
+        trans_b: true,
+        ..Gemm::single(edges, 32, 32)
+    };
     if quick {
         return vec![
             ("square", Gemm::single(128, 128, 128)),
             ("batched", Gemm::batched(16, 64, 64, 64)),
             ("mlp layer", mlp_layer(8)),
+            ("editor edges", editor_edges(4096)),
         ];
     }
     vec![
@@ -83,6 +89,8 @@ pub fn gemm_cases(quick: bool) -> Vec<(&'static str, Gemm)> {
         ("square", Gemm::single(2048, 2048, 2048)),
         ("batched", Gemm::batched(256, 64, 64, 64)),
         ("mlp layer", mlp_layer(512)),
+        ("editor edges", editor_edges(44_032)),
+        ("editor edges", editor_edges(16 * 44_032)),
     ]
 }
 
@@ -95,10 +103,12 @@ pub fn bench_gemm(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult>>
         let a = dev.upload(&random_vec(&mut rng, a_len))?;
         let b = dev.upload(&random_vec(&mut rng, b_len))?;
         let c = dev.alloc(g.c_stride * (g.batch - 1) + g.m * g.n)?;
-        let kernels: &[GemmKernel] = if dev.is_gpu() {
-            &[GemmKernel::Naive, GemmKernel::Tiled]
-        } else {
-            &[GemmKernel::Auto]
+        let kernels: &[GemmKernel] = match dev.is_gpu() {
+            true if (9..=32).contains(&g.n) => {
+                &[GemmKernel::Naive, GemmKernel::Tiled, GemmKernel::Narrow]
+            }
+            true => &[GemmKernel::Naive, GemmKernel::Tiled],
+            false => &[GemmKernel::Auto],
         };
         for &kernel in kernels {
             let flops = g.flops();
@@ -111,14 +121,7 @@ pub fn bench_gemm(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult>>
                 gemm_with(dev, kernel, &g, a.all(), b.all(), c.all())
             })?;
             let label = if dev.is_gpu() {
-                format!(
-                    "gemm {name} ({})",
-                    if kernel == GemmKernel::Naive {
-                        "naive"
-                    } else {
-                        "tiled"
-                    }
-                )
+                format!("gemm {name} ({})", format!("{kernel:?}").to_lowercase())
             } else {
                 format!("gemm {name}")
             };

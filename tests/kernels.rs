@@ -32,10 +32,12 @@ fn gemm_matches_cpu_at_awkward_sizes() {
         (1, 64, 64, 16),
         (2, 1, 257, 33),
         (1, 100, 70, 90),
+        // The editor's products: many rows, 32 wide (one row past a 128-row tile).
+        (1, 129, 32, 32),
     ];
     let mut cases = 0;
     for &(batch, m, n, k) in &shapes {
-        for kernel in [GemmKernel::Naive, GemmKernel::Tiled] {
+        for kernel in [GemmKernel::Naive, GemmKernel::Tiled, GemmKernel::Narrow] {
             for (trans_a, trans_b) in [(false, false), (true, false), (false, true), (true, true)] {
                 for accumulate in [false, true] {
                     // Batch strides with a gap after every item; a shared A (stride 0) when batch > 1
@@ -92,7 +94,7 @@ fn gemm_matches_cpu_at_awkward_sizes() {
             }
         }
     }
-    assert_eq!(cases, shapes.len() * 16);
+    assert_eq!(cases, shapes.len() * 24);
 }
 
 #[test]

@@ -64,10 +64,12 @@ impl Gemm {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmKernel {
-    /// Tiled for shapes that fill at least one 64x64 tile, naive below that.
+    /// Tiled for shapes that fill at least one 64x64 tile, narrow tiles for outputs 9 to 32
+    /// wide, naive below that.
     Auto,
     Naive,
     Tiled,
+    Narrow,
 }
 
 #[repr(C)]
@@ -127,15 +129,17 @@ pub fn gemm_with(
             Ok(())
         }
         Device::Gpu(gpu) => {
-            let tiled = match kernel {
-                GemmKernel::Naive => false,
-                GemmKernel::Tiled => true,
-                GemmKernel::Auto => g.m * g.n >= 64 * 64 && g.k >= 16,
+            let kernel = match kernel {
+                GemmKernel::Auto if g.m * g.n < 64 * 64 || g.k < 16 => GemmKernel::Naive,
+                GemmKernel::Auto if (9..=32).contains(&g.n) => GemmKernel::Narrow,
+                GemmKernel::Auto => GemmKernel::Tiled,
+                k => k,
             };
-            let (entry, tile) = if tiled {
-                ("gemm_tiled", 64)
-            } else {
-                ("gemm_naive", 16)
+            // Entry point and output tile (columns, rows) per workgroup.
+            let (entry, tile) = match kernel {
+                GemmKernel::Naive => ("gemm_naive", (16, 16)),
+                GemmKernel::Narrow => ("gemm_narrow", (32, 128)),
+                _ => ("gemm_tiled", (64, 64)),
             };
             let max_z = gpu.limits.max_compute_workgroups_per_dimension as usize;
             let mut z0 = 0;
@@ -157,8 +161,8 @@ pub fn gemm_with(
                     _pad: [0; 4],
                 };
                 let groups = [
-                    g.n.div_ceil(tile) as u32,
-                    g.m.div_ceil(tile) as u32,
+                    g.n.div_ceil(tile.0) as u32,
+                    g.m.div_ceil(tile.1) as u32,
                     nz as u32,
                 ];
                 gpu.launch("gemm", SHADER, entry, &p, &[a.buf, b.buf, c.buf], groups)?;
