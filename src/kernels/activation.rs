@@ -160,19 +160,6 @@ unsafe fn backward_chunk_avx2(act: Activation, x: &[f32], dy: &[f32], dx: &mut [
     backward_loop(act, x, dy, dx)
 }
 
-#[inline(always)]
-fn backward_loop(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
-    let pairs = dx.iter_mut().zip(dy.iter().zip(x));
-    match act {
-        // SiLU spelled out (not through `grad`) so that the loop vectorises.
-        Activation::Silu => pairs.for_each(|(d, (&g, &v))| {
-            let s = sigmoid(v);
-            *d = g * (s * (1.0 + v * (1.0 - s)));
-        }),
-        _ => pairs.for_each(|(d, (&g, &v))| *d = g * act.grad(v)),
-    }
-}
-
 /// One tight loop per activation (the match outside it), so each one vectorises.
 #[inline(always)]
 fn forward_loop(act: Activation, x: &[f32], y: &mut [f32]) {
@@ -188,6 +175,19 @@ fn forward_loop(act: Activation, x: &[f32], y: &mut [f32]) {
 #[inline(always)]
 fn map(x: &[f32], y: &mut [f32], f: impl Fn(f32) -> f32) {
     y.iter_mut().zip(x).for_each(|(o, &v)| *o = f(v));
+}
+
+#[inline(always)]
+fn backward_loop(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let pairs = dx.iter_mut().zip(dy.iter().zip(x));
+    match act {
+        // SiLU spelled out (not through `grad`) so that the loop vectorises.
+        Activation::Silu => pairs.for_each(|(d, (&g, &v))| {
+            let s = sigmoid(v);
+            *d = g * (s * (1.0 + v * (1.0 - s)));
+        }),
+        _ => pairs.for_each(|(d, (&g, &v))| *d = g * act.grad(v)),
+    }
 }
 
 #[repr(C)]
