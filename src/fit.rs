@@ -76,7 +76,11 @@ pub fn fit_penalised(
     assert_eq!(init.len(), b * shape.n_params());
     let x = dev.upload(&data.x)?;
     let y = dev.upload(&data.y)?;
-    let idx = dev.alloc(b * bs)?;
+    let steps_per_epoch = n / bs;
+    // The minibatch indices of many steps go to the device in one write (on a GPU every write
+    // submits the work recorded before it), at most 4 Mi indices at a time.
+    let steps_per_write = ((1 << 22) / (b * bs)).clamp(1, steps_per_epoch.max(1));
+    let idx = dev.alloc(steps_per_write * b * bs)?;
     let xb = dev.alloc(b * bs * d)?;
     // Labels of every model's minibatch, then one lambda per model (the penalty reads both).
     let yb = dev.alloc(b * bs + b)?;
@@ -102,9 +106,8 @@ pub fn fit_penalised(
         .map(|m| rand_chacha::ChaCha8Rng::seed_from_u64(m.seed ^ 0xda7a))
         .collect();
     let mut perms: Vec<Vec<u32>> = vec![(0..n as u32).collect(); b];
-    let steps_per_epoch = n / bs;
     let max_epochs = models.iter().map(|m| m.epochs).max().unwrap_or(0);
-    let mut idx_host = vec![0u32; b * bs];
+    let mut idx_host = vec![0u32; steps_per_write * b * bs];
     let np = net.params.len();
     for epoch in 0..max_epochs {
         // A model past its epochs trains on with lr 0: frozen, while the others go on.
@@ -123,16 +126,25 @@ pub fn fit_penalised(
             p.shuffle(rng);
         }
         for step in 0..steps_per_epoch {
-            for (z, p) in perms.iter().enumerate() {
-                idx_host[z * bs..(z + 1) * bs].copy_from_slice(&p[step * bs..(step + 1) * bs]);
+            // Step s's indices: model-major, at (s - first) * b * bs in the table.
+            let slot = step % steps_per_write;
+            if slot == 0 {
+                let steps = steps_per_write.min(steps_per_epoch - step);
+                for (s, rows) in idx_host.chunks_mut(b * bs).take(steps).enumerate() {
+                    let at = (step + s) * bs;
+                    for (z, p) in perms.iter().enumerate() {
+                        rows[z * bs..(z + 1) * bs].copy_from_slice(&p[at..at + bs]);
+                    }
+                }
+                dev.write_u32(&idx, 0, &idx_host[..steps * b * bs])?;
             }
-            dev.write_u32(&idx, 0, &idx_host)?;
-            gather_rows(dev, d, x.all(), idx.all(), xb.all())?;
-            gather_rows(dev, 1, y.all(), idx.all(), yb.view(0, b * bs))?;
+            let step_idx = idx.view(slot * b * bs, b * bs);
+            gather_rows(dev, d, x.all(), step_idx, xb.all())?;
+            gather_rows(dev, 1, y.all(), step_idx, yb.view(0, b * bs))?;
             net.forward(dev, xb.all(), bs * d)?;
             net.loss(dev, yb.view(0, b * bs), bs)?;
             if let Some(pen) = penalty {
-                gather_rows(dev, 1, groups.all(), idx.all(), gb.all())?;
+                gather_rows(dev, 1, groups.all(), step_idx, gb.all())?;
                 let dlogits = net.dacts.view(net.logits().offset, b * bs);
                 fairness_penalty(
                     dev,
