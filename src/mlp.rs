@@ -423,9 +423,9 @@ pub fn random_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
 }
 
 /// Logits of `batch` models (parameters model-major, `batch * n_params`) on the same `rows` inputs
-/// `x` ([rows, in]), as [batch, rows, outputs]. Runs in chunks of at most 2048 rows, fewer when
-/// one chunk's activations would not fit the device's largest buffer, and halved while the
-/// device runs out of memory.
+/// `x` ([rows, in]), as [batch, rows, outputs]. Runs in passes over as many rows as fit in the
+/// device's largest buffer and in 64 MB of activations (a validation or test split is usually
+/// one pass: one wait for the device), halved while the device runs out of memory.
 pub fn predict(
     dev: &Device,
     shape: &MlpShape,
@@ -433,13 +433,25 @@ pub fn predict(
     params: &[f32],
     x: &[f32],
 ) -> Result<Vec<f32>> {
+    predict_in_passes(dev, shape, batch, params, x, usize::MAX)
+}
+
+/// `predict` in passes of at most `max_rows` rows.
+pub fn predict_in_passes(
+    dev: &Device,
+    shape: &MlpShape,
+    batch: usize,
+    params: &[f32],
+    x: &[f32],
+    max_rows: usize,
+) -> Result<Vec<f32>> {
     let per_row = 4
         * batch
         * (0..shape.layers())
             .map(|l| 2 * shape.fan_out(l))
             .sum::<usize>();
-    let fit = dev.max_buffer_bytes() / per_row.max(1) as u64;
-    let mut chunk = fit.clamp(1, 2048) as usize;
+    let fit = dev.max_buffer_bytes().min(64 << 20) / per_row.max(1) as u64;
+    let mut chunk = (fit as usize).clamp(1, max_rows.max(1));
     let d = shape.fan_in(0);
     let rows = x.len() / d;
     let k = shape.outputs();

@@ -6,7 +6,7 @@ use common::*;
 use rand::{Rng, SeedableRng};
 use regop::kernels::activation::Activation;
 use regop::kernels::adam::Adam;
-use regop::mlp::{forward_host, init_params, predict, BatchedMlp, MlpShape};
+use regop::mlp::{forward_host, init_params, predict_in_passes, BatchedMlp, MlpShape};
 use regop::Device;
 
 /// Toy binary problem: label = point (x0, x1) inside a circle; six more pure-noise inputs.
@@ -138,8 +138,9 @@ fn batched_forward_equals_each_model_alone() {
     }
 }
 
-/// `predict`, which runs inference-only nets in chunks of 2048 rows, gives each model's host
-/// forward on every row, over two whole chunks and a remainder, on both backends.
+/// `predict`, which runs inference-only nets in passes over the rows, gives each model's host
+/// forward on every row, in one pass and in passes of 2048 rows (two whole passes and a
+/// remainder), on both backends.
 #[test]
 fn predict_in_chunks_equals_each_model_alone() {
     let mut rng = fresh_rng("predict");
@@ -155,14 +156,16 @@ fn predict_in_chunks_equals_each_model_alone() {
         want.extend(forward_host(&shape, p, &x, rows));
     }
     for dev in [Device::cpu(), gpu()] {
-        let got = predict(&dev, &shape, batch, &params, &x).unwrap();
-        assert_eq!(got.len(), want.len());
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
-                "{}: value {i}: {g} vs {w}",
-                dev.name()
-            );
+        for max_rows in [usize::MAX, 2048] {
+            let got = predict_in_passes(&dev, &shape, batch, &params, &x, max_rows).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{} in passes of {max_rows}: value {i}: {g} vs {w}",
+                    dev.name()
+                );
+            }
         }
     }
 }
