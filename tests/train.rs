@@ -98,6 +98,35 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     );
     assert_eq!(median_of(&r, "editor", "satisfied"), 1.0);
 
+    // The report's editor-against-reference figures, recomputed from the summary and the
+    // per-model rows.
+    let versus = r["editor_versus"].as_array().unwrap();
+    assert_eq!(versus.len(), 1, "{versus:?}");
+    let v = &versus[0];
+    assert_eq!(v["reference"], "global magnitude + fine-tune");
+    let reference = median_of(&r, "global magnitude + fine-tune", "median_accuracy");
+    let gap = v["gap_recovered"].as_f64().unwrap();
+    assert!((gap - (ed - mag) / (reference - mag)).abs() < 1e-9, "{v}");
+    let rows = r["rows"].as_array().unwrap();
+    let ratios: Vec<f64> = rows
+        .iter()
+        .filter(|e| e["method"].as_str().unwrap().starts_with("editor"))
+        .map(|e| {
+            let reference = rows
+                .iter()
+                .find(|x| x["model"] == e["model"] && x["method"] == "global magnitude + fine-tune")
+                .unwrap();
+            reference["seconds"].as_f64().unwrap() / e["seconds"].as_f64().unwrap()
+        })
+        .collect();
+    let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let close = |key: &str, want: f64| {
+        let got = v[key].as_f64().unwrap();
+        assert!((got - want).abs() <= 1e-9 * want, "{key}: {got} vs {want}");
+    };
+    close("speedup_lowest", lowest);
+    close("speedup_median", regop::report::median(&ratios));
+
     // The edit benchmarks on the same files, and the check files they write for a second
     // implementation: the checked edit is the one `regop edit` makes.
     let check = dir.path().join("check");

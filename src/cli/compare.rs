@@ -102,6 +102,125 @@ struct Summary {
     compliant: f64,
 }
 
+/// The editor against a baseline its requirement is judged by: how much of the gap between
+/// the trivial edit and the reference its median accuracy recovers, and how many times faster
+/// one edit is than one reference run on the same model (median and lowest over models).
+#[derive(serde::Serialize)]
+struct EditorVersus {
+    setting: Option<f64>,
+    reference: String,
+    reference_accuracy: f64,
+    editor_accuracy: f64,
+    /// The trivial edit and its median accuracy, where the gap is defined.
+    trivial: Option<(String, f64)>,
+    gap_recovered: Option<f64>,
+    speedup_median: f64,
+    speedup_lowest: f64,
+}
+
+/// `EditorVersus` for the rows at `setting`: the editor's rows against those `reference` picks
+/// (per model the fastest of them, when several methods qualify, as the fair fine-tunings at
+/// each lambda do), with the gap from `trivial` where given. None without editor or reference
+/// rows.
+fn editor_versus(
+    rows: &[Row],
+    setting: Option<f64>,
+    reference: (&str, &dyn Fn(&str) -> bool),
+    trivial: Option<&dyn Fn(&str) -> bool>,
+) -> Option<EditorVersus> {
+    let at = |pick: &dyn Fn(&str) -> bool| -> Vec<&Row> {
+        rows.iter()
+            .filter(|r| r.setting == setting && pick(&r.method))
+            .collect()
+    };
+    let editor = at(&|m: &str| m.starts_with("editor"));
+    let refs = at(reference.1);
+    if editor.is_empty() || refs.is_empty() {
+        return None;
+    }
+    let acc = |rs: &[&Row]| median(&rs.iter().map(|r| r.accuracy).collect::<Vec<_>>());
+    let ratios: Vec<f64> = editor
+        .iter()
+        .filter_map(|e| {
+            let fastest = refs
+                .iter()
+                .filter(|r| r.model == e.model)
+                .map(|r| r.seconds)
+                .reduce(f64::min)?;
+            Some(fastest / e.seconds.max(1e-9))
+        })
+        .collect();
+    let (editor_accuracy, reference_accuracy) = (acc(&editor), acc(&refs));
+    let trivial = trivial.map(|pick| {
+        let rs = at(pick);
+        (rs[0].method.clone(), acc(&rs))
+    });
+    Some(EditorVersus {
+        setting,
+        reference: reference.0.to_string(),
+        reference_accuracy,
+        editor_accuracy,
+        gap_recovered: trivial
+            .as_ref()
+            .map(|(_, t)| (editor_accuracy - t) / (reference_accuracy - t)),
+        trivial,
+        speedup_median: median(&ratios),
+        speedup_lowest: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+    })
+}
+
+/// What the editor is judged by, per requirement: minimisation against
+/// zeroing and retraining (and zero + fine-tune for speed), pruning against global magnitude
+/// and magnitude + fine-tune at each sparsity, fairness against one fair fine-tuning.
+fn editor_findings(req: Requirement, rows: &[Row], sparsities: &[f64]) -> Vec<EditorVersus> {
+    let is = |name: &'static str| move |m: &str| m == name;
+    match req {
+        Requirement::Minimise => [
+            editor_versus(
+                rows,
+                None,
+                ("retrain without", &is("retrain without")),
+                Some(&is("zero columns")),
+            ),
+            editor_versus(
+                rows,
+                None,
+                ("zero + fine-tune", &|m: &str| {
+                    m.starts_with("zero + fine-tune")
+                }),
+                None,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        Requirement::Prune => sparsities
+            .iter()
+            .filter_map(|&sp| {
+                editor_versus(
+                    rows,
+                    Some(sp),
+                    (
+                        "global magnitude + fine-tune",
+                        &is("global magnitude + fine-tune"),
+                    ),
+                    Some(&is("global magnitude")),
+                )
+            })
+            .collect(),
+        Requirement::Fairness => editor_versus(
+            rows,
+            None,
+            ("fair fine-tune (the fastest lambda)", &|m: &str| {
+                m.starts_with("fair fine-tune")
+            }),
+            None,
+        )
+        .into_iter()
+        .collect(),
+    }
+}
+
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let manifest = read_manifest(&a.zoo)?;
     let out = a.out.clone().unwrap_or_else(|| {
@@ -541,10 +660,11 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             data.schema.sensitive.clone().unwrap_or_default()
         ),
     };
+    let findings = editor_findings(a.requirement, &rows, &a.sparsity);
     let results = serde_json::json!({
         "zoo": a.zoo, "dataset": manifest.dataset, "device": dev.name(), "requirement": a.requirement,
         "settings": settings, "fine_tune_epochs": a.ft_epochs, "test_models": tests.len(),
-        "summary": summary, "rows": rows,
+        "summary": summary, "editor_versus": findings, "rows": rows,
     });
     crate::io::write_atomic(
         &out.join("results.json"),
@@ -664,18 +784,39 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         true,
     )?;
     let mut md = format!("# {title}\n\nDevice: {}. Test split of the data: {} rows. Fine-tuning: {} epochs at each model's own learning rate.\n\n", dev.name(), split.rows(), a.ft_epochs);
-    md += "| method | median accuracy | median drop | median agreement | median s/edit | requirement met | compliant (met, drop <= 2 pts) |\n|---|---:|---:|---:|---:|---:|---:|\n";
+    md += "| method | median accuracy | median drop | median agreement | median ms/edit | requirement met | compliant (met, drop <= 2 pts) |\n|---|---:|---:|---:|---:|---:|---:|\n";
     for s in &summary {
         md += &format!(
-            "| {} | {:.4} | {:+.4} | {:.4} | {:.3} | {:.0}% | {:.0}% |\n",
+            "| {} | {:.4} | {:+.4} | {:.4} | {:.2} | {:.0}% | {:.0}% |\n",
             s.method,
             s.median_accuracy,
             -s.median_accuracy_drop,
             s.median_agreement,
-            s.median_seconds,
+            1e3 * s.median_seconds,
             100.0 * s.satisfied,
             100.0 * s.compliant
         );
+    }
+    if !findings.is_empty() {
+        md += "\nThe editor against its references (gap recovered: how far the editor's median accuracy goes from the trivial edit's to the reference's; speed-up: one reference run's time over one edit's, per model, same device):\n\n| reference | setting | gap recovered | speed-up, median | speed-up, lowest |\n|---|---|---:|---:|---:|\n";
+        for f in &findings {
+            let gap = match (&f.trivial, f.gap_recovered) {
+                (Some((name, t)), Some(g)) => format!(
+                    "{:.0}% ({name} {t:.4} -> editor {:.4}; reference {:.4})",
+                    100.0 * g,
+                    f.editor_accuracy,
+                    f.reference_accuracy
+                ),
+                _ => "-".into(),
+            };
+            md += &format!(
+                "| {} | {} | {gap} | {:.1}x | {:.1}x |\n",
+                f.reference,
+                f.setting.map_or("-".into(), |s| format!("sparsity {s}")),
+                f.speedup_median,
+                f.speedup_lowest
+            );
+        }
     }
     md += match a.requirement {
         Requirement::Minimise => "\nRequirement: every first-layer weight of the removed features' input columns is exactly zero, so the model provably cannot use them.\n",
