@@ -151,9 +151,9 @@ fn editor_versus(
         })
         .collect();
     let (editor_accuracy, reference_accuracy) = (acc(&editor), acc(&refs));
-    let trivial = trivial.map(|pick| {
+    let trivial = trivial.and_then(|pick| {
         let rs = at(pick);
-        (rs[0].method.clone(), acc(&rs))
+        Some((rs.first()?.method.clone(), acc(&rs)))
     });
     Some(EditorVersus {
         setting,
@@ -169,9 +169,9 @@ fn editor_versus(
     })
 }
 
-/// What the editor is judged by, per requirement: minimisation against
-/// zeroing and retraining (and zero + fine-tune for speed), pruning against global magnitude
-/// and magnitude + fine-tune at each sparsity, fairness against one fair fine-tuning.
+/// What the editor is judged by, per requirement: minimisation against zeroing and retraining
+/// (and zero + fine-tune for speed), pruning against global magnitude and magnitude +
+/// fine-tune at each sparsity, fairness against one fair fine-tuning.
 fn editor_findings(req: Requirement, rows: &[Row], sparsities: &[f64]) -> Vec<EditorVersus> {
     let is = |name: &'static str| move |m: &str| m == name;
     match req {
