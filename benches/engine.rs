@@ -2,8 +2,8 @@
 //! one exists, on the hardware GPU, printed as tables. Same code as `regop bench`.
 //! Set REGOP_BENCH_QUICK=1 for small shapes.
 
-use regop::bench::{run_all, table, BenchOptions};
-use regop::device::{Device, DeviceChoice};
+use regop::app::bench::{run_all, table, BenchOptions};
+use regop::engine::device::{Device, DeviceChoice};
 
 fn main() {
     let opts = BenchOptions {

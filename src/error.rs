@@ -35,12 +35,14 @@ impl Error {
             msg: msg.into(),
         }
     }
-    /// An out-of-memory error with the advice that fits the command (`crate::gpu` gives a
+    /// An out-of-memory error with the advice that fits the command (`crate::engine::gpu` gives a
     /// general one); other errors unchanged.
     pub fn with_room_advice(self, advice: &str) -> Self {
         match self {
             Error::NoRoom(m) => {
-                let what = m.strip_suffix(crate::gpu::NO_ROOM_ADVICE).unwrap_or(&m);
+                let what = m
+                    .strip_suffix(crate::engine::gpu::NO_ROOM_ADVICE)
+                    .unwrap_or(&m);
                 Error::NoRoom(format!("{}; {advice}", what.trim_end_matches("; ")))
             }
             e => e,

@@ -1,3 +1,3 @@
 fn main() {
-    std::process::exit(regop::cli::main());
+    std::process::exit(regop::app::cli::main());
 }

@@ -1,11 +1,11 @@
 //! Baselines move their metric the right way, reach exactly what is asked, and the comparison
 //! harness writes well-formed reports. On the built-in synthetic data at CI scale.
 
-use regop::baselines::*;
-use regop::data::loaders::{load, DataOptions, DatasetName};
-use regop::kernels::activation::Activation;
-use regop::metrics::{accuracy, decisions};
-use regop::mlp::{init_params, predict, MlpShape};
+use regop::engine::kernels::activation::Activation;
+use regop::io::data::loaders::{load, DataOptions, DatasetName};
+use regop::networks::mlp::{init_params, predict, MlpShape};
+use regop::requirement::metrics::{accuracy, decisions};
+use regop::workflows::baselines::*;
 use regop::Device;
 use std::process::Command;
 
@@ -152,13 +152,13 @@ fn masked_fine_tuning_keeps_zeros_and_recovers_accuracy_above_zeroing() {
     };
     let (mut a0, mut az, mut at, mut ap, mut apt) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for seed in 1..=3u64 {
-        let fm = regop::fit::FitModel {
+        let fm = regop::workflows::fit::FitModel {
             seed,
             lr: 5e-3,
             weight_decay: 1e-4,
             epochs: 6,
         };
-        let trained = regop::fit::fit(
+        let trained = regop::workflows::fit::fit(
             &dev,
             &shape,
             &init_params(&shape, seed),
@@ -330,8 +330,8 @@ fn compare_writes_results_and_reports() {
 
 #[test]
 fn threshold_post_processing_closes_the_gaps() {
-    use regop::metrics::{demographic_parity_difference, equalized_odds_difference};
-    use regop::postprocess::{fit_demographic_parity, fit_equalized_odds};
+    use regop::requirement::metrics::{demographic_parity_difference, equalized_odds_difference};
+    use regop::workflows::postprocess::{fit_demographic_parity, fit_equalized_odds};
     let dev = Device::cpu();
     let data = load(
         DatasetName::Synthetic,
@@ -344,13 +344,13 @@ fn threshold_post_processing_closes_the_gaps() {
     )
     .unwrap();
     let shape = MlpShape::new(&[data.schema.n_columns(), 32, 1], Activation::Relu);
-    let fm = regop::fit::FitModel {
+    let fm = regop::workflows::fit::FitModel {
         seed: 4,
         lr: 5e-3,
         weight_decay: 1e-4,
         epochs: 5,
     };
-    let p = regop::fit::fit(
+    let p = regop::workflows::fit::fit(
         &dev,
         &shape,
         &init_params(&shape, 4),

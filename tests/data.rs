@@ -1,8 +1,8 @@
 //! Loaders on the shared copies of the real datasets (row counts as documented), preprocessing
 //! rules, the synthetic generator, and broken CSV files.
 
-use regop::data::loaders::{load, DataOptions, DatasetName};
-use regop::data::FeatureKind;
+use regop::io::data::loaders::{load, DataOptions, DatasetName};
+use regop::io::data::FeatureKind;
 use std::path::{Path, PathBuf};
 
 fn shared(rel: &str) -> PathBuf {

@@ -6,17 +6,17 @@
 mod common;
 use common::*;
 use rand::Rng;
-use regop::edit::{
+use regop::engine::kernels::activation::Activation;
+use regop::engine::kernels::edit::{edit_backward, edit_forward, EditOpts, KEEP_ALL};
+use regop::engine::kernels::fairness::Gap;
+use regop::engine::kernels::jsd::jsd;
+use regop::networks::editor::{Editor, EditorConfig};
+use regop::networks::graph::PosIds;
+use regop::networks::mlp::{init_params, MlpShape};
+use regop::workflows::edit::{
     choose_shift, edit_models, fold_removed_means, shift_grid, step_gradient, Ask, Columns,
     EditSpec, FairTarget, PruneScore, Requirement, TrainBatch, COND_DIM,
 };
-use regop::editor::{Editor, EditorConfig};
-use regop::graph::PosIds;
-use regop::kernels::activation::Activation;
-use regop::kernels::edit::{edit_backward, edit_forward, EditOpts, KEEP_ALL};
-use regop::kernels::fairness::Gap;
-use regop::kernels::jsd::jsd;
-use regop::mlp::{init_params, MlpShape};
 use regop::Device;
 
 fn bits(v: &[u32]) -> Vec<f32> {
@@ -669,8 +669,8 @@ fn the_mean_fold_moves_removed_columns_into_the_biases() {
         zeroed[j * 3 + 1] = 0.0;
         zeroed[j * 3 + 2] = 0.0;
     }
-    let a = regop::mlp::forward_host(&shape, &zeroed, &x, 1);
-    let b = regop::mlp::forward_host(&shape, &params, &xm, 1);
+    let a = regop::networks::mlp::forward_host(&shape, &zeroed, &x, 1);
+    let b = regop::networks::mlp::forward_host(&shape, &params, &xm, 1);
     assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
 }
 
@@ -713,8 +713,8 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
     };
     let edited = edit_models(&dev, &ed, &spec, &[(&shape, &params)], &[ask], &cols).unwrap();
     let x = random(&mut rng, 20 * 6);
-    let before = regop::mlp::forward_host(&shape, &params, &x, 20);
-    let after = regop::mlp::forward_host(&shape, &edited[0], &x, 20);
+    let before = regop::networks::mlp::forward_host(&shape, &params, &x, 20);
+    let after = regop::networks::mlp::forward_host(&shape, &edited[0], &x, 20);
     let mean = (shift[0] + shift[1]) / 2.0;
     for (b, a) in before.iter().zip(&after) {
         assert!(
@@ -748,8 +748,15 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
 
 /// The (gap, accuracy) of binary `logits` on `split` with each row's logit moved by its group's
 /// `shift`, scored from the hard decisions.
-fn score_shift(logits: &[f32], split: &regop::data::Split, shift: &[f32], gap: Gap) -> (f64, f64) {
-    use regop::metrics::{accuracy, demographic_parity_difference, equalized_odds_difference};
+fn score_shift(
+    logits: &[f32],
+    split: &regop::io::data::Split,
+    shift: &[f32],
+    gap: Gap,
+) -> (f64, f64) {
+    use regop::requirement::metrics::{
+        accuracy, demographic_parity_difference, equalized_odds_difference,
+    };
     let pred: Vec<f32> = logits
         .iter()
         .zip(&split.group)
@@ -781,13 +788,13 @@ fn choose_shift_meets_the_target_at_the_best_accuracy() {
             y.push(label as u32 as f32);
             group.push(g);
         }
-        let split = regop::data::Split {
+        let split = regop::io::data::Split {
             x: vec![0.0; rows],
             y,
             group,
         };
         let max_gap = 0.05;
-        let target = regop::edit::SEARCH_MARGIN * max_gap;
+        let target = regop::workflows::edit::SEARCH_MARGIN * max_gap;
         let none = vec![0.0; groups];
         let (g0, _) = score_shift(&logits, &split, &none, Gap::Eo);
         assert!(g0 > 2.0 * max_gap, "the test needs a gap to close: {g0}");

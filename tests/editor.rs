@@ -4,10 +4,10 @@
 mod common;
 use common::*;
 use rand::Rng;
-use regop::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape, HEAD_OUT};
-use regop::graph::{EditInput, GraphBatch, PosIds};
-use regop::kernels::activation::Activation;
-use regop::mlp::{init_params, MlpShape};
+use regop::engine::kernels::activation::Activation;
+use regop::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape, HEAD_OUT};
+use regop::networks::graph::{EditInput, GraphBatch, PosIds};
+use regop::networks::mlp::{init_params, MlpShape};
 use regop::Device;
 
 const POS: PosIds = PosIds {
@@ -473,7 +473,7 @@ fn checkpoints_round_trip() {
     )
     .unwrap();
     ed.backward(&dev, &dg, &t).unwrap();
-    ed.adam_step(&dev, &regop::kernels::adam::Adam::default())
+    ed.adam_step(&dev, &regop::engine::kernels::adam::Adam::default())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("editor.safetensors");

@@ -88,7 +88,7 @@ fn a_lost_device_fails_every_later_call_with_one_message() {
     let read = dev.read_all(&buf).map(|_| ());
     let out = dev.alloc(3).map(|_| ());
     // Launches are only recorded; their failure is reported when their results are read.
-    let axpy = regop::kernels::axpy::axpy(&dev, 1.0, buf.all(), 1.0, sum.all())
+    let axpy = regop::engine::kernels::axpy::axpy(&dev, 1.0, buf.all(), 1.0, sum.all())
         .and_then(|_| dev.read_all(&sum).map(|_| ()));
     for (what, r) in [
         ("read", read),
@@ -162,14 +162,15 @@ fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
     }
     assert_eq!(files_in(&cut), ["editor.safetensors", "last.safetensors"]);
     let cpu = Device::cpu();
-    let (_, meta) = regop::editor::Editor::load(&cpu, &cut.join("last.safetensors")).unwrap();
+    let (_, meta) =
+        regop::networks::editor::Editor::load(&cpu, &cut.join("last.safetensors")).unwrap();
     assert!(meta["step"].parse::<usize>().unwrap() < 4);
     let mut resume = train_args(&z, &cut);
     resume.push("--resume");
     ok(&regop("gpu", &resume, None));
     for name in ["editor.safetensors", "last.safetensors"] {
-        let (a, _) = regop::editor::Editor::load(&cpu, &whole.join(name)).unwrap();
-        let (b, _) = regop::editor::Editor::load(&cpu, &cut.join(name)).unwrap();
+        let (a, _) = regop::networks::editor::Editor::load(&cpu, &whole.join(name)).unwrap();
+        let (b, _) = regop::networks::editor::Editor::load(&cpu, &cut.join(name)).unwrap();
         let (a, b) = (
             cpu.read_all(&a.params).unwrap(),
             cpu.read_all(&b.params).unwrap(),
@@ -235,7 +236,7 @@ fn a_zoo_whose_device_is_lost_resumes_to_the_unbroken_zoo() {
     assert_eq!(models(&cut), models(&whole));
     for name in models(&whole) {
         let load = |d: &Path| {
-            regop::model::Model::load(&d.join(&name))
+            regop::io::model::Model::load(&d.join(&name))
                 .unwrap()
                 .flat_params()
         };
@@ -255,12 +256,12 @@ fn zoo_editor_and_wide_model(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let z = common::synthetic_zoo(dir, "5");
     let ed = dir.join("ed");
     ok(&regop("cpu", &train_args(&z, &ed), None));
-    let small = regop::model::Model::load(&z.join("model-00000.safetensors")).unwrap();
+    let small = regop::io::model::Model::load(&z.join("model-00000.safetensors")).unwrap();
     let dims = [small.layers[0].in_dim, 140, 140, 1];
     let mut rng = common::fresh_rng("wide model");
     let mut wide = small.clone();
     wide.layers = (0..3)
-        .map(|l| regop::model::Linear {
+        .map(|l| regop::io::model::Linear {
             name: (2 * l).to_string(),
             out_dim: dims[l + 1],
             in_dim: dims[l],
@@ -302,7 +303,7 @@ fn prune(
 /// The GPU's edit is the CPU's: scores that differ in the last bits may swap a weight or two
 /// at the top-k boundary, nothing more.
 fn same_edit(gpu: &Path, cpu: &Path) {
-    let load = |f: &Path| regop::model::Model::load(f).unwrap().flat_params();
+    let load = |f: &Path| regop::io::model::Model::load(f).unwrap().flat_params();
     let (gpu, cpu) = (load(gpu), load(cpu));
     let kept_differently = gpu
         .iter()
@@ -332,9 +333,9 @@ fn a_model_above_the_buffer_limit_is_edited_in_slices() {
     const CAP: u64 = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
     let (_, editor, model) = zoo_editor_and_wide_model(dir.path());
-    let wide = regop::model::Model::load(&model).unwrap();
+    let wide = regop::io::model::Model::load(&model).unwrap();
     let edges = wide.layers.iter().map(|l| l.weight.len()).sum::<usize>() as u64;
-    let (loaded, _) = regop::editor::Editor::load(&Device::cpu(), &editor).unwrap();
+    let (loaded, _) = regop::networks::editor::Editor::load(&Device::cpu(), &editor).unwrap();
     let edge_state = edges * loaded.cfg.hidden as u64 * 4;
     assert!(
         edge_state > 2 * CAP,
@@ -408,9 +409,10 @@ fn out_of_memory_splits_the_work_or_fails_in_one_line() {
     let (roomy, tight) = (out("ed-roomy"), out("ed-tight"));
     ok(&regop("gpu", &train_args(&z, &roomy), None));
     ok(&regop_env("gpu", &train_args(&z, &tight), &oom(2_000_000)));
-    let history = |dir: &Path| -> Vec<regop::train::Validation> {
+    let history = |dir: &Path| -> Vec<regop::workflows::train::Validation> {
         let (_, meta) =
-            regop::editor::Editor::load(&Device::cpu(), &dir.join("last.safetensors")).unwrap();
+            regop::networks::editor::Editor::load(&Device::cpu(), &dir.join("last.safetensors"))
+                .unwrap();
         serde_json::from_str(&meta["history"]).unwrap()
     };
     let (a, b) = (history(&roomy), history(&tight));

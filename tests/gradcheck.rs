@@ -4,10 +4,12 @@
 mod common;
 use common::*;
 use rand::Rng;
-use regop::kernels::activation::{activation_backward, activation_forward, Activation};
-use regop::kernels::bce::{bce_backward, bce_forward, Bce};
-use regop::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward, CrossEntropy};
-use regop::mlp::{init_params, BatchedMlp, MlpShape};
+use regop::engine::kernels::activation::{activation_backward, activation_forward, Activation};
+use regop::engine::kernels::bce::{bce_backward, bce_forward, Bce};
+use regop::engine::kernels::cross_entropy::{
+    cross_entropy_backward, cross_entropy_forward, CrossEntropy,
+};
+use regop::networks::mlp::{init_params, BatchedMlp, MlpShape};
 use regop::Device;
 
 /// Asserts ||analytic - numeric|| / ||numeric|| < tol.

@@ -4,9 +4,9 @@
 mod common;
 use common::*;
 use rand::Rng;
-use regop::kernels::film::{film_backward, film_forward, RowModels};
-use regop::kernels::layernorm::{layernorm_backward, layernorm_forward};
-use regop::kernels::segment::{segment_reduce, SegmentOpts};
+use regop::engine::kernels::film::{film_backward, film_forward, RowModels};
+use regop::engine::kernels::layernorm::{layernorm_backward, layernorm_forward};
+use regop::engine::kernels::segment::{segment_reduce, SegmentOpts};
 use regop::Device;
 
 fn bits(v: &[u32]) -> Vec<f32> {
@@ -386,7 +386,7 @@ fn layernorm_and_film_backward_match_finite_differences() {
 
 #[test]
 fn axpy_matches_cpu() {
-    use regop::kernels::axpy::axpy;
+    use regop::engine::kernels::axpy::axpy;
     let gpu = gpu();
     let mut rng = fresh_rng("axpy");
     for n in [1, 7, 257, 1000] {
@@ -414,7 +414,7 @@ fn axpy_matches_cpu() {
 
 #[test]
 fn mul_matches_cpu() {
-    use regop::kernels::axpy::mul;
+    use regop::engine::kernels::axpy::mul;
     let gpu = gpu();
     let mut rng = fresh_rng("mul");
     for n in [1, 7, 257, 1000] {
@@ -435,7 +435,7 @@ fn mul_matches_cpu() {
 
 #[test]
 fn fairness_penalty_matches_cpu_and_finite_differences() {
-    use regop::kernels::fairness::{fairness_penalty, Gap};
+    use regop::engine::kernels::fairness::{fairness_penalty, Gap};
     let gpu = gpu();
     let mut rng = fresh_rng("fairness");
     for gap in [Gap::Dp, Gap::Eo] {

@@ -6,13 +6,15 @@
 mod common;
 use common::*;
 use rand::Rng;
-use regop::kernels::activation::{activation_backward, activation_forward, Activation};
-use regop::kernels::adam::{adam_step, Adam};
-use regop::kernels::bce::{bce_backward, bce_forward, Bce};
-use regop::kernels::bias::{bias_add, BiasAdd};
-use regop::kernels::cross_entropy::{cross_entropy_backward, cross_entropy_forward, CrossEntropy};
-use regop::kernels::gemm::{gemm_with, Gemm, GemmKernel};
-use regop::kernels::reduce::{reduce, Axis, Reduce};
+use regop::engine::kernels::activation::{activation_backward, activation_forward, Activation};
+use regop::engine::kernels::adam::{adam_step, Adam};
+use regop::engine::kernels::bce::{bce_backward, bce_forward, Bce};
+use regop::engine::kernels::bias::{bias_add, BiasAdd};
+use regop::engine::kernels::cross_entropy::{
+    cross_entropy_backward, cross_entropy_forward, CrossEntropy,
+};
+use regop::engine::kernels::gemm::{gemm_with, Gemm, GemmKernel};
+use regop::engine::kernels::reduce::{reduce, Axis, Reduce};
 
 fn span(stride: usize, batch: usize, size: usize) -> usize {
     stride * (batch - 1) + size
@@ -360,7 +362,7 @@ fn adam_matches_cpu_over_several_steps() {
 
 #[test]
 fn gather_rows_matches_cpu() {
-    use regop::kernels::gather::{gather_rows_with, GatherOpts};
+    use regop::engine::kernels::gather::{gather_rows_with, GatherOpts};
     let gpu = gpu();
     let mut rng = fresh_rng("gather");
     for &(src_rows, cols, n) in &[(1, 1, 1), (7, 33, 13), (257, 7, 300), (40, 100, 257)] {
@@ -405,7 +407,7 @@ fn gather_rows_matches_cpu() {
 
 #[test]
 fn adam_per_model_matches_cpu_and_freezes_models_with_zero_lr() {
-    use regop::kernels::adam::adam_step_per_model;
+    use regop::engine::kernels::adam::adam_step_per_model;
     let gpu = gpu();
     let mut rng = fresh_rng("adam per model");
     let opt = Adam::default();
@@ -471,7 +473,7 @@ fn adam_per_model_matches_cpu_and_freezes_models_with_zero_lr() {
 /// recorded outside a profile; shares add up to 1.
 #[test]
 fn profiles_count_every_kernel_call_on_both_backends() {
-    use regop::profile::profile;
+    use regop::engine::profile::profile;
     for dev in [regop::Device::cpu(), gpu()] {
         let a = dev.upload(&vec![0.5f32; 64 * 64]).unwrap();
         let b = dev.upload(&vec![0.25f32; 64 * 64]).unwrap();

@@ -1,7 +1,7 @@
 //! Metrics against hand-computed cases and against Fairlearn / scikit-learn on the same
 //! predictions (tests/fixtures/metric_cases.json, made by tools/make_metric_fixture.py).
 
-use regop::metrics::*;
+use regop::requirement::metrics::*;
 
 #[test]
 fn hand_computed_cases() {

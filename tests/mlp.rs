@@ -4,9 +4,9 @@
 mod common;
 use common::*;
 use rand::{Rng, SeedableRng};
-use regop::kernels::activation::Activation;
-use regop::kernels::adam::Adam;
-use regop::mlp::{forward_host, init_params, predict_in_passes, BatchedMlp, MlpShape};
+use regop::engine::kernels::activation::Activation;
+use regop::engine::kernels::adam::Adam;
+use regop::networks::mlp::{forward_host, init_params, predict_in_passes, BatchedMlp, MlpShape};
 use regop::Device;
 
 /// Toy binary problem: label = point (x0, x1) inside a circle; six more pure-noise inputs.

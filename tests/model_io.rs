@@ -2,8 +2,8 @@
 //! are read exactly; what regop writes reads back identically; hostile files are refused with a
 //! one-line error naming the file, exit code 2 and no panic.
 
-use regop::kernels::activation::Activation;
-use regop::model::Model;
+use regop::engine::kernels::activation::Activation;
+use regop::io::model::Model;
 use regop::Error;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -395,11 +395,11 @@ fn fuzz_regressions_do_not_panic() {
                     assert!(m.flat_params().iter().all(|v| v.is_finite()), "{name}");
                 }
             } else {
-                let opts = regop::data::loaders::DataOptions {
+                let opts = regop::io::data::loaders::DataOptions {
                     target: Some("y".into()),
                     ..Default::default()
                 };
-                let _ = regop::data::loaders::load_csv_bytes(&path, &bytes, &opts, 0);
+                let _ = regop::io::data::loaders::load_csv_bytes(&path, &bytes, &opts, 0);
             }
         });
         assert!(r.is_ok(), "{name}: panicked");

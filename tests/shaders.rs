@@ -16,12 +16,12 @@ fn every_shader_validates() {
         let name = f.file_stem().unwrap().to_str().unwrap();
         let src = std::fs::read_to_string(f).unwrap();
         assert!(
-            regop::kernels::SHADERS
+            regop::engine::kernels::SHADERS
                 .iter()
                 .any(|(n, s)| *n == name && *s == src),
             "{name}.wgsl is not in kernels::SHADERS"
         );
-        if let Err(e) = regop::kernels::validate_wgsl(&src) {
+        if let Err(e) = regop::engine::kernels::validate_wgsl(&src) {
             panic!("{}: {e}", f.display());
         }
     }
@@ -30,7 +30,7 @@ fn every_shader_validates() {
 #[test]
 fn a_broken_shader_is_rejected() {
     let bad = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
-    assert!(regop::kernels::validate_wgsl(bad).is_err());
+    assert!(regop::engine::kernels::validate_wgsl(bad).is_err());
     let unbound = "@group(0) @binding(0) var<storage, read_write> a: array<f32>;\n@compute @workgroup_size(1) fn main() { a[0] = b; }";
-    assert!(regop::kernels::validate_wgsl(unbound).is_err());
+    assert!(regop::engine::kernels::validate_wgsl(unbound).is_err());
 }

@@ -125,7 +125,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         assert!((got - want).abs() <= 1e-9 * want, "{key}: {got} vs {want}");
     };
     close("speedup_lowest", lowest);
-    close("speedup_median", regop::report::median(&ratios));
+    close("speedup_median", regop::app::report::median(&ratios));
 
     // The edit benchmarks on the same files, and the check files they write for a second
     // implementation: the checked edit is the one `regop edit` makes.
@@ -194,7 +194,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     );
     let by_cli = dir.path().join("by-cli.safetensors");
     ok(&edit(&editor, &model, &by_cli, &["--sparsity", "0.9"]));
-    let load = |f: &Path| regop::model::Model::load(f).unwrap().flat_params();
+    let load = |f: &Path| regop::io::model::Model::load(f).unwrap().flat_params();
     assert_eq!(load(&checked), load(&by_cli));
     assert_ne!(load(&checked), load(&model));
     let st = std::fs::read(check.join("check-train.safetensors")).unwrap();
@@ -227,13 +227,14 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     ]));
     let editor = z.join("editor-minimise/editor.safetensors");
     // The last checkpoint holds the whole history.
-    let (_, meta) = regop::editor::Editor::load(
+    let (_, meta) = regop::networks::editor::Editor::load(
         &regop::Device::cpu(),
         &z.join("editor-minimise/last.safetensors"),
     )
     .unwrap();
-    let history: Vec<regop::train::Validation> = serde_json::from_str(&meta["history"]).unwrap();
-    let best: regop::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
+    let history: Vec<regop::workflows::train::Validation> =
+        serde_json::from_str(&meta["history"]).unwrap();
+    let best: regop::workflows::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
     let trained = history[1..]
         .iter()
         .map(|v| v.jsd)
@@ -281,7 +282,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     );
     let text = String::from_utf8_lossy(&e.stdout);
     assert!(text.contains("->") && text.contains("[met]"), "{text}");
-    let m = regop::model::Model::load(&out).unwrap();
+    let m = regop::io::model::Model::load(&out).unwrap();
     let norms = m.input_column_norms();
     assert_eq!(norms[0], 0.0);
     assert_eq!(norms[1], 0.0);
@@ -309,8 +310,9 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     let outcomes = ok(&e);
     assert_eq!(outcomes.as_array().unwrap().len(), 3);
     for i in 0..3 {
-        let m = regop::model::Model::load(&edited_dir.join(format!("model-0000{i}.safetensors")))
-            .unwrap();
+        let m =
+            regop::io::model::Model::load(&edited_dir.join(format!("model-0000{i}.safetensors")))
+                .unwrap();
         assert_eq!(m.input_column_norms()[0], 0.0);
     }
     // A feature budget: the editor picks which features to drop, keeping at most 6 of 10.
@@ -330,9 +332,11 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         .collect();
     assert_eq!(dropped.len(), 4, "{dropped:?}");
     assert_eq!(dropped[0], "group");
-    let (_, meta) = regop::editor::Editor::load(&regop::Device::cpu(), &editor).unwrap();
-    let schema: regop::data::Schema = serde_json::from_str(&meta["schema"]).unwrap();
-    let norms = regop::model::Model::load(&kf).unwrap().input_column_norms();
+    let (_, meta) = regop::networks::editor::Editor::load(&regop::Device::cpu(), &editor).unwrap();
+    let schema: regop::io::data::Schema = serde_json::from_str(&meta["schema"]).unwrap();
+    let norms = regop::io::model::Model::load(&kf)
+        .unwrap()
+        .input_column_norms();
     for f in &schema.features {
         let zero = norms[f.start..f.start + f.width].iter().all(|n| *n == 0.0);
         assert_eq!(zero, dropped.contains(&f.name), "feature {}", f.name);
@@ -364,19 +368,22 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("--force"));
     // A model of other data is refused.
     let other = dir.path().join("other.safetensors");
-    let shape = regop::mlp::MlpShape::new(&[5, 4, 1], regop::kernels::activation::Activation::Relu);
-    let params = regop::mlp::init_params(&shape, 1);
-    let mm = regop::model::Model::load(&model).unwrap();
+    let shape = regop::networks::mlp::MlpShape::new(
+        &[5, 4, 1],
+        regop::engine::kernels::activation::Activation::Relu,
+    );
+    let params = regop::networks::mlp::init_params(&shape, 1);
+    let mm = regop::io::model::Model::load(&model).unwrap();
     let mut wrong = mm.clone();
     wrong.layers = vec![
-        regop::model::Linear {
+        regop::io::model::Linear {
             name: "0".into(),
             out_dim: 4,
             in_dim: 5,
             weight: params[..20].to_vec(),
             bias: Some(params[20..24].to_vec()),
         },
-        regop::model::Linear {
+        regop::io::model::Linear {
             name: "2".into(),
             out_dim: 1,
             in_dim: 4,
@@ -442,7 +449,7 @@ fn a_killed_training_resumes_to_the_same_editor() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let (_, meta) = regop::editor::Editor::load(&regop::Device::cpu(), &last).unwrap();
+    let (_, meta) = regop::networks::editor::Editor::load(&regop::Device::cpu(), &last).unwrap();
     let step: usize = meta["step"].parse().unwrap();
     assert!(step < 60, "the run finished before it could be interrupted");
 
@@ -468,11 +475,14 @@ fn a_killed_training_resumes_to_the_same_editor() {
     // search, the lowest loss among those. The editor (by default a shift editor) learns: its
     // divergence from the shifted originals falls below the trivial edit's (the untrained
     // editor, which moves only the output bias by the mean shift).
-    let (_, meta) =
-        regop::editor::Editor::load(&regop::Device::cpu(), &whole.join("last.safetensors"))
-            .unwrap();
-    let history: Vec<regop::train::Validation> = serde_json::from_str(&meta["history"]).unwrap();
-    let best: regop::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
+    let (_, meta) = regop::networks::editor::Editor::load(
+        &regop::Device::cpu(),
+        &whole.join("last.safetensors"),
+    )
+    .unwrap();
+    let history: Vec<regop::workflows::train::Validation> =
+        serde_json::from_str(&meta["history"]).unwrap();
+    let best: regop::workflows::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
     assert_eq!(history.len(), 7);
     assert!(history
         .iter()
@@ -636,11 +646,11 @@ fn the_demo_runs_end_to_end_and_writes_its_report() {
 /// front).
 #[test]
 fn training_models_are_read_when_a_step_draws_them() {
-    use regop::train::{TrainConfig, Trainer};
+    use regop::workflows::train::{TrainConfig, Trainer};
     let dir = tempfile::tempdir().unwrap();
     let z = zoo(dir.path(), "5");
-    let manifest = regop::zoo::read_manifest(&z).unwrap();
-    let data = regop::data::loaders::load(
+    let manifest = regop::workflows::zoo::read_manifest(&z).unwrap();
+    let data = regop::io::data::loaders::load(
         manifest.loader,
         None,
         &manifest.data_options,
@@ -649,16 +659,16 @@ fn training_models_are_read_when_a_step_draws_them() {
     .unwrap();
     let cfg = TrainConfig {
         steps: 2,
-        ..TrainConfig::new(regop::edit::Requirement::Prune)
+        ..TrainConfig::new(regop::workflows::edit::Requirement::Prune)
     };
     let trainer = Trainer::new(&cfg, &z, &manifest, &data).unwrap();
     let dev = regop::Device::cpu();
-    let mut editor = regop::editor::Editor::new(&dev, &trainer.editor_cfg, 0).unwrap();
+    let mut editor = regop::networks::editor::Editor::new(&dev, &trainer.editor_cfg, 0).unwrap();
     trainer.step(&dev, &mut editor, 0).unwrap();
     for r in manifest
         .models
         .iter()
-        .filter(|r| r.split == regop::zoo::ModelSplit::Train)
+        .filter(|r| r.split == regop::workflows::zoo::ModelSplit::Train)
     {
         std::fs::write(z.join(&r.file), b"not a model any more").unwrap();
     }

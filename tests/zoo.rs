@@ -2,9 +2,9 @@
 //! shards and merge, evaluation, and the GPU path against the CPU.
 
 mod common;
-use regop::data::loaders::{load, DataOptions, DatasetName};
-use regop::model::Model;
-use regop::zoo::{plan, read_manifest, to_model, train_group, ZooConfig};
+use regop::io::data::loaders::{load, DataOptions, DatasetName};
+use regop::io::model::Model;
+use regop::workflows::zoo::{plan, read_manifest, to_model, train_group, ZooConfig};
 use regop::Device;
 use std::path::Path;
 use std::process::Command;
@@ -47,7 +47,7 @@ fn a_small_zoo_trains_and_every_model_beats_the_majority_class() {
         0,
     )
     .unwrap();
-    let majority = regop::metrics::majority_accuracy(&data.test.y);
+    let majority = regop::requirement::metrics::majority_accuracy(&data.test.y);
     let mut archs = std::collections::BTreeSet::new();
     for rec in &m.models {
         let acc = rec.metrics["test"].accuracy;
@@ -121,8 +121,8 @@ fn model_files_read_back_bit_identically() {
     let mut recs = plan(&cfg, data.schema.n_columns());
     recs.iter_mut().for_each(|r| r.dims = recs_dims(&data));
     let params = train_group(&Device::cpu(), &data, &mut recs, &mut |_, _| {}).unwrap();
-    let manifest = regop::zoo::Manifest {
-        format: regop::zoo::FORMAT.into(),
+    let manifest = regop::workflows::zoo::Manifest {
+        format: regop::workflows::zoo::FORMAT.into(),
         dataset: "synthetic".into(),
         loader: DatasetName::Synthetic,
         data_options: DataOptions::default(),
@@ -149,7 +149,7 @@ fn model_files_read_back_bit_identically() {
     }
 }
 
-fn recs_dims(data: &regop::data::Dataset) -> Vec<usize> {
+fn recs_dims(data: &regop::io::data::Dataset) -> Vec<usize> {
     vec![data.schema.n_columns(), 12, 1]
 }
 
@@ -324,7 +324,7 @@ fn a_killed_zoo_resumes_to_the_same_result() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let partial = cut.join(regop::zoo::PARTIAL);
+    let partial = cut.join(regop::workflows::zoo::PARTIAL);
     let t0 = std::time::Instant::now();
     while !partial.exists() {
         assert!(

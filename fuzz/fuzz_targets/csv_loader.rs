@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regop::data::loaders::{load_csv_bytes, DataOptions};
+use regop::io::data::loaders::{load_csv_bytes, DataOptions};
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

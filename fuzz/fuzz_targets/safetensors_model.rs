@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use regop::model::Model;
+use regop::io::model::Model;
 use std::path::Path;
 
 fuzz_target!(|data: &[u8]| {

@@ -134,10 +134,10 @@ impl Packer {
 /// Random editor parameters (heads and FiLM included, so every gradient path is non-zero).
 pub fn random_editor(
     dev: &Device,
-    cfg: &regop::editor::EditorConfig,
+    cfg: &regop::networks::editor::EditorConfig,
     rng: &mut impl Rng,
-) -> regop::editor::Editor {
-    let fresh = regop::editor::Editor::new(&Device::cpu(), cfg, 0).unwrap();
+) -> regop::networks::editor::Editor {
+    let fresh = regop::networks::editor::Editor::new(&Device::cpu(), cfg, 0).unwrap();
     let mut p: Vec<f32> = (0..fresh.layout.total)
         .map(|_| rng.random_range(-0.5f32..0.5))
         .collect();
@@ -148,7 +148,7 @@ pub fn random_editor(
             }
         }
     }
-    regop::editor::Editor::from_params(dev, cfg, &p).unwrap()
+    regop::networks::editor::Editor::from_params(dev, cfg, &p).unwrap()
 }
 
 /// A small synthetic zoo built by the binary on the CPU backend in `dir/zoo`: 24 models of one

@@ -1,0 +1,145 @@
+//! `regop data`: what a dataset becomes: rows per split, input columns per feature, the sensitive
+//! attribute's groups with their positive rates. Also the data arguments every command shares.
+
+use super::{Global, Printer};
+use crate::error::Result;
+use crate::io::data::loaders::{detect, load, DataOptions, DatasetName};
+use crate::io::data::Dataset;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Dataset files: a directory or file in a standard layout (adult/, compas-scores-two-years.csv,
+    /// german.data, ...) or any CSV (with --target). Without it, the built-in synthetic data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Which loader reads --data (detected from file names when left out).
+    #[arg(long, value_enum)]
+    pub dataset: Option<DatasetName>,
+    #[command(flatten)]
+    pub options: DataOptions,
+}
+
+impl DataArgs {
+    pub fn name(&self) -> DatasetName {
+        self.dataset
+            .unwrap_or_else(|| self.data.as_deref().map_or(DatasetName::Synthetic, detect))
+    }
+    pub fn load(&self, seed: u64) -> Result<Dataset> {
+        load(self.name(), self.data.as_deref(), &self.options, seed)
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(serde::Serialize)]
+struct Summary<'a> {
+    dataset: &'a str,
+    raw_rows: usize,
+    dropped_missing: usize,
+    train_rows: usize,
+    val_rows: usize,
+    test_rows: usize,
+    columns: usize,
+    schema: &'a crate::io::data::Schema,
+    positive_rate_by_group: Vec<(String, f64)>,
+}
+
+pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
+    let d = a.data.load(g.seed)?;
+    let all_y: Vec<f32> = d.train.y.clone();
+    let rates: Vec<(String, f64)> = (0..d.schema.groups.len() as u32)
+        .filter_map(|k| {
+            let idx: Vec<usize> = (0..all_y.len())
+                .filter(|&r| d.train.group[r] == k)
+                .collect();
+            (!idx.is_empty()).then(|| {
+                (
+                    d.schema.groups[k as usize].clone(),
+                    idx.iter().map(|&r| all_y[r] as f64).sum::<f64>() / idx.len() as f64,
+                )
+            })
+        })
+        .collect();
+    let s = Summary {
+        dataset: &d.schema.dataset,
+        raw_rows: d.raw_rows,
+        dropped_missing: d.dropped_missing,
+        train_rows: d.train.rows(),
+        val_rows: d.val.rows(),
+        test_rows: d.test.rows(),
+        columns: d.schema.n_columns(),
+        schema: &d.schema,
+        positive_rate_by_group: rates,
+    };
+    if p.json {
+        p.json(&s);
+        return Ok(0);
+    }
+    println!(
+        "{}: {} rows read, {} dropped for missing values",
+        s.dataset, s.raw_rows, s.dropped_missing
+    );
+    println!(
+        "  split (seed {}): train {}, val {}, test {}",
+        g.seed, s.train_rows, s.val_rows, s.test_rows
+    );
+    println!(
+        "  label '{}' (positive: {}), positive rate {:.3} in train",
+        d.schema.label,
+        d.schema.positive.join("/"),
+        d.train.positive_rate()
+    );
+    println!(
+        "  {} features -> {} input columns:",
+        d.schema.features.len(),
+        s.columns
+    );
+    for f in &d.schema.features {
+        let kind = match &f.kind {
+            crate::io::data::FeatureKind::Numeric { .. } => "numeric".to_string(),
+            crate::io::data::FeatureKind::Categorical { categories } => {
+                format!("{} categories", categories.len())
+            }
+        };
+        println!(
+            "    {:<28} columns {:>3}..{:<3} {kind}",
+            f.name,
+            f.start,
+            f.start + f.width
+        );
+    }
+    if let Some(sname) = &d.schema.sensitive {
+        println!("  sensitive attribute '{sname}': positive rate by group (train)");
+        for (grp, r) in &s.positive_rate_by_group {
+            println!("    {grp:<28} {r:.3}");
+        }
+    }
+    Ok(0)
+}
+
+/// The data a zoo was trained on: its loader, options and split seed, read from `--data`
+/// (or the built-in synthetic data); checked against the zoo's schema.
+pub fn load_for_zoo(
+    zoo: &std::path::Path,
+    manifest: &crate::workflows::zoo::Manifest,
+    data: &DataArgs,
+) -> Result<Dataset> {
+    let d = load(
+        manifest.loader,
+        data.data.as_deref(),
+        &manifest.data_options,
+        manifest.data_seed,
+    )?;
+    if d.schema != manifest.schema {
+        return Err(crate::error::Error::input(
+            zoo,
+            "the data given does not reproduce the zoo's schema (different files or options)",
+        ));
+    }
+    Ok(d)
+}

@@ -1,0 +1,265 @@
+//! `regop train --zoo DIR --requirement minimise|fairness|prune`: train one editor for a
+//! requirement on a zoo's training models, validated on its validation models; the best
+//! checkpoint is kept, and `--resume` continues an interrupted run to the same result.
+
+use super::data::{load_for_zoo, DataArgs};
+use super::{Global, Printer};
+use crate::engine::device::Device;
+use crate::engine::kernels::fairness::Gap;
+use crate::error::{Error, Result};
+use crate::workflows::edit::Requirement;
+use crate::workflows::train::{train, Event, TrainConfig, Trainer, BEST, LAST};
+use crate::workflows::zoo::read_manifest;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The zoo directory (its train models train the editor, its val models pick the checkpoint).
+    #[arg(long)]
+    pub zoo: PathBuf,
+    #[arg(long, value_enum)]
+    pub requirement: Requirement,
+    /// Fairness gap to close (fairness).
+    #[arg(long, value_enum, default_value = "eo")]
+    pub gap: Gap,
+    /// Training steps.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Models per step.
+    #[arg(long, default_value_t = 8)]
+    pub models_per_step: usize,
+    /// Data rows per step (default 512; 2048 for fairness, whose soft group rates need many
+    /// rows to be steady).
+    #[arg(long)]
+    pub step_rows: Option<usize>,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Editor width.
+    #[arg(long, default_value_t = 32)]
+    pub hidden: usize,
+    /// Editor message-passing layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Scale of the editor's weight deltas.
+    #[arg(long, default_value_t = 0.1)]
+    pub gamma: f32,
+    /// Temperature of the pruning mask's straight-through surrogate (on log-magnitude
+    /// scores). 0 keeps magnitude order and learns only the compensating deltas (stable);
+    /// above 0 the editor also learns which weights to keep.
+    #[arg(long, default_value_t = 0.0)]
+    pub tau: f32,
+    /// What a weight's pruning score starts from (prune): its LAMP score (magnitude relative to
+    /// the larger weights of its layer) or its magnitude.
+    #[arg(long, value_enum, default_value = "lamp")]
+    pub prune_score: crate::workflows::edit::PruneScore,
+    /// Sharpness of the fairness penalty's soft decisions, sigmoid(sharpness * logit)
+    /// (fairness): higher tracks the hard decisions' rates more closely.
+    #[arg(long, default_value_t = crate::workflows::train::FAIR_SHARPNESS)]
+    pub fair_sharpness: f32,
+    /// What a fairness editor learns: `shift` moves each group's logits by shifts it is given
+    /// (group thresholds folded into the weights; `edit --max-eo-gap` picks them from data);
+    /// `penalty` trades JSD against a soft gap penalty weighted by lambda.
+    #[arg(long, value_enum, default_value = "shift")]
+    pub fair_target: crate::workflows::edit::FairTarget,
+    /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
+    #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
+    pub shift_range: Vec<f32>,
+    /// Fairness weights drawn in training, log-uniformly ("LO,HI"; penalty editors).
+    #[arg(long, value_delimiter = ',', default_value = "0.1,30")]
+    pub lambda_range: Vec<f32>,
+    /// Target sparsities drawn in training, uniformly ("LO,HI").
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.95")]
+    pub sparsity_range: Vec<f32>,
+    /// The fairness bound the best checkpoint is chosen for (fairness): the share of
+    /// validation models the search (shifts or lambda) makes meet it, accuracy drop at most 2
+    /// points.
+    #[arg(long, default_value_t = 0.05)]
+    pub max_gap: f64,
+    /// Most features removed at once in training (minimise).
+    #[arg(long, default_value_t = 4)]
+    pub max_removed: usize,
+    /// Validate (and checkpoint) every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub eval_every: usize,
+    /// Validation models.
+    #[arg(long, default_value_t = 16)]
+    pub val_models: usize,
+    /// Output directory (default ZOO/editor-REQUIREMENT): editor.safetensors (best) and
+    /// last.safetensors.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue from last.safetensors in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace an editor already in --out.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+fn pair(name: &str, v: &[f32], ok: impl Fn(f32) -> bool) -> Result<(f32, f32)> {
+    match v {
+        [lo, hi] if lo <= hi && ok(*lo) && ok(*hi) => Ok((*lo, *hi)),
+        _ => Err(Error::Usage(format!(
+            "--{name} wants LO,HI with LO <= HI in range"
+        ))),
+    }
+}
+
+pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
+    if a.steps == 0
+        || a.models_per_step == 0
+        || a.step_rows == Some(0)
+        || a.eval_every == 0
+        || a.hidden == 0
+        || a.layers == 0
+    {
+        return Err(Error::Usage("--steps, --models-per-step, --step-rows, --eval-every, --hidden and --layers must be positive".into()));
+    }
+    if !(a.fair_sharpness > 0.0 && a.fair_sharpness.is_finite()) {
+        return Err(Error::Usage(
+            "--fair-sharpness must be a positive number".into(),
+        ));
+    }
+    if !(a.max_gap > 0.0 && a.max_gap < 1.0) {
+        return Err(Error::Usage("--max-gap must be in (0, 1)".into()));
+    }
+    Ok(TrainConfig {
+        gap: a.gap,
+        steps: a.steps,
+        models: a.models_per_step,
+        rows: a.step_rows.unwrap_or(match a.requirement {
+            Requirement::Fairness => 2048,
+            _ => 512,
+        }),
+        lr: a.lr,
+        hidden: a.hidden,
+        layers: a.layers,
+        gamma: a.gamma,
+        tau: a.tau,
+        fair_sharpness: a.fair_sharpness,
+        prune_score: a.prune_score,
+        fair_target: a.fair_target,
+        lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
+        shift_range: pair("shift-range", &a.shift_range, |v| v.abs() <= 10.0)?,
+        sparsity: pair("sparsity-range", &a.sparsity_range, |v| {
+            (0.0..1.0).contains(&v)
+        })?,
+        max_removed: a.max_removed.max(1),
+        max_gap: a.max_gap,
+        eval_every: a.eval_every,
+        val_models: a.val_models.max(1),
+        seed: g.seed,
+        ..TrainConfig::new(a.requirement)
+    })
+}
+
+/// What to do when the device runs out of memory in training (a step is already computed in
+/// pieces of models, down to one).
+const ROOM_ADVICE: &str = "lower --step-rows or --models-per-step, or use --device cpu";
+
+pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
+    let cfg = config(g, &a)?;
+    let manifest = read_manifest(&a.zoo)?;
+    let out = a.out.clone().unwrap_or_else(|| {
+        a.zoo
+            .join(format!("editor-{:?}", a.requirement).to_lowercase())
+    });
+    if out.join(BEST).exists() && !a.force && !a.resume {
+        return Err(Error::input(
+            &out,
+            "already holds an editor (pass --resume to continue it or --force to replace it)",
+        ));
+    }
+    let data = load_for_zoo(&a.zoo, &manifest, &a.data)?;
+    let (dev, why) = Device::open(g.device)?;
+    p.status(&format!("device: {} ({why})", dev.name()));
+    let room = |e: Error| e.with_room_advice(ROOM_ADVICE);
+    let trainer = Trainer::new(&cfg, &a.zoo, &manifest, &data).map_err(room)?;
+    let n_train: usize = trainer.train.values().map(Vec::len).sum();
+    p.status(&format!(
+        "training a {:?} editor (H={}, {} layers) on {} models in {} architectures; {} validation models",
+        a.requirement,
+        cfg.hidden,
+        cfg.layers,
+        n_train,
+        trainer.train.len(),
+        trainer.val.len()
+    ));
+    if a.resume && out.join(LAST).exists() {
+        p.status(&format!("resuming from {}", out.join(LAST).display()));
+    }
+    let bar = if p.quiet || p.json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(cfg.steps as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta}]",
+        )
+        .unwrap(),
+    );
+    let fairness = a.requirement == Requirement::Fairness;
+    let describe = |v: &crate::workflows::train::Validation| {
+        let mut s = format!(
+            "val loss {:.5} (JSD {:.5}), accuracy {:.4} -> {:.4}",
+            v.loss, v.jsd, v.original_accuracy, v.accuracy
+        );
+        if fairness {
+            s += &format!(
+                ", {:?} gap {:.4} -> {:.4} after the search, compliant {:.0}%",
+                a.gap,
+                v.original_gap,
+                v.searched_gap,
+                100.0 * v.compliant
+            );
+        }
+        s
+    };
+    let (mut ema, mut val_msg) = (None::<f64>, String::new());
+    let (mut since_sum, mut since_n) = (0.0f64, 0usize);
+    let best = train(
+        &dev,
+        &trainer,
+        &manifest,
+        &out,
+        a.resume,
+        &mut |e| match e {
+            Event::Step { step, loss } => {
+                let m = ema.map_or(loss, |m| 0.95 * m + 0.05 * loss);
+                ema = Some(m);
+                since_sum += loss;
+                since_n += 1;
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {m:.5}  {val_msg}"));
+            }
+            Event::Validated(v, better) => {
+                val_msg = format!("val {:.5}{}", v.loss, if better { " *" } else { "" });
+                let train_loss = since_sum / since_n.max(1) as f64;
+                (since_sum, since_n) = (0.0, 0);
+                bar.suspend(|| {
+                    p.detail(&format!(
+                        "step {}: train loss {train_loss:.5}, {}",
+                        v.step,
+                        describe(v)
+                    ))
+                });
+            }
+        },
+    )
+    .map_err(room)?;
+    bar.finish_and_clear();
+    if p.json {
+        p.json(&serde_json::json!({"editor": out.join(BEST), "best": best}));
+    } else {
+        p.result(&format!(
+            "best at step {}: {}\nwritten: {}",
+            best.step,
+            describe(&best),
+            out.join(BEST).display()
+        ));
+    }
+    Ok(0)
+}

@@ -1,0 +1,280 @@
+//! Applying an edit: the editor's per-edge and per-node head outputs (delta, mask logit) turned
+//! into edited MLP parameters (hard zeros for removed input columns, a hard top-k mask when
+//! pruning), and the gradient back to the head outputs (straight-through sigmoid for the mask).
+//! A weight's pruning score is its prior (a data-free importance computed on the host, see
+//! `edit::PruneScore`) plus its mask logit. WGSL launch (shaders/edit.wgsl) and the CPU
+//! reference; the formulas are in the shader.
+
+use crate::engine::buffer::{check_disjoint, View};
+use crate::engine::device::Device;
+use crate::engine::gpu::grid_1d;
+use crate::error::Result;
+
+const SHADER: &str = include_str!("../../../shaders/edit.wgsl");
+/// Floor under magnitudes and scores before their log: a zero weight gets a finite prior.
+pub const PRIOR_EPS: f32 = 1e-8;
+/// `inv` entry of a head row that no parameter reads (input-column nodes).
+pub const NONE: u32 = u32::MAX;
+/// Parameter kinds (low two bits of `kind`; the model index is above them).
+pub const BIAS: u32 = 0;
+pub const WEIGHT: u32 = 1;
+pub const REMOVED: u32 = 2;
+/// A threshold that keeps every weight (no pruning).
+pub const KEEP_ALL: f32 = -3.0e38;
+
+#[derive(Clone, Copy, Debug)]
+pub struct EditOpts {
+    /// Scale of the editor's deltas.
+    pub gamma: f32,
+    /// Temperature of the straight-through mask surrogate; 0 keeps the mask fixed.
+    pub tau: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    n: u32,
+    orig_off: u32,
+    head_off: u32,
+    map_off: u32,
+    kind_off: u32,
+    thr_off: u32,
+    out_off: u32,
+    dout_off: u32,
+    gamma: f32,
+    tau: f32,
+    prior_off: u32,
+    _pad: u32,
+}
+
+/// Score of a weight for pruning: its prior plus the mask logit.
+pub fn score(prior: f32, logit: f32) -> f32 {
+    prior + logit
+}
+
+fn dsig(x: f32) -> f32 {
+    let e = (-x.abs()).exp();
+    e / ((1.0 + e) * (1.0 + e))
+}
+
+/// One edited parameter (CPU reference and host-side edits): `pl` is (prior, mask logit).
+pub fn edit_value(o: &EditOpts, orig: f32, delta: f32, pl: (f32, f32), kind: u32, thr: f32) -> f32 {
+    let v = orig + o.gamma * delta;
+    match kind {
+        REMOVED => 0.0,
+        WEIGHT if score(pl.0, pl.1) < thr => 0.0,
+        _ => v,
+    }
+}
+
+/// Gradients (delta, logit) of one edited parameter given `g`, the gradient of its value.
+fn edit_grad(
+    o: &EditOpts,
+    orig: f32,
+    delta: f32,
+    pl: (f32, f32),
+    kind: u32,
+    thr: f32,
+    g: f32,
+) -> [f32; 2] {
+    let v = orig + o.gamma * delta;
+    match kind {
+        BIAS => [o.gamma * g, 0.0],
+        WEIGHT => {
+            let s = score(pl.0, pl.1);
+            let m = if s >= thr { 1.0 } else { 0.0 };
+            let dl = if o.tau > 0.0 {
+                g * v * dsig((s - thr) / o.tau) / o.tau
+            } else {
+                0.0
+            };
+            [o.gamma * g * m, dl]
+        }
+        _ => [0.0, 0.0],
+    }
+}
+
+/// edited[p] from orig[p], prior[p] and head row map[p]; `kind` = model << 2 | kind, `thr` per
+/// model.
+#[allow(clippy::too_many_arguments)]
+pub fn edit_forward(
+    dev: &Device,
+    o: &EditOpts,
+    orig: View,
+    prior: View,
+    head: View,
+    map: View,
+    kind: View,
+    thr: View,
+    edited: View,
+) -> Result<()> {
+    let n = orig.len;
+    assert!(
+        map.len == n
+            && kind.len == n
+            && prior.len == n
+            && edited.len == n
+            && head.len.is_multiple_of(2),
+        "edit_forward: shapes"
+    );
+    assert!(
+        orig.buf.id == thr.buf.id && orig.buf.id == prior.buf.id,
+        "edit_forward: orig, prior and thr share a buffer"
+    );
+    assert_eq!(
+        map.buf.id, kind.buf.id,
+        "edit_forward: map and kind share a buffer"
+    );
+    check_disjoint(&[edited], &[orig, prior, head, map, kind, thr]);
+    match dev {
+        Device::Cpu(_) => {
+            let _time = crate::engine::profile::cpu_scope("edit_forward");
+            let (ov, pv, hv, mv, kv, tv) = unsafe {
+                (
+                    orig.cpu(),
+                    prior.cpu(),
+                    head.cpu(),
+                    map.cpu(),
+                    kind.cpu(),
+                    thr.cpu(),
+                )
+            };
+            let out = unsafe { edited.cpu_mut() };
+            for i in 0..n {
+                let h = mv[i].to_bits() as usize;
+                let k = kv[i].to_bits();
+                out[i] = edit_value(
+                    o,
+                    ov[i],
+                    hv[2 * h],
+                    (pv[i], hv[2 * h + 1]),
+                    k & 3,
+                    tv[(k >> 2) as usize],
+                );
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                n: n as u32,
+                orig_off: orig.off(),
+                head_off: head.off(),
+                map_off: map.off(),
+                kind_off: kind.off(),
+                thr_off: thr.off(),
+                out_off: edited.off(),
+                dout_off: 0,
+                gamma: o.gamma,
+                tau: o.tau,
+                prior_off: prior.off(),
+                _pad: 0,
+            };
+            let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
+            g.launch(
+                "edit",
+                SHADER,
+                "edit_forward",
+                &p,
+                &[orig.buf, head.buf, map.buf, edited.buf],
+                grid,
+            )
+        }
+    }
+}
+
+/// dhead (overwritten, [rows, 2]) from the gradient of the edited parameters; `inv[h]` is the
+/// parameter that head row h produces, or `NONE`.
+#[allow(clippy::too_many_arguments)]
+pub fn edit_backward(
+    dev: &Device,
+    o: &EditOpts,
+    orig: View,
+    prior: View,
+    head: View,
+    inv: View,
+    kind: View,
+    thr: View,
+    dedited: View,
+    dhead: View,
+) -> Result<()> {
+    let rows = inv.len;
+    assert!(
+        head.len == 2 * rows
+            && dhead.len == head.len
+            && kind.len == orig.len
+            && prior.len == orig.len
+            && dedited.len == orig.len,
+        "edit_backward: shapes"
+    );
+    assert!(
+        orig.buf.id == thr.buf.id && orig.buf.id == prior.buf.id,
+        "edit_backward: orig, prior and thr share a buffer"
+    );
+    assert_eq!(
+        inv.buf.id, kind.buf.id,
+        "edit_backward: inv and kind share a buffer"
+    );
+    check_disjoint(&[dhead], &[orig, prior, head, inv, kind, thr, dedited]);
+    match dev {
+        Device::Cpu(_) => {
+            let _time = crate::engine::profile::cpu_scope("edit_backward");
+            let (ov, pv, hv, iv, kv, tv, gv) = unsafe {
+                (
+                    orig.cpu(),
+                    prior.cpu(),
+                    head.cpu(),
+                    inv.cpu(),
+                    kind.cpu(),
+                    thr.cpu(),
+                    dedited.cpu(),
+                )
+            };
+            let out = unsafe { dhead.cpu_mut() };
+            for h in 0..rows {
+                let i = iv[h].to_bits();
+                let d = if i == NONE {
+                    [0.0, 0.0]
+                } else {
+                    let i = i as usize;
+                    let k = kv[i].to_bits();
+                    edit_grad(
+                        o,
+                        ov[i],
+                        hv[2 * h],
+                        (pv[i], hv[2 * h + 1]),
+                        k & 3,
+                        tv[(k >> 2) as usize],
+                        gv[i],
+                    )
+                };
+                out[2 * h..2 * h + 2].copy_from_slice(&d);
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                n: rows as u32,
+                orig_off: orig.off(),
+                head_off: head.off(),
+                map_off: inv.off(),
+                kind_off: kind.off(),
+                thr_off: thr.off(),
+                out_off: dhead.off(),
+                dout_off: dedited.off(),
+                gamma: o.gamma,
+                tau: o.tau,
+                prior_off: prior.off(),
+                _pad: 0,
+            };
+            let grid = grid_1d(rows, 256, g.limits.max_compute_workgroups_per_dimension);
+            g.launch(
+                "edit",
+                SHADER,
+                "edit_backward",
+                &p,
+                &[orig.buf, head.buf, inv.buf, dhead.buf, dedited.buf],
+                grid,
+            )
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! Kernel families. Each file holds one family: its WGSL launch and its CPU reference, side by
+//! side, with the shader of the same name in `shaders/`.
+
+pub mod activation;
+pub mod adam;
+pub mod axpy;
+pub mod bce;
+pub mod bias;
+pub mod cross_entropy;
+pub mod edit;
+pub mod fairness;
+pub mod film;
+pub mod gather;
+pub mod gemm;
+pub mod jsd;
+pub mod layernorm;
+pub mod reduce;
+pub mod segment;
+
+/// Every shader, by name, for validation and for `regop info`.
+pub const SHADERS: &[(&str, &str)] = &[
+    (
+        "activation",
+        include_str!("../../../shaders/activation.wgsl"),
+    ),
+    ("adam", include_str!("../../../shaders/adam.wgsl")),
+    ("axpy", include_str!("../../../shaders/axpy.wgsl")),
+    ("bce", include_str!("../../../shaders/bce.wgsl")),
+    ("bias", include_str!("../../../shaders/bias.wgsl")),
+    (
+        "cross_entropy",
+        include_str!("../../../shaders/cross_entropy.wgsl"),
+    ),
+    ("edit", include_str!("../../../shaders/edit.wgsl")),
+    ("fairness", include_str!("../../../shaders/fairness.wgsl")),
+    ("film", include_str!("../../../shaders/film.wgsl")),
+    ("gather", include_str!("../../../shaders/gather.wgsl")),
+    ("gemm", include_str!("../../../shaders/gemm.wgsl")),
+    ("jsd", include_str!("../../../shaders/jsd.wgsl")),
+    ("layernorm", include_str!("../../../shaders/layernorm.wgsl")),
+    ("reduce", include_str!("../../../shaders/reduce.wgsl")),
+    ("segment", include_str!("../../../shaders/segment.wgsl")),
+];
+
+/// Parse and validate a WGSL source with naga, as wgpu would before compiling it. Needs no adapter.
+pub fn validate_wgsl(source: &str) -> Result<(), String> {
+    let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .map_err(|e| e.emit_to_string(source))?;
+    Ok(())
+}

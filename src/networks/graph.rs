@@ -1,0 +1,291 @@
+//! The parameter graph of a batch of MLPs: neurons are nodes, weights are edges. Models of any
+//! depth and width are packed back to back. Within a model, nodes are the input columns, then
+//! each layer's neurons; edges are each layer's `W[out, in]` in PyTorch row-major order, so edges
+//! are sorted by destination (CSR by destination is implicit) and the source order is a
+//! permutation. Graph -> weights is the exact inverse of weights -> graph.
+
+use crate::networks::mlp::MlpShape;
+
+/// What the editor is asked to do to one model: its weights, per-input requirement flags, and
+/// the conditioning vector (requirement kind, log lambda, targets).
+#[derive(Clone, Debug)]
+pub struct EditInput<'a> {
+    pub shape: &'a MlpShape,
+    /// Parameters packed as `MlpShape` lays them out (W then b per layer).
+    pub params: &'a [f32],
+    /// Per input column: the requirement removes it.
+    pub removed: &'a [bool],
+    /// Per input column: it belongs to the sensitive attribute.
+    pub sensitive: &'a [bool],
+    pub cond: &'a [f32],
+}
+
+/// Size of the positional-id table: a distinct id per input column and per output neuron, one id
+/// per hidden-layer index (hidden neurons of a layer share it, keeping permutation symmetry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PosIds {
+    pub max_inputs: usize,
+    pub max_hidden_layers: usize,
+    pub max_outputs: usize,
+}
+
+impl PosIds {
+    pub fn count(&self) -> usize {
+        self.max_inputs + self.max_hidden_layers + self.max_outputs
+    }
+}
+
+/// Node input features per node: bias value (0 on inputs), removed flag, sensitive flag.
+pub const NODE_FEATURES: usize = 3;
+
+/// See `GraphBatch::param_map`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamMap {
+    pub map: Vec<u32>,
+    pub kind: Vec<u32>,
+    pub inv: Vec<u32>,
+    /// Where each model's parameters start in the packed vector (and the total at the end).
+    pub model_offsets: Vec<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphBatch {
+    pub shapes: Vec<MlpShape>,
+    pub node_offsets: Vec<u32>,
+    pub edge_offsets: Vec<u32>,
+    pub node_model: Vec<u32>,
+    pub node_feat: Vec<f32>,
+    pub node_pos: Vec<u32>,
+    pub edge_weight: Vec<f32>,
+    pub src: Vec<u32>,
+    pub dst: Vec<u32>,
+    /// CSR by destination: in-edges of node n are dst_offsets[n]..dst_offsets[n+1].
+    pub dst_offsets: Vec<u32>,
+    /// Edges sorted by source, and the CSR over that order.
+    pub src_perm: Vec<u32>,
+    pub src_offsets: Vec<u32>,
+    /// Nodes sorted by positional id, and the CSR over ids (for the embedding gradient).
+    pub pos_perm: Vec<u32>,
+    pub pos_offsets: Vec<u32>,
+    /// 1 / in-degree and 1 / out-degree per node (0 where the degree is 0).
+    pub inv_in_deg: Vec<f32>,
+    pub inv_out_deg: Vec<f32>,
+    pub cond: Vec<f32>,
+    pub cond_dim: usize,
+}
+
+impl GraphBatch {
+    pub fn models(&self) -> usize {
+        self.shapes.len()
+    }
+    pub fn nodes(&self) -> usize {
+        self.node_model.len()
+    }
+    pub fn edges(&self) -> usize {
+        self.src.len()
+    }
+
+    /// Pack `inputs` into one graph. Errors name the model when it does not fit the id table.
+    pub fn build(inputs: &[EditInput], pos: &PosIds) -> Result<GraphBatch, String> {
+        let cond_dim = inputs.first().map_or(0, |i| i.cond.len());
+        let mut g = GraphBatch {
+            shapes: vec![],
+            node_offsets: vec![0],
+            edge_offsets: vec![0],
+            node_model: vec![],
+            node_feat: vec![],
+            node_pos: vec![],
+            edge_weight: vec![],
+            src: vec![],
+            dst: vec![],
+            dst_offsets: vec![0],
+            src_perm: vec![],
+            src_offsets: vec![],
+            pos_perm: vec![],
+            pos_offsets: vec![],
+            inv_in_deg: vec![],
+            inv_out_deg: vec![],
+            cond: vec![],
+            cond_dim,
+        };
+        for (m, inp) in inputs.iter().enumerate() {
+            let s = inp.shape;
+            let (n_in, n_out, hidden) = (s.dims[0], s.outputs(), s.layers() - 1);
+            if n_in > pos.max_inputs || n_out > pos.max_outputs || hidden > pos.max_hidden_layers {
+                return Err(format!(
+                    "model {m} ({:?}) exceeds the editor's limits: {} inputs, {} hidden layers, {} outputs",
+                    s.dims, pos.max_inputs, pos.max_hidden_layers, pos.max_outputs
+                ));
+            }
+            assert_eq!(inp.params.len(), s.n_params(), "model {m}: parameter count");
+            assert!(
+                inp.removed.len() == n_in
+                    && inp.sensitive.len() == n_in
+                    && inp.cond.len() == cond_dim,
+                "model {m}: flags"
+            );
+            let base = g.node_model.len() as u32;
+            // Nodes: inputs, then each layer's neurons.
+            let mut layer_start = vec![base];
+            for i in 0..n_in {
+                g.node_model.push(m as u32);
+                g.node_feat.extend([
+                    0.0,
+                    inp.removed[i] as u32 as f32,
+                    inp.sensitive[i] as u32 as f32,
+                ]);
+                g.node_pos.push(i as u32);
+            }
+            for l in 0..s.layers() {
+                layer_start.push(g.node_model.len() as u32);
+                let b = &inp.params[s.bias_offset(l)..][..s.fan_out(l)];
+                for (j, &bj) in b.iter().enumerate() {
+                    g.node_model.push(m as u32);
+                    g.node_feat.extend([bj, 0.0, 0.0]);
+                    let id = if l + 1 == s.layers() {
+                        pos.max_inputs + pos.max_hidden_layers + j
+                    } else {
+                        pos.max_inputs + l
+                    };
+                    g.node_pos.push(id as u32);
+                }
+            }
+            // Edges: W[l][j, i], row-major: node i of layer l -> node j of layer l + 1.
+            for l in 0..s.layers() {
+                let (fi, fo) = (s.fan_in(l), s.fan_out(l));
+                let w = &inp.params[s.weight_offset(l)..][..fi * fo];
+                for j in 0..fo {
+                    for i in 0..fi {
+                        g.src.push(layer_start[l] + i as u32);
+                        g.dst.push(layer_start[l + 1] + j as u32);
+                        g.edge_weight.push(w[j * fi + i]);
+                    }
+                }
+            }
+            g.cond.extend_from_slice(inp.cond);
+            g.shapes.push(s.clone());
+            g.node_offsets.push(g.node_model.len() as u32);
+            g.edge_offsets.push(g.src.len() as u32);
+        }
+        let (n, e) = (g.nodes(), g.edges());
+        // CSR by destination (edges already sorted by destination).
+        let mut in_deg = vec![0u32; n];
+        let mut out_deg = vec![0u32; n];
+        for k in 0..e {
+            in_deg[g.dst[k] as usize] += 1;
+            out_deg[g.src[k] as usize] += 1;
+        }
+        debug_assert!(g.dst.windows(2).all(|w| w[0] <= w[1]));
+        for d in &in_deg {
+            g.dst_offsets.push(g.dst_offsets.last().unwrap() + d);
+        }
+        // By source: a stable counting sort keeps each node's out-edges in edge order.
+        g.src_offsets = vec![0; n + 1];
+        for (i, d) in out_deg.iter().enumerate() {
+            g.src_offsets[i + 1] = g.src_offsets[i] + d;
+        }
+        let mut next = g.src_offsets.clone();
+        g.src_perm = vec![0; e];
+        for k in 0..e {
+            let s = g.src[k] as usize;
+            g.src_perm[next[s] as usize] = k as u32;
+            next[s] += 1;
+        }
+        // By positional id.
+        let ids = pos.count();
+        let mut count = vec![0u32; ids];
+        for &p in &g.node_pos {
+            count[p as usize] += 1;
+        }
+        g.pos_offsets = vec![0; ids + 1];
+        for (i, c) in count.iter().enumerate() {
+            g.pos_offsets[i + 1] = g.pos_offsets[i] + c;
+        }
+        let mut next = g.pos_offsets.clone();
+        g.pos_perm = vec![0; n];
+        for (node, &p) in g.node_pos.iter().enumerate() {
+            g.pos_perm[next[p as usize] as usize] = node as u32;
+            next[p as usize] += 1;
+        }
+        g.inv_in_deg = in_deg
+            .iter()
+            .map(|&d| if d > 0 { 1.0 / d as f32 } else { 0.0 })
+            .collect();
+        g.inv_out_deg = out_deg
+            .iter()
+            .map(|&d| if d > 0 { 1.0 / d as f32 } else { 0.0 })
+            .collect();
+        Ok(g)
+    }
+
+    /// Parameters of every model from per-edge weight values and per-node bias values (the
+    /// inverse of `build`): model m's W from its edges in order, b from its non-input nodes.
+    pub fn unpack(&self, edge_values: &[f32], node_bias: &[f32]) -> Vec<Vec<f32>> {
+        (0..self.models())
+            .map(|m| {
+                let s = &self.shapes[m];
+                let (mut e, mut n) = (
+                    self.edge_offsets[m] as usize,
+                    self.node_offsets[m] as usize + s.dims[0],
+                );
+                let mut out = Vec::with_capacity(s.n_params());
+                for l in 0..s.layers() {
+                    let w = s.fan_in(l) * s.fan_out(l);
+                    out.extend_from_slice(&edge_values[e..e + w]);
+                    out.extend_from_slice(&node_bias[n..n + s.fan_out(l)]);
+                    e += w;
+                    n += s.fan_out(l);
+                }
+                out
+            })
+            .collect()
+    }
+
+    /// How every parameter of every model (packed back to back, as `unpack` returns them) maps
+    /// to a head row of the editor (edges first, then nodes): `map[p]` is p's row, `inv[row]` is
+    /// the parameter the row produces or `edit::NONE`, and `kind[p]` = model << 2 | kind, with
+    /// `REMOVED` for weights out of a removed input column (see `kernels::edit`).
+    pub fn param_map(&self) -> ParamMap {
+        use crate::engine::kernels::edit::{BIAS, NONE, REMOVED, WEIGHT};
+        let (e_total, n_total) = (self.edges(), self.nodes());
+        let mut pm = ParamMap {
+            map: vec![],
+            kind: vec![],
+            inv: vec![NONE; e_total + n_total],
+            model_offsets: vec![0],
+        };
+        for m in 0..self.models() {
+            let s = &self.shapes[m];
+            let (mut e, mut n) = (
+                self.edge_offsets[m] as usize,
+                self.node_offsets[m] as usize + s.dims[0],
+            );
+            let first = self.node_offsets[m] as usize;
+            let tag = (m as u32) << 2;
+            for l in 0..s.layers() {
+                let (fi, fo) = (s.fan_in(l), s.fan_out(l));
+                for k in 0..fi * fo {
+                    let removed =
+                        l == 0 && self.node_feat[(first + k % fi) * NODE_FEATURES + 1] != 0.0;
+                    pm.inv[e + k] = pm.map.len() as u32;
+                    pm.map.push((e + k) as u32);
+                    pm.kind.push(tag | if removed { REMOVED } else { WEIGHT });
+                }
+                for j in 0..fo {
+                    pm.inv[e_total + n + j] = pm.map.len() as u32;
+                    pm.map.push((e_total + n + j) as u32);
+                    pm.kind.push(tag | BIAS);
+                }
+                e += fi * fo;
+                n += fo;
+            }
+            pm.model_offsets.push(pm.map.len());
+        }
+        pm
+    }
+
+    /// Node bias values (column 0 of the node features).
+    pub fn node_bias(&self) -> Vec<f32> {
+        self.node_feat.chunks(NODE_FEATURES).map(|f| f[0]).collect()
+    }
+}

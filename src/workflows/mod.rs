@@ -1,0 +1,9 @@
+//! What users run, on top of the engine, the networks and the files: edits, editor training,
+//! zoo building, fitting, the baselines and their comparison with the editor.
+
+pub mod baselines;
+pub mod edit;
+pub mod fit;
+pub mod postprocess;
+pub mod train;
+pub mod zoo;
