@@ -45,24 +45,21 @@ fn act_grad(v: f32) -> f32 {
     }
 }
 
-fn index(lid: vec3<u32>, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
-}
 
 // y[i] = act(x[i]); binding 1 = x, binding 2 = y (may be the same buffer).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn activation_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                       @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(lid, wid, nwg);
+    let i = global_index(wid, nwg, lid);
     if (i >= p.n) { return; }
     y[p.y_off + i] = act(x[p.x_off + i]);
 }
 
 // dx[i] = dy[i] * act'(x[i]); binding 1 = x, binding 2 = gradients (dy and dx both live there).
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn activation_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(lid, wid, nwg);
+    let i = global_index(wid, nwg, lid);
     if (i >= p.n) { return; }
     y[p.dx_off + i] = y[p.dy_off + i] * act_grad(x[p.x_off + i]);
 }

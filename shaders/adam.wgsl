@@ -30,18 +30,18 @@ fn update(i: u32, lr: f32, wd: f32) {
     params[u.p_off + i] = p - lr * (m / u.bc1) / (sqrt(v / u.bc2) + u.eps);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adam_step(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
              @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let i = global_index(wid, nwg, lid);
     if (i >= u.n) { return; }
     update(i, u.lr, u.weight_decay);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn adam_step_per_model(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let i = global_index(wid, nwg, lid);
     if (i >= u.n) { return; }
     let z = i / u.model_stride;
     update(i, hyper[u.h_off + 2u * z], hyper[u.h_off + 2u * z + 1u]);

@@ -12,10 +12,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let i = global_index(wid, nwg, lid);
     if (i >= p.n) { return; }
     var v = p.alpha * x[p.x_off + i];
     if (p.beta != 0.0) {
@@ -24,10 +24,10 @@ fn axpy(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     y[p.y_off + i] = v;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn mul(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
        @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let i = global_index(wid, nwg, lid);
     if (i >= p.n) { return; }
     y[p.y_off + i] = y[p.y_off + i] * x[p.x_off + i];
 }

@@ -22,10 +22,10 @@ fn sigmoid(v: f32) -> f32 {
     return e / (1.0 + e);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bce_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let idx = global_index(wid, nwg, lid);
     if (idx >= p.batch * p.n) { return; }
     let z = idx / p.n;
     let i = idx % p.n;
@@ -34,10 +34,10 @@ fn bce_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
     out[p.out_off + z * p.out_stride + i] = max(s, 0.0) - s * t + log(1.0 + exp(-abs(s)));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bce_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let idx = global_index(wid, nwg, lid);
     if (idx >= p.batch * p.n) { return; }
     let z = idx / p.n;
     let i = idx % p.n;

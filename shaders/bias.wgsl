@@ -10,10 +10,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read_write> bias: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn bias_add(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let idx = global_index(wid, nwg, lid);
     if (idx >= p.total) {
         return;
     }

@@ -24,14 +24,11 @@ fn row_stats(base: u32) -> vec2<f32> {
     return vec2<f32>(mx, sum);
 }
 
-fn row_index(lid: vec3<u32>, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
-}
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                          @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = row_index(lid, wid, nwg);
+    let idx = global_index(wid, nwg, lid);
     if (idx >= p.batch * p.rows) { return; }
     let z = idx / p.rows;
     let r = idx % p.rows;
@@ -41,10 +38,10 @@ fn cross_entropy_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(
     out[p.out_off + z * p.out_stride + r] = st.x + log(st.y) - logits[base + label];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn cross_entropy_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                           @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = row_index(lid, wid, nwg);
+    let idx = global_index(wid, nwg, lid);
     if (idx >= p.batch * p.rows) { return; }
     let z = idx / p.rows;
     let r = idx % p.rows;

@@ -32,10 +32,10 @@ fn dsig(x: f32) -> f32 {
     return e / ((1.0 + e) * (1.0 + e));
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let i = global_index(wid, nwg, lid);
     if (i >= p.n) { return; }
     let h = idx[p.map_off + i];
     let km = idx[p.kind_off + i];
@@ -54,10 +54,10 @@ fn edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
 // Backward: n is the number of head rows and map_off is inv's offset.
 @group(0) @binding(5) var<storage, read_write> dout: array<f32>;  // gradient of edited [P]
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn edit_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
-    let h = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let h = global_index(wid, nwg, lid);
     if (h >= p.n) { return; }
     let i = idx[p.map_off + h];
     var dd = 0.0;

@@ -27,9 +27,10 @@ fn sig(v: f32) -> f32 {
     return e / (1.0 + e);
 }
 
-@compute @workgroup_size(64)
-fn fairness_penalty(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let z = gid.x;
+@compute @workgroup_size(WG)
+fn fairness_penalty(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let z = global_index(wid, nwg, lid);
     if (z >= p.models) { return; }
     let base = z * p.rows;
     // Cells: (label class c, group k); c is 0 for DP (one class), 0/1 for EO.

@@ -17,14 +17,11 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> g: array<f32>;        // activation gradients (dy, dx)
 @group(0) @binding(5) var<storage, read_write> dgb: array<f32>;      // d gamma | d beta per model
 
-fn index(lid: vec3<u32>, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
-}
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn film_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(lid, wid, nwg);
+    let i = global_index(wid, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
     let n = i / p.cols;
     let c = i % p.cols;
@@ -33,10 +30,10 @@ fn film_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     x[p.y_off + i] = x[p.x_off + i] * (1.0 + gb[base + c]) + gb[base + p.cols + c];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn film_backward_input(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                        @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(lid, wid, nwg);
+    let i = global_index(wid, nwg, lid);
     if (i >= p.rows * p.cols) { return; }
     let n = i / p.cols;
     let c = i % p.cols;
@@ -46,10 +43,10 @@ fn film_backward_input(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
     g[p.dx_off + i] = d;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn film_backward_params(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                         @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = index(lid, wid, nwg);
+    let i = global_index(wid, nwg, lid);
     if (i >= p.models * p.cols) { return; }
     let m = i / p.cols;
     let c = i % p.cols;

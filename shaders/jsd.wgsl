@@ -32,10 +32,10 @@ fn logaddexp(a: f32, b: f32) -> f32 {
     return m + log(1.0 + exp(-abs(a - b)));
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn jsd(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
        @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = (wid.y * nwg.x + wid.x) * 64u + lid.x;
+    let r = global_index(wid, nwg, lid);
     if (r >= p.rows) { return; }
     let k_n = max(p.classes, 2u);
     var lse_p = logit(true, r, 0u);

@@ -17,14 +17,11 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> g: array<f32>;      // activation gradients: dy, dx
 @group(0) @binding(5) var<storage, read_write> gw: array<f32>;     // dgamma then dbeta
 
-fn index(lid: vec3<u32>, wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return (wid.y * nwg.x + wid.x) * 256u + lid.x;
-}
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn layernorm_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                      @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = index(lid, wid, nwg);
+    let r = global_index(wid, nwg, lid);
     if (r >= p.rows) { return; }
     let base = p.x_off + r * p.cols;
     var mean = 0.0;
@@ -40,10 +37,10 @@ fn layernorm_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(work
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn layernorm_backward_input(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                             @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = index(lid, wid, nwg);
+    let r = global_index(wid, nwg, lid);
     if (r >= p.rows) { return; }
     let mean = stats[p.stats_off + 2u * r];
     let rstd = stats[p.stats_off + 2u * r + 1u];
@@ -66,10 +63,10 @@ fn layernorm_backward_input(@builtin(local_invocation_id) lid: vec3<u32>, @built
     }
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn layernorm_backward_params(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                              @builtin(num_workgroups) nwg: vec3<u32>) {
-    let c = index(lid, wid, nwg);
+    let c = global_index(wid, nwg, lid);
     if (c >= p.cols) { return; }
     var dgamma = 0.0;
     var dbeta = 0.0;

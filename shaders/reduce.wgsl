@@ -21,10 +21,10 @@ fn put(oi: u32, v: f32) {
 }
 
 // out[z, r] = scale * sum_j x[z, r, j]
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn row_sum(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let idx = global_index(wid, nwg, lid);
     if (idx >= p.batch * p.rows) { return; }
     let z = idx / p.rows;
     let r = idx % p.rows;
@@ -37,10 +37,10 @@ fn row_sum(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) 
 }
 
 // out[z, j] = scale * sum_r x[z, r, j]
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn col_sum(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
            @builtin(num_workgroups) nwg: vec3<u32>) {
-    let idx = (wid.y * nwg.x + wid.x) * 256u + lid.x;
+    let idx = global_index(wid, nwg, lid);
     if (idx >= p.batch * p.cols) { return; }
     let z = idx / p.cols;
     let j = idx % p.cols;

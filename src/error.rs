@@ -16,9 +16,10 @@ pub enum Error {
     Device(String),
     /// The device has no room for a buffer: out of memory, or above the adapter's largest
     /// buffer. Work that can be cut (edits, predictions, training steps) retries in smaller
-    /// pieces.
-    #[error("device: {0}")]
-    NoRoom(String),
+    /// pieces; what cannot be cut fails with `advice`, which a command that knows its own flags
+    /// replaces (`with_room_advice`).
+    #[error("device: {what}; {advice}")]
+    NoRoom { what: String, advice: String },
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -28,6 +29,9 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// What an out-of-room error advises where the command has nothing better to say.
+pub const NO_ROOM_ADVICE: &str = "use smaller batches or --device cpu";
+
 impl Error {
     pub fn input(path: impl AsRef<Path>, msg: impl Into<String>) -> Self {
         Error::Input {
@@ -35,16 +39,20 @@ impl Error {
             msg: msg.into(),
         }
     }
-    /// An out-of-memory error with the advice that fits the command (`crate::engine::gpu` gives a
-    /// general one); other errors unchanged.
+    /// No room on the device for `what`, with the advice that fits any command.
+    pub fn no_room(what: impl Into<String>) -> Self {
+        Error::NoRoom {
+            what: what.into(),
+            advice: NO_ROOM_ADVICE.into(),
+        }
+    }
+    /// An out-of-room error with the advice that fits the command; other errors unchanged.
     pub fn with_room_advice(self, advice: &str) -> Self {
         match self {
-            Error::NoRoom(m) => {
-                let what = m
-                    .strip_suffix(crate::engine::gpu::NO_ROOM_ADVICE)
-                    .unwrap_or(&m);
-                Error::NoRoom(format!("{}; {advice}", what.trim_end_matches("; ")))
-            }
+            Error::NoRoom { what, .. } => Error::NoRoom {
+                what,
+                advice: advice.into(),
+            },
             e => e,
         }
     }

@@ -93,22 +93,24 @@ impl<'a> View<'a> {
             && self.offset < other.offset + other.len
             && other.offset < self.offset + self.len
     }
-    /// Read-only slice for a CPU kernel. Callers must have run `check_disjoint` first.
-    pub(crate) unsafe fn cpu(&self) -> &'a [f32] {
-        std::slice::from_raw_parts(self.buf.cpu_ptr().add(self.offset), self.len)
-    }
-    /// Mutable slice for a CPU kernel. Callers must have run `check_disjoint` first.
-    #[allow(clippy::mut_from_ref)]
-    pub(crate) unsafe fn cpu_mut(&self) -> &'a mut [f32] {
-        std::slice::from_raw_parts_mut(self.buf.cpu_ptr().add(self.offset), self.len)
-    }
 }
 
-/// Every output must be disjoint from every other view (inputs and other outputs). Packed buffers
-/// make aliasing easy to get wrong, so this is checked on every launch on both backends.
-pub(crate) fn check_disjoint(outputs: &[View], inputs: &[View]) {
+/// The operands of one kernel call, checked not to alias: no output overlaps another output or
+/// an input (inputs may overlap each other). Packed buffers make aliasing easy to get wrong, so
+/// every launch on both backends checks; a CPU kernel then takes its slices from here.
+pub(crate) struct Operands<'a, const O: usize, const I: usize> {
+    outputs: [View<'a>; O],
+    inputs: [View<'a>; I],
+}
+
+/// Check `outputs` against each other and against `inputs` (panics on an overlap: that is a
+/// bug in the caller's offset table, never a user error).
+pub(crate) fn check_disjoint<'a, const O: usize, const I: usize>(
+    outputs: [View<'a>; O],
+    inputs: [View<'a>; I],
+) -> Operands<'a, O, I> {
     for (i, o) in outputs.iter().enumerate() {
-        for other in outputs[i + 1..].iter().chain(inputs) {
+        for other in outputs[i + 1..].iter().chain(&inputs) {
             assert!(
                 !o.overlaps(other),
                 "kernel output [{}, +{}) overlaps another operand [{}, +{}) of the same buffer",
@@ -118,6 +120,27 @@ pub(crate) fn check_disjoint(outputs: &[View], inputs: &[View]) {
                 other.len
             );
         }
+    }
+    Operands { outputs, inputs }
+}
+
+impl<'a, const O: usize, const I: usize> Operands<'a, O, I> {
+    /// The CPU slices of the operands: outputs writable, inputs read-only. Panics on a GPU
+    /// buffer. Taken once per kernel call, and dropped before the call returns.
+    pub(crate) fn cpu(self) -> ([&'a mut [f32]; O], [&'a [f32]; I]) {
+        // SAFETY: CPU buffers are cells (`UnsafeCell<f32>`), so shared and exclusive slices of
+        // one buffer may coexist as long as they do not overlap, which `check_disjoint` proved
+        // for every output against every other operand. No other slice into these buffers is
+        // alive: slices come only from here and from `Device::read`/`write`, which copy and
+        // return, and CPU kernels run synchronously on the caller's thread (`Buf` is not Sync)
+        // and drop their slices before they return.
+        let outputs = self.outputs.map(|v| unsafe {
+            std::slice::from_raw_parts_mut(v.buf.cpu_ptr().add(v.offset), v.len)
+        });
+        let inputs = self.inputs.map(|v| unsafe {
+            std::slice::from_raw_parts(v.buf.cpu_ptr().add(v.offset) as *const f32, v.len)
+        });
+        (outputs, inputs)
     }
 }
 
@@ -170,7 +193,7 @@ pub(crate) fn pool_take(len: usize) -> Option<Box<[UnsafeCell<f32>]>> {
     (0..len.div_ceil(1 << 16)).into_par_iter().for_each(|c| {
         let start = c << 16;
         let n = (len - start).min(1 << 16);
-        // Safety: the chunks are disjoint, and nothing else holds this buffer.
+        // SAFETY: the chunks are disjoint ranges of one buffer that nothing else holds yet.
         unsafe { std::slice::from_raw_parts_mut({ p }.0.add(start), n).fill(0.0) };
     });
     Some(cells)
@@ -179,7 +202,10 @@ pub(crate) fn pool_take(len: usize) -> Option<Box<[UnsafeCell<f32>]>> {
 /// Send a raw pointer into rayon workers; each worker touches a disjoint range.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);
+// SAFETY: a SendPtr is only made where every worker writes its own disjoint range of the
+// buffer it points into (the zero fill above, the CPU GEMM's batch items).
 unsafe impl Send for SendPtr {}
+// SAFETY: as for Send.
 unsafe impl Sync for SendPtr {}
 
 static NEXT_CPU_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);

@@ -2,7 +2,7 @@
 //! adapter when one exists and otherwise the CPU backend; a software rasteriser adapter
 //! (`DeviceType::Cpu`, e.g. lavapipe) is never taken by `auto` and never called "the GPU".
 
-use crate::engine::buffer::{Buf, BufInner};
+use crate::engine::buffer::{check_disjoint, Buf, BufInner};
 use crate::engine::gpu::GpuDevice;
 use crate::error::{Error, Result};
 use std::cell::UnsafeCell;
@@ -179,9 +179,9 @@ impl Device {
                     Some(cells) => cells,
                     None => {
                         // A zeroed allocation (calloc): the pages are zeroed lazily by the OS
-                        // instead of by a pass over the buffer. UnsafeCell<f32> has the layout
-                        // of f32.
+                        // instead of by a pass over the buffer.
                         let zeros: Box<[f32]> = vec![0.0f32; len].into_boxed_slice();
+                        // SAFETY: UnsafeCell<f32> has the layout of f32 (repr(transparent)).
                         unsafe { Box::from_raw(Box::into_raw(zeros) as *mut [UnsafeCell<f32>]) }
                     }
                 };
@@ -218,7 +218,7 @@ impl Device {
         assert!(offset + data.len() <= buf.len, "write outside buffer");
         match self {
             Device::Cpu(_) => {
-                let dst = unsafe { buf.view(offset, data.len()).cpu_mut() };
+                let ([dst], []) = check_disjoint([buf.view(offset, data.len())], []).cpu();
                 dst.copy_from_slice(data);
                 Ok(())
             }
@@ -230,7 +230,10 @@ impl Device {
     pub fn read(&self, buf: &Buf, offset: usize, len: usize) -> Result<Vec<f32>> {
         assert!(offset + len <= buf.len, "read outside buffer");
         match self {
-            Device::Cpu(_) => Ok(unsafe { buf.view(offset, len).cpu() }.to_vec()),
+            Device::Cpu(_) => {
+                let ([], [src]) = check_disjoint([], [buf.view(offset, len)]).cpu();
+                Ok(src.to_vec())
+            }
             Device::Gpu(g) => g.read(buf, offset, len),
         }
     }

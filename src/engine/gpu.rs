@@ -13,8 +13,9 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// What an out-of-memory error advises; callers with better advice replace it.
-pub(crate) const NO_ROOM_ADVICE: &str = "use smaller batches or --device cpu";
+/// Threads per workgroup of every 1-D kernel (all but the GEMMs, whose tiles set their own).
+/// Shaders see it as `WG` (see `shader_source`).
+pub const WORKGROUP: usize = 256;
 /// Bytes reserved for one dispatch's uniforms. Every kernel's params struct fits in it.
 pub const PARAM_SLOT: u64 = 256;
 /// Uniform arena size: dispatches per submit before the recorder flushes on its own.
@@ -163,6 +164,15 @@ impl GpuDevice {
         self.device.destroy();
     }
 
+    /// The grid of a 1-D kernel over `n` invocations (`WORKGROUP` threads per group).
+    pub(crate) fn grid(&self, n: usize) -> [u32; 3] {
+        grid_1d(
+            n,
+            WORKGROUP,
+            self.limits.max_compute_workgroups_per_dimension,
+        )
+    }
+
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }
@@ -198,13 +208,13 @@ impl GpuDevice {
             .max_buffer_size
             .min(self.limits.max_storage_buffer_binding_size);
         if bytes > max {
-            return Err(Error::NoRoom(format!(
+            return Err(Error::no_room(format!(
                 "buffer of {bytes} bytes exceeds the adapter's limit of {max} bytes"
             )));
         }
         let oom = || {
-            Error::NoRoom(format!(
-                "out of memory on {} allocating {:.1} MB; {NO_ROOM_ADVICE}",
+            Error::no_room(format!(
+                "out of memory on {} allocating {:.1} MB",
                 self.info.name,
                 bytes as f64 / 1e6
             ))
@@ -335,7 +345,7 @@ impl GpuDevice {
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(shader),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                source: wgpu::ShaderSource::Wgsl(shader_source(source).into()),
             });
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
@@ -612,6 +622,15 @@ impl GpuDevice {
         let ns = ticks[1].wrapping_sub(ticks[0]) as f64 * self.queue.get_timestamp_period() as f64;
         Ok(Some(ns * 1e-9))
     }
+}
+
+/// What every shader is compiled from: the line defining `WG` as `WORKGROUP`, the shared prelude
+/// (shaders/prelude.wgsl: `global_index`), then the shader's own source.
+pub fn shader_source(source: &str) -> String {
+    format!(
+        "const WG: u32 = {WORKGROUP}u;\n{}{source}",
+        include_str!("../../shaders/prelude.wgsl")
+    )
 }
 
 /// Workgroup grid for `n` invocations of a 1-D kernel with `wg` threads per group, folded into

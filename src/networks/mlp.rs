@@ -466,7 +466,7 @@ pub fn predict_in_passes(
         if !nets.iter().any(|(m, _)| *m == n) {
             match BatchedMlp::inference(dev, shape, batch, n, params) {
                 Ok(net) => nets.push((n, net)),
-                Err(Error::NoRoom(_)) if chunk > 1 => {
+                Err(Error::NoRoom { .. }) if chunk > 1 => {
                     nets.clear();
                     chunk /= 2;
                     continue;

@@ -385,13 +385,13 @@ fn fitting(
     edit: &impl Fn(std::ops::Range<usize>, usize) -> Result<Vec<Vec<f32>>>,
 ) -> Result<Vec<Vec<f32>>> {
     match edit(range.clone(), slice) {
-        Err(Error::NoRoom(_)) if range.len() > 1 => {
+        Err(Error::NoRoom { .. }) if range.len() > 1 => {
             let mid = range.start + range.len() / 2;
             let mut out = fitting(range.start..mid, slice, edit)?;
             out.extend(fitting(mid..range.end, slice, edit)?);
             Ok(out)
         }
-        Err(Error::NoRoom(_)) if slice > 1024 => fitting(range, slice / 2, edit),
+        Err(Error::NoRoom { .. }) if slice > 1024 => fitting(range, slice / 2, edit),
         result => result,
     }
 }
@@ -539,7 +539,7 @@ pub fn step_gradient(
     for from in (0..n).step_by(piece) {
         match run(from..(from + piece).min(n)) {
             Ok(l) => losses.extend(l),
-            Err(Error::NoRoom(_)) if piece > 1 => {
+            Err(Error::NoRoom { .. }) if piece > 1 => {
                 drop(sum);
                 let batch = (x, y, group);
                 return step_gradient(

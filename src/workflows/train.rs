@@ -457,11 +457,14 @@ impl<'a> Trainer<'a> {
             params.len(),
         )
         .map_err(|e| match e {
-            Error::NoRoom(m) => Error::NoRoom(format!(
-                "a training step's model of {} weights on {} rows: {m}",
-                shape.n_params(),
-                self.cfg.rows
-            )),
+            Error::NoRoom { what, advice } => Error::NoRoom {
+                what: format!(
+                    "a training step's model of {} weights on {} rows: {what}",
+                    shape.n_params(),
+                    self.cfg.rows
+                ),
+                advice,
+            },
             e => e,
         })?;
         let opt = Adam {

@@ -3,7 +3,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/activation.wgsl");
@@ -150,13 +149,13 @@ fn backward_chunk(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn forward_chunk_avx2(act: Activation, x: &[f32], y: &mut [f32]) {
+fn forward_chunk_avx2(act: Activation, x: &[f32], y: &mut [f32]) {
     forward_loop(act, x, y)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn backward_chunk_avx2(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+fn backward_chunk_avx2(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
     backward_loop(act, x, dy, dx)
 }
 
@@ -205,11 +204,11 @@ struct Params {
 /// y = act(x), elementwise over `x.len` values.
 pub fn activation_forward(dev: &Device, act: Activation, x: View, y: View) -> Result<()> {
     assert_eq!(x.len, y.len, "activation_forward: x and y differ in length");
-    check_disjoint(&[y], &[x]);
+    let ops = check_disjoint([y], [x]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("activation_forward");
-            let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
+            let ([yv], [xv]) = ops.cpu();
             use rayon::prelude::*;
             yv.par_chunks_mut(4096)
                 .zip(xv.par_chunks(4096))
@@ -226,7 +225,7 @@ pub fn activation_forward(dev: &Device, act: Activation, x: View, y: View) -> Re
                 dx_off: 0,
                 _pad: [0; 2],
             };
-            let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(x.len);
             g.launch(
                 "activation",
                 SHADER,
@@ -256,11 +255,11 @@ pub fn activation_backward(
         dy.buf.id, dx.buf.id,
         "activation_backward: dy and dx must share a buffer"
     );
-    check_disjoint(&[dx], &[x, dy]);
+    let ops = check_disjoint([dx], [x, dy]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("activation_backward");
-            let (xv, dyv, dxv) = unsafe { (x.cpu(), dy.cpu(), dx.cpu_mut()) };
+            let ([dxv], [xv, dyv]) = ops.cpu();
             use rayon::prelude::*;
             dxv.par_chunks_mut(4096)
                 .zip(dyv.par_chunks(4096).zip(xv.par_chunks(4096)))
@@ -277,7 +276,7 @@ pub fn activation_backward(
                 dx_off: dx.off(),
                 _pad: [0; 2],
             };
-            let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(x.len);
             g.launch(
                 "activation",
                 SHADER,

@@ -3,7 +3,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/adam.wgsl");
@@ -89,14 +88,13 @@ pub fn adam_step(
         m.buf.id, v.buf.id,
         "adam_step: m and v must share the state buffer"
     );
-    check_disjoint(&[params, m, v], &[grads]);
+    let ops = check_disjoint([params, m, v], [grads]);
     let bc1 = 1.0 - opt.beta1.powi(t as i32);
     let bc2 = 1.0 - opt.beta2.powi(t as i32);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("adam_step");
-            let (pv, gv, mv, vv) =
-                unsafe { (params.cpu_mut(), grads.cpu(), m.cpu_mut(), v.cpu_mut()) };
+            let ([pv, mv, vv], [gv]) = ops.cpu();
             for i in 0..n {
                 update(
                     opt,
@@ -131,7 +129,7 @@ pub fn adam_step(
                 bc2,
                 _pad1: 0.0,
             };
-            let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(n);
             g.launch(
                 "adam",
                 SHADER,
@@ -176,21 +174,13 @@ pub fn adam_step_per_model(
         m.buf.id, v.buf.id,
         "adam_step_per_model: m and v must share the state buffer"
     );
-    check_disjoint(&[params, m, v], &[grads, hyper]);
+    let ops = check_disjoint([params, m, v], [grads, hyper]);
     let bc1 = 1.0 - opt.beta1.powi(t as i32);
     let bc2 = 1.0 - opt.beta2.powi(t as i32);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("adam_step_per_model");
-            let (pv, gv, mv, vv, hv) = unsafe {
-                (
-                    params.cpu_mut(),
-                    grads.cpu(),
-                    m.cpu_mut(),
-                    v.cpu_mut(),
-                    hyper.cpu(),
-                )
-            };
+            let ([pv, mv, vv], [gv, hv]) = ops.cpu();
             for i in 0..n {
                 let z = i / model_stride;
                 update(
@@ -226,7 +216,7 @@ pub fn adam_step_per_model(
                 bc2,
                 _pad1: 0.0,
             };
-            let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(n);
             g.launch(
                 "adam",
                 SHADER,

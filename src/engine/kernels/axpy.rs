@@ -2,7 +2,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/axpy.wgsl");
@@ -22,11 +21,11 @@ struct Params {
 /// y = alpha * x + beta * y; with beta = 0, y is not read.
 pub fn axpy(dev: &Device, alpha: f32, x: View, beta: f32, y: View) -> Result<()> {
     assert_eq!(x.len, y.len, "axpy: lengths differ");
-    check_disjoint(&[y], &[x]);
+    let ops = check_disjoint([y], [x]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("axpy");
-            let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
+            let ([yv], [xv]) = ops.cpu();
             for (t, &s) in yv.iter_mut().zip(xv) {
                 *t = if beta != 0.0 {
                     alpha * s + beta * *t
@@ -46,7 +45,7 @@ pub fn axpy(dev: &Device, alpha: f32, x: View, beta: f32, y: View) -> Result<()>
                 beta,
                 _pad1: [0; 2],
             };
-            let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(x.len);
             g.launch("axpy", SHADER, "axpy", &p, &[x.buf, y.buf], grid)
         }
     }
@@ -60,12 +59,12 @@ pub fn copy(dev: &Device, x: View, y: View) -> Result<()> {
 /// y = y * x, elementwise (x is usually a 0/1 mask, repeated per model by the caller's views).
 pub fn mul(dev: &Device, x: View, y: View) -> Result<()> {
     assert_eq!(x.len, y.len, "mul: lengths differ");
-    check_disjoint(&[y], &[x]);
+    let ops = check_disjoint([y], [x]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("mul");
             use rayon::prelude::*;
-            let (xv, yv) = unsafe { (x.cpu(), y.cpu_mut()) };
+            let ([yv], [xv]) = ops.cpu();
             yv.par_iter_mut()
                 .zip(xv.par_iter())
                 .with_min_len(4096)
@@ -82,7 +81,7 @@ pub fn mul(dev: &Device, x: View, y: View) -> Result<()> {
                 beta: 0.0,
                 _pad1: [0; 2],
             };
-            let grid = grid_1d(x.len, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(x.len);
             g.launch("axpy", SHADER, "mul", &p, &[x.buf, y.buf], grid)
         }
     }

@@ -3,7 +3,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::engine::kernels::activation::sigmoid;
 use crate::error::Result;
 
@@ -76,11 +75,11 @@ fn run(
         out.len >= (b.batch - 1) * b.out_stride + b.n,
         "bce: out view too short"
     );
-    check_disjoint(&[out], &[logits, targets]);
+    let ops = check_disjoint([out], [logits, targets]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("bce_loss");
-            let (sv, tv, ov) = unsafe { (logits.cpu(), targets.cpu(), out.cpu_mut()) };
+            let ([ov], [sv, tv]) = ops.cpu();
             for z in 0..b.batch {
                 for i in 0..b.n {
                     let s = sv[z * b.s_stride + i];
@@ -107,11 +106,7 @@ fn run(
                 scale,
                 _pad: [0; 3],
             };
-            let grid = grid_1d(
-                b.batch * b.n,
-                256,
-                g.limits.max_compute_workgroups_per_dimension,
-            );
+            let grid = g.grid(b.batch * b.n);
             g.launch(
                 "bce",
                 SHADER,

@@ -2,7 +2,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/bias.wgsl");
@@ -48,12 +47,12 @@ pub fn bias_add(dev: &Device, s: &BiasAdd, y: View, bias: View) -> Result<()> {
         batch == 0 || bias.len >= (batch - 1) * b_stride + cols,
         "bias_add: bias view too short"
     );
-    check_disjoint(&[y], &[bias]);
+    let ops = check_disjoint([y], [bias]);
     let total = batch * rows * cols;
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("bias_add");
-            let (yv, bv) = unsafe { (y.cpu_mut(), bias.cpu()) };
+            let ([yv], [bv]) = ops.cpu();
             use rayon::prelude::*;
             for z in 0..batch {
                 let b = &bv[z * b_stride..z * b_stride + cols];
@@ -76,7 +75,7 @@ pub fn bias_add(dev: &Device, s: &BiasAdd, y: View, bias: View) -> Result<()> {
                 b_off: bias.off(),
                 b_stride: b_stride as u32,
             };
-            let grid = grid_1d(total, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(total);
             g.launch("bias", SHADER, "bias_add", &p, &[y.buf, bias.buf], grid)
         }
     }

@@ -1,9 +1,8 @@
 //! Softmax cross-entropy, forward (per-row losses) and backward (logit gradients): WGSL launch
 //! (shaders/cross_entropy.wgsl) and the CPU reference.
 
-use crate::engine::buffer::{check_disjoint, View};
+use crate::engine::buffer::{check_disjoint, Operands, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/cross_entropy.wgsl");
@@ -38,7 +37,13 @@ struct Params {
     _pad1: u32,
 }
 
-fn check(ce: &CrossEntropy, logits: &View, labels: &View, out: &View, out_row: usize) {
+fn check<'a>(
+    ce: &CrossEntropy,
+    logits: &View<'a>,
+    labels: &View<'a>,
+    out: &View<'a>,
+    out_row: usize,
+) -> Operands<'a, 1, 2> {
     assert!(ce.classes > 0, "cross_entropy: zero classes");
     assert!(
         logits.len >= (ce.batch - 1) * ce.s_stride + ce.rows * ce.classes,
@@ -52,7 +57,7 @@ fn check(ce: &CrossEntropy, logits: &View, labels: &View, out: &View, out_row: u
         out.len >= (ce.batch - 1) * ce.out_stride + ce.rows * out_row,
         "cross_entropy: out view too short"
     );
-    check_disjoint(&[*out], &[*logits, *labels]);
+    check_disjoint([*out], [*logits, *labels])
 }
 
 fn launch(
@@ -78,11 +83,7 @@ fn launch(
         scale,
         _pad1: 0,
     };
-    let grid = grid_1d(
-        ce.batch * ce.rows,
-        256,
-        dev.limits.max_compute_workgroups_per_dimension,
-    );
+    let grid = dev.grid(ce.batch * ce.rows);
     dev.launch(
         "cross_entropy",
         SHADER,
@@ -111,11 +112,11 @@ pub fn cross_entropy_forward(
     if ce.batch == 0 || ce.rows == 0 {
         return Ok(());
     }
-    check(ce, &logits, &labels, &losses, 1);
+    let ops = check(ce, &logits, &labels, &losses, 1);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("cross_entropy_forward");
-            let (sv, lv, ov) = unsafe { (logits.cpu(), labels.cpu(), losses.cpu_mut()) };
+            let ([ov], [sv, lv]) = ops.cpu();
             for z in 0..ce.batch {
                 for r in 0..ce.rows {
                     let row = &sv[z * ce.s_stride + r * ce.classes..][..ce.classes];
@@ -142,11 +143,11 @@ pub fn cross_entropy_backward(
     if ce.batch == 0 || ce.rows == 0 {
         return Ok(());
     }
-    check(ce, &logits, &labels, &dlogits, ce.classes);
+    let ops = check(ce, &logits, &labels, &dlogits, ce.classes);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("cross_entropy_backward");
-            let (sv, lv, ov) = unsafe { (logits.cpu(), labels.cpu(), dlogits.cpu_mut()) };
+            let ([ov], [sv, lv]) = ops.cpu();
             for z in 0..ce.batch {
                 for r in 0..ce.rows {
                     let row = &sv[z * ce.s_stride + r * ce.classes..][..ce.classes];

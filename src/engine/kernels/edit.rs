@@ -7,7 +7,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/edit.wgsl");
@@ -125,21 +124,11 @@ pub fn edit_forward(
         map.buf.id, kind.buf.id,
         "edit_forward: map and kind share a buffer"
     );
-    check_disjoint(&[edited], &[orig, prior, head, map, kind, thr]);
+    let ops = check_disjoint([edited], [orig, prior, head, map, kind, thr]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("edit_forward");
-            let (ov, pv, hv, mv, kv, tv) = unsafe {
-                (
-                    orig.cpu(),
-                    prior.cpu(),
-                    head.cpu(),
-                    map.cpu(),
-                    kind.cpu(),
-                    thr.cpu(),
-                )
-            };
-            let out = unsafe { edited.cpu_mut() };
+            let ([out], [ov, pv, hv, mv, kv, tv]) = ops.cpu();
             for i in 0..n {
                 let h = mv[i].to_bits() as usize;
                 let k = kv[i].to_bits();
@@ -169,7 +158,7 @@ pub fn edit_forward(
                 prior_off: prior.off(),
                 _pad: 0,
             };
-            let grid = grid_1d(n, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(n);
             g.launch(
                 "edit",
                 SHADER,
@@ -214,22 +203,11 @@ pub fn edit_backward(
         inv.buf.id, kind.buf.id,
         "edit_backward: inv and kind share a buffer"
     );
-    check_disjoint(&[dhead], &[orig, prior, head, inv, kind, thr, dedited]);
+    let ops = check_disjoint([dhead], [orig, prior, head, inv, kind, thr, dedited]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("edit_backward");
-            let (ov, pv, hv, iv, kv, tv, gv) = unsafe {
-                (
-                    orig.cpu(),
-                    prior.cpu(),
-                    head.cpu(),
-                    inv.cpu(),
-                    kind.cpu(),
-                    thr.cpu(),
-                    dedited.cpu(),
-                )
-            };
-            let out = unsafe { dhead.cpu_mut() };
+            let ([out], [ov, pv, hv, iv, kv, tv, gv]) = ops.cpu();
             for h in 0..rows {
                 let i = iv[h].to_bits();
                 let d = if i == NONE {
@@ -266,7 +244,7 @@ pub fn edit_backward(
                 prior_off: prior.off(),
                 _pad: 0,
             };
-            let grid = grid_1d(rows, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(rows);
             g.launch(
                 "edit",
                 SHADER,

@@ -73,16 +73,14 @@ pub fn fairness_penalty(
         labels.buf.id, lambda.buf.id,
         "fairness_penalty: labels and lambdas share a buffer"
     );
-    check_disjoint(&[loss, dlogits], &[logits, labels, group, lambda]);
+    let ops = check_disjoint([loss, dlogits], [logits, labels, group, lambda]);
     if models == 0 || rows == 0 {
         return Ok(());
     }
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("fairness_penalty");
-            let (sv, yv, gv, lv) =
-                unsafe { (logits.cpu(), labels.cpu(), group.cpu(), lambda.cpu()) };
-            let (lo, dv) = unsafe { (loss.cpu_mut(), dlogits.cpu_mut()) };
+            let ([lo, dv], [sv, yv, gv, lv]) = ops.cpu();
             let classes = if gap == Gap::Eo { 2 } else { 1 };
             for z in 0..models {
                 let b = z * rows;
@@ -142,14 +140,13 @@ pub fn fairness_penalty(
                 sharpness,
                 _pad: 0,
             };
-            let groups_x = models.div_ceil(64) as u32;
             g.launch(
                 "fairness",
                 SHADER,
                 "fairness_penalty",
                 &p,
                 &[logits.buf, labels.buf, group.buf, dlogits.buf, loss.buf],
-                [groups_x, 1, 1],
+                g.grid(models),
             )
         }
     }

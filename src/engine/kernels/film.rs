@@ -2,7 +2,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/film.wgsl");
@@ -47,11 +46,11 @@ pub fn film_forward(
         y.len == x.len && gb.len == models * 2 * cols && rm.row_model.len == rows,
         "film_forward: shapes"
     );
-    check_disjoint(&[y], &[x, gb, rm.row_model, rm.row_offsets]);
+    let ops = check_disjoint([y], [x, gb, rm.row_model, rm.row_offsets]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("film_forward");
-            let (xv, gv, yv, mv) = unsafe { (x.cpu(), gb.cpu(), y.cpu_mut(), rm.row_model.cpu()) };
+            let ([yv], [xv, gv, mv, _]) = ops.cpu();
             for n in 0..rows {
                 let base = mv[n].to_bits() as usize * 2 * cols;
                 for c in 0..cols {
@@ -81,11 +80,7 @@ pub fn film_forward(
                 off_off: rm.row_offsets.off(),
                 ..Default::default()
             };
-            let grid = grid_1d(
-                rows * cols,
-                256,
-                g.limits.max_compute_workgroups_per_dimension,
-            );
+            let grid = g.grid(rows * cols);
             g.launch(
                 "film",
                 SHADER,
@@ -122,13 +117,11 @@ pub fn film_backward(
         dy.buf.id, dx.buf.id,
         "film_backward: dy and dx share a buffer"
     );
-    check_disjoint(&[dx, dgb], &[x, gb, dy, rm.row_model, rm.row_offsets]);
+    let ops = check_disjoint([dx, dgb], [x, gb, dy, rm.row_model, rm.row_offsets]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("film_backward");
-            let (xv, gv, dyv, dxv, dgv) =
-                unsafe { (x.cpu(), gb.cpu(), dy.cpu(), dx.cpu_mut(), dgb.cpu_mut()) };
-            let (mv, ov) = unsafe { (rm.row_model.cpu(), rm.row_offsets.cpu()) };
+            let ([dxv, dgv], [xv, gv, dyv, mv, ov]) = ops.cpu();
             for n in 0..rows {
                 let base = mv[n].to_bits() as usize * 2 * cols;
                 for c in 0..cols {
@@ -183,14 +176,13 @@ pub fn film_backward(
                 accumulate: accumulate as u32,
             };
             let bufs = [x.buf, gb.buf, rm.row_model.buf, dy.buf, dgb.buf];
-            let max = g.limits.max_compute_workgroups_per_dimension;
             g.launch(
                 "film",
                 SHADER,
                 "film_backward_input",
                 &p,
                 &bufs,
-                grid_1d(rows * cols, 256, max),
+                g.grid(rows * cols),
             )?;
             g.launch(
                 "film",
@@ -198,7 +190,7 @@ pub fn film_backward(
                 "film_backward_params",
                 &p,
                 &bufs,
-                grid_1d(models * cols, 256, max),
+                g.grid(models * cols),
             )
         }
     }

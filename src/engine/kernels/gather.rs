@@ -3,7 +3,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/gather.wgsl");
@@ -45,17 +44,17 @@ pub fn gather_rows_with(
 ) -> Result<()> {
     let n = idx.len;
     assert!(out.len >= n * cols, "gather_rows: out view too short");
-    let mut inputs = vec![src, idx];
-    inputs.extend(o.scale);
-    check_disjoint(&[out], &inputs);
+    // Without a scale, `idx` stands in for it (unread), so the operands have one shape.
+    let scale = o.scale.unwrap_or(idx);
+    let ops = check_disjoint([out], [src, idx, scale]);
     if n == 0 || cols == 0 {
         return Ok(());
     }
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("gather_rows");
-            let (s, ix, dst) = unsafe { (src.cpu(), idx.cpu(), out.cpu_mut()) };
-            let sc = o.scale.map(|v| unsafe { v.cpu() });
+            let ([dst], [s, ix, sc]) = ops.cpu();
+            let sc = o.scale.map(|_| sc);
             use rayon::prelude::*;
             dst[..n * cols]
                 .par_chunks_mut(cols)
@@ -75,7 +74,6 @@ pub fn gather_rows_with(
             Ok(())
         }
         Device::Gpu(g) => {
-            let scale = o.scale.unwrap_or(idx);
             let p = Params {
                 n: n as u32,
                 cols: cols as u32,
@@ -86,7 +84,7 @@ pub fn gather_rows_with(
                 use_scale: o.scale.is_some() as u32,
                 scale_off: scale.off(),
             };
-            let grid = grid_1d(n * cols, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(n * cols);
             g.launch(
                 "gather",
                 SHADER,

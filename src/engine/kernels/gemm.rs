@@ -1,7 +1,7 @@
 //! Batched GEMM with either operand transposed: WGSL launch (shaders/gemm.wgsl) and the CPU
 //! reference (the `gemm` crate, batch items spread over rayon).
 
-use crate::engine::buffer::{check_disjoint, SendPtr, View};
+use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
 use crate::error::Result;
 use rayon::prelude::*;
@@ -118,14 +118,15 @@ pub fn gemm_with(
         g.batch <= 1 || g.c_stride >= g.m * g.n,
         "gemm: C batch items overlap"
     );
-    check_disjoint(&[c], &[a, b]);
+    let ops = check_disjoint([c], [a, b]);
     if g.batch == 0 || g.m == 0 || g.n == 0 {
         return Ok(());
     }
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("gemm");
-            unsafe { gemm_cpu(g, a.cpu(), b.cpu(), c.buf.cpu_ptr().add(c.offset)) };
+            let ([cv], [av, bv]) = ops.cpu();
+            gemm_cpu(g, av, bv, cv);
             Ok(())
         }
         Device::Gpu(gpu) => {
@@ -173,8 +174,8 @@ pub fn gemm_with(
     }
 }
 
-/// CPU reference. `c` points at C[0]; batch items are `c_stride` apart and do not overlap.
-unsafe fn gemm_cpu(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
+/// CPU reference. Batch item z of C is `c[z * c_stride..][..m * n]`; the items do not overlap.
+fn gemm_cpu(g: &Gemm, a: &[f32], b: &[f32], c: &mut [f32]) {
     let (a_rs, a_cs) = if g.trans_a {
         (1, g.m as isize)
     } else {
@@ -185,45 +186,48 @@ unsafe fn gemm_cpu(g: &Gemm, a: &[f32], b: &[f32], c: *mut f32) {
     } else {
         (g.n as isize, 1)
     };
-    let c = SendPtr(c);
-    let one = |z: usize, par: gemm::Parallelism| {
-        // Rebind so the closure captures the Send+Sync wrapper, not its raw-pointer field.
-        #[allow(clippy::redundant_locals)]
-        let c = c;
-        let dst = c.0.add(z * g.c_stride);
+    let one = |z: usize, dst: &mut [f32], par: gemm::Parallelism| {
+        let dst = &mut dst[..g.m * g.n];
         if g.k == 0 {
             if !g.accumulate {
-                std::slice::from_raw_parts_mut(dst, g.m * g.n).fill(0.0);
+                dst.fill(0.0);
             }
             return;
         }
-        gemm::gemm(
-            g.m,
-            g.n,
-            g.k,
-            dst,
-            1,
-            g.n as isize,
-            g.accumulate,
-            a.as_ptr().add(z * g.a_stride),
-            a_cs,
-            a_rs,
-            b.as_ptr().add(z * g.b_stride),
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
+        let (a, b) = (&a[z * g.a_stride..], &b[z * g.b_stride..]);
+        assert!(a.len() >= g.m * g.k && b.len() >= g.k * g.n);
+        // SAFETY: with these strides the product reads m x k values of A and k x n of B, and
+        // writes the m x n values of `dst` row-major: all inside the slices it is given.
+        unsafe {
+            gemm::gemm(
+                g.m,
+                g.n,
+                g.k,
+                dst.as_mut_ptr(),
+                1,
+                g.n as isize,
+                g.accumulate,
+                a.as_ptr(),
+                a_cs,
+                a_rs,
+                b.as_ptr(),
+                b_cs,
+                b_rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            )
+        };
     };
     if g.batch == 1 {
-        one(0, gemm::Parallelism::Rayon(0));
+        one(0, c, gemm::Parallelism::Rayon(0));
     } else {
-        (0..g.batch)
-            .into_par_iter()
-            .for_each(|z| one(z, gemm::Parallelism::None));
+        c.par_chunks_mut(g.c_stride)
+            .take(g.batch)
+            .enumerate()
+            .for_each(|(z, dst)| one(z, dst, gemm::Parallelism::None));
     }
 }

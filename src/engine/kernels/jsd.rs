@@ -4,7 +4,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/jsd.wgsl");
@@ -84,12 +83,11 @@ pub fn jsd(
         p.len == rows * classes && q.len == p.len && dq.len == p.len && classes >= 1,
         "jsd: shapes"
     );
-    check_disjoint(&[loss, dq], &[p, q]);
+    let ops = check_disjoint([loss, dq], [p, q]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("jsd");
-            let (pv, qv) = unsafe { (p.cpu(), q.cpu()) };
-            let (lv, dv) = unsafe { (loss.cpu_mut(), dq.cpu_mut()) };
+            let ([lv, dv], [pv, qv]) = ops.cpu();
             for (r, l) in lv.iter_mut().enumerate() {
                 let s = r * classes..(r + 1) * classes;
                 *l = row(&pv[s.clone()], &qv[s.clone()], &mut dv[s], scale);
@@ -107,7 +105,7 @@ pub fn jsd(
                 scale,
                 _pad: 0,
             };
-            let grid = grid_1d(rows, 64, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(rows);
             g.launch(
                 "jsd",
                 SHADER,

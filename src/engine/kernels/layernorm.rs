@@ -3,7 +3,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/layernorm.wgsl");
@@ -48,11 +47,11 @@ pub fn layernorm_forward(
         y.len == x.len && w.len == 2 * cols && stats.len == 2 * rows,
         "layernorm_forward: shapes"
     );
-    check_disjoint(&[y, stats], &[x, w]);
+    let ops = check_disjoint([y, stats], [x, w]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("layernorm_forward");
-            let (xv, wv, yv, sv) = unsafe { (x.cpu(), w.cpu(), y.cpu_mut(), stats.cpu_mut()) };
+            let ([yv, sv], [xv, wv]) = ops.cpu();
             for r in 0..rows {
                 let row = &xv[r * cols..(r + 1) * cols];
                 let (mean, rstd) = row_stats(row);
@@ -79,7 +78,7 @@ pub fn layernorm_forward(
                 eps: EPS,
                 ..Default::default()
             };
-            let grid = grid_1d(rows, 256, g.limits.max_compute_workgroups_per_dimension);
+            let grid = g.grid(rows);
             g.launch(
                 "layernorm",
                 SHADER,
@@ -115,20 +114,11 @@ pub fn layernorm_backward(
         dy.buf.id, dx.buf.id,
         "layernorm_backward: dy and dx share a buffer"
     );
-    check_disjoint(&[dx, dw], &[x, w, stats, dy]);
+    let ops = check_disjoint([dx, dw], [x, w, stats, dy]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("layernorm_backward");
-            let (xv, wv, sv, dyv, dxv, dwv) = unsafe {
-                (
-                    x.cpu(),
-                    w.cpu(),
-                    stats.cpu(),
-                    dy.cpu(),
-                    dx.cpu_mut(),
-                    dw.cpu_mut(),
-                )
-            };
+            let ([dxv, dwv], [xv, wv, sv, dyv]) = ops.cpu();
             for r in 0..rows {
                 let (mean, rstd) = (sv[2 * r], sv[2 * r + 1]);
                 let (mut mg, mut mgx) = (0.0f32, 0.0f32);
@@ -184,14 +174,13 @@ pub fn layernorm_backward(
                 _pad: 0,
             };
             let bufs = [x.buf, w.buf, stats.buf, dy.buf, dw.buf];
-            let max = g.limits.max_compute_workgroups_per_dimension;
             g.launch(
                 "layernorm",
                 SHADER,
                 "layernorm_backward_input",
                 &p,
                 &bufs,
-                grid_1d(rows, 256, max),
+                g.grid(rows),
             )?;
             g.launch(
                 "layernorm",
@@ -199,7 +188,7 @@ pub fn layernorm_backward(
                 "layernorm_backward_params",
                 &p,
                 &bufs,
-                grid_1d(cols, 256, max),
+                g.grid(cols),
             )
         }
     }

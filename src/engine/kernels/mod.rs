@@ -42,8 +42,11 @@ pub const SHADERS: &[(&str, &str)] = &[
     ("segment", include_str!("../../../shaders/segment.wgsl")),
 ];
 
-/// Parse and validate a WGSL source with naga, as wgpu would before compiling it. Needs no adapter.
-pub fn validate_wgsl(source: &str) -> Result<(), String> {
+/// Parse and validate a shader's WGSL with naga, as wgpu would before compiling it (with the
+/// prelude every shader gets, see `gpu::shader_source`). Needs no adapter.
+pub fn validate_wgsl(shader: &str) -> Result<(), String> {
+    let source = crate::engine::gpu::shader_source(shader);
+    let source = source.as_str();
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
     naga::valid::Validator::new(
         naga::valid::ValidationFlags::all(),

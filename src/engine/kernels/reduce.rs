@@ -3,7 +3,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/reduce.wgsl");
@@ -82,11 +81,11 @@ pub fn reduce(dev: &Device, r: &Reduce, x: View, out: View) -> Result<()> {
         out.len >= (r.batch - 1) * r.out_stride + n_out,
         "reduce: out view too short"
     );
-    check_disjoint(&[out], &[x]);
+    let ops = check_disjoint([out], [x]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("reduce");
-            let (xv, ov) = unsafe { (x.cpu(), out.cpu_mut()) };
+            let ([ov], [xv]) = ops.cpu();
             for z in 0..r.batch {
                 let xz = &xv[z * r.x_stride..];
                 // Sums run along the reduced axis in order, as on the GPU; columns are summed a
@@ -138,11 +137,7 @@ pub fn reduce(dev: &Device, r: &Reduce, x: View, out: View) -> Result<()> {
             } else {
                 "col_sum"
             };
-            let grid = grid_1d(
-                r.batch * n_out,
-                256,
-                g.limits.max_compute_workgroups_per_dimension,
-            );
+            let grid = g.grid(r.batch * n_out);
             g.launch("reduce", SHADER, entry, &p, &[x.buf, out.buf], grid)
         }
     }

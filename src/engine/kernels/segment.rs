@@ -3,7 +3,6 @@
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
-use crate::engine::gpu::grid_1d;
 use crate::error::Result;
 
 const SHADER: &str = include_str!("../../../shaders/segment.wgsl");
@@ -54,9 +53,9 @@ pub fn segment_reduce(
         out.len >= n_seg * cols,
         "segment_reduce: out view too short"
     );
-    let mut inputs = vec![values, offsets];
-    inputs.extend(o.perm);
-    check_disjoint(&[out], &inputs);
+    // Without a permutation, `offsets` stands in for it (unread), so the operands have one shape.
+    let perm = o.perm.unwrap_or(offsets);
+    let ops = check_disjoint([out], [values, offsets, perm]);
     if n_seg == 0 || cols == 0 {
         return Ok(());
     }
@@ -64,8 +63,8 @@ pub fn segment_reduce(
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("segment_reduce");
             use rayon::prelude::*;
-            let (v, off, dst) = unsafe { (values.cpu(), offsets.cpu(), out.cpu_mut()) };
-            let perm = o.perm.map(|p| unsafe { p.cpu() });
+            let ([dst], [v, off, perm]) = ops.cpu();
+            let perm = o.perm.map(|_| perm);
             let (lo, hi) = o.window.unwrap_or((0, usize::MAX));
             // Whole rows at a time, segments in parallel; each value still sums its range in order.
             dst[..n_seg * cols]
@@ -118,11 +117,7 @@ pub fn segment_reduce(
                 lo: u32::try_from(lo).expect("window beyond u32"),
                 hi: u32::try_from(hi).expect("window beyond u32"),
             };
-            let grid = grid_1d(
-                n_seg * cols,
-                256,
-                g.limits.max_compute_workgroups_per_dimension,
-            );
+            let grid = g.grid(n_seg * cols);
             g.launch(
                 "segment",
                 SHADER,
