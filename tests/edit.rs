@@ -13,10 +13,12 @@ use regop::engine::kernels::jsd::jsd;
 use regop::networks::editor::{Editor, EditorConfig};
 use regop::networks::graph::PosIds;
 use regop::networks::mlp::{init_params, MlpShape};
-use regop::workflows::edit::{
-    choose_shift, edit_models, fold_removed_means, shift_grid, step_gradient, Ask, Columns,
-    EditSpec, FairTarget, PruneScore, Requirement, TrainBatch, COND_DIM,
-};
+use regop::requirement::COND_DIM;
+use regop::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
+use regop::workflows::baselines::fold_removed_means;
+use regop::workflows::edit::edit_models;
+use regop::workflows::edit::search::{choose_shift, shift_grid};
+use regop::workflows::edit::step::{step_gradient, TrainBatch};
 use regop::Device;
 
 fn bits(v: &[u32]) -> Vec<f32> {
@@ -794,7 +796,7 @@ fn choose_shift_meets_the_target_at_the_best_accuracy() {
             group,
         };
         let max_gap = 0.05;
-        let target = regop::workflows::edit::SEARCH_MARGIN * max_gap;
+        let target = regop::requirement::SEARCH_MARGIN * max_gap;
         let none = vec![0.0; groups];
         let (g0, _) = score_shift(&logits, &split, &none, Gap::Eo);
         assert!(g0 > 2.0 * max_gap, "the test needs a gap to close: {g0}");

@@ -659,7 +659,7 @@ fn training_models_are_read_when_a_step_draws_them() {
     .unwrap();
     let cfg = TrainConfig {
         steps: 2,
-        ..TrainConfig::new(regop::workflows::edit::Requirement::Prune)
+        ..TrainConfig::new(regop::requirement::Requirement::Prune)
     };
     let trainer = Trainer::new(&cfg, &z, &manifest, &data).unwrap();
     let dev = regop::Device::cpu();

@@ -16,7 +16,11 @@ use crate::io::data::Dataset;
 use crate::io::model::Model;
 use crate::networks::editor::Editor;
 use crate::networks::mlp::MlpShape;
-use crate::workflows::edit::{edit_models, slice_edges, Ask, EditBatch, EditorFile, TrainBatch};
+use crate::requirement::Ask;
+use crate::workflows::edit::checkpoint::EditorFile;
+use crate::workflows::edit::step::TrainBatch;
+use crate::workflows::edit::EditBatch;
+use crate::workflows::edit::{edit_models, slice_edges};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -1,3 +1,226 @@
-//! What a requirement asks of a model and how an edit is checked against it.
+//! The requirement vocabulary: what a requirement asks of one model (`Ask`: removed columns,
+//! a fairness weight or group shifts, a sparsity), how an editor edits (`EditSpec`), what the
+//! editor knows of the input columns (`Columns`), and the named constants every workflow judges
+//! an edit by. `verify` checks an edit; `metrics` holds the measures it uses.
 
 pub mod metrics;
+pub mod verify;
+
+use crate::engine::kernels::edit::EditOpts;
+use crate::engine::kernels::fairness::Gap;
+use crate::io::data::{Schema, Split};
+
+/// Most accuracy an edit may lose and still count as compliant (2 points): `--max-drop`'s
+/// default, and what the trainer's checkpoint choice and compare's "compliant" column use.
+pub const MAX_DROP: f64 = 0.02;
+
+/// Searches aim below a fairness bound by this factor: the gap measured on one split scatters
+/// on another (about +-0.03 for equalised odds at a few thousand rows).
+pub const SEARCH_MARGIN: f64 = 0.6;
+
+/// Lambdas a penalty fairness editor tries in one batch when it must meet a gap bound.
+pub const LAMBDA_SEARCH_POINTS: usize = 16;
+
+/// Default range of the per-group logit shifts a shift editor is trained on: the shifts
+/// `edit::search::choose_shift` can pick (its grid spans -1.5..1.5).
+pub const SHIFT_RANGE: (f32, f32) = (-1.5, 1.5);
+
+/// Default sharpness of the fairness penalty's soft decisions: sigmoid(4 * logit) is within 0.05
+/// of the hard decision for logits beyond +-0.75, so the soft group rates track the hard ones
+/// the bound is checked on, while the gradient still reaches rows near the boundary.
+pub const FAIR_SHARPNESS: f32 = 4.0;
+
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// Stop using features (--drop).
+    Minimise,
+    /// Reach a weight sparsity (--sparsity).
+    Prune,
+    /// Close the equalised-odds (or, with --gap dp, demographic-parity) gap on the sensitive
+    /// attribute.
+    Fairness,
+}
+
+/// What a fairness editor is trained to do.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum FairTarget {
+    /// Minimise JSD + lambda x a soft gap penalty; the user gives lambda, or a bound that
+    /// `search_lambda` meets by trying 16 lambdas.
+    #[default]
+    Penalty,
+    /// Move each group's logits by a requested shift (a group-specific decision threshold folded
+    /// into the weights): the target is JSD to sigmoid(original logit + shift of the row's group).
+    /// `search_shift` picks the shifts on data from the original model's logits alone (cheap),
+    /// then the editor makes them one weight edit.
+    Shift,
+}
+
+/// Most groups a shift editor conditions on (one conditioning slot each).
+pub const MAX_SHIFT_GROUPS: usize = COND_DIM - 1;
+
+/// Length of the conditioning vector: [1, log10(lambda) / 3, target sparsity, removed fraction],
+/// or for a shift editor [1, shift of group 0, 1, 2].
+pub const COND_DIM: usize = 4;
+
+/// The data-free importance a weight's pruning score starts from (its prior; the editor's mask
+/// logit is added to it).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PruneScore {
+    /// log |w|: global magnitude pruning.
+    #[default]
+    Magnitude,
+    /// log of the weight's LAMP score (`baselines::lamp_scores`): magnitude relative to the
+    /// larger weights of its own layer.
+    Lamp,
+}
+
+/// How an editor edits (saved with it): the requirement it was trained for and the edit's
+/// constants.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EditSpec {
+    pub requirement: Requirement,
+    pub gap: Gap,
+    /// Scale of the editor's weight and bias deltas.
+    pub gamma: f32,
+    /// Temperature of the pruning mask's straight-through surrogate.
+    pub tau: f32,
+    /// The pruning score's prior (editors saved before it existed used magnitude).
+    #[serde(default)]
+    pub prune_score: PruneScore,
+    /// Sharpness of the fairness penalty's soft decisions (`kernels::fairness`); editors saved
+    /// before it existed trained at 1.
+    #[serde(default = "one")]
+    pub fair_sharpness: f32,
+    /// What a fairness editor does (editors saved before it existed: the penalty).
+    #[serde(default)]
+    pub fair_target: FairTarget,
+}
+
+pub fn one() -> f32 {
+    1.0
+}
+
+impl EditSpec {
+    pub fn opts(&self) -> EditOpts {
+        EditOpts {
+            gamma: self.gamma,
+            tau: self.tau,
+        }
+    }
+}
+
+/// What one model is asked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ask {
+    /// Per input column: remove it (minimise).
+    pub removed: Vec<bool>,
+    /// Weight of the fairness gap against utility (fairness).
+    pub lambda: f32,
+    /// Target weight sparsity (prune).
+    pub sparsity: f32,
+    /// Logit shift per group (fairness, shift editors; then `lambda` is unused).
+    pub shift: Option<Vec<f32>>,
+}
+
+impl Ask {
+    pub fn new(columns: usize) -> Ask {
+        Ask {
+            removed: vec![false; columns],
+            lambda: 1.0,
+            sparsity: 0.0,
+            shift: None,
+        }
+    }
+    pub fn cond(&self, req: Requirement) -> Vec<f32> {
+        let frac =
+            self.removed.iter().filter(|r| **r).count() as f32 / self.removed.len().max(1) as f32;
+        match req {
+            Requirement::Minimise => vec![1.0, 0.0, 0.0, frac],
+            Requirement::Fairness => match &self.shift {
+                Some(shift) => {
+                    let mut c = vec![1.0, 0.0, 0.0, 0.0];
+                    c[1..1 + shift.len()].copy_from_slice(shift);
+                    c
+                }
+                None => vec![1.0, self.lambda.max(1e-6).log10() / 3.0, 0.0, 0.0],
+            },
+            Requirement::Prune => vec![1.0, 0.0, self.sparsity, 0.0],
+        }
+    }
+}
+
+/// Per input column: it belongs to the sensitive attribute.
+pub fn sensitive_columns(schema: &Schema) -> Vec<bool> {
+    let mut s = vec![false; schema.n_columns()];
+    if let Some(f) = schema.sensitive.as_deref().and_then(|n| schema.feature(n)) {
+        s[f.start..f.start + f.width]
+            .iter_mut()
+            .for_each(|c| *c = true);
+    }
+    s
+}
+
+/// What the editor knows of the input columns of its data.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Columns {
+    /// Per column: it belongs to the sensitive attribute.
+    pub sensitive: Vec<bool>,
+    /// Per column: its mean on the training split (empty: no mean fold).
+    pub means: Vec<f32>,
+}
+
+impl Columns {
+    pub fn of(schema: &Schema, train: &Split) -> Columns {
+        let d = schema.n_columns();
+        let rows = train.rows().max(1);
+        let mut means = vec![0.0f64; d];
+        for r in train.x.chunks(d) {
+            for (m, v) in means.iter_mut().zip(r) {
+                *m += *v as f64;
+            }
+        }
+        Columns {
+            sensitive: sensitive_columns(schema),
+            means: means.iter().map(|m| (m / rows as f64) as f32).collect(),
+        }
+    }
+}
+
+/// Per input column: it belongs to one of `features` (names checked by the caller).
+pub fn removed_columns(
+    schema: &Schema,
+    features: &[String],
+) -> std::result::Result<Vec<bool>, String> {
+    let mut r = vec![false; schema.n_columns()];
+    for f in schema.features_named(features)? {
+        r[f.start..f.start + f.width]
+            .iter_mut()
+            .for_each(|c| *c = true);
+    }
+    Ok(r)
+}

@@ -253,3 +253,28 @@ pub fn fair_finetune(
     )?;
     Ok(out.chunks(shape.n_params()).map(|c| c.to_vec()).collect())
 }
+
+/// The base of a minimisation edit: removing a column replaces it by its training mean, folded
+/// into the first layer's biases (b_j += sum over removed c of W[j, c] * mean_c), so the model
+/// sees the average of what it lost; the editor's deltas are learned on top. Numeric columns
+/// are standardised (mean 0); one-hot columns fold their category frequencies.
+pub fn fold_removed_means(
+    shape: &MlpShape,
+    params: &[f32],
+    removed: &[bool],
+    means: &[f32],
+) -> Vec<f32> {
+    let mut out = params.to_vec();
+    if means.is_empty() || !removed.iter().any(|r| *r) {
+        return out;
+    }
+    let fi = shape.fan_in(0);
+    for j in 0..shape.fan_out(0) {
+        let shift: f32 = (0..fi)
+            .filter(|&c| removed[c])
+            .map(|c| params[shape.weight_offset(0) + j * fi + c] * means[c])
+            .sum();
+        out[shape.bias_offset(0) + j] += shift;
+    }
+    out
+}

@@ -10,18 +10,15 @@ use crate::engine::kernels::adam::Adam;
 use crate::engine::kernels::fairness::{Gap, MAX_GROUPS};
 use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Schema};
-use crate::io::model::Model;
 use crate::networks::editor::{Editor, EditorConfig};
 use crate::networks::graph::PosIds;
-use crate::networks::mlp::MlpShape;
 use crate::requirement::metrics::{
     accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
 };
-use crate::workflows::edit::{step_gradient, COND_DIM, MAX_SHIFT_GROUPS};
-use crate::workflows::edit::{
-    Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement, TrainBatch,
-};
-use crate::workflows::zoo::{Manifest, ModelSplit};
+use crate::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
+use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_DROP, MAX_SHIFT_GROUPS, SHIFT_RANGE};
+use crate::workflows::edit::step::{step_gradient, TrainBatch};
+use crate::workflows::zoo::{index_split, load_split, Manifest, Member, ModelSplit, Stored};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,7 +44,7 @@ pub struct TrainConfig {
     pub prune_score: PruneScore,
     /// Sharpness of the fairness penalty's soft decisions (configs saved before it existed
     /// used 1).
-    #[serde(default = "crate::workflows::edit::one")]
+    #[serde(default = "crate::requirement::one")]
     pub fair_sharpness: f32,
     /// What a fairness editor learns (configs saved before it existed: the penalty).
     #[serde(default)]
@@ -80,18 +77,6 @@ fn default_shift_range() -> (f32, f32) {
     SHIFT_RANGE
 }
 
-/// Default range of the per-group logit shifts a shift editor is trained on: the shifts
-/// `edit::choose_shift` can pick (its grid spans -1.5..1.5).
-pub const SHIFT_RANGE: (f32, f32) = (-1.5, 1.5);
-
-/// A fairness edit is compliant when it meets the bound and costs at most this much accuracy.
-pub const MAX_DROP: f64 = 0.02;
-
-/// Default sharpness of the fairness penalty's soft decisions: sigmoid(4 * logit) is within 0.05
-/// of the hard decision for logits beyond +-0.75, so the soft group rates track the hard ones
-/// the bound is checked on, while the gradient still reaches rows near the boundary.
-pub const FAIR_SHARPNESS: f32 = 4.0;
-
 impl TrainConfig {
     pub fn new(requirement: Requirement) -> TrainConfig {
         TrainConfig {
@@ -119,83 +104,6 @@ impl TrainConfig {
             seed: 0,
         }
     }
-}
-
-/// One model of the population, in memory.
-pub struct Member {
-    pub id: usize,
-    pub shape: MlpShape,
-    pub params: Vec<f32>,
-}
-
-/// A training model on disk: its weights are read when a step draws it, so a population of any
-/// size costs ~100 bytes a model in memory (its id, shape and path).
-pub struct Stored {
-    pub id: usize,
-    pub shape: MlpShape,
-    pub path: PathBuf,
-}
-
-impl Stored {
-    /// Its parameters, read from its file (which must still hold the same architecture).
-    pub fn params(&self) -> Result<Vec<f32>> {
-        let m = Model::load(&self.path)?;
-        if m.shape().dims != self.shape.dims {
-            return Err(Error::input(
-                &self.path,
-                format!(
-                    "changed during training: {:?} now, {:?} before",
-                    m.shape().dims,
-                    self.shape.dims
-                ),
-            ));
-        }
-        Ok(m.flat_params())
-    }
-}
-
-/// Index the models of one split, grouped by architecture (dims), in manifest order: every
-/// file is read once and checked, and only its shape and path are kept.
-pub fn index_split(
-    dir: &Path,
-    m: &Manifest,
-    split: ModelSplit,
-) -> Result<BTreeMap<Vec<usize>, Vec<Stored>>> {
-    let mut out: BTreeMap<Vec<usize>, Vec<Stored>> = BTreeMap::new();
-    for r in m.models.iter().filter(|r| r.split == split) {
-        let path = dir.join(&r.file);
-        let shape = Model::load(&path)?.shape();
-        out.entry(r.dims.clone()).or_default().push(Stored {
-            id: r.id,
-            shape,
-            path,
-        });
-    }
-    Ok(out)
-}
-
-/// Load the models of one split, grouped by architecture (dims), in manifest order.
-pub fn load_split(
-    dir: &Path,
-    m: &Manifest,
-    split: ModelSplit,
-) -> Result<BTreeMap<Vec<usize>, Vec<Member>>> {
-    index_split(dir, m, split)?
-        .into_iter()
-        .map(|(dims, stored)| {
-            let members = stored
-                .into_iter()
-                .map(|s| {
-                    Ok(Member {
-                        params: s.params()?,
-                        id: s.id,
-                        shape: s.shape,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok((dims, members))
-        })
-        .collect()
 }
 
 /// What the requirement asks of one model, drawn for training.
@@ -543,12 +451,12 @@ impl<'a> Trainer<'a> {
     fn compliant(&self, dev: &Device, editor: &Editor, member: &Member) -> Result<(bool, f64)> {
         let split = &self.data.val;
         let score = |e: &[Vec<f32>], s: &crate::io::data::Split| {
-            crate::workflows::edit::score_fairness(dev, &member.shape, e, s, self.cfg.gap)
+            crate::workflows::edit::search::score_fairness(dev, &member.shape, e, s, self.cfg.gap)
         };
         let (_, base) = score(std::slice::from_ref(&member.params), split)?[0];
-        let target = crate::workflows::edit::SEARCH_MARGIN * self.cfg.max_gap;
+        let target = crate::requirement::SEARCH_MARGIN * self.cfg.max_gap;
         if self.cfg.fair_target == FairTarget::Shift {
-            let (_, edited) = crate::workflows::edit::search_shift(
+            let (_, edited) = crate::workflows::edit::search::search_shift(
                 dev,
                 editor,
                 &self.spec,
@@ -564,17 +472,18 @@ impl<'a> Trainer<'a> {
             let (gap, acc) = score(std::slice::from_ref(&edited), split)?[0];
             return Ok((gap <= self.cfg.max_gap && acc >= base - MAX_DROP, gap));
         }
-        let edited = crate::workflows::edit::edit_at_lambdas(
+        let edited = crate::workflows::edit::search::edit_at_lambdas(
             dev,
             editor,
             &self.spec,
             &self.columns,
             self.schema.n_columns(),
             (&member.shape, &member.params),
-            &crate::workflows::edit::lambda_grid(self.cfg.lambda, 16),
+            &crate::workflows::edit::search::lambda_grid(self.cfg.lambda),
         )?;
         let scored = score(&edited, split)?;
-        let (gap, acc) = scored[crate::workflows::edit::pick_lambda(&scored, self.cfg.max_gap)];
+        let (gap, acc) =
+            scored[crate::workflows::edit::search::pick_lambda(&scored, self.cfg.max_gap)];
         Ok((gap <= target && acc >= base - MAX_DROP, gap))
     }
 

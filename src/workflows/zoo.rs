@@ -321,3 +321,80 @@ pub fn merge(shards: &[PathBuf], out: &Path, force: bool) -> Result<Manifest> {
     write_manifest(out, &m, force)?;
     Ok(m)
 }
+
+/// One model of the population, in memory.
+pub struct Member {
+    pub id: usize,
+    pub shape: MlpShape,
+    pub params: Vec<f32>,
+}
+
+/// A training model on disk: its weights are read when a step draws it, so a population of any
+/// size costs ~100 bytes a model in memory (its id, shape and path).
+pub struct Stored {
+    pub id: usize,
+    pub shape: MlpShape,
+    pub path: PathBuf,
+}
+
+impl Stored {
+    /// Its parameters, read from its file (which must still hold the same architecture).
+    pub fn params(&self) -> Result<Vec<f32>> {
+        let m = Model::load(&self.path)?;
+        if m.shape().dims != self.shape.dims {
+            return Err(Error::input(
+                &self.path,
+                format!(
+                    "changed during training: {:?} now, {:?} before",
+                    m.shape().dims,
+                    self.shape.dims
+                ),
+            ));
+        }
+        Ok(m.flat_params())
+    }
+}
+
+/// Index the models of one split, grouped by architecture (dims), in manifest order: every
+/// file is read once and checked, and only its shape and path are kept.
+pub fn index_split(
+    dir: &Path,
+    m: &Manifest,
+    split: ModelSplit,
+) -> Result<BTreeMap<Vec<usize>, Vec<Stored>>> {
+    let mut out: BTreeMap<Vec<usize>, Vec<Stored>> = BTreeMap::new();
+    for r in m.models.iter().filter(|r| r.split == split) {
+        let path = dir.join(&r.file);
+        let shape = Model::load(&path)?.shape();
+        out.entry(r.dims.clone()).or_default().push(Stored {
+            id: r.id,
+            shape,
+            path,
+        });
+    }
+    Ok(out)
+}
+
+/// Load the models of one split, grouped by architecture (dims), in manifest order.
+pub fn load_split(
+    dir: &Path,
+    m: &Manifest,
+    split: ModelSplit,
+) -> Result<BTreeMap<Vec<usize>, Vec<Member>>> {
+    index_split(dir, m, split)?
+        .into_iter()
+        .map(|(dims, stored)| {
+            let members = stored
+                .into_iter()
+                .map(|s| {
+                    Ok(Member {
+                        params: s.params()?,
+                        id: s.id,
+                        shape: s.shape,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((dims, members))
+        })
+        .collect()
+}

@@ -8,7 +8,9 @@ use crate::app::bench_edit::{bench_edits, EditBenchOptions, ZooModel};
 use crate::engine::device::Device;
 use crate::error::{Error, Result};
 use crate::io::model::Model;
-use crate::workflows::edit::{removed_columns, Ask, EditorFile, Requirement};
+use crate::requirement::Requirement;
+use crate::requirement::{removed_columns, Ask};
+use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::zoo::{read_manifest, ModelSplit};
 use std::path::PathBuf;
 
@@ -153,9 +155,9 @@ fn edit_benchmarks(
     match ef.spec.requirement {
         Requirement::Prune => ask.sparsity = a.sparsity,
         Requirement::Fairness => match ef.spec.fair_target {
-            crate::workflows::edit::FairTarget::Penalty => ask.lambda = a.lambda,
+            crate::requirement::FairTarget::Penalty => ask.lambda = a.lambda,
             // A typical threshold move: the lower-rate group's logits up by half a unit.
-            crate::workflows::edit::FairTarget::Shift => {
+            crate::requirement::FairTarget::Shift => {
                 let mut shift = vec![0.0; ef.schema.groups.len()];
                 shift[0] = 0.5;
                 ask.shift = Some(shift);

@@ -13,12 +13,12 @@ use crate::io::model::Model;
 use crate::networks::mlp::{predict, MlpShape};
 use crate::requirement::metrics::{accuracy, decisions};
 use crate::requirement::metrics::{demographic_parity_difference, equalized_odds_difference};
+pub use crate::requirement::Requirement;
+use crate::requirement::{Ask, FairTarget};
 use crate::workflows::baselines::*;
-use crate::workflows::edit::FairTarget;
-pub use crate::workflows::edit::Requirement;
-use crate::workflows::edit::{
-    edit_models, lambda_grid, search_lambda, search_shift, Ask, EditorFile,
-};
+use crate::workflows::edit::checkpoint::EditorFile;
+use crate::workflows::edit::edit_models;
+use crate::workflows::edit::search::{lambda_grid, search_lambda, search_shift};
 use crate::workflows::fit::FitModel;
 use crate::workflows::zoo::{read_manifest, ModelSplit};
 use std::path::PathBuf;
@@ -288,7 +288,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             Some(ef)
         }
     };
-    let columns = crate::workflows::edit::Columns::of(&data.schema, &data.train);
+    let columns = crate::requirement::Columns::of(&data.schema, &data.train);
     let mut tests: Vec<_> = manifest
         .models
         .iter()
@@ -347,13 +347,13 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                     Box::new(move || Ok(apply(&pp, &m1))),
                 ));
                 let (pp3, sh3, cols) = (params.clone(), shape.clone(), &columns);
-                let removed = crate::workflows::edit::removed_columns(&data.schema, &a.drop)
+                let removed = crate::requirement::removed_columns(&data.schema, &a.drop)
                     .map_err(Error::Usage)?;
                 methods.push((
                     "zero columns + mean fold".into(),
                     None,
                     Box::new(move || {
-                        let folded = crate::workflows::edit::fold_removed_means(
+                        let folded = crate::workflows::baselines::fold_removed_means(
                             &sh3,
                             &pp3,
                             &removed,
@@ -438,7 +438,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             };
             match a.requirement {
                 Requirement::Minimise => {
-                    let removed = crate::workflows::edit::removed_columns(schema, &a.drop)
+                    let removed = crate::requirement::removed_columns(schema, &a.drop)
                         .map_err(Error::Usage)?;
                     let e = edit_one.clone();
                     methods.push((
@@ -492,7 +492,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 Requirement::Fairness => {
                     let (sh, pp, dt, gap, bound) =
                         (shape.clone(), params.clone(), &data, a.gap, a.max_gap);
-                    let grid = lambda_grid(ef.lambda, 16);
+                    let grid = lambda_grid(ef.lambda);
                     methods.push((
                         "editor (16 lambdas in one batch, picked on val)".into(),
                         None,
@@ -641,7 +641,10 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 satisfied: rs.iter().filter(|r| r.satisfied).count() as f64 / rs.len() as f64,
                 compliant: rs
                     .iter()
-                    .filter(|r| r.satisfied && r.original_accuracy - r.accuracy <= 0.02)
+                    .filter(|r| {
+                        r.satisfied
+                            && r.original_accuracy - r.accuracy <= crate::requirement::MAX_DROP
+                    })
                     .count() as f64
                     / rs.len() as f64,
             }

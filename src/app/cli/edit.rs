@@ -15,11 +15,12 @@ use crate::networks::mlp::{predict, MlpShape};
 use crate::requirement::metrics::{
     accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
 };
-use crate::workflows::edit::{
-    choose_features, edit_models, lambda_grid, removed_columns, search_lambda,
-};
-use crate::workflows::edit::{search_shift, FairTarget};
-use crate::workflows::edit::{Ask, EditorFile, Requirement};
+use crate::requirement::{removed_columns, Requirement};
+use crate::requirement::{Ask, FairTarget};
+use crate::workflows::edit::checkpoint::EditorFile;
+use crate::workflows::edit::edit_models;
+use crate::workflows::edit::search::{choose_features, lambda_grid};
+use crate::workflows::edit::search::{search_lambda, search_shift};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -302,7 +303,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             out
         }
         (Some((gap, bound)), Some(d)) => {
-            let grid = lambda_grid(ef.lambda, 16);
+            let grid = lambda_grid(ef.lambda);
             let mut out = Vec::new();
             for (i, (s, w)) in shapes.iter().zip(&params).enumerate() {
                 let (l, e) = search_lambda(&dev, &ef, s, w, &d.val, gap, bound, &grid)?;

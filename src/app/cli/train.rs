@@ -7,7 +7,7 @@ use super::{Global, Printer};
 use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
-use crate::workflows::edit::Requirement;
+use crate::requirement::Requirement;
 use crate::workflows::train::{train, Event, TrainConfig, Trainer, BEST, LAST};
 use crate::workflows::zoo::read_manifest;
 use std::path::PathBuf;
@@ -51,16 +51,16 @@ pub struct Args {
     /// What a weight's pruning score starts from (prune): its LAMP score (magnitude relative to
     /// the larger weights of its layer) or its magnitude.
     #[arg(long, value_enum, default_value = "lamp")]
-    pub prune_score: crate::workflows::edit::PruneScore,
+    pub prune_score: crate::requirement::PruneScore,
     /// Sharpness of the fairness penalty's soft decisions, sigmoid(sharpness * logit)
     /// (fairness): higher tracks the hard decisions' rates more closely.
-    #[arg(long, default_value_t = crate::workflows::train::FAIR_SHARPNESS)]
+    #[arg(long, default_value_t = crate::requirement::FAIR_SHARPNESS)]
     pub fair_sharpness: f32,
     /// What a fairness editor learns: `shift` moves each group's logits by shifts it is given
     /// (group thresholds folded into the weights; `edit --max-eo-gap` picks them from data);
     /// `penalty` trades JSD against a soft gap penalty weighted by lambda.
     #[arg(long, value_enum, default_value = "shift")]
-    pub fair_target: crate::workflows::edit::FairTarget,
+    pub fair_target: crate::requirement::FairTarget,
     /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
     #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
     pub shift_range: Vec<f32>,

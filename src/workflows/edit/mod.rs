@@ -1,0 +1,316 @@
+//! Edits: the exact edit users get. One editor inference per batch of models, then the
+//! finishing step on the host: removed columns exactly zero, exactly the top-k scored weights
+//! kept when pruning. `step` is the same edit as a differentiable training step, `search` the
+//! edits that must meet a bound on data (lambda, group shifts, a feature budget), `checkpoint`
+//! an editor file with what it needs to edit.
+
+pub mod checkpoint;
+pub mod search;
+pub mod step;
+
+use crate::engine::device::Device;
+use crate::engine::kernels::edit::{edit_value, score, EditOpts};
+use crate::engine::kernels::edit::{KEEP_ALL, PRIOR_EPS, REMOVED, WEIGHT};
+use crate::error::{Error, Result};
+use crate::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers};
+use crate::networks::graph::{EditInput, GraphBatch, ParamMap};
+use crate::networks::mlp::MlpShape;
+use crate::requirement::{Ask, Columns, EditSpec, PruneScore, Requirement};
+use crate::workflows::baselines::fold_removed_means;
+
+/// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
+/// parameter when the edit does not prune).
+pub fn prune_prior(spec: &EditSpec, shape: &MlpShape, base: &[f32]) -> Vec<f32> {
+    let mut prior = vec![0.0f32; base.len()];
+    if spec.requirement != Requirement::Prune {
+        return prior;
+    }
+    match spec.prune_score {
+        PruneScore::Magnitude => {
+            for l in 0..shape.layers() {
+                for i in shape.weight_offset(l)..shape.bias_offset(l) {
+                    prior[i] = (base[i].abs() + PRIOR_EPS).ln();
+                }
+            }
+        }
+        PruneScore::Lamp => {
+            for (score, i) in crate::workflows::baselines::lamp_scores(shape, base) {
+                prior[i] = score.max(1e-30).ln() as f32;
+            }
+        }
+    }
+    prior
+}
+
+fn build_graph(
+    editor: &Editor,
+    req: Requirement,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    sensitive: &[bool],
+) -> Result<GraphBatch> {
+    let conds: Vec<Vec<f32>> = asks.iter().map(|a| a.cond(req)).collect();
+    let inputs: Vec<EditInput> = models
+        .iter()
+        .zip(asks)
+        .zip(&conds)
+        .map(|(((shape, params), ask), cond)| EditInput {
+            shape,
+            params,
+            removed: &ask.removed,
+            sensitive,
+            cond,
+        })
+        .collect();
+    GraphBatch::build(&inputs, &editor.cfg.pos).map_err(Error::Usage)
+}
+
+/// The parameters an edit starts from: the model's own; with the removed columns' means folded
+/// into the biases (minimise); or with the mean of the asked group shifts added to the output
+/// bias (shift editors), so that the part of the shift common to all groups is exact and the
+/// editor learns only how the groups differ.
+fn base_params(
+    spec: &EditSpec,
+    shape: &MlpShape,
+    params: &[f32],
+    ask: &Ask,
+    cols: &Columns,
+) -> Vec<f32> {
+    match (spec.requirement, &ask.shift) {
+        (Requirement::Minimise, _) => fold_removed_means(shape, params, &ask.removed, &cols.means),
+        (Requirement::Fairness, Some(shift)) if !shift.is_empty() => {
+            let mut p = params.to_vec();
+            let mean = shift.iter().sum::<f32>() / shift.len() as f32;
+            p[shape.bias_offset(shape.layers() - 1)] += mean;
+            p
+        }
+        _ => params.to_vec(),
+    }
+}
+
+/// Number of weights a model keeps at `sparsity` (the rest, round(sparsity * weights), are zero).
+fn kept(weights: usize, sparsity: f32) -> usize {
+    weights - ((sparsity as f64 * weights as f64).round() as usize).min(weights)
+}
+
+/// The edited values of one model's parameters `range`, before any pruning mask, and the
+/// pruning scores of its weights (by parameter index within the model).
+fn values_and_scores(
+    o: &EditOpts,
+    pm: &ParamMap,
+    head: &[f32],
+    orig: &[f32],
+    prior: &[f32],
+    m: usize,
+) -> (Vec<f32>, Vec<(f32, usize)>) {
+    let range = pm.model_offsets[m]..pm.model_offsets[m + 1];
+    let mut values = Vec::with_capacity(range.len());
+    let mut scores = Vec::new();
+    for (i, p) in range.clone().enumerate() {
+        let h = pm.map[p] as usize;
+        let kind = pm.kind[p] & 3;
+        let v = edit_value(
+            o,
+            orig[p],
+            head[2 * h],
+            (prior[p], head[2 * h + 1]),
+            kind,
+            KEEP_ALL,
+        );
+        if kind == WEIGHT {
+            scores.push((score(prior[p], head[2 * h + 1]), i));
+        }
+        values.push(v);
+    }
+    (values, scores)
+}
+
+/// Moves the `keep` best scores to the front, in no particular order except that the last of
+/// them, `scores[keep - 1]`, is the worst kept (ties by position, so the choice is
+/// deterministic). A selection, not a sort: linear in the number of weights.
+fn select_best(scores: &mut [(f32, usize)], keep: usize) {
+    if keep > 0 && keep <= scores.len() {
+        scores.select_nth_unstable_by(keep - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    }
+}
+
+/// Edit `models` in one editor inference per chunk. Removed columns come out exactly zero;
+/// when pruning, exactly the top-k scored weights of each model are kept (k from its
+/// sparsity). Returns each model's edited parameters.
+pub fn edit_models(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    cols: &Columns,
+) -> Result<Vec<Vec<f32>>> {
+    let edit = |range: std::ops::Range<usize>, slice: usize| {
+        let (m, a) = (&models[range.clone()], &asks[range]);
+        EditBatch::new(dev, editor, spec, m, a, cols, slice)?.run(dev, editor)
+    };
+    let mut out = Vec::with_capacity(models.len());
+    for range in edit_chunks(editor, models) {
+        out.extend(fitting(range, slice_edges(dev, &editor.cfg), &edit)?);
+    }
+    Ok(out)
+}
+
+/// Run `edit` on `range`; while the device runs out of memory, halve the range, and for a
+/// single model halve the editor's edge slices (down to 1024 edges).
+fn fitting(
+    range: std::ops::Range<usize>,
+    slice: usize,
+    edit: &impl Fn(std::ops::Range<usize>, usize) -> Result<Vec<Vec<f32>>>,
+) -> Result<Vec<Vec<f32>>> {
+    match edit(range.clone(), slice) {
+        Err(Error::NoRoom { .. }) if range.len() > 1 => {
+            let mid = range.start + range.len() / 2;
+            let mut out = fitting(range.start..mid, slice, edit)?;
+            out.extend(fitting(mid..range.end, slice, edit)?);
+            Ok(out)
+        }
+        Err(Error::NoRoom { .. }) if slice > 1024 => fitting(range, slice / 2, edit),
+        result => result,
+    }
+}
+
+/// Consecutive ranges of `models` whose edge state in the editor (2 x hidden floats per edge,
+/// see `InferBuffers`) stays near 64 MB each. A model above that is a range of its own, and
+/// the editor cuts its edges into slices.
+pub fn edit_chunks(editor: &Editor, models: &[(&MlpShape, &[f32])]) -> Vec<std::ops::Range<usize>> {
+    let budget = (16 << 20) / (editor.cfg.hidden * 2).max(1);
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    while start < models.len() {
+        let mut end = start + 1;
+        let mut edges = models[start].1.len();
+        while end < models.len() && edges + models[end].1.len() <= budget {
+            edges += models[end].1.len();
+            end += 1;
+        }
+        chunks.push(start..end);
+        start = end;
+    }
+    chunks
+}
+
+/// Edges per slice of the editor's edge state at edit time: a slice (hidden floats per edge)
+/// within the adapter's largest buffer, and within 64 MB so scratch stays small.
+pub fn slice_edges(dev: &Device, cfg: &EditorConfig) -> usize {
+    let bytes = dev.max_buffer_bytes().min(64 << 20);
+    (bytes / (4 * cfg.hidden.max(1)) as u64) as usize
+}
+
+/// Every model's base values (`base_params`) and pruning priors, packed model-major.
+fn bases_and_priors(
+    spec: &EditSpec,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    cols: &Columns,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut orig, mut prior) = (Vec::new(), Vec::new());
+    for ((s, p), a) in models.iter().zip(asks) {
+        let base = base_params(spec, s, p, a, cols);
+        prior.extend(prune_prior(spec, s, &base));
+        orig.extend(base);
+    }
+    (orig, prior)
+}
+
+/// A batch of edits ready on the device: the graph uploaded, the editor's buffers allocated,
+/// the edits' base values and per-model asks kept on the host for the exact finishing step.
+pub struct EditBatch {
+    spec: EditSpec,
+    pm: ParamMap,
+    dg: DeviceGraph,
+    bufs: InferBuffers,
+    orig: Vec<f32>,
+    prior: Vec<f32>,
+    sparsity: Vec<f32>,
+}
+
+impl EditBatch {
+    pub fn new(
+        dev: &Device,
+        editor: &Editor,
+        spec: &EditSpec,
+        models: &[(&MlpShape, &[f32])],
+        asks: &[Ask],
+        cols: &Columns,
+        slice_edges: usize,
+    ) -> Result<EditBatch> {
+        let g = build_graph(editor, spec.requirement, models, asks, &cols.sensitive)?;
+        let dg = DeviceGraph::upload(dev, &g)?;
+        let (orig, prior) = bases_and_priors(spec, models, asks, cols);
+        Ok(EditBatch {
+            spec: *spec,
+            pm: g.param_map(),
+            bufs: InferBuffers::new(dev, &editor.cfg, &dg, slice_edges)?,
+            dg,
+            orig,
+            prior,
+            sparsity: asks.iter().map(|a| a.sparsity).collect(),
+        })
+    }
+
+    /// One editor inference, then the exact edit of every model: removed weights zero, and
+    /// when pruning exactly the top-k scores kept.
+    pub fn run(&self, dev: &Device, editor: &Editor) -> Result<Vec<Vec<f32>>> {
+        let head = editor.infer(dev, &self.dg, &self.bufs)?;
+        let o = self.spec.opts();
+        let mut out = Vec::with_capacity(self.sparsity.len());
+        for (m, &sparsity) in self.sparsity.iter().enumerate() {
+            let (mut values, mut scores) =
+                values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m);
+            if self.spec.requirement == Requirement::Prune {
+                let keep = kept(scores.len(), sparsity);
+                select_best(&mut scores, keep);
+                for &(_, i) in &scores[keep..] {
+                    values[i] = 0.0;
+                }
+            }
+            let base = self.pm.model_offsets[m];
+            for (i, v) in values.iter_mut().enumerate() {
+                if self.pm.kind[base + i] & 3 == REMOVED {
+                    *v = 0.0;
+                }
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// The selection keeps the same set as sorting every score would, ties included, and puts
+    /// the worst kept score last among the kept.
+    #[test]
+    fn select_best_keeps_what_a_full_sort_keeps() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        for n in [1, 2, 7, 100, 1000] {
+            // Few distinct values, so that many scores tie and positions decide.
+            let scores: Vec<(f32, usize)> = (0..n)
+                .map(|i| (rng.random_range(0..5) as f32 - 2.0, i))
+                .collect();
+            let mut sorted = scores.clone();
+            sorted.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for keep in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+                let mut got = scores.clone();
+                select_best(&mut got, keep);
+                let mut kept: Vec<usize> = got[..keep].iter().map(|s| s.1).collect();
+                let mut want: Vec<usize> = sorted[..keep].iter().map(|s| s.1).collect();
+                kept.sort_unstable();
+                want.sort_unstable();
+                assert_eq!(kept, want, "n {n}, keep {keep}");
+                if keep > 0 {
+                    assert_eq!(got[keep - 1], sorted[keep - 1], "n {n}, keep {keep}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! Edits that must meet a bound measured on data: a fairness gap (by editing at a grid of
+//! lambdas in one batch, or by choosing group shifts from the original's logits and editing
+//! once) and a feature budget (the editor chooses which features to drop).
+
+use super::checkpoint::EditorFile;
+use super::edit_models;
+use crate::engine::device::Device;
+use crate::engine::kernels::fairness::Gap;
+use crate::error::Result;
+use crate::io::data::{Schema, Split};
+use crate::networks::editor::Editor;
+use crate::networks::mlp::MlpShape;
+use crate::requirement::{removed_columns, Ask, Columns, EditSpec};
+use crate::requirement::{LAMBDA_SEARCH_POINTS, MAX_SHIFT_GROUPS, SEARCH_MARGIN};
+
+/// `n` lambdas spaced log-uniformly over `range`.
+pub fn lambda_grid(range: (f32, f32)) -> Vec<f32> {
+    let n = LAMBDA_SEARCH_POINTS;
+    let (lo, hi) = (range.0.ln(), range.1.ln());
+    (0..n)
+        .map(|i| (lo + (hi - lo) * i as f32 / (n.max(2) - 1) as f32).exp())
+        .collect()
+}
+
+/// The (gap, accuracy) on `split` of each of `edited`, models of one `shape`.
+pub fn score_fairness(
+    dev: &Device,
+    shape: &MlpShape,
+    edited: &[Vec<f32>],
+    split: &Split,
+    gap: Gap,
+) -> Result<Vec<(f64, f64)>> {
+    use crate::requirement::metrics::{
+        accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
+    };
+    let flat: Vec<f32> = edited.concat();
+    let logits = crate::networks::mlp::predict(dev, shape, edited.len(), &flat, &split.x)?;
+    let rows = split.rows() * shape.outputs();
+    Ok((0..edited.len())
+        .map(|i| {
+            let pred = decisions(&logits[i * rows..(i + 1) * rows]);
+            let g = match gap {
+                Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
+                Gap::Dp => demographic_parity_difference(&pred, &split.group),
+            };
+            (g, accuracy(&split.y, &pred))
+        })
+        .collect())
+}
+
+/// Of edits scored (gap, accuracy) in lambda order: the most accurate whose gap is at most
+/// `SEARCH_MARGIN * max_gap` (the smaller lambda on ties), or, when none is, the one with the
+/// smallest gap.
+pub fn pick_lambda(scored: &[(f64, f64)], max_gap: f64) -> usize {
+    (0..scored.len())
+        .filter(|&i| scored[i].0 <= SEARCH_MARGIN * max_gap)
+        .max_by(|&a, &b| scored[a].1.total_cmp(&scored[b].1).then(b.cmp(&a)))
+        .unwrap_or_else(|| {
+            (0..scored.len())
+                .min_by(|&a, &b| scored[a].0.total_cmp(&scored[b].0))
+                .expect("at least one lambda")
+        })
+}
+
+/// One model (over `n_columns` input columns) edited once per lambda of `grid`, in one batch.
+pub fn edit_at_lambdas(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    columns: &Columns,
+    n_columns: usize,
+    model: (&MlpShape, &[f32]),
+    grid: &[f32],
+) -> Result<Vec<Vec<f32>>> {
+    let asks: Vec<Ask> = grid
+        .iter()
+        .map(|&lambda| Ask {
+            lambda,
+            ..Ask::new(n_columns)
+        })
+        .collect();
+    let models = vec![model; grid.len()];
+    edit_models(dev, editor, spec, &models, &asks, columns)
+}
+
+/// A fairness edit that meets `max_gap`: the model edited at every lambda of `grid` in one
+/// inference, then the edit `pick_lambda` chooses by its gap and accuracy on `split`. Returns
+/// (lambda, edited parameters).
+#[allow(clippy::too_many_arguments)]
+pub fn search_lambda(
+    dev: &Device,
+    ef: &EditorFile,
+    shape: &MlpShape,
+    params: &[f32],
+    split: &Split,
+    gap: Gap,
+    max_gap: f64,
+    grid: &[f32],
+) -> Result<(f32, Vec<f32>)> {
+    let edited = edit_at_lambdas(
+        dev,
+        &ef.editor,
+        &ef.spec,
+        &ef.columns,
+        ef.schema.n_columns(),
+        (shape, params),
+        grid,
+    )?;
+    let best = pick_lambda(&score_fairness(dev, shape, &edited, split, gap)?, max_gap);
+    Ok((grid[best], edited.into_iter().nth(best).unwrap()))
+}
+
+/// Logit shifts a shift search tries for each group.
+pub fn shift_grid() -> Vec<f32> {
+    (-15..=15).map(|i| i as f32 * 0.1).collect()
+}
+
+/// Per-group logit shifts for a binary model with `logits` on `split`: the decision thresholds
+/// by group that the edit then folds into the weights. Every combination of `shift_grid` values
+/// (one per group, at most `MAX_SHIFT_GROUPS`) is tried: the most accurate whose gap is at most
+/// `SEARCH_MARGIN * max_gap`, or while none is, the smallest gap. A group's counts depend on its
+/// own shift only, so they are counted once per (group, shift) and combined.
+pub fn choose_shift(
+    logits: &[f32],
+    split: &Split,
+    groups: usize,
+    gap: Gap,
+    max_gap: f64,
+) -> Vec<f32> {
+    use crate::requirement::metrics::{
+        accuracy_of, demographic_parity_of, equalized_odds_of, GroupCounts,
+    };
+    assert!(
+        (1..=MAX_SHIFT_GROUPS).contains(&groups),
+        "choose_shift: 1 to {MAX_SHIFT_GROUPS} groups"
+    );
+    let grid = shift_grid();
+    // counts[g][k]: group g's counts with its logits moved by grid[k].
+    let counts: Vec<Vec<GroupCounts>> = (0..groups as u32)
+        .map(|g| {
+            grid.iter()
+                .map(|&c| {
+                    GroupCounts::of(
+                        logits
+                            .iter()
+                            .zip(&split.y)
+                            .zip(&split.group)
+                            .filter(|(_, &gr)| gr == g)
+                            .map(|((&l, &y), _)| (y > 0.5, l + c > 0.0)),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    let target = SEARCH_MARGIN * max_gap;
+    // Lexicographic: meeting the target first, then accuracy there, else a smaller gap.
+    let better = |a: (f64, f64), b: (f64, f64)| match (a.0 <= target, b.0 <= target) {
+        (true, false) => true,
+        (false, true) => false,
+        (true, true) => a.1 > b.1,
+        (false, false) => a.0 < b.0,
+    };
+    let zero = grid.iter().position(|&c| c == 0.0).expect("0 on the grid");
+    let score = |pick: &[usize]| {
+        let c: Vec<GroupCounts> = (0..groups).map(|g| counts[g][pick[g]]).collect();
+        let g = match gap {
+            Gap::Eo => equalized_odds_of(&c),
+            Gap::Dp => demographic_parity_of(&c),
+        };
+        (g, accuracy_of(&c))
+    };
+    let mut pick = vec![0usize; groups];
+    let mut best = (vec![zero; groups], score(&vec![zero; groups]));
+    loop {
+        let s = score(&pick);
+        if better(s, best.1) {
+            best = (pick.clone(), s);
+        }
+        // Next combination (an odometer over grid indices, the last group turning fastest).
+        match (0..groups).rev().find(|&g| pick[g] + 1 < grid.len()) {
+            Some(g) => {
+                pick[g] += 1;
+                pick[g + 1..].iter_mut().for_each(|k| *k = 0);
+            }
+            None => break,
+        }
+    }
+    best.0.iter().map(|&k| grid[k]).collect()
+}
+
+/// A fairness edit by a shift editor that meets `max_gap`: the shifts `choose_shift` picks from
+/// the original model's logits on `split`, made one weight edit by `editor` (trained for data
+/// of `schema`). Returns (shifts, edited parameters).
+#[allow(clippy::too_many_arguments)]
+pub fn search_shift(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    columns: &Columns,
+    schema: &Schema,
+    model: (&MlpShape, &[f32]),
+    split: &Split,
+    gap: Gap,
+    max_gap: f64,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let logits = crate::networks::mlp::predict(dev, model.0, 1, model.1, &split.x)?;
+    let shift = choose_shift(&logits, split, schema.groups.len(), gap, max_gap);
+    let ask = Ask {
+        shift: Some(shift.clone()),
+        ..Ask::new(schema.n_columns())
+    };
+    let edited = edit_models(dev, editor, spec, &[model], &[ask], columns)?;
+    Ok((shift, edited.into_iter().next().expect("one edit")))
+}
+
+/// The editor picks which features to drop under a feature budget: starting from `forced`,
+/// it removes one feature at a time, each round editing the model once per remaining
+/// candidate in one batch and keeping the removal whose edit agrees best with the original
+/// model on `split`, until at most `keep` features remain. Returns the removed feature names.
+pub fn choose_features(
+    dev: &Device,
+    ef: &EditorFile,
+    shape: &MlpShape,
+    params: &[f32],
+    split: &Split,
+    keep: usize,
+    forced: &[String],
+) -> Result<Vec<String>> {
+    use crate::requirement::metrics::{accuracy, decisions};
+    let names: Vec<String> = ef.schema.features.iter().map(|f| f.name.clone()).collect();
+    let mut removed: Vec<String> = forced.to_vec();
+    let base = decisions(&crate::networks::mlp::predict(
+        dev, shape, 1, params, &split.x,
+    )?);
+    while names.len() - removed.len() > keep {
+        let candidates: Vec<&String> = names.iter().filter(|n| !removed.contains(n)).collect();
+        let asks: Vec<Ask> = candidates
+            .iter()
+            .map(|c| {
+                let mut set = removed.clone();
+                set.push((*c).clone());
+                Ask {
+                    removed: removed_columns(&ef.schema, &set).expect("schema's own names"),
+                    ..Ask::new(ef.schema.n_columns())
+                }
+            })
+            .collect();
+        let models: Vec<(&MlpShape, &[f32])> = asks.iter().map(|_| (shape, params)).collect();
+        let edited = edit_models(dev, &ef.editor, &ef.spec, &models, &asks, &ef.columns)?;
+        let flat: Vec<f32> = edited.concat();
+        let logits = crate::networks::mlp::predict(dev, shape, asks.len(), &flat, &split.x)?;
+        let rows = split.rows() * shape.outputs();
+        let agree: Vec<f64> = (0..asks.len())
+            .map(|i| accuracy(&base, &decisions(&logits[i * rows..(i + 1) * rows])))
+            .collect();
+        let best = (0..asks.len())
+            .max_by(|&a, &b| agree[a].total_cmp(&agree[b]).then(b.cmp(&a)))
+            .expect("a candidate");
+        removed.push(candidates[best].clone());
+    }
+    Ok(removed)
+}
