@@ -75,9 +75,9 @@ fn run(dev: &Device, ed: &Editor, g: &GraphBatch) -> (Vec<f32>, Vec<f32>) {
     let t = Tape::new(dev, &ed.cfg, &dg).unwrap();
     ed.forward(dev, &dg, &t).unwrap();
     (
-        dev.read(&t.acts, t.a("edge_out").offset, dg.e * HEAD_OUT)
+        dev.read(&t.acts, t.a(t.at.edge_out).offset, dg.e * HEAD_OUT)
             .unwrap(),
-        dev.read(&t.acts, t.a("node_out").offset, dg.n * HEAD_OUT)
+        dev.read(&t.acts, t.a(t.at.node_out).offset, dg.n * HEAD_OUT)
             .unwrap(),
     )
 }
@@ -167,12 +167,12 @@ fn whole_editor_agrees_across_backends() {
         let dg = DeviceGraph::upload(&dev, &g).unwrap();
         let t = Tape::new(&dev, &cfg, &dg).unwrap();
         ed.forward(&dev, &dg, &t).unwrap();
-        dev.write(&t.dacts, t.g("edge_out").offset, &re).unwrap();
-        dev.write(&t.dacts, t.g("node_out").offset, &rn).unwrap();
+        dev.write(&t.dacts, t.g(t.at.edge_out).offset, &re).unwrap();
+        dev.write(&t.dacts, t.g(t.at.node_out).offset, &rn).unwrap();
         ed.backward(&dev, &dg, &t).unwrap();
-        let out =
-            [t.a("edge_out"), t.a("node_out")].map(|v| dev.read(&t.acts, v.offset, v.len).unwrap());
-        let din = [t.g("edge_weight"), t.g("node_feat")]
+        let out = [t.a(t.at.edge_out), t.a(t.at.node_out)]
+            .map(|v| dev.read(&t.acts, v.offset, v.len).unwrap());
+        let din = [t.g(t.at.edge_weight), t.g(t.at.node_feat)]
             .map(|v| dev.read(&t.dacts, v.offset, v.len).unwrap());
         results.push((out, din, dev.read_all(&ed.grads).unwrap()));
     }
@@ -280,15 +280,15 @@ fn editor_gradients_match_finite_differences() {
     let dg = DeviceGraph::upload(&dev, &g).unwrap();
     let t = Tape::new(&dev, &cfg, &dg).unwrap();
     ed.forward(&dev, &dg, &t).unwrap();
-    dev.write(&t.dacts, t.g("edge_out").offset, &re).unwrap();
-    dev.write(&t.dacts, t.g("node_out").offset, &rn).unwrap();
+    dev.write(&t.dacts, t.g(t.at.edge_out).offset, &re).unwrap();
+    dev.write(&t.dacts, t.g(t.at.node_out).offset, &rn).unwrap();
     ed.backward(&dev, &dg, &t).unwrap();
     let grads = dev.read_all(&ed.grads).unwrap();
     let d_edge_w = dev
-        .read(&t.dacts, t.g("edge_weight").offset, g.edges())
+        .read(&t.dacts, t.g(t.at.edge_weight).offset, g.edges())
         .unwrap();
     let d_node_feat = dev
-        .read(&t.dacts, t.g("node_feat").offset, g.nodes() * 3)
+        .read(&t.dacts, t.g(t.at.node_feat).offset, g.nodes() * 3)
         .unwrap();
     let h = 1e-2f32;
     let check = |what: &str, analytic: &[f32], numeric: &[f64]| {
@@ -462,13 +462,13 @@ fn checkpoints_round_trip() {
     ed.forward(&dev, &dg, &t).unwrap();
     dev.write(
         &t.dacts,
-        t.g("edge_out").offset,
+        t.g(t.at.edge_out).offset,
         &random(&mut rng, g.edges() * HEAD_OUT),
     )
     .unwrap();
     dev.write(
         &t.dacts,
-        t.g("node_out").offset,
+        t.g(t.at.node_out).offset,
         &random(&mut rng, g.nodes() * HEAD_OUT),
     )
     .unwrap();
@@ -479,8 +479,8 @@ fn checkpoints_round_trip() {
     let path = dir.path().join("editor.safetensors");
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("schema".to_string(), "{\"dataset\":\"x\"}".to_string());
-    ed.save(&dev, &path, &extra, false).unwrap();
-    let (back, meta) = Editor::load(&dev, &path).unwrap();
+    regop::workflows::edit::checkpoint::save_editor(&dev, &ed, &path, &extra, false).unwrap();
+    let (back, meta) = regop::workflows::edit::checkpoint::load_editor(&dev, &path).unwrap();
     assert_eq!(back.cfg, cfg);
     assert_eq!(back.step, 1);
     assert_eq!(meta["schema"], extra["schema"]);
@@ -496,6 +496,9 @@ fn checkpoints_round_trip() {
     // A model file is not an editor.
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/sequential_f32.safetensors");
-    let err = Editor::load(&dev, &model).err().unwrap().to_string();
+    let err = regop::workflows::edit::checkpoint::load_editor(&dev, &model)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("not a regop editor"), "{err}");
 }

@@ -163,14 +163,17 @@ fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
     assert_eq!(files_in(&cut), ["editor.safetensors", "last.safetensors"]);
     let cpu = Device::cpu();
     let (_, meta) =
-        regop::networks::editor::Editor::load(&cpu, &cut.join("last.safetensors")).unwrap();
+        regop::workflows::edit::checkpoint::load_editor(&cpu, &cut.join("last.safetensors"))
+            .unwrap();
     assert!(meta["step"].parse::<usize>().unwrap() < 4);
     let mut resume = train_args(&z, &cut);
     resume.push("--resume");
     ok(&regop("gpu", &resume, None));
     for name in ["editor.safetensors", "last.safetensors"] {
-        let (a, _) = regop::networks::editor::Editor::load(&cpu, &whole.join(name)).unwrap();
-        let (b, _) = regop::networks::editor::Editor::load(&cpu, &cut.join(name)).unwrap();
+        let (a, _) =
+            regop::workflows::edit::checkpoint::load_editor(&cpu, &whole.join(name)).unwrap();
+        let (b, _) =
+            regop::workflows::edit::checkpoint::load_editor(&cpu, &cut.join(name)).unwrap();
         let (a, b) = (
             cpu.read_all(&a.params).unwrap(),
             cpu.read_all(&b.params).unwrap(),
@@ -335,7 +338,8 @@ fn a_model_above_the_buffer_limit_is_edited_in_slices() {
     let (_, editor, model) = zoo_editor_and_wide_model(dir.path());
     let wide = regop::io::model::Model::load(&model).unwrap();
     let edges = wide.layers.iter().map(|l| l.weight.len()).sum::<usize>() as u64;
-    let (loaded, _) = regop::networks::editor::Editor::load(&Device::cpu(), &editor).unwrap();
+    let (loaded, _) =
+        regop::workflows::edit::checkpoint::load_editor(&Device::cpu(), &editor).unwrap();
     let edge_state = edges * loaded.cfg.hidden as u64 * 4;
     assert!(
         edge_state > 2 * CAP,
@@ -410,9 +414,11 @@ fn out_of_memory_splits_the_work_or_fails_in_one_line() {
     ok(&regop("gpu", &train_args(&z, &roomy), None));
     ok(&regop_env("gpu", &train_args(&z, &tight), &oom(2_000_000)));
     let history = |dir: &Path| -> Vec<regop::workflows::train::Validation> {
-        let (_, meta) =
-            regop::networks::editor::Editor::load(&Device::cpu(), &dir.join("last.safetensors"))
-                .unwrap();
+        let (_, meta) = regop::workflows::edit::checkpoint::load_editor(
+            &Device::cpu(),
+            &dir.join("last.safetensors"),
+        )
+        .unwrap();
         serde_json::from_str(&meta["history"]).unwrap()
     };
     let (a, b) = (history(&roomy), history(&tight));

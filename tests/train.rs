@@ -227,7 +227,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     ]));
     let editor = z.join("editor-minimise/editor.safetensors");
     // The last checkpoint holds the whole history.
-    let (_, meta) = regop::networks::editor::Editor::load(
+    let (_, meta) = regop::workflows::edit::checkpoint::load_editor(
         &regop::Device::cpu(),
         &z.join("editor-minimise/last.safetensors"),
     )
@@ -332,7 +332,8 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         .collect();
     assert_eq!(dropped.len(), 4, "{dropped:?}");
     assert_eq!(dropped[0], "group");
-    let (_, meta) = regop::networks::editor::Editor::load(&regop::Device::cpu(), &editor).unwrap();
+    let (_, meta) =
+        regop::workflows::edit::checkpoint::load_editor(&regop::Device::cpu(), &editor).unwrap();
     let schema: regop::io::data::Schema = serde_json::from_str(&meta["schema"]).unwrap();
     let norms = regop::io::model::Model::load(&kf)
         .unwrap()
@@ -449,7 +450,8 @@ fn a_killed_training_resumes_to_the_same_editor() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let (_, meta) = regop::networks::editor::Editor::load(&regop::Device::cpu(), &last).unwrap();
+    let (_, meta) =
+        regop::workflows::edit::checkpoint::load_editor(&regop::Device::cpu(), &last).unwrap();
     let step: usize = meta["step"].parse().unwrap();
     assert!(step < 60, "the run finished before it could be interrupted");
 
@@ -475,7 +477,7 @@ fn a_killed_training_resumes_to_the_same_editor() {
     // search, the lowest loss among those. The editor (by default a shift editor) learns: its
     // divergence from the shifted originals falls below the trivial edit's (the untrained
     // editor, which moves only the output bias by the mean shift).
-    let (_, meta) = regop::networks::editor::Editor::load(
+    let (_, meta) = regop::workflows::edit::checkpoint::load_editor(
         &regop::Device::cpu(),
         &whole.join("last.safetensors"),
     )

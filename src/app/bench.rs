@@ -309,7 +309,7 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
             timer: timer.into(),
         });
         let grad = vec![0.01f32; dg.e * HEAD_OUT];
-        dev.write(&tape.dacts, tape.g("edge_out").offset, &grad)?;
+        dev.write(&tape.dacts, tape.at.edge_out.offset, &grad)?;
         let (s, timer) = time_iters(dev, iters, || {
             ed.forward(dev, &dg, &tape)?;
             ed.backward(dev, &dg, &tape)

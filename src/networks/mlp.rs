@@ -11,13 +11,12 @@ use crate::engine::device::Device;
 use crate::engine::kernels::activation::{activation_backward, activation_forward, Activation};
 use crate::engine::kernels::adam::{adam_step, Adam};
 use crate::engine::kernels::bce::{bce_backward, bce_forward, Bce};
-use crate::engine::kernels::bias::{bias_add, BiasAdd};
 use crate::engine::kernels::cross_entropy::{
     cross_entropy_backward, cross_entropy_forward, CrossEntropy,
 };
-use crate::engine::kernels::gemm::{gemm, Gemm};
 use crate::engine::kernels::reduce::{reduce, Axis, Reduce};
 use crate::error::{Error, Result};
+use crate::networks::linear::Linear;
 use rand::{Rng, SeedableRng};
 
 /// Layer widths, inputs first: `[in, hidden.., out]`. One output = binary logit.
@@ -216,31 +215,23 @@ impl BatchedMlp {
         Ok(())
     }
 
-    fn layer_forward(&self, dev: &Device, l: usize, input: View, in_stride: usize) -> Result<()> {
-        let (fi, fo) = (self.shape.fan_in(l), self.shape.fan_out(l));
-        let pre = self.pre(false, l);
-        // pre[z] = input[z] @ W[z]^T + b[z]
-        let g = Gemm {
-            batch: self.batch,
-            m: self.rows,
-            n: fo,
-            k: fi,
-            trans_a: false,
-            trans_b: true,
-            a_stride: in_stride,
-            b_stride: self.stride(),
-            c_stride: self.rows * fo,
-            accumulate: false,
-        };
-        gemm(dev, &g, input, self.weights(&self.params, l), pre)?;
-        let shape = BiasAdd {
+    /// Layer `l` of every model, inputs `in_stride` apart (0 = shared).
+    fn linear(&self, l: usize, in_stride: usize) -> Linear {
+        Linear {
             batch: self.batch,
             rows: self.rows,
-            cols: fo,
-            y_stride: self.rows * fo,
-            b_stride: self.stride(),
-        };
-        bias_add(dev, &shape, pre, self.biases(&self.params, l))?;
+            fan_in: self.shape.fan_in(l),
+            fan_out: self.shape.fan_out(l),
+            x_stride: in_stride,
+            w_stride: self.stride(),
+            y_stride: self.rows * self.shape.fan_out(l),
+        }
+    }
+
+    fn layer_forward(&self, dev: &Device, l: usize, input: View, in_stride: usize) -> Result<()> {
+        let pre = self.pre(false, l);
+        let (w, b) = (self.weights(&self.params, l), self.biases(&self.params, l));
+        self.linear(l, in_stride).forward(dev, input, w, b, pre)?;
         if l + 1 < self.shape.layers() {
             activation_forward(dev, self.shape.activation, pre, self.post(false, l))?;
         }
@@ -271,49 +262,12 @@ impl BatchedMlp {
     }
 
     fn layer_backward(&self, dev: &Device, l: usize, input: View, in_stride: usize) -> Result<()> {
-        let (fi, fo, rows) = (self.shape.fan_in(l), self.shape.fan_out(l), self.rows);
-        let dpre = self.pre(true, l);
-        // dW[z] = dpre[z]^T @ input[z]
-        let gw = Gemm {
-            batch: self.batch,
-            m: fo,
-            n: fi,
-            k: rows,
-            trans_a: true,
-            trans_b: false,
-            a_stride: rows * fo,
-            b_stride: in_stride,
-            c_stride: self.stride(),
-            accumulate: false,
-        };
-        gemm(dev, &gw, dpre, input, self.weights(&self.grads, l))?;
-        // db[z] = column sums of dpre[z]
-        let rb = Reduce {
-            out_stride: self.stride(),
-            ..Reduce::new(Axis::Cols, self.batch, rows, fo)
-        };
-        reduce(dev, &rb, dpre, self.biases(&self.grads, l))?;
+        let (dpre, lin) = (self.pre(true, l), self.linear(l, in_stride));
+        lin.backward_weight(dev, dpre, input, self.weights(&self.grads, l))?;
+        lin.backward_bias(dev, dpre, self.biases(&self.grads, l))?;
         if l > 0 {
-            // dinput[z] = dpre[z] @ W[z]
-            let gx = Gemm {
-                batch: self.batch,
-                m: rows,
-                n: fi,
-                k: fo,
-                trans_a: false,
-                trans_b: false,
-                a_stride: rows * fo,
-                b_stride: self.stride(),
-                c_stride: rows * fi,
-                accumulate: false,
-            };
-            gemm(
-                dev,
-                &gx,
-                dpre,
-                self.weights(&self.params, l),
-                self.post(true, l - 1),
-            )?;
+            let dinput = self.post(true, l - 1);
+            lin.backward_input(dev, dpre, self.weights(&self.params, l), dinput, false)?;
         }
         Ok(())
     }

@@ -3,4 +3,5 @@
 
 pub mod editor;
 pub mod graph;
+pub mod linear;
 pub mod mlp;

@@ -17,6 +17,7 @@ use crate::requirement::metrics::{
 };
 use crate::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
 use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_DROP, MAX_SHIFT_GROUPS, SHIFT_RANGE};
+use crate::workflows::edit::checkpoint::{load_editor, save_editor};
 use crate::workflows::edit::step::{step_gradient, TrainBatch};
 use crate::workflows::zoo::{index_split, load_split, Manifest, Member, ModelSplit, Stored};
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -537,7 +538,7 @@ pub fn train(
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let last: PathBuf = out.join(LAST);
     let (mut editor, mut best, mut history) = if resume && last.exists() {
-        let (ed, meta) = Editor::load(dev, &last)?;
+        let (ed, meta) = load_editor(dev, &last)?;
         if meta.get("train") != Some(&serde_json::to_string(&trainer.cfg).unwrap()) {
             return Err(Error::input(
                 &last,
@@ -559,7 +560,13 @@ pub fn train(
     };
     let start = editor.step as usize;
     let save = |editor: &Editor, path: &Path, best: Option<&Validation>, history: &[Validation]| {
-        editor.save(dev, path, &trainer.metadata(manifest, best, history), true)
+        save_editor(
+            dev,
+            editor,
+            path,
+            &trainer.metadata(manifest, best, history),
+            true,
+        )
     };
     // The untrained editor's parameters while it is the best: written with the first
     // checkpoint, so that a run failing before it leaves no files.

@@ -141,9 +141,9 @@ pub fn random_editor(
     let mut p: Vec<f32> = (0..fresh.layout.total)
         .map(|_| rng.random_range(-0.5f32..0.5))
         .collect();
-    for (name, _, off) in &fresh.layout.entries {
-        if name.ends_with(".ln") {
-            for v in &mut p[*off..off + cfg.hidden] {
+    for entry in &fresh.layout.entries {
+        if entry.name.ends_with(".ln") {
+            for v in &mut p[entry.span.offset..][..cfg.hidden] {
                 *v += 1.0;
             }
         }

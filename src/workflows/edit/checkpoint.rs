@@ -1,10 +1,110 @@
-//! An editor checkpoint with what it needs to edit: how it edits, the data schema it was trained
-//! for, how to read that data, and the range of lambdas it saw in training.
+//! Editor checkpoints: the editor's tensors by name, its optimiser state and configuration
+//! (safetensors, format `regop-editor/1`, written atomically, one state always the same bytes),
+//! and `EditorFile`, a checkpoint with what it needs to edit: how it edits, the data schema it
+//! was trained for, how to read that data, and the range of lambdas it saw in training.
 
 use crate::engine::device::Device;
 use crate::error::{Error, Result};
 use crate::io::data::Schema;
-use crate::networks::editor::Editor;
+use crate::networks::editor::{Editor, EditorConfig, EditorParams};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+pub const FORMAT: &str = "regop-editor/1";
+
+/// Save the editor's parameters, optimiser state and configuration, with the caller's metadata
+/// (how it edits, the data schema...).
+pub fn save_editor(
+    dev: &Device,
+    editor: &Editor,
+    path: &Path,
+    extra: &BTreeMap<String, String>,
+    force: bool,
+) -> Result<()> {
+    let params = dev.read_all(&editor.params)?;
+    let state = dev.read_all(&editor.opt_state)?;
+    let n = editor.layout.total;
+    let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = editor
+        .layout
+        .entries
+        .iter()
+        .map(|t| {
+            let values = &params[t.span.offset..][..t.span.len];
+            (t.name.clone(), t.shape.clone(), bytes(values))
+        })
+        .collect();
+    data.push(("optimizer.m".into(), vec![n], bytes(&state[..n])));
+    data.push(("optimizer.v".into(), vec![n], bytes(&state[n..])));
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(k, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .expect("shape and bytes agree");
+            (k.clone(), view)
+        })
+        .collect();
+    let mut meta: std::collections::HashMap<String, String> = extra.clone().into_iter().collect();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("config".into(), serde_json::to_string(&editor.cfg).unwrap());
+    meta.insert("step".into(), editor.step.to_string());
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| Error::Usage(format!("serialising editor: {e}")))?;
+    // Sorted header: one editor state always gives the same bytes.
+    crate::io::write_atomic(path, &crate::io::model::canonical_header(&bytes), force)
+}
+
+/// Load a checkpoint; returns the editor and the file's metadata.
+pub fn load_editor(dev: &Device, path: &Path) -> Result<(Editor, BTreeMap<String, String>)> {
+    let bytes = crate::io::read(path)?;
+    let bad = |m: String| Error::input(path, m);
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors editor checkpoint: {e}")))?;
+    let (_, meta) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let meta: BTreeMap<String, String> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(bad(format!(
+            "not a regop editor (format {:?}, expected {FORMAT})",
+            meta.get("format")
+        )));
+    }
+    let config = meta
+        .get("config")
+        .ok_or_else(|| bad("no config in metadata".into()))?;
+    let cfg: EditorConfig =
+        serde_json::from_str(config).map_err(|e| bad(format!("bad config: {e}")))?;
+    let layout = EditorParams::new(&cfg);
+    let read = |name: &str, len: usize| -> Result<Vec<f32>> {
+        let t = st
+            .tensor(name)
+            .map_err(|_| bad(format!("missing tensor '{name}'")))?;
+        if t.dtype() != safetensors::Dtype::F32 || t.data().len() != 4 * len {
+            return Err(bad(format!("tensor '{name}' has the wrong dtype or size")));
+        }
+        Ok(t.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect())
+    };
+    let mut params = vec![0.0f32; layout.total];
+    for t in &layout.entries {
+        params[t.span.offset..][..t.span.len].copy_from_slice(&read(&t.name, t.span.len)?);
+    }
+    let mut ed = Editor::from_params(dev, &cfg, &params)?;
+    let (m, v) = (
+        read("optimizer.m", layout.total)?,
+        read("optimizer.v", layout.total)?,
+    );
+    dev.write(&ed.opt_state, 0, &[m, v].concat())?;
+    ed.step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((ed, meta))
+}
 use crate::requirement::{sensitive_columns, Columns, EditSpec};
 
 /// What an edit needs of the training configuration saved with an editor (the rest of it
@@ -30,7 +130,7 @@ pub struct EditorFile {
 
 impl EditorFile {
     pub fn load(dev: &Device, path: &std::path::Path) -> Result<EditorFile> {
-        let (editor, meta) = Editor::load(dev, path)?;
+        let (editor, meta) = load_editor(dev, path)?;
         let get = |k: &str| {
             meta.get(k).ok_or_else(|| {
                 Error::input(
