@@ -4,6 +4,7 @@
 use regop::engine::kernels::activation::Activation;
 use regop::io::data::loaders::{load, DataOptions, DatasetName};
 use regop::networks::mlp::{init_params, predict, MlpShape};
+use regop::requirement::metrics::weight_sparsity;
 use regop::requirement::metrics::{accuracy, decisions};
 use regop::workflows::baselines::*;
 use regop::Device;

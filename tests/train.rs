@@ -125,7 +125,10 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         assert!((got - want).abs() <= 1e-9 * want, "{key}: {got} vs {want}");
     };
     close("speedup_lowest", lowest);
-    close("speedup_median", regop::app::report::median(&ratios));
+    close(
+        "speedup_median",
+        regop::requirement::metrics::median(&ratios),
+    );
 
     // The edit benchmarks on the same files, and the check files they write for a second
     // implementation: the checked edit is the one `regop edit` makes.

@@ -4,7 +4,8 @@
 mod common;
 use regop::io::data::loaders::{load, DataOptions, DatasetName};
 use regop::io::model::Model;
-use regop::workflows::zoo::{plan, read_manifest, to_model, train_group, ZooConfig};
+use regop::workflows::zoo::build::{plan, train_group};
+use regop::workflows::zoo::{read_manifest, to_model, ZooConfig};
 use regop::Device;
 use std::path::Path;
 use std::process::Command;

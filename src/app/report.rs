@@ -1,13 +1,22 @@
-//! Report output: SVG scatter plots (linear or log x axis, legend, one colour per method) and
-//! small Markdown tables. Deterministic text, so reports can be diffed and reproduced by seed.
+//! Report output: a comparison's files (results.json, report.md, its plots drawn as SVG
+//! scatter plots: linear or log x axis, legend, one colour per method). Deterministic text, so
+//! reports can be diffed and reproduced by seed.
 
+use crate::error::{Error, Result};
+use crate::workflows::compare::report::{Plot, Report};
 use std::fmt::Write;
+use std::path::Path;
 
-pub struct Series {
-    pub name: String,
-    pub points: Vec<(f64, f64)>,
-    /// Join the points in order (a front), instead of a plain scatter.
-    pub connect: bool,
+/// Write `report` into `dir`: results.json, the plots, then report.md (last, so that a
+/// report.md means a finished comparison).
+pub fn write(dir: &Path, report: &Report) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let results = serde_json::to_vec_pretty(&report.results).unwrap();
+    crate::io::write_atomic(&dir.join("results.json"), &results, true)?;
+    for plot in &report.plots {
+        crate::io::write_atomic(&dir.join(plot.file), scatter_svg(plot).as_bytes(), true)?;
+    }
+    crate::io::write_atomic(&dir.join("report.md"), report.markdown.as_bytes(), true)
 }
 
 const COLOURS: [&str; 8] = [
@@ -42,14 +51,10 @@ fn fmt_tick(v: f64) -> String {
     }
 }
 
-/// A scatter plot of `series`; `log_x` puts x on a base-10 log axis (values must be > 0).
-pub fn scatter_svg(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    log_x: bool,
-    series: &[Series],
-) -> String {
+/// A plot as SVG text; a log x axis needs values above 0.
+pub fn scatter_svg(plot: &Plot) -> String {
+    let (title, x_label, y_label) = (&plot.title, &plot.x_label, &plot.y_label);
+    let (log_x, series) = (plot.log_x, &plot.series);
     let (w, h, ml, mr, mt, mb) = (900.0, 460.0, 70.0, 330.0, 40.0, 55.0);
     let tx = |x: f64| if log_x { x.max(1e-12).log10() } else { x };
     let pts: Vec<(f64, f64)> = series
@@ -180,18 +185,4 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
-}
-
-pub fn median(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
 }

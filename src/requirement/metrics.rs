@@ -4,6 +4,9 @@
 //! denominator is empty in some group counts as 0 there, as in Fairlearn. Also feature dependence
 //! and sparsity. Predictions are hard 0/1 decisions (logit > 0) unless a function says scores.
 
+use crate::engine::kernels::fairness::Gap;
+use crate::networks::mlp::MlpShape;
+
 /// Fraction of `pred` equal to `y`.
 pub fn accuracy(y: &[f32], pred: &[f32]) -> f64 {
     y.iter().zip(pred).filter(|(a, b)| a == b).count() as f64 / y.len().max(1) as f64
@@ -170,6 +173,15 @@ pub fn equalized_odds_difference(y: &[f32], pred: &[f32], group: &[u32]) -> f64 
     equalized_odds_of(&group_counts(y, pred, group))
 }
 
+/// The fairness gap `gap` names, by Fairlearn's definition: the demographic-parity or the
+/// equalised-odds difference of decisions `pred` on rows with labels `y` and groups `group`.
+pub fn fairness_gap(gap: Gap, y: &[f32], pred: &[f32], group: &[u32]) -> f64 {
+    match gap {
+        Gap::Eo => equalized_odds_difference(y, pred, group),
+        Gap::Dp => demographic_parity_difference(pred, group),
+    }
+}
+
 /// Hard decisions from binary logits.
 pub fn decisions(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&s| (s > 0.0) as u32 as f32).collect()
@@ -204,6 +216,32 @@ pub fn report(y: &[f32], logits: &[f32], group: &[u32]) -> Report {
 pub fn majority_accuracy(y: &[f32]) -> f64 {
     let p = y.iter().filter(|&&t| t > 0.5).count() as f64 / y.len().max(1) as f64;
     p.max(1.0 - p)
+}
+
+/// Fraction of the weights (not biases) of a model that are exactly zero.
+pub fn weight_sparsity(shape: &MlpShape, params: &[f32]) -> f64 {
+    let (mut zero, mut all) = (0usize, 0usize);
+    for l in 0..shape.layers() {
+        let w = &params[shape.weight_offset(l)..shape.bias_offset(l)];
+        zero += w.iter().filter(|&&v| v == 0.0).count();
+        all += w.len();
+    }
+    zero as f64 / all as f64
+}
+
+/// The median of `v` (the mean of the middle two for an even count; NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
 }
 
 /// Fraction of exactly-zero values.

@@ -123,12 +123,6 @@ pub fn lamp_mask(shape: &MlpShape, params: &[f32], sparsity: f64) -> Vec<f32> {
     mask
 }
 
-/// Fraction of weights (not biases) exactly zero.
-pub fn weight_sparsity(shape: &MlpShape, params: &[f32]) -> f64 {
-    let idx = weight_indices(shape, None);
-    idx.iter().filter(|&&i| params[i] == 0.0).count() as f64 / idx.len() as f64
-}
-
 pub fn apply(params: &[f32], mask: &[f32]) -> Vec<f32> {
     params.iter().zip(mask).map(|(p, m)| p * m).collect()
 }

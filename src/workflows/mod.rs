@@ -2,6 +2,7 @@
 //! zoo building, fitting, the baselines and their comparison with the editor.
 
 pub mod baselines;
+pub mod compare;
 pub mod edit;
 pub mod fit;
 pub mod postprocess;

@@ -1,7 +1,7 @@
 //! `regop bench`: GEMM GFLOP/s, batched-MLP training and editor throughput on the chosen device;
 //! with `--editor E --zoo Z`, edit latency and throughput on real files (see `bench_edit`).
 
-use super::data::{load_for_zoo, DataArgs};
+use super::data::DataArgs;
 use super::{Global, Printer};
 use crate::app::bench::{run_all, table, BenchOptions};
 use crate::app::bench_edit::{bench_edits, EditBenchOptions, ZooModel};
@@ -11,6 +11,7 @@ use crate::io::model::Model;
 use crate::requirement::Requirement;
 use crate::requirement::{removed_columns, Ask};
 use crate::workflows::edit::checkpoint::EditorFile;
+use crate::workflows::zoo::load::zoo_data;
 use crate::workflows::zoo::{read_manifest, ModelSplit};
 use std::path::PathBuf;
 
@@ -112,7 +113,7 @@ fn edit_benchmarks(
 )> {
     let ef = EditorFile::load(dev, editor)?;
     let manifest = read_manifest(zoo)?;
-    let data = load_for_zoo(zoo, &manifest, &a.data)?;
+    let data = zoo_data(zoo, &manifest, a.data.data.as_deref())?;
     if data.schema != ef.schema {
         return Err(Error::input(
             editor,

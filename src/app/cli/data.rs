@@ -121,25 +121,3 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     }
     Ok(0)
 }
-
-/// The data a zoo was trained on: its loader, options and split seed, read from `--data`
-/// (or the built-in synthetic data); checked against the zoo's schema.
-pub fn load_for_zoo(
-    zoo: &std::path::Path,
-    manifest: &crate::workflows::zoo::Manifest,
-    data: &DataArgs,
-) -> Result<Dataset> {
-    let d = load(
-        manifest.loader,
-        data.data.as_deref(),
-        &manifest.data_options,
-        manifest.data_seed,
-    )?;
-    if d.schema != manifest.schema {
-        return Err(crate::error::Error::input(
-            zoo,
-            "the data given does not reproduce the zoo's schema (different files or options)",
-        ));
-    }
-    Ok(d)
-}

@@ -348,7 +348,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 )
             }
             Requirement::Prune => {
-                let s = |w: &[f32]| crate::workflows::baselines::weight_sparsity(shape, w);
+                let s = |w: &[f32]| crate::requirement::metrics::weight_sparsity(shape, w);
                 let n: usize = (0..shape.layers())
                     .map(|l| shape.fan_in(l) * shape.fan_out(l))
                     .sum();

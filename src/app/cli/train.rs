@@ -2,14 +2,16 @@
 //! requirement on a zoo's training models, validated on its validation models; the best
 //! checkpoint is kept, and `--resume` continues an interrupted run to the same result.
 
-use super::data::{load_for_zoo, DataArgs};
+use super::data::DataArgs;
 use super::{Global, Printer};
 use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
 use crate::requirement::Requirement;
-use crate::workflows::train::{train, Event, TrainConfig, Trainer, BEST, LAST};
+use crate::workflows::train::{train, Event, TrainConfig, Trainer, Validation, BEST, LAST};
+use crate::workflows::zoo::load::zoo_data;
 use crate::workflows::zoo::read_manifest;
+use crate::workflows::zoo::Manifest;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -129,10 +131,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         gap: a.gap,
         steps: a.steps,
         models: a.models_per_step,
-        rows: a.step_rows.unwrap_or(match a.requirement {
-            Requirement::Fairness => 2048,
-            _ => 512,
-        }),
+        rows: a.step_rows.unwrap_or(TrainConfig::new(a.requirement).rows),
         lr: a.lr,
         hidden: a.hidden,
         layers: a.layers,
@@ -172,7 +171,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             "already holds an editor (pass --resume to continue it or --force to replace it)",
         ));
     }
-    let data = load_for_zoo(&a.zoo, &manifest, &a.data)?;
+    let data = zoo_data(&a.zoo, &manifest, a.data.data.as_deref())?;
     let (dev, why) = Device::open(g.device)?;
     p.status(&format!("device: {} ({why})", dev.name()));
     let room = |e: Error| e.with_room_advice(ROOM_ADVICE);
@@ -190,6 +189,49 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if a.resume && out.join(LAST).exists() {
         p.status(&format!("resuming from {}", out.join(LAST).display()));
     }
+    let best = train_with_progress(p, &dev, &trainer, &manifest, &out, a.resume).map_err(room)?;
+    if p.json {
+        p.json(&serde_json::json!({"editor": out.join(BEST), "best": best}));
+    } else {
+        p.result(&format!(
+            "best at step {}: {}\nwritten: {}",
+            best.step,
+            describe(&cfg, &best),
+            out.join(BEST).display()
+        ));
+    }
+    Ok(0)
+}
+
+/// A validation in words.
+pub fn describe(cfg: &TrainConfig, v: &Validation) -> String {
+    let mut s = format!(
+        "val loss {:.5} (JSD {:.5}), accuracy {:.4} -> {:.4}",
+        v.loss, v.jsd, v.original_accuracy, v.accuracy
+    );
+    if cfg.requirement == Requirement::Fairness {
+        s += &format!(
+            ", {:?} gap {:.4} -> {:.4} after the search, compliant {:.0}%",
+            cfg.gap,
+            v.original_gap,
+            v.searched_gap,
+            100.0 * v.compliant
+        );
+    }
+    s
+}
+
+/// `train` with a progress bar on stderr (hidden when quiet or in JSON mode) and, with
+/// `--verbose`, a line per validation.
+pub fn train_with_progress(
+    p: &Printer,
+    dev: &Device,
+    trainer: &Trainer,
+    manifest: &Manifest,
+    out: &std::path::Path,
+    resume: bool,
+) -> Result<Validation> {
+    let cfg = &trainer.cfg;
     let bar = if p.quiet || p.json {
         indicatif::ProgressBar::hidden()
     } else {
@@ -201,65 +243,30 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         )
         .unwrap(),
     );
-    let fairness = a.requirement == Requirement::Fairness;
-    let describe = |v: &crate::workflows::train::Validation| {
-        let mut s = format!(
-            "val loss {:.5} (JSD {:.5}), accuracy {:.4} -> {:.4}",
-            v.loss, v.jsd, v.original_accuracy, v.accuracy
-        );
-        if fairness {
-            s += &format!(
-                ", {:?} gap {:.4} -> {:.4} after the search, compliant {:.0}%",
-                a.gap,
-                v.original_gap,
-                v.searched_gap,
-                100.0 * v.compliant
-            );
-        }
-        s
-    };
     let (mut ema, mut val_msg) = (None::<f64>, String::new());
     let (mut since_sum, mut since_n) = (0.0f64, 0usize);
-    let best = train(
-        &dev,
-        &trainer,
-        &manifest,
-        &out,
-        a.resume,
-        &mut |e| match e {
-            Event::Step { step, loss } => {
-                let m = ema.map_or(loss, |m| 0.95 * m + 0.05 * loss);
-                ema = Some(m);
-                since_sum += loss;
-                since_n += 1;
-                bar.set_position(step as u64);
-                bar.set_message(format!("loss {m:.5}  {val_msg}"));
-            }
-            Event::Validated(v, better) => {
-                val_msg = format!("val {:.5}{}", v.loss, if better { " *" } else { "" });
-                let train_loss = since_sum / since_n.max(1) as f64;
-                (since_sum, since_n) = (0.0, 0);
-                bar.suspend(|| {
-                    p.detail(&format!(
-                        "step {}: train loss {train_loss:.5}, {}",
-                        v.step,
-                        describe(v)
-                    ))
-                });
-            }
-        },
-    )
-    .map_err(room)?;
+    let best = train(dev, trainer, manifest, out, resume, &mut |e| match e {
+        Event::Step { step, loss } => {
+            let m = ema.map_or(loss, |m| 0.95 * m + 0.05 * loss);
+            ema = Some(m);
+            since_sum += loss;
+            since_n += 1;
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {m:.5}  {val_msg}"));
+        }
+        Event::Validated(v, better) => {
+            val_msg = format!("val {:.5}{}", v.loss, if better { " *" } else { "" });
+            let train_loss = since_sum / since_n.max(1) as f64;
+            (since_sum, since_n) = (0.0, 0);
+            bar.suspend(|| {
+                p.detail(&format!(
+                    "step {}: train loss {train_loss:.5}, {}",
+                    v.step,
+                    describe(cfg, v)
+                ))
+            });
+        }
+    })?;
     bar.finish_and_clear();
-    if p.json {
-        p.json(&serde_json::json!({"editor": out.join(BEST), "best": best}));
-    } else {
-        p.result(&format!(
-            "best at step {}: {}\nwritten: {}",
-            best.step,
-            describe(&best),
-            out.join(BEST).display()
-        ));
-    }
-    Ok(0)
+    Ok(best)
 }

@@ -5,10 +5,8 @@ use super::data::DataArgs;
 use super::{Global, Printer};
 use crate::engine::device::Device;
 use crate::error::{Error, Result};
-use crate::workflows::zoo::{
-    merge, plan, read_manifest, to_model, train_group, write_manifest, Manifest, ModelSplit,
-    ZooConfig, FORMAT, MANIFEST, PARTIAL,
-};
+use crate::workflows::zoo::build::{build, check_output, BuildEvent, BuildOptions};
+use crate::workflows::zoo::{merge, read_manifest, Manifest, ModelSplit, ZooConfig, FORMAT};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -127,20 +125,13 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if a.count == 0 {
         return Err(Error::Usage("--count must be at least 1".into()));
     }
-    let partial_path = out.join(PARTIAL);
-    if partial_path.exists() && !a.force && !a.resume {
-        return Err(Error::input(
-            &out,
-            "holds an interrupted zoo (pass --resume to continue it, or --force to start again)",
-        ));
-    }
-    if out.join(MANIFEST).exists() && !a.force {
-        return Err(Error::input(
-            &out,
-            "already holds a zoo (pass --force to replace it)",
-        ));
-    }
-    let shard = a.shard.as_deref().map(shard).transpose()?;
+    let opts = BuildOptions {
+        shard: a.shard.as_deref().map(shard).transpose()?,
+        max_batch: a.max_batch,
+        resume: a.resume,
+        force: a.force,
+    };
+    check_output(&out, &opts)?;
     let data = a.data.load(g.seed)?;
     let mut cfg = ZooConfig::new(a.count, g.seed);
     cfg.epochs = range(&a.epochs, "epochs")?;
@@ -160,11 +151,6 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         data.test.rows(),
         data.schema.n_columns()
     ));
-    let mut records = plan(&cfg, data.schema.n_columns());
-    if let Some((i, n)) = shard {
-        records.retain(|r| r.id % n == i);
-    }
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let mut manifest = Manifest {
         format: FORMAT.into(),
         dataset: data.schema.dataset.clone(),
@@ -172,80 +158,32 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         data_options: a.data.options.clone(),
         data_seed: g.seed,
         schema: data.schema.clone(),
-        config: cfg.clone(),
-        shard,
+        config: cfg,
+        shard: opts.shard,
         models: Vec::new(),
     };
+    let t0 = Instant::now();
+    build_with_progress(p, &dev, &data, &mut manifest, &out, &opts)?;
+    let secs = t0.elapsed().as_secs_f64();
+    print_summary(p, &manifest, &data, &out, secs);
+    // Check the zoo reads back before calling it done.
+    read_manifest(&out)?;
+    Ok(0)
+}
 
-    // Models finished before an interruption: recorded after every batch in the partial manifest.
-    let mut done: std::collections::BTreeMap<usize, crate::workflows::zoo::ModelRecord> =
-        Default::default();
-    if a.resume {
-        if !partial_path.exists() {
-            return Err(Error::input(&out, "has no interrupted zoo to resume"));
-        }
-        let bytes = crate::io::read(&partial_path)?;
-        let prev: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::input(&partial_path, format!("unreadable: {e}")))?;
-        if prev.config != manifest.config
-            || prev.schema != manifest.schema
-            || prev.data_seed != manifest.data_seed
-            || prev.loader != manifest.loader
-            || prev.shard != manifest.shard
-        {
-            return Err(Error::input(
-                &partial_path,
-                "was made with other data or settings; resume with the same command line",
-            ));
-        }
-        for r in prev.models {
-            if !out.join(&r.file).exists() {
-                return Err(Error::input(
-                    out.join(&r.file),
-                    "is recorded as finished but missing",
-                ));
-            }
-            done.insert(r.id, r);
-        }
-        // A kill during a write leaves a temporary file behind: remove them.
-        for e in std::fs::read_dir(&out)
-            .map_err(|e| Error::io(&out, e))?
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') && name.contains(".tmp-") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        p.status(&format!(
-            "resuming: {} of {} models already trained",
-            done.len(),
-            records.len()
-        ));
-    }
-
-    // Group by architecture; each group trains as one batch.
-    let mut groups: std::collections::BTreeMap<Vec<usize>, Vec<usize>> = Default::default();
-    if a.max_batch == 0 {
-        return Err(Error::Usage("--max-batch must be at least 1".into()));
-    }
-    for (i, r) in records.iter().enumerate() {
-        groups.entry(r.dims.clone()).or_default().push(i);
-    }
-    let batches: Vec<(Vec<usize>, Vec<usize>)> = groups
-        .iter()
-        .flat_map(|(dims, members)| {
-            members
-                .chunks(a.max_batch)
-                .map(|c| (dims.clone(), c.to_vec()))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let total_epochs: usize = records.iter().map(|r| r.epochs).sum();
+/// `build` with a progress bar on stderr (hidden when quiet, in JSON mode or off a terminal).
+pub fn build_with_progress(
+    p: &Printer,
+    dev: &Device,
+    data: &crate::io::data::Dataset,
+    manifest: &mut Manifest,
+    out: &std::path::Path,
+    opts: &BuildOptions,
+) -> Result<()> {
     let bar = if p.quiet || p.json {
         indicatif::ProgressBar::hidden()
     } else {
-        indicatif::ProgressBar::new(total_epochs as u64)
+        indicatif::ProgressBar::new(0)
     };
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -253,60 +191,46 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         )
         .unwrap(),
     );
-    p.status(&format!(
-        "training {} models: {} architectures, {} batches",
-        records.len(),
-        groups.len(),
-        batches.len()
-    ));
-    let t0 = Instant::now();
-    let (mut epochs_before, mut models_before) = (0usize, 0usize);
-    for (dims, members) in &batches {
-        if members.iter().all(|i| done.contains_key(&records[*i].id)) {
-            for &i in members {
-                records[i] = done[&records[i].id].clone();
-            }
-            epochs_before += members.iter().map(|&i| records[i].epochs).sum::<usize>();
-            models_before += members.len();
-            continue;
+    let (t0, mut total) = (Instant::now(), 0);
+    build(dev, data, manifest, out, opts, &mut |e| match e {
+        BuildEvent::Resuming { done, planned } => p.status(&format!(
+            "resuming: {done} of {planned} models already trained"
+        )),
+        BuildEvent::Started {
+            models,
+            architectures,
+            batches,
+            model_epochs,
+        } => {
+            total = models;
+            bar.set_length(model_epochs as u64);
+            p.status(&format!(
+                "training {models} models: {architectures} architectures, {batches} batches"
+            ));
         }
-        let mut group: Vec<_> = members.iter().map(|&i| records[i].clone()).collect();
-        let params = train_group(&dev, &data, &mut group, &mut |done_epochs, done_models| {
-            bar.set_position((epochs_before + done_epochs) as u64);
-            let models = models_before + done_models;
+        BuildEvent::Progress {
+            model_epochs,
+            models,
+        } => {
+            bar.set_position(model_epochs as u64);
             bar.set_message(format!(
-                "{models}/{} models, {:.2} models/s",
-                records.len(),
+                "{models}/{total} models, {:.2} models/s",
                 models as f64 / t0.elapsed().as_secs_f64()
             ));
-        })?;
-        let np = crate::networks::mlp::MlpShape::new(dims, cfg.activation).n_params();
-        for (z, r) in group.iter().enumerate() {
-            to_model(r, &params[z * np..(z + 1) * np], &manifest)
-                .save(&out.join(&r.file), a.force || a.resume)?;
         }
-        epochs_before += group.iter().map(|r| r.epochs).sum::<usize>();
-        models_before += group.len();
-        for (r, &i) in group.into_iter().zip(members) {
-            done.insert(r.id, r.clone());
-            records[i] = r;
-        }
-        let partial = Manifest {
-            models: done.values().cloned().collect(),
-            ..manifest.clone()
-        };
-        crate::io::write_atomic(
-            &partial_path,
-            &serde_json::to_vec_pretty(&partial).unwrap(),
-            true,
-        )?;
-    }
+    })?;
     bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-    manifest.models = records;
-    write_manifest(&out, &manifest, true)?;
-    let _ = std::fs::remove_file(&partial_path);
+    Ok(())
+}
 
+/// The zoo's size, speed and test accuracies, as a table or JSON.
+fn print_summary(
+    p: &Printer,
+    manifest: &Manifest,
+    data: &crate::io::data::Dataset,
+    out: &std::path::Path,
+    secs: f64,
+) {
     let mut acc: Vec<f64> = manifest
         .models
         .iter()
@@ -314,35 +238,31 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         .collect();
     acc.sort_by(f64::total_cmp);
     let majority = crate::requirement::metrics::majority_accuracy(&data.test.y);
-    let summary = serde_json::json!({
-        "out": out, "models": manifest.models.len(), "seconds": secs, "models_per_second": manifest.models.len() as f64 / secs,
-        "test_accuracy": {"min": acc[0], "median": acc[acc.len() / 2], "max": acc[acc.len() - 1]},
-        "majority_class_accuracy": majority,
-        "model_split": {
-            "train": manifest.models.iter().filter(|r| r.split == ModelSplit::Train).count(),
-            "val": manifest.models.iter().filter(|r| r.split == ModelSplit::Val).count(),
-            "test": manifest.models.iter().filter(|r| r.split == ModelSplit::Test).count(),
-        },
-    });
+    let count = |s: ModelSplit| manifest.models.iter().filter(|r| r.split == s).count();
+    let n = manifest.models.len();
     if p.json {
-        p.json(&summary);
-    } else {
-        p.result(&format!(
-            "{} models in {:.1} s ({:.2} models/s) -> {}",
-            manifest.models.len(),
-            secs,
-            manifest.models.len() as f64 / secs,
-            out.display()
-        ));
-        p.result(&format!(
-            "test accuracy: min {:.4}  median {:.4}  max {:.4}   (majority class {:.4})",
-            acc[0],
-            acc[acc.len() / 2],
-            acc[acc.len() - 1],
-            majority
-        ));
+        p.json(&serde_json::json!({
+            "out": out, "models": n, "seconds": secs, "models_per_second": n as f64 / secs,
+            "test_accuracy": {"min": acc[0], "median": acc[acc.len() / 2], "max": acc[acc.len() - 1]},
+            "majority_class_accuracy": majority,
+            "model_split": {
+                "train": count(ModelSplit::Train),
+                "val": count(ModelSplit::Val),
+                "test": count(ModelSplit::Test),
+            },
+        }));
+        return;
     }
-    // Check the zoo reads back before calling it done.
-    read_manifest(&out)?;
-    Ok(0)
+    p.result(&format!(
+        "{n} models in {secs:.1} s ({:.2} models/s) -> {}",
+        n as f64 / secs,
+        out.display()
+    ));
+    p.result(&format!(
+        "test accuracy: min {:.4}  median {:.4}  max {:.4}   (majority class {:.4})",
+        acc[0],
+        acc[acc.len() / 2],
+        acc[acc.len() - 1],
+        majority
+    ));
 }

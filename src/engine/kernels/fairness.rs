@@ -20,6 +20,16 @@ pub enum Gap {
     Eo,
 }
 
+impl Gap {
+    /// "DP" or "EO", as reports write it.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            Gap::Dp => "DP",
+            Gap::Eo => "EO",
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {

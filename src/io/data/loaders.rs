@@ -31,6 +31,9 @@ pub enum DatasetName {
     Csv,
 }
 
+/// Rows of the built-in synthetic dataset unless `--rows` says otherwise.
+pub const SYNTHETIC_ROWS: usize = 6000;
+
 /// Options a user may give for any dataset (overrides) and must give for `csv`.
 #[derive(Clone, Debug, Default, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
 pub struct DataOptions {
@@ -51,8 +54,18 @@ pub struct DataOptions {
     #[serde(alias = "drop")]
     pub exclude: Vec<String>,
     /// Rows of the built-in synthetic dataset.
-    #[arg(long, default_value_t = 6000)]
+    #[arg(long, default_value_t = SYNTHETIC_ROWS)]
     pub rows: usize,
+}
+
+impl DataOptions {
+    /// The options of a command line that gives none.
+    pub fn defaults() -> DataOptions {
+        DataOptions {
+            rows: SYNTHETIC_ROWS,
+            ..DataOptions::default()
+        }
+    }
 }
 
 fn sensitive_of(s: &str) -> Result<(String, SensitiveRule)> {

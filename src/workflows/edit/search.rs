@@ -10,6 +10,8 @@ use crate::error::Result;
 use crate::io::data::{Schema, Split};
 use crate::networks::editor::Editor;
 use crate::networks::mlp::MlpShape;
+use crate::requirement::metrics::{accuracy, decisions};
+use crate::requirement::verify::{Target, Verdict};
 use crate::requirement::{removed_columns, Ask, Columns, EditSpec};
 use crate::requirement::{LAMBDA_SEARCH_POINTS, MAX_SHIFT_GROUPS, SEARCH_MARGIN};
 
@@ -22,42 +24,36 @@ pub fn lambda_grid(range: (f32, f32)) -> Vec<f32> {
         .collect()
 }
 
-/// The (gap, accuracy) on `split` of each of `edited`, models of one `shape`.
+/// Each of `edited` (models of one `shape`) checked against a fairness `target` on `split`,
+/// with its accuracy there.
 pub fn score_fairness(
     dev: &Device,
     shape: &MlpShape,
     edited: &[Vec<f32>],
     split: &Split,
-    gap: Gap,
-) -> Result<Vec<(f64, f64)>> {
-    use crate::requirement::metrics::{
-        accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
-    };
+    target: &Target,
+) -> Result<Vec<(Verdict, f64)>> {
     let flat: Vec<f32> = edited.concat();
     let logits = crate::networks::mlp::predict(dev, shape, edited.len(), &flat, &split.x)?;
     let rows = split.rows() * shape.outputs();
     Ok((0..edited.len())
         .map(|i| {
             let pred = decisions(&logits[i * rows..(i + 1) * rows]);
-            let g = match gap {
-                Gap::Eo => equalized_odds_difference(&split.y, &pred, &split.group),
-                Gap::Dp => demographic_parity_difference(&pred, &split.group),
-            };
-            (g, accuracy(&split.y, &pred))
+            let verdict = target.verify(shape, &edited[i], Some((split, &pred)));
+            (verdict, accuracy(&split.y, &pred))
         })
         .collect())
 }
 
-/// Of edits scored (gap, accuracy) in lambda order: the most accurate whose gap is at most
-/// `SEARCH_MARGIN * max_gap` (the smaller lambda on ties), or, when none is, the one with the
-/// smallest gap.
-pub fn pick_lambda(scored: &[(f64, f64)], max_gap: f64) -> usize {
+/// Of edits scored in lambda order: the most accurate whose gap is at most `SEARCH_MARGIN *
+/// max_gap` (the smaller lambda on ties), or, when none is, the one with the smallest gap.
+pub fn pick_lambda(scored: &[(Verdict, f64)], max_gap: f64) -> usize {
     (0..scored.len())
-        .filter(|&i| scored[i].0 <= SEARCH_MARGIN * max_gap)
+        .filter(|&i| scored[i].0.value <= SEARCH_MARGIN * max_gap)
         .max_by(|&a, &b| scored[a].1.total_cmp(&scored[b].1).then(b.cmp(&a)))
         .unwrap_or_else(|| {
             (0..scored.len())
-                .min_by(|&a, &b| scored[a].0.total_cmp(&scored[b].0))
+                .min_by(|&a, &b| scored[a].0.value.total_cmp(&scored[b].0.value))
                 .expect("at least one lambda")
         })
 }
@@ -106,7 +102,11 @@ pub fn search_lambda(
         (shape, params),
         grid,
     )?;
-    let best = pick_lambda(&score_fairness(dev, shape, &edited, split, gap)?, max_gap);
+    let target = Target::Fairness { gap, max_gap };
+    let best = pick_lambda(
+        &score_fairness(dev, shape, &edited, split, &target)?,
+        max_gap,
+    );
     Ok((grid[best], edited.into_iter().nth(best).unwrap()))
 }
 
@@ -226,7 +226,6 @@ pub fn choose_features(
     keep: usize,
     forced: &[String],
 ) -> Result<Vec<String>> {
-    use crate::requirement::metrics::{accuracy, decisions};
     let names: Vec<String> = ef.schema.features.iter().map(|f| f.name.clone()).collect();
     let mut removed: Vec<String> = forced.to_vec();
     let base = decisions(&crate::networks::mlp::predict(

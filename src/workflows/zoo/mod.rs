@@ -1,25 +1,25 @@
-//! Populations ("zoos") of trained MLPs: the plan (architecture and hyper-parameters of every
-//! model, fixed by the seed), batched training on the device (models of one architecture train
-//! together, each with its own initialisation, minibatch order, learning rate, weight decay and
-//! epoch count), and the directory format: one PyTorch-loadable safetensors file per model plus
-//! `manifest.json`. Shards of one plan can be trained apart and merged.
+//! Populations ("zoos") of trained MLPs: the directory format (one PyTorch-loadable safetensors
+//! file per model plus `manifest.json`, whose records hold each model's architecture,
+//! hyper-parameters, split and metrics), reading it back, and merging shards of one plan.
+//! `build` plans and trains a zoo; `load` reads its models for the other workflows.
 
-use crate::engine::device::Device;
+pub mod build;
+pub mod load;
+
 use crate::engine::kernels::activation::Activation;
 use crate::error::{Error, Result};
-use crate::io::data::{Dataset, Schema};
+use crate::io::data::Schema;
 use crate::io::model::{Linear, Model};
-use crate::networks::mlp::{init_params, predict, MlpShape};
-use crate::requirement::metrics::{report, Report};
-use crate::workflows::fit::{fit, FitModel};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use crate::networks::mlp::MlpShape;
+use crate::requirement::metrics::Report;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub const MANIFEST: &str = "manifest.json";
+
 /// Written after every trained batch, removed when the zoo is complete (see `--resume`).
 pub const PARTIAL: &str = "manifest.partial.json";
+
 pub const FORMAT: &str = "regop-zoo/1";
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -98,112 +98,6 @@ pub struct Manifest {
     /// `Some((i, n))` for one shard of a plan; `None` for a whole zoo.
     pub shard: Option<(usize, usize)>,
     pub models: Vec<ModelRecord>,
-}
-
-/// The plan: every model's architecture, hyper-parameters and split, from the config alone.
-pub fn plan(cfg: &ZooConfig, inputs: usize) -> Vec<ModelRecord> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x200_0000);
-    let log_uniform = |rng: &mut rand_chacha::ChaCha8Rng, (lo, hi): (f32, f32)| {
-        (rng.random_range(lo.ln()..=hi.ln())).exp()
-    };
-    let mut order: Vec<usize> = (0..cfg.count).collect();
-    order.shuffle(&mut rng);
-    let n_train = (cfg.count as f64 * cfg.model_split.0).round() as usize;
-    let n_val = (cfg.count as f64 * cfg.model_split.1).round() as usize;
-    let mut split = vec![ModelSplit::Test; cfg.count];
-    for (rank, &id) in order.iter().enumerate() {
-        split[id] = if rank < n_train {
-            ModelSplit::Train
-        } else if rank < n_train + n_val {
-            ModelSplit::Val
-        } else {
-            ModelSplit::Test
-        };
-    }
-    (0..cfg.count)
-        .map(|id| {
-            let depth = rng.random_range(cfg.depth.0..=cfg.depth.1);
-            let width = cfg.widths[rng.random_range(0..cfg.widths.len())];
-            let mut dims = vec![inputs];
-            dims.extend(std::iter::repeat_n(width, depth));
-            dims.push(1);
-            ModelRecord {
-                id,
-                file: format!("model-{id:05}.safetensors"),
-                dims,
-                activation: cfg.activation,
-                seed: rng.random(),
-                lr: log_uniform(&mut rng, cfg.lr),
-                weight_decay: log_uniform(&mut rng, cfg.weight_decay),
-                epochs: rng.random_range(cfg.epochs.0..=cfg.epochs.1),
-                batch_size: cfg.batch_size,
-                split: split[id],
-                metrics: BTreeMap::new(),
-            }
-        })
-        .collect()
-}
-
-/// Progress callback: (model-epochs done, models finished).
-pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
-
-/// Train `records` (all of one architecture) together on `data`; returns their parameters,
-/// model-major, and fills in their metrics.
-pub fn train_group(
-    dev: &Device,
-    data: &Dataset,
-    records: &mut [ModelRecord],
-    progress: Progress,
-) -> Result<Vec<f32>> {
-    let shape = MlpShape::new(&records[0].dims, records[0].activation);
-    assert!(records
-        .iter()
-        .all(|r| r.dims == records[0].dims && r.activation == records[0].activation));
-    let b = records.len();
-    let init: Vec<f32> = records
-        .iter()
-        .flat_map(|r| init_params(&shape, r.seed))
-        .collect();
-    let models: Vec<FitModel> = records
-        .iter()
-        .map(|r| FitModel {
-            seed: r.seed,
-            lr: r.lr,
-            weight_decay: r.weight_decay,
-            epochs: r.epochs,
-        })
-        .collect();
-    let trained = fit(
-        dev,
-        &shape,
-        &init,
-        None,
-        &data.train,
-        &models,
-        records[0].batch_size,
-        progress,
-    )?;
-    for (name, split) in [
-        ("train", &data.train),
-        ("val", &data.val),
-        ("test", &data.test),
-    ] {
-        if split.rows() == 0 {
-            continue;
-        }
-        let logits = predict(dev, &shape, b, &trained, &split.x)?;
-        for (z, r) in records.iter_mut().enumerate() {
-            r.metrics.insert(
-                name.into(),
-                report(
-                    &split.y,
-                    &logits[z * split.rows()..(z + 1) * split.rows()],
-                    &split.group,
-                ),
-            );
-        }
-    }
-    Ok(trained)
 }
 
 /// A trained model as a PyTorch `nn.Sequential` state dict: Linear layers at indices 0, 2, 4...
@@ -320,81 +214,4 @@ pub fn merge(shards: &[PathBuf], out: &Path, force: bool) -> Result<Manifest> {
     m.models = models.into_iter().map(|(_, r)| r).collect();
     write_manifest(out, &m, force)?;
     Ok(m)
-}
-
-/// One model of the population, in memory.
-pub struct Member {
-    pub id: usize,
-    pub shape: MlpShape,
-    pub params: Vec<f32>,
-}
-
-/// A training model on disk: its weights are read when a step draws it, so a population of any
-/// size costs ~100 bytes a model in memory (its id, shape and path).
-pub struct Stored {
-    pub id: usize,
-    pub shape: MlpShape,
-    pub path: PathBuf,
-}
-
-impl Stored {
-    /// Its parameters, read from its file (which must still hold the same architecture).
-    pub fn params(&self) -> Result<Vec<f32>> {
-        let m = Model::load(&self.path)?;
-        if m.shape().dims != self.shape.dims {
-            return Err(Error::input(
-                &self.path,
-                format!(
-                    "changed during training: {:?} now, {:?} before",
-                    m.shape().dims,
-                    self.shape.dims
-                ),
-            ));
-        }
-        Ok(m.flat_params())
-    }
-}
-
-/// Index the models of one split, grouped by architecture (dims), in manifest order: every
-/// file is read once and checked, and only its shape and path are kept.
-pub fn index_split(
-    dir: &Path,
-    m: &Manifest,
-    split: ModelSplit,
-) -> Result<BTreeMap<Vec<usize>, Vec<Stored>>> {
-    let mut out: BTreeMap<Vec<usize>, Vec<Stored>> = BTreeMap::new();
-    for r in m.models.iter().filter(|r| r.split == split) {
-        let path = dir.join(&r.file);
-        let shape = Model::load(&path)?.shape();
-        out.entry(r.dims.clone()).or_default().push(Stored {
-            id: r.id,
-            shape,
-            path,
-        });
-    }
-    Ok(out)
-}
-
-/// Load the models of one split, grouped by architecture (dims), in manifest order.
-pub fn load_split(
-    dir: &Path,
-    m: &Manifest,
-    split: ModelSplit,
-) -> Result<BTreeMap<Vec<usize>, Vec<Member>>> {
-    index_split(dir, m, split)?
-        .into_iter()
-        .map(|(dims, stored)| {
-            let members = stored
-                .into_iter()
-                .map(|s| {
-                    Ok(Member {
-                        params: s.params()?,
-                        id: s.id,
-                        shape: s.shape,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok((dims, members))
-        })
-        .collect()
 }
