@@ -7,7 +7,9 @@ mod common;
 use common::*;
 use rand::Rng;
 use regop::engine::kernels::activation::Activation;
-use regop::engine::kernels::edit::{edit_backward, edit_forward, EditOpts, KEEP_ALL};
+use regop::engine::kernels::apply_edit::{
+    apply_edit_backward, apply_edit_forward, ApplyOpts, KEEP_ALL,
+};
 use regop::engine::kernels::fairness::Gap;
 use regop::engine::kernels::jsd::jsd;
 use regop::networks::editor::{Editor, EditorConfig};
@@ -170,7 +172,7 @@ fn problem(rng: &mut impl Rng, models: usize, per: usize, extra: usize, prune: b
 fn edit_kernels_match_cpu_and_finite_differences() {
     let gpu = gpu();
     let mut rng = fresh_rng("edit kernels");
-    let o = EditOpts {
+    let o = ApplyOpts {
         gamma: 0.7,
         tau: 0.5,
     };
@@ -197,7 +199,7 @@ fn edit_kernels_match_cpu_and_finite_differences() {
             let v = |r: &std::ops::Range<usize>| buf.view(r.start, r.len());
             let d = v(&data);
             let ix = v(&idx);
-            edit_forward(
+            apply_edit_forward(
                 dev,
                 &o,
                 d.sub(0, n),
@@ -208,7 +210,7 @@ fn edit_kernels_match_cpu_and_finite_differences() {
                 d.sub(2 * n, models),
                 v(&out),
             )?;
-            edit_backward(
+            apply_edit_backward(
                 dev,
                 &o,
                 d.sub(0, n),

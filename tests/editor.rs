@@ -6,7 +6,7 @@ use common::*;
 use rand::Rng;
 use regop::engine::kernels::activation::Activation;
 use regop::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape, HEAD_OUT};
-use regop::networks::graph::{EditInput, GraphBatch, PosIds};
+use regop::networks::graph::{GraphBatch, ModelInput, PosIds};
 use regop::networks::mlp::{init_params, MlpShape};
 use regop::Device;
 
@@ -45,8 +45,8 @@ fn case(rng: &mut impl Rng, dims: &[usize], seed: u64) -> Case {
 }
 
 impl Case {
-    fn input(&self) -> EditInput<'_> {
-        EditInput {
+    fn input(&self) -> ModelInput<'_> {
+        ModelInput {
             shape: &self.shape,
             params: &self.params,
             removed: &self.removed,
@@ -57,7 +57,7 @@ impl Case {
 }
 
 fn graph(cases: &[Case]) -> GraphBatch {
-    let inputs: Vec<EditInput> = cases.iter().map(Case::input).collect();
+    let inputs: Vec<ModelInput> = cases.iter().map(Case::input).collect();
     GraphBatch::build(&inputs, &POS).unwrap()
 }
 
@@ -109,7 +109,7 @@ fn graph_to_weights_is_the_exact_inverse() {
     }
     // Too many inputs for the editor: refused with the model named.
     let big = [case(&mut rng, &[9, 2, 1], 4)];
-    let inputs: Vec<EditInput> = big.iter().map(Case::input).collect();
+    let inputs: Vec<ModelInput> = big.iter().map(Case::input).collect();
     assert!(GraphBatch::build(&inputs, &POS)
         .unwrap_err()
         .contains("model 0"));

@@ -223,7 +223,7 @@ pub fn table(device: &str, results: &[BenchResult]) -> String {
 /// latency per batch (one edit per model), edits/s, and forward+backward step time.
 pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     use crate::networks::editor::{DeviceGraph, Editor, EditorConfig, Tape, HEAD_OUT};
-    use crate::networks::graph::{EditInput, GraphBatch, PosIds};
+    use crate::networks::graph::{GraphBatch, ModelInput, PosIds};
     let (hidden, layers) = if opts.quick { (16, 2) } else { (64, 3) };
     let cfg = EditorConfig {
         hidden,
@@ -246,7 +246,7 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
     // memory (the CPU) or in one storage binding (a GPU), reusing one tape.
     let per_model_bytes = {
         let one = GraphBatch::build(
-            &[EditInput {
+            &[ModelInput {
                 shape: &shape,
                 params: &init_params(&shape, 0),
                 removed: &[false; 100],
@@ -274,9 +274,9 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
         let chunk = b.div_ceil(chunks);
         let params: Vec<Vec<f32>> = (0..chunk).map(|m| init_params(&shape, m as u64)).collect();
         let (removed, sensitive, cond) = (vec![false; 100], vec![false; 100], vec![0.5f32; 8]);
-        let inputs: Vec<EditInput> = params
+        let inputs: Vec<ModelInput> = params
             .iter()
-            .map(|p| EditInput {
+            .map(|p| ModelInput {
                 shape: &shape,
                 params: p,
                 removed: &removed,

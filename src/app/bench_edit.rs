@@ -21,6 +21,7 @@ use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::step::TrainBatch;
 use crate::workflows::edit::EditBatch;
 use crate::workflows::edit::{edit_models, slice_edges};
+use crate::workflows::zoo::load::Member;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -42,14 +43,6 @@ pub struct EditBenchOptions {
 
 /// A profiled region and its kernels.
 pub type Profile = (String, Vec<KernelTime>);
-
-/// A model file of the zoo, loaded.
-pub struct ZooModel {
-    pub path: PathBuf,
-    pub model: Model,
-    pub shape: MlpShape,
-    pub params: Vec<f32>,
-}
 
 /// A directory for the edited files of the file-to-file timing, removed however the benchmark
 /// ends.
@@ -95,12 +88,11 @@ fn result(name: &str, shape: String, s: f64, per_iter: usize, unit: &str) -> Ben
 
 /// `models` are the edited population (cycled to fill a batch); `train` the models the
 /// training steps draw from (one architecture).
-#[allow(clippy::too_many_arguments)]
 pub fn bench_edits(
     dev: &Device,
     ef: &EditorFile,
-    models: &[ZooModel],
-    train: &[ZooModel],
+    models: &[Member],
+    train: &[Member],
     data: &Dataset,
     o: &EditBenchOptions,
     out: Option<&Path>,
@@ -109,40 +101,56 @@ pub fn bench_edits(
         !models.is_empty() && !train.is_empty(),
         "bench_edits: models"
     );
-    let (spec, cols) = (&ef.spec, &ef.columns);
-    let cfg = &ef.editor.cfg;
-    let arch = |m: &ZooModel| format!("{:?}", m.shape.dims);
-    let label = format!("H={} L={}", cfg.hidden, cfg.layers);
     let mut results = Vec::new();
     let mut profiles = Vec::new();
-    let scratch = Scratch::new()?;
+    single_edits(dev, ef, &models[0], o, &mut results, &mut profiles)?;
+    batched_edits(dev, ef, models, o, &mut results)?;
+    training_steps(
+        dev,
+        ef,
+        models,
+        train,
+        data,
+        o,
+        out,
+        &mut results,
+        &mut profiles,
+    )?;
+    Ok((results, profiles))
+}
 
-    // (a) One edit end to end: read and check the model file, edit, write the edited file.
-    let first = &models[0];
+/// The editor's size, as labels give it.
+fn label(ef: &EditorFile) -> String {
+    format!("H={} L={}", ef.editor.cfg.hidden, ef.editor.cfg.layers)
+}
+
+fn arch(m: &Member) -> String {
+    format!("{:?}", m.shape.dims)
+}
+
+/// (a) One edit end to end: read and check the model file, edit, write the edited file.
+/// (b) One edit with its graph already on the device: editor inference and the exact edit.
+fn single_edits(
+    dev: &Device,
+    ef: &EditorFile,
+    first: &Member,
+    o: &EditBenchOptions,
+    results: &mut Vec<BenchResult>,
+    profiles: &mut Vec<Profile>,
+) -> Result<()> {
+    let (spec, cols, label) = (&ef.spec, &ef.columns, label(ef));
+    let scratch = Scratch::new()?;
     let edited_path = scratch.0.join("edited.safetensors");
     let s = median_time(o.iters, || {
         let m = Model::load(&first.path)?;
         ef.check_model(&first.path, &m)?;
         let (shape, params) = (m.shape(), m.flat_params());
-        let e = edit_models(
-            dev,
-            &ef.editor,
-            spec,
-            &[(&shape, &params)],
-            std::slice::from_ref(&o.ask),
-            cols,
-        )?;
+        let ask = std::slice::from_ref(&o.ask);
+        let e = edit_models(dev, &ef.editor, spec, &[(&shape, &params)], ask, cols)?;
         m.with_params(&e[0]).save(&edited_path, true)
     })?;
-    results.push(result(
-        "edit, file to file",
-        format!("{} {label}", arch(first)),
-        s,
-        1,
-        "edits/s",
-    ));
-
-    // (b) One edit with its graph already on the device: editor inference and the exact edit.
+    let shape = format!("{} {label}", arch(first));
+    results.push(result("edit, file to file", shape.clone(), s, 1, "edits/s"));
     let one = EditBatch::new(
         dev,
         &ef.editor,
@@ -150,25 +158,26 @@ pub fn bench_edits(
         &[(&first.shape, &first.params)],
         std::slice::from_ref(&o.ask),
         cols,
-        slice_edges(dev, cfg),
+        slice_edges(dev, &ef.editor.cfg),
     )?;
     let s = median_time(o.iters, || one.run(dev, &ef.editor).map(|_| ()))?;
-    results.push(result(
-        "edit, graph on device",
-        format!("{} {label}", arch(first)),
-        s,
-        1,
-        "edits/s",
-    ));
+    results.push(result("edit, graph on device", shape, s, 1, "edits/s"));
     if o.profile {
         let times = profile(dev, || one.run(dev, &ef.editor).map(|_| ()))?;
-        profiles.push((
-            format!("one edit of {}, graph on device", arch(first)),
-            times,
-        ));
+        let title = format!("one edit of {}, graph on device", arch(first));
+        profiles.push((title, times));
     }
+    Ok(())
+}
 
-    // (c) Batched edits from host parameters, mixed architectures as the population has them.
+/// (c) Batched edits from host parameters, mixed architectures as the population has them.
+fn batched_edits(
+    dev: &Device,
+    ef: &EditorFile,
+    models: &[Member],
+    o: &EditBenchOptions,
+    results: &mut Vec<BenchResult>,
+) -> Result<()> {
     for &b in &o.batches {
         let pairs: Vec<(&MlpShape, &[f32])> = (0..b)
             .map(|i| {
@@ -179,19 +188,30 @@ pub fn bench_edits(
         let asks = vec![o.ask.clone(); b];
         let iters = (o.iters * 8 / b).clamp(2, o.iters.max(2));
         let s = median_time(iters, || {
-            edit_models(dev, &ef.editor, spec, &pairs, &asks, cols).map(|_| ())
+            edit_models(dev, &ef.editor, &ef.spec, &pairs, &asks, &ef.columns).map(|_| ())
         })?;
-        results.push(result(
-            "edits, batched",
-            format!("B={b} {label}"),
-            s,
-            b,
-            "edits/s",
-        ));
+        let shape = format!("B={b} {}", label(ef));
+        results.push(result("edits, batched", shape, s, b, "edits/s"));
     }
+    Ok(())
+}
 
-    // (d) Training steps on `train_models` models of one architecture and a fixed data batch.
-    let tm: Vec<&ZooModel> = (0..o.train_models)
+/// (d) Training steps on `train_models` models of one architecture and a fixed data batch;
+/// with `out`, the check files of the first step.
+#[allow(clippy::too_many_arguments)]
+fn training_steps(
+    dev: &Device,
+    ef: &EditorFile,
+    models: &[Member],
+    train: &[Member],
+    data: &Dataset,
+    o: &EditBenchOptions,
+    out: Option<&Path>,
+    results: &mut Vec<BenchResult>,
+    profiles: &mut Vec<Profile>,
+) -> Result<()> {
+    let (spec, cols) = (&ef.spec, &ef.columns);
+    let tm: Vec<&Member> = (0..o.train_models)
         .map(|i| &train[i % train.len()])
         .collect();
     let rows = o.train_rows.min(data.train.rows());
@@ -200,6 +220,7 @@ pub fn bench_edits(
     let (y, group) = (&data.train.y[..rows], &data.train.group[..rows]);
     let params: Vec<&[f32]> = tm.iter().map(|m| m.params.as_slice()).collect();
     let asks = vec![o.ask.clone(); tm.len()];
+    let cfg = &ef.editor.cfg;
     let mut editor = Editor::from_params(dev, cfg, &dev.read_all(&ef.editor.params)?)?;
     let shape = &tm[0].shape;
     // Forward, losses and backward into the editor's gradient.
@@ -219,15 +240,14 @@ pub fn bench_edits(
         // The check batch: losses and gradient of the first step, before any update.
         let losses = gradient(&editor)?.read_losses(dev)?;
         let grads = dev.read_all(&editor.grads)?;
+        let batch = (x, y, group);
         write_check(
             dir,
             ef,
             models,
             &tm,
             &o.ask,
-            x,
-            y,
-            group,
+            batch,
             &losses,
             &grads,
             dev,
@@ -235,19 +255,20 @@ pub fn bench_edits(
         )?;
     }
     let s = median_time(o.iters, || step(&mut editor).map(|_| ()))?;
-    let train_label = format!("B={} rows={rows} {:?} {label}", tm.len(), shape.dims);
+    let train_label = format!("B={} rows={rows} {:?} {}", tm.len(), shape.dims, label(ef));
+    let steps = "model-steps/s";
     results.push(result(
         "train step",
         train_label.clone(),
         s,
         tm.len(),
-        "model-steps/s",
+        steps,
     ));
     if o.profile {
         let times = profile(dev, || step(&mut editor).map(|_| ()))?;
         profiles.push((format!("one training step, {train_label}"), times));
     }
-    Ok((results, profiles))
+    Ok(())
 }
 
 /// Models whose edits go into the check files.
@@ -257,19 +278,17 @@ const CHECK_EDITS: usize = 4;
 fn write_check(
     dir: &Path,
     ef: &EditorFile,
-    models: &[ZooModel],
-    train: &[&ZooModel],
+    models: &[Member],
+    train: &[&Member],
     ask: &Ask,
-    x: &[f32],
-    y: &[f32],
-    group: &[u32],
+    (x, y, group): (&[f32], &[f32], &[u32]),
     losses: &[(f32, f32)],
     grads: &[f32],
     dev: &Device,
     editor_path: &Path,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let checked: Vec<&ZooModel> = models.iter().take(CHECK_EDITS).collect();
+    let checked: Vec<&Member> = models.iter().take(CHECK_EDITS).collect();
     let pairs: Vec<(&MlpShape, &[f32])> = checked
         .iter()
         .map(|m| (&m.shape, m.params.as_slice()))

@@ -9,7 +9,7 @@ use crate::networks::mlp::MlpShape;
 /// What the editor is asked to do to one model: its weights, per-input requirement flags, and
 /// the conditioning vector (requirement kind, log lambda, targets).
 #[derive(Clone, Debug)]
-pub struct EditInput<'a> {
+pub struct ModelInput<'a> {
     pub shape: &'a MlpShape,
     /// Parameters packed as `MlpShape` lays them out (W then b per layer).
     pub params: &'a [f32],
@@ -86,7 +86,7 @@ impl GraphBatch {
     }
 
     /// Pack `inputs` into one graph. Errors name the model when it does not fit the id table.
-    pub fn build(inputs: &[EditInput], pos: &PosIds) -> Result<GraphBatch, String> {
+    pub fn build(inputs: &[ModelInput], pos: &PosIds) -> Result<GraphBatch, String> {
         let cond_dim = inputs.first().map_or(0, |i| i.cond.len());
         let mut g = GraphBatch {
             shapes: vec![],
@@ -109,113 +109,126 @@ impl GraphBatch {
             cond_dim,
         };
         for (m, inp) in inputs.iter().enumerate() {
-            let s = inp.shape;
-            let (n_in, n_out, hidden) = (s.dims[0], s.outputs(), s.layers() - 1);
-            if n_in > pos.max_inputs || n_out > pos.max_outputs || hidden > pos.max_hidden_layers {
-                return Err(format!(
-                    "model {m} ({:?}) exceeds the editor's limits: {} inputs, {} hidden layers, {} outputs",
-                    s.dims, pos.max_inputs, pos.max_hidden_layers, pos.max_outputs
-                ));
-            }
-            assert_eq!(inp.params.len(), s.n_params(), "model {m}: parameter count");
-            assert!(
-                inp.removed.len() == n_in
-                    && inp.sensitive.len() == n_in
-                    && inp.cond.len() == cond_dim,
-                "model {m}: flags"
-            );
-            let base = g.node_model.len() as u32;
-            // Nodes: inputs, then each layer's neurons.
-            let mut layer_start = vec![base];
-            for i in 0..n_in {
-                g.node_model.push(m as u32);
-                g.node_feat.extend([
-                    0.0,
-                    inp.removed[i] as u32 as f32,
-                    inp.sensitive[i] as u32 as f32,
-                ]);
-                g.node_pos.push(i as u32);
-            }
-            for l in 0..s.layers() {
-                layer_start.push(g.node_model.len() as u32);
-                let b = &inp.params[s.bias_offset(l)..][..s.fan_out(l)];
-                for (j, &bj) in b.iter().enumerate() {
-                    g.node_model.push(m as u32);
-                    g.node_feat.extend([bj, 0.0, 0.0]);
-                    let id = if l + 1 == s.layers() {
-                        pos.max_inputs + pos.max_hidden_layers + j
-                    } else {
-                        pos.max_inputs + l
-                    };
-                    g.node_pos.push(id as u32);
-                }
-            }
-            // Edges: W[l][j, i], row-major: node i of layer l -> node j of layer l + 1.
-            for l in 0..s.layers() {
-                let (fi, fo) = (s.fan_in(l), s.fan_out(l));
-                let w = &inp.params[s.weight_offset(l)..][..fi * fo];
-                for j in 0..fo {
-                    for i in 0..fi {
-                        g.src.push(layer_start[l] + i as u32);
-                        g.dst.push(layer_start[l + 1] + j as u32);
-                        g.edge_weight.push(w[j * fi + i]);
-                    }
-                }
-            }
-            g.cond.extend_from_slice(inp.cond);
-            g.shapes.push(s.clone());
-            g.node_offsets.push(g.node_model.len() as u32);
-            g.edge_offsets.push(g.src.len() as u32);
+            g.push_model(m, inp, pos)?;
         }
-        let (n, e) = (g.nodes(), g.edges());
+        g.index(pos);
+        Ok(g)
+    }
+
+    /// Append model `m`'s nodes (input columns, then each layer's neurons) and edges (each
+    /// layer's W[out, in], row-major: node i of layer l -> node j of layer l + 1).
+    fn push_model(&mut self, m: usize, inp: &ModelInput, pos: &PosIds) -> Result<(), String> {
+        let s = inp.shape;
+        let (n_in, n_out, hidden) = (s.dims[0], s.outputs(), s.layers() - 1);
+        if n_in > pos.max_inputs || n_out > pos.max_outputs || hidden > pos.max_hidden_layers {
+            return Err(format!(
+                "model {m} ({:?}) exceeds the editor's limits: {} inputs, {} hidden layers, {} outputs",
+                s.dims, pos.max_inputs, pos.max_hidden_layers, pos.max_outputs
+            ));
+        }
+        assert_eq!(inp.params.len(), s.n_params(), "model {m}: parameter count");
+        assert!(
+            inp.removed.len() == n_in
+                && inp.sensitive.len() == n_in
+                && inp.cond.len() == self.cond_dim,
+            "model {m}: flags"
+        );
+        let base = self.node_model.len() as u32;
+        // Nodes: inputs, then each layer's neurons.
+        let mut layer_start = vec![base];
+        for i in 0..n_in {
+            self.node_model.push(m as u32);
+            self.node_feat.extend([
+                0.0,
+                inp.removed[i] as u32 as f32,
+                inp.sensitive[i] as u32 as f32,
+            ]);
+            self.node_pos.push(i as u32);
+        }
+        for l in 0..s.layers() {
+            layer_start.push(self.node_model.len() as u32);
+            let b = &inp.params[s.bias_offset(l)..][..s.fan_out(l)];
+            for (j, &bj) in b.iter().enumerate() {
+                self.node_model.push(m as u32);
+                self.node_feat.extend([bj, 0.0, 0.0]);
+                let id = if l + 1 == s.layers() {
+                    pos.max_inputs + pos.max_hidden_layers + j
+                } else {
+                    pos.max_inputs + l
+                };
+                self.node_pos.push(id as u32);
+            }
+        }
+        // Edges: W[l][j, i], row-major: node i of layer l -> node j of layer l + 1.
+        for l in 0..s.layers() {
+            let (fi, fo) = (s.fan_in(l), s.fan_out(l));
+            let w = &inp.params[s.weight_offset(l)..][..fi * fo];
+            for j in 0..fo {
+                for i in 0..fi {
+                    self.src.push(layer_start[l] + i as u32);
+                    self.dst.push(layer_start[l + 1] + j as u32);
+                    self.edge_weight.push(w[j * fi + i]);
+                }
+            }
+        }
+        self.cond.extend_from_slice(inp.cond);
+        self.shapes.push(s.clone());
+        self.node_offsets.push(self.node_model.len() as u32);
+        self.edge_offsets.push(self.src.len() as u32);
+        Ok(())
+    }
+
+    /// The orders the kernels reduce over: CSR by destination (the edges are sorted so), by
+    /// source through a permutation, nodes by positional id; and 1 / degree per node.
+    fn index(&mut self, pos: &PosIds) {
+        let (n, e) = (self.nodes(), self.edges());
         // CSR by destination (edges already sorted by destination).
         let mut in_deg = vec![0u32; n];
         let mut out_deg = vec![0u32; n];
         for k in 0..e {
-            in_deg[g.dst[k] as usize] += 1;
-            out_deg[g.src[k] as usize] += 1;
+            in_deg[self.dst[k] as usize] += 1;
+            out_deg[self.src[k] as usize] += 1;
         }
-        debug_assert!(g.dst.windows(2).all(|w| w[0] <= w[1]));
+        debug_assert!(self.dst.windows(2).all(|w| w[0] <= w[1]));
         for d in &in_deg {
-            g.dst_offsets.push(g.dst_offsets.last().unwrap() + d);
+            self.dst_offsets.push(self.dst_offsets.last().unwrap() + d);
         }
         // By source: a stable counting sort keeps each node's out-edges in edge order.
-        g.src_offsets = vec![0; n + 1];
+        self.src_offsets = vec![0; n + 1];
         for (i, d) in out_deg.iter().enumerate() {
-            g.src_offsets[i + 1] = g.src_offsets[i] + d;
+            self.src_offsets[i + 1] = self.src_offsets[i] + d;
         }
-        let mut next = g.src_offsets.clone();
-        g.src_perm = vec![0; e];
+        let mut next = self.src_offsets.clone();
+        self.src_perm = vec![0; e];
         for k in 0..e {
-            let s = g.src[k] as usize;
-            g.src_perm[next[s] as usize] = k as u32;
+            let s = self.src[k] as usize;
+            self.src_perm[next[s] as usize] = k as u32;
             next[s] += 1;
         }
         // By positional id.
         let ids = pos.count();
         let mut count = vec![0u32; ids];
-        for &p in &g.node_pos {
+        for &p in &self.node_pos {
             count[p as usize] += 1;
         }
-        g.pos_offsets = vec![0; ids + 1];
+        self.pos_offsets = vec![0; ids + 1];
         for (i, c) in count.iter().enumerate() {
-            g.pos_offsets[i + 1] = g.pos_offsets[i] + c;
+            self.pos_offsets[i + 1] = self.pos_offsets[i] + c;
         }
-        let mut next = g.pos_offsets.clone();
-        g.pos_perm = vec![0; n];
-        for (node, &p) in g.node_pos.iter().enumerate() {
-            g.pos_perm[next[p as usize] as usize] = node as u32;
+        let mut next = self.pos_offsets.clone();
+        self.pos_perm = vec![0; n];
+        for (node, &p) in self.node_pos.iter().enumerate() {
+            self.pos_perm[next[p as usize] as usize] = node as u32;
             next[p as usize] += 1;
         }
-        g.inv_in_deg = in_deg
+        self.inv_in_deg = in_deg
             .iter()
             .map(|&d| if d > 0 { 1.0 / d as f32 } else { 0.0 })
             .collect();
-        g.inv_out_deg = out_deg
+        self.inv_out_deg = out_deg
             .iter()
             .map(|&d| if d > 0 { 1.0 / d as f32 } else { 0.0 })
             .collect();
-        Ok(g)
     }
 
     /// Parameters of every model from per-edge weight values and per-node bias values (the
@@ -244,9 +257,9 @@ impl GraphBatch {
     /// How every parameter of every model (packed back to back, as `unpack` returns them) maps
     /// to a head row of the editor (edges first, then nodes): `map[p]` is p's row, `inv[row]` is
     /// the parameter the row produces or `edit::NONE`, and `kind[p]` = model << 2 | kind, with
-    /// `REMOVED` for weights out of a removed input column (see `kernels::edit`).
+    /// `REMOVED` for weights out of a removed input column (see `kernels::apply_edit`).
     pub fn param_map(&self) -> ParamMap {
-        use crate::engine::kernels::edit::{BIAS, NONE, REMOVED, WEIGHT};
+        use crate::engine::kernels::apply_edit::{BIAS, NONE, REMOVED, WEIGHT};
         let (e_total, n_total) = (self.edges(), self.nodes());
         let mut pm = ParamMap {
             map: vec![],

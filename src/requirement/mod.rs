@@ -6,7 +6,7 @@
 pub mod metrics;
 pub mod verify;
 
-use crate::engine::kernels::edit::EditOpts;
+use crate::engine::kernels::apply_edit::ApplyOpts;
 use crate::engine::kernels::fairness::Gap;
 use crate::io::data::{Schema, Split};
 
@@ -126,8 +126,8 @@ pub fn one() -> f32 {
 }
 
 impl EditSpec {
-    pub fn opts(&self) -> EditOpts {
-        EditOpts {
+    pub fn opts(&self) -> ApplyOpts {
+        ApplyOpts {
             gamma: self.gamma,
             tau: self.tau,
         }

@@ -3,6 +3,7 @@
 //! count, optionally under 0/1 masks that hold weights at exactly zero. Zoo training, masked
 //! fine-tuning and retraining without features all run through here.
 
+use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
 use crate::engine::kernels::adam::{adam_step_per_model, Adam};
 use crate::engine::kernels::axpy::mul;
@@ -66,7 +67,7 @@ pub fn fit_penalised(
     batch_size: usize,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f32>> {
-    let (b, bs, d) = (models.len(), batch_size, shape.fan_in(0));
+    let (b, bs) = (models.len(), batch_size);
     let n = data.rows();
     if n < bs {
         return Err(Error::Usage(format!(
@@ -74,41 +75,19 @@ pub fn fit_penalised(
         )));
     }
     assert_eq!(init.len(), b * shape.n_params());
-    let x = dev.upload(&data.x)?;
-    let y = dev.upload(&data.y)?;
     let steps_per_epoch = n / bs;
-    // The minibatch indices of many steps go to the device in one write (on a GPU every write
-    // submits the work recorded before it), at most 4 Mi indices at a time.
-    let steps_per_write = ((1 << 22) / (b * bs)).clamp(1, steps_per_epoch.max(1));
-    let idx = dev.alloc(steps_per_write * b * bs)?;
-    let xb = dev.alloc(b * bs * d)?;
-    // Labels of every model's minibatch, then one lambda per model (the penalty reads both).
-    let yb = dev.alloc(b * bs + b)?;
-    let groups = dev.upload_u32(&data.group)?;
-    let gb = dev.alloc(b * bs)?;
-    let pen_loss = dev.alloc(b)?;
-    if let Some(pen) = penalty {
-        assert_eq!(pen.lambdas.len(), b, "one lambda per model");
-        if pen.groups > MAX_GROUPS {
-            return Err(Error::Usage(format!("the sensitive attribute has {} groups; the fairness penalty handles at most {MAX_GROUPS}", pen.groups)));
-        }
-        dev.write(&yb, b * bs, &pen.lambdas)?;
-    }
-    let hyper = dev.alloc(2 * b)?;
+    let bufs = Buffers::new(dev, shape, data, b, bs, masks, penalty)?;
     let mut net = BatchedMlp::new(dev, shape, b, bs, init)?;
-    let mask = masks.map(|m| dev.upload(m)).transpose()?;
-    if let Some(m) = &mask {
+    if let Some(m) = &bufs.mask {
         mul(dev, m.all(), net.params.all())?;
     }
-    let opt = Adam::default();
     let mut rngs: Vec<rand_chacha::ChaCha8Rng> = models
         .iter()
         .map(|m| rand_chacha::ChaCha8Rng::seed_from_u64(m.seed ^ 0xda7a))
         .collect();
     let mut perms: Vec<Vec<u32>> = vec![(0..n as u32).collect(); b];
     let max_epochs = models.iter().map(|m| m.epochs).max().unwrap_or(0);
-    let mut idx_host = vec![0u32; steps_per_write * b * bs];
-    let np = net.params.len();
+    let mut idx_host = vec![0u32; bufs.steps_per_write * b * bs];
     for epoch in 0..max_epochs {
         // A model past its epochs trains on with lr 0: frozen, while the others go on.
         let h: Vec<f32> = models
@@ -121,64 +100,139 @@ pub fn fit_penalised(
                 }
             })
             .collect();
-        dev.write(&hyper, 0, &h)?;
+        dev.write(&bufs.hyper, 0, &h)?;
         for (p, rng) in perms.iter_mut().zip(&mut rngs) {
             p.shuffle(rng);
         }
         for step in 0..steps_per_epoch {
             // Step s's indices: model-major, at (s - first) * b * bs in the table.
-            let slot = step % steps_per_write;
+            let slot = step % bufs.steps_per_write;
             if slot == 0 {
-                let steps = steps_per_write.min(steps_per_epoch - step);
+                let steps = bufs.steps_per_write.min(steps_per_epoch - step);
                 for (s, rows) in idx_host.chunks_mut(b * bs).take(steps).enumerate() {
                     let at = (step + s) * bs;
                     for (z, p) in perms.iter().enumerate() {
                         rows[z * bs..(z + 1) * bs].copy_from_slice(&p[at..at + bs]);
                     }
                 }
-                dev.write_u32(&idx, 0, &idx_host[..steps * b * bs])?;
+                dev.write_u32(&bufs.idx, 0, &idx_host[..steps * b * bs])?;
             }
-            let step_idx = idx.view(slot * b * bs, b * bs);
-            gather_rows(dev, d, x.all(), step_idx, xb.all())?;
-            gather_rows(dev, 1, y.all(), step_idx, yb.view(0, b * bs))?;
-            net.forward(dev, xb.all(), bs * d)?;
-            net.loss(dev, yb.view(0, b * bs), bs)?;
-            if let Some(pen) = penalty {
-                gather_rows(dev, 1, groups.all(), step_idx, gb.all())?;
-                let dlogits = net.dacts.view(net.logits().offset, b * bs);
-                fairness_penalty(
-                    dev,
-                    pen.gap,
-                    pen.groups,
-                    pen.sharpness,
-                    net.logits(),
-                    yb.view(0, b * bs),
-                    gb.all(),
-                    yb.view(b * bs, b),
-                    pen_loss.all(),
-                    dlogits,
-                )?;
-            }
-            net.backward(dev, xb.all(), bs * d)?;
-            if let Some(m) = &mask {
-                mul(dev, m.all(), net.grads.all())?;
-            }
-            net.step += 1;
-            adam_step_per_model(
-                dev,
-                &opt,
-                net.step,
-                shape.n_params(),
-                hyper.all(),
-                net.params.all(),
-                net.grads.all(),
-                net.opt_state.view(0, np),
-                net.opt_state.view(np, np),
-            )?;
+            bufs.step(dev, &mut net, slot, penalty)?;
         }
         let done = models.iter().filter(|m| m.epochs <= epoch + 1).count();
         let model_epochs = models.iter().map(|m| m.epochs.min(epoch + 1)).sum();
         progress(model_epochs, done);
     }
     dev.read_all(&net.params)
+}
+
+/// The device buffers of a fitting run of `b` models on minibatches of `bs` rows.
+struct Buffers {
+    /// The split's inputs, labels and groups.
+    x: Buf,
+    y: Buf,
+    groups: Buf,
+    /// Minibatch indices of `steps_per_write` steps, model-major within a step.
+    idx: Buf,
+    steps_per_write: usize,
+    /// One step's inputs; labels then one lambda per model (the penalty reads both); groups.
+    xb: Buf,
+    yb: Buf,
+    gb: Buf,
+    pen_loss: Buf,
+    /// Learning rate and weight decay per model.
+    hyper: Buf,
+    /// 0/1 per parameter, every model's mask back to back.
+    mask: Option<Buf>,
+}
+
+impl Buffers {
+    fn new(
+        dev: &Device,
+        shape: &MlpShape,
+        data: &Split,
+        b: usize,
+        bs: usize,
+        masks: Option<&[f32]>,
+        penalty: Option<&Penalty>,
+    ) -> Result<Buffers> {
+        let steps_per_epoch = data.rows() / bs;
+        // The minibatch indices of many steps go to the device in one write (on a GPU every
+        // write submits the work recorded before it), at most 4 Mi indices at a time.
+        let steps_per_write = ((1 << 22) / (b * bs)).clamp(1, steps_per_epoch.max(1));
+        let bufs = Buffers {
+            x: dev.upload(&data.x)?,
+            y: dev.upload(&data.y)?,
+            idx: dev.alloc(steps_per_write * b * bs)?,
+            steps_per_write,
+            xb: dev.alloc(b * bs * shape.fan_in(0))?,
+            yb: dev.alloc(b * bs + b)?,
+            groups: dev.upload_u32(&data.group)?,
+            gb: dev.alloc(b * bs)?,
+            pen_loss: dev.alloc(b)?,
+            hyper: dev.alloc(2 * b)?,
+            mask: None,
+        };
+        if let Some(pen) = penalty {
+            assert_eq!(pen.lambdas.len(), b, "one lambda per model");
+            if pen.groups > MAX_GROUPS {
+                return Err(Error::Usage(format!("the sensitive attribute has {} groups; the fairness penalty handles at most {MAX_GROUPS}", pen.groups)));
+            }
+            dev.write(&bufs.yb, b * bs, &pen.lambdas)?;
+        }
+        Ok(Buffers {
+            mask: masks.map(|m| dev.upload(m)).transpose()?,
+            ..bufs
+        })
+    }
+
+    /// One step on the minibatch of index slot `slot`: forward, loss (and penalty), backward,
+    /// gradients masked, AdamW with each model's own hyper-parameters.
+    fn step(
+        &self,
+        dev: &Device,
+        net: &mut BatchedMlp,
+        slot: usize,
+        penalty: Option<&Penalty>,
+    ) -> Result<()> {
+        let (b, bs, d) = (net.batch, net.rows, net.shape.fan_in(0));
+        let step_idx = self.idx.view(slot * b * bs, b * bs);
+        gather_rows(dev, d, self.x.all(), step_idx, self.xb.all())?;
+        gather_rows(dev, 1, self.y.all(), step_idx, self.yb.view(0, b * bs))?;
+        net.forward(dev, self.xb.all(), bs * d)?;
+        net.loss(dev, self.yb.view(0, b * bs), bs)?;
+        if let Some(pen) = penalty {
+            gather_rows(dev, 1, self.groups.all(), step_idx, self.gb.all())?;
+            let dlogits = net.dacts.view(net.logits().offset, b * bs);
+            fairness_penalty(
+                dev,
+                pen.gap,
+                pen.groups,
+                pen.sharpness,
+                net.logits(),
+                self.yb.view(0, b * bs),
+                self.gb.all(),
+                self.yb.view(b * bs, b),
+                self.pen_loss.all(),
+                dlogits,
+            )?;
+        }
+        net.backward(dev, self.xb.all(), bs * d)?;
+        if let Some(m) = &self.mask {
+            mul(dev, m.all(), net.grads.all())?;
+        }
+        net.step += 1;
+        let np = net.params.len();
+        adam_step_per_model(
+            dev,
+            &Adam::default(),
+            net.step,
+            net.shape.n_params(),
+            self.hyper.all(),
+            net.params.all(),
+            net.grads.all(),
+            net.opt_state.view(0, np),
+            net.opt_state.view(np, np),
+        )
+    }
 }

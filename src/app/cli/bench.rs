@@ -4,14 +4,14 @@
 use super::data::DataArgs;
 use super::{Global, Printer};
 use crate::app::bench::{run_all, table, BenchOptions};
-use crate::app::bench_edit::{bench_edits, EditBenchOptions, ZooModel};
+use crate::app::bench_edit::{bench_edits, EditBenchOptions};
 use crate::engine::device::Device;
 use crate::error::{Error, Result};
-use crate::io::model::Model;
 use crate::requirement::Requirement;
 use crate::requirement::{removed_columns, Ask};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::zoo::load::zoo_data;
+use crate::workflows::zoo::load::{load_models, Member};
 use crate::workflows::zoo::{read_manifest, ModelSplit};
 use std::path::PathBuf;
 
@@ -120,23 +120,12 @@ fn edit_benchmarks(
             "was trained on other data than the zoo's (schemas differ)",
         ));
     }
-    let load = |split: ModelSplit| -> Result<Vec<ZooModel>> {
-        manifest
-            .models
-            .iter()
-            .filter(|r| r.split == split)
-            .map(|r| {
-                let path = zoo.join(&r.file);
-                let model = Model::load(&path)?;
-                ef.check_model(&path, &model)?;
-                Ok(ZooModel {
-                    shape: model.shape(),
-                    params: model.flat_params(),
-                    path,
-                    model,
-                })
-            })
-            .collect()
+    let load = |split: ModelSplit| -> Result<Vec<Member>> {
+        let models = load_models(zoo, &manifest, split)?;
+        for m in &models {
+            ef.check_model(&m.path, &m.model)?;
+        }
+        Ok(models)
     };
     let models = load(ModelSplit::Test)?;
     let mut train = load(ModelSplit::Train)?;

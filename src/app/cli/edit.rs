@@ -12,11 +12,9 @@ use crate::io::data::loaders::{load, DatasetName};
 use crate::io::data::Dataset;
 use crate::io::model::Model;
 use crate::networks::mlp::{predict, MlpShape};
-use crate::requirement::metrics::{
-    accuracy, decisions, demographic_parity_difference, equalized_odds_difference,
-};
-use crate::requirement::{removed_columns, Requirement};
-use crate::requirement::{Ask, FairTarget};
+use crate::requirement::metrics::{accuracy, decisions};
+use crate::requirement::verify::Target;
+use crate::requirement::{removed_columns, Ask, FairTarget, Requirement};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::edit_models;
 use crate::workflows::edit::search::{choose_features, lambda_grid};
@@ -218,7 +216,41 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             ef.loader
         )));
     }
-    // Inputs and outputs.
+    let jobs = jobs(&a)?;
+    let models: Vec<Model> = jobs
+        .iter()
+        .map(|(input, _)| {
+            let m = Model::load(input)?;
+            ef.check_model(input, &m)?;
+            Ok(m)
+        })
+        .collect::<Result<_>>()?;
+    let t0 = Instant::now();
+    let edits = edit_all(&dev, &ef, &r, &a, data.as_ref(), &models)?;
+    dev.sync()?;
+    let seconds = t0.elapsed().as_secs_f64() / models.len() as f64;
+    let mut outcomes = Vec::new();
+    for (((input, out), model), e) in jobs.iter().zip(&models).zip(&edits) {
+        let mut o = check(&dev, &ef, &r, data.as_ref(), model, e)?;
+        let mut edited = model.with_params(&e.params);
+        edited.metadata.insert(
+            "regop_edit".into(),
+            serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": e.dropped.clone().unwrap_or(a.drop.clone()),
+                "sparsity": a.sparsity, "lambda": e.lambda, "shift": e.ask.shift})
+            .to_string(),
+        );
+        edited.save(out, a.force)?;
+        (o.model, o.out, o.seconds) = (input.clone(), out.clone(), seconds);
+        outcomes.push(o);
+    }
+    print_outcomes(p, &outcomes, &a.out, seconds);
+    let missed = outcomes.iter().filter(|o| o.met == Some(false)).count();
+    Ok(if missed > 0 { 1 } else { 0 })
+}
+
+/// (input model, output file) pairs: --model and --out, or every model file of --batch into
+/// the directory --out. Refuses to write over an input, or over a file without --force.
+fn jobs(a: &Args) -> Result<Vec<(PathBuf, PathBuf)>> {
     let jobs: Vec<(PathBuf, PathBuf)> = match &a.batch {
         None => vec![(
             a.model.clone().expect("clap: --model or --batch"),
@@ -258,59 +290,66 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             ));
         }
     }
-    let models: Vec<Model> = jobs
-        .iter()
-        .map(|(input, _)| {
-            let m = Model::load(input)?;
-            ef.check_model(input, &m)?;
-            Ok(m)
-        })
-        .collect::<Result<_>>()?;
+    Ok(jobs)
+}
+
+/// One model's edit: its parameters and what was chosen for it.
+struct Edit {
+    params: Vec<f32>,
+    /// What the edit asked (with the shifts a search chose).
+    ask: Ask,
+    /// The lambda of a penalty fairness edit.
+    lambda: Option<f32>,
+    /// Features the editor chose to drop (--keep-features).
+    dropped: Option<Vec<String>>,
+}
+
+/// Every model edited: one inference for all, or one search per model where a bound must be
+/// met on the validation split (a fairness bound, a feature budget).
+fn edit_all(
+    dev: &Device,
+    ef: &EditorFile,
+    r: &Request,
+    a: &Args,
+    data: Option<&Dataset>,
+    models: &[Model],
+) -> Result<Vec<Edit>> {
     let shapes: Vec<MlpShape> = models.iter().map(Model::shape).collect();
     let params: Vec<Vec<f32>> = models.iter().map(Model::flat_params).collect();
-    // The edits: one inference for all models (fairness with a bound: one per model, over a
-    // grid of lambdas, picked on the validation split).
-    let t0 = Instant::now();
-    let mut lambdas = vec![None; models.len()];
-    let mut shifts = vec![r.ask.shift.clone(); models.len()];
-    let mut asks = vec![r.ask.clone(); models.len()];
-    let mut chosen: Vec<Option<Vec<String>>> = vec![None; models.len()];
-    if let (Some(k), Some(d)) = (a.keep_features, &data) {
-        for i in 0..models.len() {
-            let names = choose_features(&dev, &ef, &shapes[i], &params[i], &d.val, k, &a.drop)?;
-            asks[i].removed = removed_columns(&ef.schema, &names).map_err(Error::Usage)?;
-            chosen[i] = Some(names);
+    let mut edits: Vec<Edit> = params
+        .iter()
+        .map(|_| Edit {
+            params: Vec::new(),
+            ask: r.ask.clone(),
+            lambda: None,
+            dropped: None,
+        })
+        .collect();
+    if let (Some(k), Some(d)) = (a.keep_features, data) {
+        for (i, e) in edits.iter_mut().enumerate() {
+            let names = choose_features(dev, ef, &shapes[i], &params[i], &d.val, k, &a.drop)?;
+            e.ask.removed = removed_columns(&ef.schema, &names).map_err(Error::Usage)?;
+            e.dropped = Some(names);
         }
     }
-    let edited: Vec<Vec<f32>> = match (r.target, &data) {
-        (Some((gap, bound)), Some(d)) if ef.spec.fair_target == FairTarget::Shift => {
-            let mut out = Vec::new();
-            for (i, (s, w)) in shapes.iter().zip(&params).enumerate() {
-                let (c, e) = search_shift(
-                    &dev,
-                    &ef.editor,
-                    &ef.spec,
-                    &ef.columns,
-                    &ef.schema,
-                    (s, w),
-                    &d.val,
-                    gap,
-                    bound,
+    let (editor, spec, cols) = (&ef.editor, &ef.spec, &ef.columns);
+    match (r.target, data) {
+        (Some((gap, bound)), Some(d)) if spec.fair_target == FairTarget::Shift => {
+            for (i, e) in edits.iter_mut().enumerate() {
+                let model = (&shapes[i], params[i].as_slice());
+                let (shift, edited) = search_shift(
+                    dev, editor, spec, cols, &ef.schema, model, &d.val, gap, bound,
                 )?;
-                shifts[i] = Some(c);
-                out.push(e);
+                (e.ask.shift, e.params) = (Some(shift), edited);
             }
-            out
         }
         (Some((gap, bound)), Some(d)) => {
             let grid = lambda_grid(ef.lambda);
-            let mut out = Vec::new();
-            for (i, (s, w)) in shapes.iter().zip(&params).enumerate() {
-                let (l, e) = search_lambda(&dev, &ef, s, w, &d.val, gap, bound, &grid)?;
-                lambdas[i] = Some(l);
-                out.push(e);
+            for (i, e) in edits.iter_mut().enumerate() {
+                let (lambda, edited) =
+                    search_lambda(dev, ef, &shapes[i], &params[i], &d.val, gap, bound, &grid)?;
+                (e.lambda, e.params) = (Some(lambda), edited);
             }
-            out
         }
         _ => {
             let pairs: Vec<(&MlpShape, &[f32])> = shapes
@@ -318,145 +357,128 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 .zip(&params)
                 .map(|(s, w)| (s, w.as_slice()))
                 .collect();
-            if ef.spec.requirement == Requirement::Fairness && r.ask.shift.is_none() {
-                lambdas = vec![Some(r.ask.lambda); models.len()];
+            let asks: Vec<Ask> = edits.iter().map(|e| e.ask.clone()).collect();
+            let edited = edit_models(dev, editor, spec, &pairs, &asks, cols)?;
+            let penalty = spec.requirement == Requirement::Fairness && r.ask.shift.is_none();
+            for (e, p) in edits.iter_mut().zip(edited) {
+                e.params = p;
+                e.lambda = penalty.then_some(r.ask.lambda);
             }
-            edit_models(&dev, &ef.editor, &ef.spec, &pairs, &asks, &ef.columns)?
+        }
+    }
+    Ok(edits)
+}
+
+/// The requirement checked on one edit, before -> after (with the data: on its test split,
+/// with the test accuracy before and after and the agreement of their decisions).
+fn check(
+    dev: &Device,
+    ef: &EditorFile,
+    r: &Request,
+    data: Option<&Dataset>,
+    model: &Model,
+    e: &Edit,
+) -> Result<Outcome> {
+    let (shape, before) = (model.shape(), model.flat_params());
+    let target = match ef.spec.requirement {
+        Requirement::Minimise => Target::Minimise {
+            removed: e.ask.removed.clone(),
+        },
+        Requirement::Prune => Target::Prune {
+            sparsity: r.ask.sparsity as f64,
+        },
+        Requirement::Fairness => {
+            let (gap, max_gap) = r.target.unwrap_or((ef.spec.gap, f64::INFINITY));
+            Target::Fairness { gap, max_gap }
         }
     };
-    dev.sync()?;
-    let seconds = t0.elapsed().as_secs_f64() / models.len() as f64;
-    // Verify and write.
-    let mut outcomes = Vec::new();
-    for (i, (input, out)) in jobs.iter().enumerate() {
-        let (shape, before_w, after_w) = (&shapes[i], &params[i], &edited[i]);
-        let (name, before, after, met) = match ef.spec.requirement {
-            Requirement::Minimise => {
-                let largest = |w: &[f32]| {
-                    (0..shape.fan_out(0))
-                        .flat_map(|j| (0..shape.dims[0]).map(move |c| (j, c)))
-                        .filter(|(_, c)| asks[i].removed[*c])
-                        .map(|(j, c)| w[j * shape.dims[0] + c].abs() as f64)
-                        .fold(0.0, f64::max)
-                };
-                let after = largest(after_w);
-                (
-                    "largest weight on removed columns".to_string(),
-                    largest(before_w),
-                    after,
-                    Some(after == 0.0),
-                )
-            }
-            Requirement::Prune => {
-                let s = |w: &[f32]| crate::requirement::metrics::weight_sparsity(shape, w);
-                let n: usize = (0..shape.layers())
-                    .map(|l| shape.fan_in(l) * shape.fan_out(l))
-                    .sum();
-                let after = s(after_w);
-                (
-                    "weight sparsity".to_string(),
-                    s(before_w),
-                    after,
-                    Some(after + 0.5 / n as f64 >= r.ask.sparsity as f64),
-                )
-            }
-            Requirement::Fairness => {
-                let gap = r.target.map_or(ef.spec.gap, |t| t.0);
-                let short = match gap {
-                    Gap::Eo => "EO",
-                    Gap::Dp => "DP",
-                };
-                let name = format!("{short} difference (test split)");
-                match &data {
-                    Some(d) => {
-                        let m = |w: &[f32]| -> Result<f64> {
-                            let pred = decisions(&predict(&dev, shape, 1, w, &d.test.x)?);
-                            Ok(match gap {
-                                Gap::Eo => {
-                                    equalized_odds_difference(&d.test.y, &pred, &d.test.group)
-                                }
-                                Gap::Dp => demographic_parity_difference(&pred, &d.test.group),
-                            })
-                        };
-                        let after = m(after_w)?;
-                        (name, m(before_w)?, after, r.target.map(|t| after <= t.1))
-                    }
-                    None => (name, f64::NAN, f64::NAN, None),
-                }
-            }
-        };
-        let (mut acc_b, mut acc_a, mut agree) = (None, None, None);
-        if let Some(d) = &data {
-            let pb = decisions(&predict(&dev, shape, 1, before_w, &d.test.x)?);
-            let pa = decisions(&predict(&dev, shape, 1, after_w, &d.test.x)?);
-            acc_b = Some(accuracy(&d.test.y, &pb));
-            acc_a = Some(accuracy(&d.test.y, &pa));
-            agree = Some(accuracy(&pb, &pa));
+    // Decisions on the test split: what fairness is measured on, and accuracy for any edit.
+    let decide = |w: &[f32], d: &Dataset| -> Result<Vec<f32>> {
+        Ok(decisions(&predict(dev, &shape, 1, w, &d.test.x)?))
+    };
+    let (pb, pa) = match data {
+        Some(d) => (Some(decide(&before, d)?), Some(decide(&e.params, d)?)),
+        None => (None, None),
+    };
+    let test = data.map(|d| &d.test);
+    let fairness = matches!(target, Target::Fairness { .. });
+    let mut name = target.measure_name();
+    let (value_before, verdict) = match (fairness, test) {
+        (true, None) => (f64::NAN, None),
+        _ => {
+            let b = target.measure(&shape, &before, test.zip(pb.as_deref()));
+            let verdict = target.verify(&shape, &e.params, test.zip(pa.as_deref()));
+            (b, Some(verdict))
         }
-        let mut m = models[i].with_params(after_w);
-        m.metadata.insert(
-            "regop_edit".into(),
-            serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": chosen[i].clone().unwrap_or(a.drop.clone()),
-                "sparsity": a.sparsity, "lambda": lambdas[i], "shift": shifts[i]})
-            .to_string(),
-        );
-        m.save(out, a.force)?;
-        outcomes.push(Outcome {
-            model: input.clone(),
-            out: out.clone(),
-            seconds,
-            lambda: lambdas[i],
-            shift: shifts[i].clone(),
-            dropped: chosen[i].clone(),
-            requirement: name,
-            before,
-            after,
-            accuracy_before: acc_b,
-            accuracy_after: acc_a,
-            agreement: agree,
-            met,
-        });
+    };
+    if fairness {
+        name += " (test split)";
     }
-    let missed = outcomes.iter().filter(|o| o.met == Some(false)).count();
+    // Fairness is verified only against a bound that was asked.
+    let met = match fairness && r.target.is_none() {
+        true => None,
+        false => verdict.map(|v| v.met),
+    };
+    let (mut acc_b, mut acc_a, mut agree) = (None, None, None);
+    if let (Some(d), Some(pb), Some(pa)) = (data, &pb, &pa) {
+        acc_b = Some(accuracy(&d.test.y, pb));
+        acc_a = Some(accuracy(&d.test.y, pa));
+        agree = Some(accuracy(pb, pa));
+    }
+    Ok(Outcome {
+        model: PathBuf::new(),
+        out: PathBuf::new(),
+        seconds: 0.0,
+        lambda: e.lambda,
+        shift: e.ask.shift.clone(),
+        dropped: e.dropped.clone(),
+        requirement: name,
+        before: value_before,
+        after: verdict.map_or(f64::NAN, |v| v.value),
+        accuracy_before: acc_b,
+        accuracy_after: acc_a,
+        agreement: agree,
+        met,
+    })
+}
+
+fn print_outcomes(p: &Printer, outcomes: &[Outcome], out: &Path, seconds: f64) {
     if p.json {
         p.json(&outcomes);
-    } else {
-        for o in &outcomes {
-            let mut line = format!(
-                "{}: {} {:.4} -> {:.4}",
-                o.model.display(),
-                o.requirement,
-                o.before,
-                o.after
-            );
-            if let (Some(b), Some(af), Some(ag)) =
-                (o.accuracy_before, o.accuracy_after, o.agreement)
-            {
-                line += &format!(", test accuracy {b:.4} -> {af:.4}, agreement {ag:.4}");
-            }
-            if let Some(f) = &o.dropped {
-                line += &format!(", dropped {}", f.join(","));
-            }
-            if let Some(l) = o.lambda {
-                line += &format!(", lambda {l:.3}");
-            }
-            if let Some(c) = &o.shift {
-                let c: Vec<String> = c.iter().map(|v| format!("{v:+.1}")).collect();
-                line += &format!(", group shifts {}", c.join(","));
-            }
-            line += match o.met {
-                Some(true) => "  [met]",
-                Some(false) => "  [MISSED]",
-                None => "  [not verified: no data]",
-            };
-            println!("{line}");
-        }
-        println!(
-            "{} model(s) edited in {:.2} ms each -> {}",
-            outcomes.len(),
-            1e3 * seconds,
-            a.out.display()
-        );
+        return;
     }
-    Ok(if missed > 0 { 1 } else { 0 })
+    for o in outcomes {
+        let mut line = format!(
+            "{}: {} {:.4} -> {:.4}",
+            o.model.display(),
+            o.requirement,
+            o.before,
+            o.after
+        );
+        if let (Some(b), Some(af), Some(ag)) = (o.accuracy_before, o.accuracy_after, o.agreement) {
+            line += &format!(", test accuracy {b:.4} -> {af:.4}, agreement {ag:.4}");
+        }
+        if let Some(f) = &o.dropped {
+            line += &format!(", dropped {}", f.join(","));
+        }
+        if let Some(l) = o.lambda {
+            line += &format!(", lambda {l:.3}");
+        }
+        if let Some(c) = &o.shift {
+            let c: Vec<String> = c.iter().map(|v| format!("{v:+.1}")).collect();
+            line += &format!(", group shifts {}", c.join(","));
+        }
+        line += match o.met {
+            Some(true) => "  [met]",
+            Some(false) => "  [MISSED]",
+            None => "  [not verified: no data]",
+        };
+        println!("{line}");
+    }
+    println!(
+        "{} model(s) edited in {:.2} ms each -> {}",
+        outcomes.len(),
+        1e3 * seconds,
+        out.display()
+    );
 }

@@ -3,11 +3,11 @@
 
 pub mod activation;
 pub mod adam;
+pub mod apply_edit;
 pub mod axpy;
 pub mod bce;
 pub mod bias;
 pub mod cross_entropy;
-pub mod edit;
 pub mod fairness;
 pub mod film;
 pub mod gather;
@@ -31,7 +31,10 @@ pub const SHADERS: &[(&str, &str)] = &[
         "cross_entropy",
         include_str!("../../../shaders/cross_entropy.wgsl"),
     ),
-    ("edit", include_str!("../../../shaders/edit.wgsl")),
+    (
+        "apply_edit",
+        include_str!("../../../shaders/apply_edit.wgsl"),
+    ),
     ("fairness", include_str!("../../../shaders/fairness.wgsl")),
     ("film", include_str!("../../../shaders/film.wgsl")),
     ("gather", include_str!("../../../shaders/gather.wgsl")),

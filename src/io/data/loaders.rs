@@ -166,232 +166,256 @@ pub fn load(
     opts: &DataOptions,
     seed: u64,
 ) -> Result<Dataset> {
-    let need = || {
+    let path = || {
         path.ok_or_else(|| {
             Error::Usage(format!("--data PATH is required for the {name:?} dataset"))
         })
     };
     match name {
-        DatasetName::Synthetic => {
-            let table = synthetic::table(opts.rows, seed);
-            let s = spec(
-                "synthetic",
-                "label",
-                &["1"],
-                &synthetic::CATEGORICAL,
-                "group",
-                opts,
-            )?;
-            build(&table, &s, None, seed)
-        }
-        DatasetName::Adult => {
-            let dir = need()?;
-            let dir = if dir.is_file() {
-                dir.parent().unwrap_or(Path::new("."))
-            } else {
-                dir
-            };
-            let train = read_delimited(
-                &file_in(dir, "adult.data")?,
-                b',',
-                false,
-                Some(&ADULT_COLUMNS),
-                Some(b'|'),
-            )?;
-            let test = read_delimited(
-                &file_in(dir, "adult.test")?,
-                b',',
-                false,
-                Some(&ADULT_COLUMNS),
-                Some(b'|'),
-            )?;
-            let n_train = train.rows.len();
-            let mut table = train;
-            table.source = dir.to_path_buf();
-            table.rows.extend(test.rows);
-            table.lines.extend(test.lines);
-            let fixed: Vec<Option<Part>> = (0..table.rows.len())
-                .map(|r| if r < n_train { None } else { Some(Part::Test) })
-                .collect();
-            let cats = [
-                "workclass",
-                "education",
-                "marital-status",
-                "occupation",
-                "relationship",
-                "race",
-                "sex",
-                "native-country",
-            ];
-            let mut s = spec("adult", "income", &[">50K"], &cats, "sex", opts)?;
-            // fnlwgt is a census sampling weight, not an attribute of the person; education-num
-            // encodes education exactly.
-            s.drop
-                .extend(["fnlwgt".to_string(), "education".to_string()]);
-            s.split = (0.8, 0.2);
-            build(&table, &s, Some(&fixed), seed)
-        }
-        DatasetName::Bank => {
-            let dir = need()?;
-            let p = if dir.is_dir() && !dir.join("bank-full.csv").exists() {
-                // The cleaned comma-separated copy under its own name.
-                std::fs::read_dir(dir)
-                    .map_err(|e| Error::io(dir, e))?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .find(|p| {
-                        p.extension().is_some_and(|x| x == "csv")
-                            && p.file_name()
-                                .is_some_and(|n| n.to_string_lossy().starts_with("bank"))
-                    })
-                    .ok_or_else(|| Error::input(dir, "no bank-full.csv here"))?
-            } else {
-                file_in(dir, "bank-full.csv")?
-            };
-            let first = crate::io::read(&p)?
-                .split(|&b| b == b'\n')
-                .next()
-                .map(|l| l.to_vec())
-                .unwrap_or_default();
-            let delim = if first.contains(&b';') { b';' } else { b',' };
-            let table = read_delimited(&p, delim, true, None, None)?;
-            let cats = [
-                "job",
-                "marital",
-                "education",
-                "default",
-                "housing",
-                "loan",
-                "contact",
-                "month",
-                "poutcome",
-            ];
-            build(
-                &table,
-                &spec("bank", "y", &["yes"], &cats, "age<25", opts)?,
-                None,
-                seed,
-            )
-        }
-        DatasetName::Compas => {
-            let p = file_in(need()?, "compas-scores-two-years.csv")?;
-            let raw = read_delimited(&p, b',', true, None, None)?;
-            let table = compas_filter(&raw)?;
-            let cats = ["sex", "age_cat", "race", "c_charge_degree"];
-            build(
-                &table,
-                &spec("compas", "two_year_recid", &["1"], &cats, "race", opts)?,
-                None,
-                seed,
-            )
-        }
-        DatasetName::German => {
-            let p = file_in(need()?, "german.data")?;
-            let mut table = read_delimited(&p, b' ', false, Some(&GERMAN_COLUMNS), None)?;
-            // Sex is encoded inside personal-status (A92, A95 female).
-            let ps = table.column("personal-status")?;
-            table.columns.insert(0, "sex".into());
-            for row in &mut table.rows {
-                let sex = if row[ps] == "A92" || row[ps] == "A95" {
-                    "female"
-                } else {
-                    "male"
-                };
-                row.insert(0, sex.into());
-            }
-            let cats = [
-                "sex",
-                "checking-status",
-                "credit-history",
-                "purpose",
-                "savings",
-                "employment",
-                "personal-status",
-                "other-debtors",
-                "property",
-                "other-installment-plans",
-                "housing",
-                "job",
-                "telephone",
-                "foreign-worker",
-            ];
-            build(
-                &table,
-                &spec("german", "credit", &["1"], &cats, "sex", opts)?,
-                None,
-                seed,
-            )
-        }
-        DatasetName::Dutch => {
-            let p = file_in(need()?, "dutch.csv")?;
-            let table = read_delimited(&p, b',', true, None, None)?;
-            let cats = [
-                "sex",
-                "household_position",
-                "household_size",
-                "prev_residence_place",
-                "citizenship",
-                "country_birth",
-                "edu_level",
-                "economic_status",
-                "cur_eco_activity",
-                "marital_status",
-            ];
-            build(
-                &table,
-                &spec("dutch", "occupation", &["1"], &cats, "sex", opts)?,
-                None,
-                seed,
-            )
-        }
-        DatasetName::LawSchool => {
-            let p = file_in(need()?, "law_school_clean.csv")?;
-            let table = read_delimited(&p, b',', true, None, None)?;
-            build(
-                &table,
-                &spec(
-                    "law-school",
-                    "pass_bar",
-                    &["1.0", "1"],
-                    &["race"],
-                    "race",
-                    opts,
-                )?,
-                None,
-                seed,
-            )
-        }
-        DatasetName::CreditCard => {
-            let p = file_in(need()?, "credit-card-clients.csv")?;
-            let table = read_delimited(&p, b',', true, None, None)?;
-            build(
-                &table,
-                &spec(
-                    "credit-card",
-                    "default payment",
-                    &["1"],
-                    &["SEX", "EDUCATION", "MARRIAGE"],
-                    "SEX",
-                    opts,
-                )?,
-                None,
-                seed,
-            )
-        }
-        DatasetName::Csv => {
-            let p = need()?;
-            let target = opts
-                .target
-                .clone()
-                .ok_or_else(|| Error::Usage("--target COLUMN is required for a CSV file".into()))?;
-            let delim = if p.extension().is_some_and(|e| e == "tsv") {
-                b'\t'
-            } else {
-                b','
-            };
-            let table = read_delimited(p, delim, true, None, None)?;
-            csv_dataset(p, &table, &target, opts, seed)
-        }
+        DatasetName::Synthetic => synthetic(opts, seed),
+        DatasetName::Adult => adult(path()?, opts, seed),
+        DatasetName::Bank => bank(path()?, opts, seed),
+        DatasetName::Compas => compas(path()?, opts, seed),
+        DatasetName::German => german(path()?, opts, seed),
+        DatasetName::Dutch => dutch(path()?, opts, seed),
+        DatasetName::LawSchool => law_school(path()?, opts, seed),
+        DatasetName::CreditCard => credit_card(path()?, opts, seed),
+        DatasetName::Csv => csv_file(path()?, opts, seed),
     }
+}
+
+/// The built-in synthetic data.
+fn synthetic(opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let table = synthetic::table(opts.rows, seed);
+    let s = spec(
+        "synthetic",
+        "label",
+        &["1"],
+        &synthetic::CATEGORICAL,
+        "group",
+        opts,
+    )?;
+    build(&table, &s, None, seed)
+}
+
+/// UCI Adult: adult.data and adult.test in `dir` (the official test split kept).
+fn adult(dir: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let dir = if dir.is_file() {
+        dir.parent().unwrap_or(Path::new("."))
+    } else {
+        dir
+    };
+    let train = read_delimited(
+        &file_in(dir, "adult.data")?,
+        b',',
+        false,
+        Some(&ADULT_COLUMNS),
+        Some(b'|'),
+    )?;
+    let test = read_delimited(
+        &file_in(dir, "adult.test")?,
+        b',',
+        false,
+        Some(&ADULT_COLUMNS),
+        Some(b'|'),
+    )?;
+    let n_train = train.rows.len();
+    let mut table = train;
+    table.source = dir.to_path_buf();
+    table.rows.extend(test.rows);
+    table.lines.extend(test.lines);
+    let fixed: Vec<Option<Part>> = (0..table.rows.len())
+        .map(|r| if r < n_train { None } else { Some(Part::Test) })
+        .collect();
+    let cats = [
+        "workclass",
+        "education",
+        "marital-status",
+        "occupation",
+        "relationship",
+        "race",
+        "sex",
+        "native-country",
+    ];
+    let mut s = spec("adult", "income", &[">50K"], &cats, "sex", opts)?;
+    // fnlwgt is a census sampling weight, not an attribute of the person; education-num
+    // encodes education exactly.
+    s.drop
+        .extend(["fnlwgt".to_string(), "education".to_string()]);
+    s.split = (0.8, 0.2);
+    build(&table, &s, Some(&fixed), seed)
+}
+
+/// UCI Bank marketing: bank-full.csv (';') or the cleaned comma-separated copy.
+fn bank(dir: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let p = if dir.is_dir() && !dir.join("bank-full.csv").exists() {
+        // The cleaned comma-separated copy under its own name.
+        std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| {
+                p.extension().is_some_and(|x| x == "csv")
+                    && p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("bank"))
+            })
+            .ok_or_else(|| Error::input(dir, "no bank-full.csv here"))?
+    } else {
+        file_in(dir, "bank-full.csv")?
+    };
+    let first = crate::io::read(&p)?
+        .split(|&b| b == b'\n')
+        .next()
+        .map(|l| l.to_vec())
+        .unwrap_or_default();
+    let delim = if first.contains(&b';') { b';' } else { b',' };
+    let table = read_delimited(&p, delim, true, None, None)?;
+    let cats = [
+        "job",
+        "marital",
+        "education",
+        "default",
+        "housing",
+        "loan",
+        "contact",
+        "month",
+        "poutcome",
+    ];
+    build(
+        &table,
+        &spec("bank", "y", &["yes"], &cats, "age<25", opts)?,
+        None,
+        seed,
+    )
+}
+
+/// ProPublica COMPAS two-year data, with ProPublica's filter.
+fn compas(path: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let p = file_in(path, "compas-scores-two-years.csv")?;
+    let raw = read_delimited(&p, b',', true, None, None)?;
+    let table = compas_filter(&raw)?;
+    let cats = ["sex", "age_cat", "race", "c_charge_degree"];
+    build(
+        &table,
+        &spec("compas", "two_year_recid", &["1"], &cats, "race", opts)?,
+        None,
+        seed,
+    )
+}
+
+/// UCI Statlog German credit (sex read out of personal-status).
+fn german(path: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let p = file_in(path, "german.data")?;
+    let mut table = read_delimited(&p, b' ', false, Some(&GERMAN_COLUMNS), None)?;
+    // Sex is encoded inside personal-status (A92, A95 female).
+    let ps = table.column("personal-status")?;
+    table.columns.insert(0, "sex".into());
+    for row in &mut table.rows {
+        let sex = if row[ps] == "A92" || row[ps] == "A95" {
+            "female"
+        } else {
+            "male"
+        };
+        row.insert(0, sex.into());
+    }
+    let cats = [
+        "sex",
+        "checking-status",
+        "credit-history",
+        "purpose",
+        "savings",
+        "employment",
+        "personal-status",
+        "other-debtors",
+        "property",
+        "other-installment-plans",
+        "housing",
+        "job",
+        "telephone",
+        "foreign-worker",
+    ];
+    build(
+        &table,
+        &spec("german", "credit", &["1"], &cats, "sex", opts)?,
+        None,
+        seed,
+    )
+}
+
+/// Dutch census 2001.
+fn dutch(path: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let p = file_in(path, "dutch.csv")?;
+    let table = read_delimited(&p, b',', true, None, None)?;
+    let cats = [
+        "sex",
+        "household_position",
+        "household_size",
+        "prev_residence_place",
+        "citizenship",
+        "country_birth",
+        "edu_level",
+        "economic_status",
+        "cur_eco_activity",
+        "marital_status",
+    ];
+    build(
+        &table,
+        &spec("dutch", "occupation", &["1"], &cats, "sex", opts)?,
+        None,
+        seed,
+    )
+}
+
+/// LSAC law school.
+fn law_school(path: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let p = file_in(path, "law_school_clean.csv")?;
+    let table = read_delimited(&p, b',', true, None, None)?;
+    build(
+        &table,
+        &spec(
+            "law-school",
+            "pass_bar",
+            &["1.0", "1"],
+            &["race"],
+            "race",
+            opts,
+        )?,
+        None,
+        seed,
+    )
+}
+
+/// UCI default of credit-card clients.
+fn credit_card(path: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let p = file_in(path, "credit-card-clients.csv")?;
+    let table = read_delimited(&p, b',', true, None, None)?;
+    build(
+        &table,
+        &spec(
+            "credit-card",
+            "default payment",
+            &["1"],
+            &["SEX", "EDUCATION", "MARRIAGE"],
+            "SEX",
+            opts,
+        )?,
+        None,
+        seed,
+    )
+}
+
+/// Any CSV (or .tsv) with a header and a `--target` column.
+fn csv_file(p: &Path, opts: &DataOptions, seed: u64) -> Result<Dataset> {
+    let target = opts
+        .target
+        .clone()
+        .ok_or_else(|| Error::Usage("--target COLUMN is required for a CSV file".into()))?;
+    let delim = if p.extension().is_some_and(|e| e == "tsv") {
+        b'\t'
+    } else {
+        b','
+    };
+    let table = read_delimited(p, delim, true, None, None)?;
+    csv_dataset(p, &table, &target, opts, seed)
 }
 
 /// A generic CSV file's bytes (read from `path`, named in errors) as a dataset with label

@@ -179,7 +179,6 @@ pub fn build(
     fixed: Option<&[Option<Part>]>,
     seed: u64,
 ) -> Result<Dataset> {
-    let bad = |line: usize, msg: String| Error::input(&table.source, format!("line {line}: {msg}"));
     let label_col = table.column(&spec.label)?;
     for c in spec.categorical.iter().chain(&spec.drop) {
         table.column(c)?;
@@ -194,8 +193,67 @@ pub fn build(
     if used.is_empty() {
         return Err(Error::input(&table.source, "no feature columns left"));
     }
+    let (keep, dropped) = complete_rows(table, spec, &used, label_col)?;
+    let label_of = |r: usize| -> f32 {
+        let v = table.rows[r][label_col].trim_end_matches('.');
+        spec.positive.iter().any(|p| p == v) as u32 as f32
+    };
+    check_two_classes(table, spec, &keep, label_col, &label_of)?;
+    let parts = split_rows(&keep, fixed, spec.split, seed);
+    let train_rows: Vec<usize> = parts
+        .iter()
+        .filter(|p| p.1 == Part::Train)
+        .map(|p| p.0)
+        .collect();
+    if train_rows.is_empty() {
+        return Err(Error::input(&table.source, "training split is empty"));
+    }
+    let features = fit_features(table, spec, &used, &train_rows)?;
+    let (groups, group_of) = sensitive_groups(table, spec, sensitive_col, &keep)?;
 
-    // Drop rows with missing values in any used column, the label or the sensitive column.
+    // Encode.
+    let width: usize = features.iter().map(|f| f.width).sum();
+    let mut splits = [Split::default(), Split::default(), Split::default()];
+    for &(r, part) in &parts {
+        let s = &mut splits[part as usize];
+        let base = s.x.len();
+        s.x.resize(base + width, 0.0);
+        encode_row(table, r, &features, &used, &mut s.x[base..])?;
+        s.y.push(label_of(r));
+        s.group.push(group_of(r)?);
+    }
+    let [train, val, test] = splits;
+    let schema = Schema {
+        dataset: spec.name.clone(),
+        features,
+        label: spec.label.clone(),
+        positive: spec.positive.clone(),
+        sensitive: spec.sensitive.as_ref().map(|s| s.0.clone()),
+        sensitive_rule: spec.sensitive.as_ref().map(|s| s.1.clone()),
+        groups,
+    };
+    Ok(Dataset {
+        schema,
+        train,
+        val,
+        test,
+        raw_rows: table.rows.len(),
+        dropped_missing: dropped,
+    })
+}
+
+/// An error on line `line` of the table's file.
+fn at_line(table: &RawTable, line: usize, msg: String) -> Error {
+    Error::input(&table.source, format!("line {line}: {msg}"))
+}
+
+/// The rows without a missing value in any used column or the label, and how many had one.
+fn complete_rows(
+    table: &RawTable,
+    spec: &Spec,
+    used: &[usize],
+    label_col: usize,
+) -> Result<(Vec<usize>, usize)> {
     let mut keep = Vec::new();
     let mut dropped = 0;
     for (r, row) in table.rows.iter().enumerate() {
@@ -216,12 +274,17 @@ pub fn build(
             "no complete rows (every row has a missing value)",
         ));
     }
+    Ok((keep, dropped))
+}
 
-    // Label.
-    let label_of = |r: usize| -> f32 {
-        let v = table.rows[r][label_col].trim_end_matches('.');
-        spec.positive.iter().any(|p| p == v) as u32 as f32
-    };
+/// Refuse a label column that holds one class once `spec.positive` is applied.
+fn check_two_classes(
+    table: &RawTable,
+    spec: &Spec,
+    keep: &[usize],
+    label_col: usize,
+    label_of: &dyn Fn(usize) -> f32,
+) -> Result<()> {
     let positives = keep.iter().filter(|&&r| label_of(r) > 0.5).count();
     if positives == 0 || positives == keep.len() {
         let seen: std::collections::BTreeSet<&str> = keep
@@ -237,8 +300,16 @@ pub fn build(
             ),
         ));
     }
+    Ok(())
+}
 
-    // Split.
+/// Each kept row's part: its fixed one, or by `split` fractions after a shuffle by `seed`.
+fn split_rows(
+    keep: &[usize],
+    fixed: Option<&[Option<Part>]>,
+    split: (f64, f64),
+    seed: u64,
+) -> Vec<(usize, Part)> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_da7a);
     let mut free: Vec<usize> = keep
         .iter()
@@ -246,40 +317,42 @@ pub fn build(
         .filter(|&r| fixed.is_none_or(|f| f[r].is_none()))
         .collect();
     free.shuffle(&mut rng);
-    let mut parts: Vec<(usize, Part)> = Vec::new();
     let n = free.len() as f64;
     let (n_train, n_val) = (
-        (n * spec.split.0).round() as usize,
-        (n * spec.split.1).round() as usize,
+        (n * split.0).round() as usize,
+        (n * split.1).round() as usize,
     );
-    for (i, &r) in free.iter().enumerate() {
-        parts.push((
-            r,
-            if i < n_train {
+    let mut parts: Vec<(usize, Part)> = free
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| {
+            let part = if i < n_train {
                 Part::Train
             } else if i < n_train + n_val {
                 Part::Val
             } else {
                 Part::Test
-            },
-        ));
-    }
+            };
+            (r, part)
+        })
+        .collect();
     if let Some(f) = fixed {
         parts.extend(keep.iter().filter_map(|&r| f[r].map(|p| (r, p))));
     }
-    let train_rows: Vec<usize> = parts
-        .iter()
-        .filter(|p| p.1 == Part::Train)
-        .map(|p| p.0)
-        .collect();
-    if train_rows.is_empty() {
-        return Err(Error::input(&table.source, "training split is empty"));
-    }
+    parts
+}
 
-    // Fit features on the training rows only.
+/// The model input columns of every used column, fitted on the training rows only: the
+/// categories seen there, or the mean and standard deviation.
+fn fit_features(
+    table: &RawTable,
+    spec: &Spec,
+    used: &[usize],
+    train_rows: &[usize],
+) -> Result<Vec<Feature>> {
     let mut features = Vec::new();
     let mut start = 0;
-    for &c in &used {
+    for &c in used {
         let name = table.columns[c].clone();
         let kind = if spec.categorical.contains(&name) {
             let cats: std::collections::BTreeSet<&str> = train_rows
@@ -292,8 +365,8 @@ pub fn build(
         } else {
             let mut sum = 0.0;
             let mut sq = 0.0;
-            for &r in &train_rows {
-                let v = parse_num(&table.rows[r][c]).ok_or_else(|| bad(table.lines[r], format!("column '{name}': '{}' is not a number (list the column in --categorical if it is a category)", table.rows[r][c])))?;
+            for &r in train_rows {
+                let v = number(table, r, c, &name)?;
                 sum += v;
                 sq += v * v;
             }
@@ -316,9 +389,55 @@ pub fn build(
         });
         start += width;
     }
+    Ok(features)
+}
 
-    // Sensitive groups.
-    let (groups, group_of): (Vec<String>, GroupOf) = match (&spec.sensitive, sensitive_col) {
+/// A numeric cell, or an error naming its line and column.
+fn number(table: &RawTable, r: usize, c: usize, name: &str) -> Result<f64> {
+    parse_num(&table.rows[r][c]).ok_or_else(|| {
+        at_line(
+            table,
+            table.lines[r],
+            format!("column '{name}': '{}' is not a number (list the column in --categorical if it is a category)", table.rows[r][c]),
+        )
+    })
+}
+
+/// Row `r` encoded into `x` (zeroed, one value per input column): one-hot categories (a
+/// category unseen in training encodes as all zeros), standardised numbers.
+fn encode_row(
+    table: &RawTable,
+    r: usize,
+    features: &[Feature],
+    used: &[usize],
+    x: &mut [f32],
+) -> Result<()> {
+    let row = &table.rows[r];
+    for (f, &c) in features.iter().zip(used) {
+        match &f.kind {
+            FeatureKind::Numeric { mean, std } => {
+                let v = number(table, r, c, &f.name)?;
+                x[f.start] = ((v - mean) / std) as f32;
+            }
+            FeatureKind::Categorical { categories } => {
+                if let Ok(i) = categories.binary_search(&row[c]) {
+                    x[f.start + i] = 1.0;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The sensitive attribute's group names (in group-index order) and each row's group: one per
+/// category, or below/above a threshold; one group "all" without an attribute.
+fn sensitive_groups<'a>(
+    table: &'a RawTable,
+    spec: &Spec,
+    sensitive_col: Option<usize>,
+    keep: &[usize],
+) -> Result<(Vec<String>, GroupOf<'a>)> {
+    Ok(match (&spec.sensitive, sensitive_col) {
         (Some((name, SensitiveRule::Categories)), Some(c)) => {
             let cats: std::collections::BTreeSet<&str> =
                 keep.iter().map(|&r| table.rows[r][c].as_str()).collect();
@@ -335,13 +454,13 @@ pub fn build(
             )
         }
         (Some((name, SensitiveRule::Below(t))), Some(c)) => {
-            let t = *t;
-            let nm = name.clone();
+            let (t, nm) = (*t, name.clone());
             (
                 vec![format!("{name}<{t}"), format!("{name}>={t}")],
                 Box::new(move |r| {
                     let v = parse_num(&table.rows[r][c]).ok_or_else(|| {
-                        bad(
+                        at_line(
+                            table,
                             table.lines[r],
                             format!(
                                 "sensitive column '{nm}': '{}' is not a number",
@@ -354,50 +473,6 @@ pub fn build(
             )
         }
         _ => (vec!["all".into()], Box::new(|_| Ok(0))),
-    };
-
-    // Encode.
-    let width = start;
-    let mut splits = [Split::default(), Split::default(), Split::default()];
-    for &(r, part) in &parts {
-        let s = &mut splits[part as usize];
-        let row = &table.rows[r];
-        let base = s.x.len();
-        s.x.resize(base + width, 0.0);
-        for (f, &c) in features.iter().zip(&used) {
-            match &f.kind {
-                FeatureKind::Numeric { mean, std } => {
-                    let v = parse_num(&row[c]).ok_or_else(|| bad(table.lines[r], format!("column '{}': '{}' is not a number (list the column in --categorical if it is a category)", f.name, row[c])))?;
-                    s.x[base + f.start] = ((v - mean) / std) as f32;
-                }
-                FeatureKind::Categorical { categories } => {
-                    // Categories unseen in training encode as all zeros.
-                    if let Ok(i) = categories.binary_search(&row[c]) {
-                        s.x[base + f.start + i] = 1.0;
-                    }
-                }
-            }
-        }
-        s.y.push(label_of(r));
-        s.group.push(group_of(r)?);
-    }
-    let [train, val, test] = splits;
-    let schema = Schema {
-        dataset: spec.name.clone(),
-        features,
-        label: spec.label.clone(),
-        positive: spec.positive.clone(),
-        sensitive: spec.sensitive.as_ref().map(|s| s.0.clone()),
-        sensitive_rule: spec.sensitive.as_ref().map(|s| s.1.clone()),
-        groups,
-    };
-    Ok(Dataset {
-        schema,
-        train,
-        val,
-        test,
-        raw_rows: table.rows.len(),
-        dropped_missing: dropped,
     })
 }
 

@@ -9,13 +9,13 @@ use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
 use crate::io::data::Dataset;
-use crate::io::model::Model;
 use crate::networks::mlp::predict;
 use crate::requirement::metrics::{accuracy, decisions};
 use crate::requirement::verify::Target;
 use crate::requirement::{removed_columns, Columns, Requirement};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::postprocess::{fit_demographic_parity, fit_equalized_odds};
+use crate::workflows::zoo::load::Member;
 use crate::workflows::zoo::ModelRecord;
 use std::path::Path;
 use std::time::Instant;
@@ -66,15 +66,15 @@ impl<'a> Context<'a> {
     /// Every method on the model of `rec` (its file in `zoo`).
     pub fn model_rows(&self, zoo: &Path, rec: &ModelRecord) -> Result<Vec<Row>> {
         let (dev, split) = (self.dev, &self.data.test);
-        let model = Model::load(&zoo.join(&rec.file))?;
+        let model = Member::load(zoo, rec)?;
         let subject = Subject {
             dev,
             data: self.data,
             cfg: self.cfg,
             columns: &self.columns,
             rec,
-            shape: model.shape(),
-            params: model.flat_params(),
+            shape: model.shape,
+            params: model.params,
         };
         let (shape, params) = (&subject.shape, &subject.params);
         let base = decisions(&predict(dev, shape, 1, params, &split.x)?);

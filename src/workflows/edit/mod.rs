@@ -9,11 +9,11 @@ pub mod search;
 pub mod step;
 
 use crate::engine::device::Device;
-use crate::engine::kernels::edit::{edit_value, score, EditOpts};
-use crate::engine::kernels::edit::{KEEP_ALL, PRIOR_EPS, REMOVED, WEIGHT};
+use crate::engine::kernels::apply_edit::{edited_value, score, ApplyOpts};
+use crate::engine::kernels::apply_edit::{KEEP_ALL, PRIOR_EPS, REMOVED, WEIGHT};
 use crate::error::{Error, Result};
 use crate::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers};
-use crate::networks::graph::{EditInput, GraphBatch, ParamMap};
+use crate::networks::graph::{GraphBatch, ModelInput, ParamMap};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, PruneScore, Requirement};
 use crate::workflows::baselines::fold_removed_means;
@@ -50,11 +50,11 @@ fn build_graph(
     sensitive: &[bool],
 ) -> Result<GraphBatch> {
     let conds: Vec<Vec<f32>> = asks.iter().map(|a| a.cond(req)).collect();
-    let inputs: Vec<EditInput> = models
+    let inputs: Vec<ModelInput> = models
         .iter()
         .zip(asks)
         .zip(&conds)
-        .map(|(((shape, params), ask), cond)| EditInput {
+        .map(|(((shape, params), ask), cond)| ModelInput {
             shape,
             params,
             removed: &ask.removed,
@@ -96,7 +96,7 @@ fn kept(weights: usize, sparsity: f32) -> usize {
 /// The edited values of one model's parameters `range`, before any pruning mask, and the
 /// pruning scores of its weights (by parameter index within the model).
 fn values_and_scores(
-    o: &EditOpts,
+    o: &ApplyOpts,
     pm: &ParamMap,
     head: &[f32],
     orig: &[f32],
@@ -109,7 +109,7 @@ fn values_and_scores(
     for (i, p) in range.clone().enumerate() {
         let h = pm.map[p] as usize;
         let kind = pm.kind[p] & 3;
-        let v = edit_value(
+        let v = edited_value(
             o,
             orig[p],
             head[2 * h],

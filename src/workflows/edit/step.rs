@@ -6,8 +6,8 @@
 use super::{bases_and_priors, build_graph, kept, select_best, values_and_scores};
 use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
+use crate::engine::kernels::apply_edit::{apply_edit_backward, apply_edit_forward, KEEP_ALL};
 use crate::engine::kernels::axpy::{axpy, copy};
-use crate::engine::kernels::edit::{edit_backward, edit_forward, KEEP_ALL};
 use crate::engine::kernels::fairness::fairness_penalty;
 use crate::engine::kernels::jsd::jsd;
 use crate::engine::kernels::reduce::{reduce, Axis, Reduce};
@@ -206,7 +206,7 @@ impl TrainBatch {
                 .collect();
             dev.write(&self.data, 2 * p, &thr)?;
         }
-        edit_forward(
+        apply_edit_forward(
             dev,
             &self.spec.opts(),
             self.data.view(0, p),
@@ -287,7 +287,7 @@ impl TrainBatch {
     pub fn backward(&self, dev: &Device, editor: &Editor) -> Result<()> {
         let (p, m) = (self.p_len(), self.models);
         self.edited.backward(dev, self.x.all(), 0)?;
-        edit_backward(
+        apply_edit_backward(
             dev,
             &self.spec.opts(),
             self.data.view(0, p),

@@ -1,7 +1,7 @@
 //! Reading a zoo's models for the other workflows: indexed (shape and path; weights read when
 //! used, so a population of any size costs ~100 bytes a model) or loaded, one split at a time.
 
-use super::{Manifest, ModelSplit};
+use super::{Manifest, ModelRecord, ModelSplit};
 use crate::error::{Error, Result};
 use crate::io::data::loaders::load;
 use crate::io::data::Dataset;
@@ -10,11 +10,37 @@ use crate::networks::mlp::MlpShape;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// One model of the population, in memory.
+/// One model of the population, in memory: its file as read, and its shape and parameters.
 pub struct Member {
     pub id: usize,
+    pub path: PathBuf,
+    pub model: Model,
     pub shape: MlpShape,
     pub params: Vec<f32>,
+}
+
+impl Member {
+    /// The model of manifest record `rec` in the zoo `dir`.
+    pub fn load(dir: &Path, rec: &ModelRecord) -> Result<Member> {
+        let path = dir.join(&rec.file);
+        let model = Model::load(&path)?;
+        Ok(Member {
+            id: rec.id,
+            shape: model.shape(),
+            params: model.flat_params(),
+            model,
+            path,
+        })
+    }
+}
+
+/// The models of one split, in manifest order.
+pub fn load_models(dir: &Path, m: &Manifest, split: ModelSplit) -> Result<Vec<Member>> {
+    m.models
+        .iter()
+        .filter(|r| r.split == split)
+        .map(|r| Member::load(dir, r))
+        .collect()
 }
 
 /// A training model on disk: its weights are read when a step draws it, so a population of any
@@ -69,22 +95,13 @@ pub fn load_split(
     m: &Manifest,
     split: ModelSplit,
 ) -> Result<BTreeMap<Vec<usize>, Vec<Member>>> {
-    index_split(dir, m, split)?
-        .into_iter()
-        .map(|(dims, stored)| {
-            let members = stored
-                .into_iter()
-                .map(|s| {
-                    Ok(Member {
-                        params: s.params()?,
-                        id: s.id,
-                        shape: s.shape,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok((dims, members))
-        })
-        .collect()
+    let mut out: BTreeMap<Vec<usize>, Vec<Member>> = BTreeMap::new();
+    for member in load_models(dir, m, split)? {
+        out.entry(member.shape.dims.clone())
+            .or_default()
+            .push(member);
+    }
+    Ok(out)
 }
 
 /// The zoo's data, read from `files` (none for the built-in data) as the zoo's manifest says,

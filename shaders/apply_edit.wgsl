@@ -33,7 +33,7 @@ fn dsig(x: f32) -> f32 {
 }
 
 @compute @workgroup_size(WG)
-fn edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+fn apply_edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                 @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = global_index(wid, nwg, lid);
     if (i >= p.n) { return; }
@@ -55,7 +55,7 @@ fn edit_forward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
 @group(0) @binding(5) var<storage, read_write> dout: array<f32>;  // gradient of edited [P]
 
 @compute @workgroup_size(WG)
-fn edit_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+fn apply_edit_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
                  @builtin(num_workgroups) nwg: vec3<u32>) {
     let h = global_index(wid, nwg, lid);
     if (h >= p.n) { return; }

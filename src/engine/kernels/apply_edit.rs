@@ -2,14 +2,14 @@
 //! into edited MLP parameters (hard zeros for removed input columns, a hard top-k mask when
 //! pruning), and the gradient back to the head outputs (straight-through sigmoid for the mask).
 //! A weight's pruning score is its prior (a data-free importance computed on the host, see
-//! `edit::PruneScore`) plus its mask logit. WGSL launch (shaders/edit.wgsl) and the CPU
+//! `requirement::PruneScore`) plus its mask logit. WGSL launch (shaders/apply_edit.wgsl) and the CPU
 //! reference; the formulas are in the shader.
 
 use crate::engine::buffer::{check_disjoint, View};
 use crate::engine::device::Device;
 use crate::error::Result;
 
-const SHADER: &str = include_str!("../../../shaders/edit.wgsl");
+const SHADER: &str = include_str!("../../../shaders/apply_edit.wgsl");
 /// Floor under magnitudes and scores before their log: a zero weight gets a finite prior.
 pub const PRIOR_EPS: f32 = 1e-8;
 /// `inv` entry of a head row that no parameter reads (input-column nodes).
@@ -22,7 +22,7 @@ pub const REMOVED: u32 = 2;
 pub const KEEP_ALL: f32 = -3.0e38;
 
 #[derive(Clone, Copy, Debug)]
-pub struct EditOpts {
+pub struct ApplyOpts {
     /// Scale of the editor's deltas.
     pub gamma: f32,
     /// Temperature of the straight-through mask surrogate; 0 keeps the mask fixed.
@@ -57,7 +57,14 @@ fn dsig(x: f32) -> f32 {
 }
 
 /// One edited parameter (CPU reference and host-side edits): `pl` is (prior, mask logit).
-pub fn edit_value(o: &EditOpts, orig: f32, delta: f32, pl: (f32, f32), kind: u32, thr: f32) -> f32 {
+pub fn edited_value(
+    o: &ApplyOpts,
+    orig: f32,
+    delta: f32,
+    pl: (f32, f32),
+    kind: u32,
+    thr: f32,
+) -> f32 {
     let v = orig + o.gamma * delta;
     match kind {
         REMOVED => 0.0,
@@ -68,7 +75,7 @@ pub fn edit_value(o: &EditOpts, orig: f32, delta: f32, pl: (f32, f32), kind: u32
 
 /// Gradients (delta, logit) of one edited parameter given `g`, the gradient of its value.
 fn edit_grad(
-    o: &EditOpts,
+    o: &ApplyOpts,
     orig: f32,
     delta: f32,
     pl: (f32, f32),
@@ -96,9 +103,9 @@ fn edit_grad(
 /// edited[p] from orig[p], prior[p] and head row map[p]; `kind` = model << 2 | kind, `thr` per
 /// model.
 #[allow(clippy::too_many_arguments)]
-pub fn edit_forward(
+pub fn apply_edit_forward(
     dev: &Device,
-    o: &EditOpts,
+    o: &ApplyOpts,
     orig: View,
     prior: View,
     head: View,
@@ -114,25 +121,25 @@ pub fn edit_forward(
             && prior.len == n
             && edited.len == n
             && head.len.is_multiple_of(2),
-        "edit_forward: shapes"
+        "apply_edit_forward: shapes"
     );
     assert!(
         orig.buf.id == thr.buf.id && orig.buf.id == prior.buf.id,
-        "edit_forward: orig, prior and thr share a buffer"
+        "apply_edit_forward: orig, prior and thr share a buffer"
     );
     assert_eq!(
         map.buf.id, kind.buf.id,
-        "edit_forward: map and kind share a buffer"
+        "apply_edit_forward: map and kind share a buffer"
     );
     let ops = check_disjoint([edited], [orig, prior, head, map, kind, thr]);
     match dev {
         Device::Cpu(_) => {
-            let _time = crate::engine::profile::cpu_scope("edit_forward");
+            let _time = crate::engine::profile::cpu_scope("apply_edit_forward");
             let ([out], [ov, pv, hv, mv, kv, tv]) = ops.cpu();
             for i in 0..n {
                 let h = mv[i].to_bits() as usize;
                 let k = kv[i].to_bits();
-                out[i] = edit_value(
+                out[i] = edited_value(
                     o,
                     ov[i],
                     hv[2 * h],
@@ -160,9 +167,9 @@ pub fn edit_forward(
             };
             let grid = g.grid(n);
             g.launch(
-                "edit",
+                "apply_edit",
                 SHADER,
-                "edit_forward",
+                "apply_edit_forward",
                 &p,
                 &[orig.buf, head.buf, map.buf, edited.buf],
                 grid,
@@ -174,9 +181,9 @@ pub fn edit_forward(
 /// dhead (overwritten, [rows, 2]) from the gradient of the edited parameters; `inv[h]` is the
 /// parameter that head row h produces, or `NONE`.
 #[allow(clippy::too_many_arguments)]
-pub fn edit_backward(
+pub fn apply_edit_backward(
     dev: &Device,
-    o: &EditOpts,
+    o: &ApplyOpts,
     orig: View,
     prior: View,
     head: View,
@@ -193,20 +200,20 @@ pub fn edit_backward(
             && kind.len == orig.len
             && prior.len == orig.len
             && dedited.len == orig.len,
-        "edit_backward: shapes"
+        "apply_edit_backward: shapes"
     );
     assert!(
         orig.buf.id == thr.buf.id && orig.buf.id == prior.buf.id,
-        "edit_backward: orig, prior and thr share a buffer"
+        "apply_edit_backward: orig, prior and thr share a buffer"
     );
     assert_eq!(
         inv.buf.id, kind.buf.id,
-        "edit_backward: inv and kind share a buffer"
+        "apply_edit_backward: inv and kind share a buffer"
     );
     let ops = check_disjoint([dhead], [orig, prior, head, inv, kind, thr, dedited]);
     match dev {
         Device::Cpu(_) => {
-            let _time = crate::engine::profile::cpu_scope("edit_backward");
+            let _time = crate::engine::profile::cpu_scope("apply_edit_backward");
             let ([out], [ov, pv, hv, iv, kv, tv, gv]) = ops.cpu();
             for h in 0..rows {
                 let i = iv[h].to_bits();
@@ -246,9 +253,9 @@ pub fn edit_backward(
             };
             let grid = g.grid(rows);
             g.launch(
-                "edit",
+                "apply_edit",
                 SHADER,
-                "edit_backward",
+                "apply_edit_backward",
                 &p,
                 &[orig.buf, head.buf, inv.buf, dhead.buf, dedited.buf],
                 grid,
