@@ -108,10 +108,17 @@ fn no_layer_uses_a_layer_above_it_and_no_modules_use_each_other_in_a_cycle() {
             .find(|k| text.contains(&"super::".repeat(*k)))
             .unwrap_or(0);
         if deepest >= module.len() {
-            violations.push(format!("{} reaches out of its layer with super::", file.display()));
+            violations.push(format!(
+                "{} reaches out of its layer with super::",
+                file.display()
+            ));
         }
     }
-    assert!(violations.is_empty(), "layer violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "layer violations:\n{}",
+        violations.join("\n")
+    );
 
     // Cycles: depth-first search over the module graph.
     fn visit(
@@ -155,7 +162,8 @@ fn no_layer_uses_a_layer_above_it_and_no_modules_use_each_other_in_a_cycle() {
 #[test]
 fn the_checker_sees_paths_and_cycles() {
     // The parser must find what the test relies on, or the test above proves nothing.
-    let paths = crate_paths("use crate::engine::device::Device; x = crate::io::read(p); y_crate::no");
+    let paths =
+        crate_paths("use crate::engine::device::Device; x = crate::io::read(p); y_crate::no");
     assert_eq!(
         paths,
         vec![

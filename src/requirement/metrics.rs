@@ -182,6 +182,14 @@ pub fn fairness_gap(gap: Gap, y: &[f32], pred: &[f32], group: &[u32]) -> f64 {
     }
 }
 
+/// `fairness_gap` from per-group counts.
+pub fn fairness_gap_of(gap: Gap, counts: &[GroupCounts]) -> f64 {
+    match gap {
+        Gap::Eo => equalized_odds_of(counts),
+        Gap::Dp => demographic_parity_of(counts),
+    }
+}
+
 /// Hard decisions from binary logits.
 pub fn decisions(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&s| (s > 0.0) as u32 as f32).collect()

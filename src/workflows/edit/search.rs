@@ -127,9 +127,7 @@ pub fn choose_shift(
     gap: Gap,
     max_gap: f64,
 ) -> Vec<f32> {
-    use crate::requirement::metrics::{
-        accuracy_of, demographic_parity_of, equalized_odds_of, GroupCounts,
-    };
+    use crate::requirement::metrics::{accuracy_of, fairness_gap_of, GroupCounts};
     assert!(
         (1..=MAX_SHIFT_GROUPS).contains(&groups),
         "choose_shift: 1 to {MAX_SHIFT_GROUPS} groups"
@@ -163,11 +161,7 @@ pub fn choose_shift(
     let zero = grid.iter().position(|&c| c == 0.0).expect("0 on the grid");
     let score = |pick: &[usize]| {
         let c: Vec<GroupCounts> = (0..groups).map(|g| counts[g][pick[g]]).collect();
-        let g = match gap {
-            Gap::Eo => equalized_odds_of(&c),
-            Gap::Dp => demographic_parity_of(&c),
-        };
-        (g, accuracy_of(&c))
+        (fairness_gap_of(gap, &c), accuracy_of(&c))
     };
     let mut pick = vec![0usize; groups];
     let mut best = (vec![zero; groups], score(&vec![zero; groups]));
