@@ -332,7 +332,7 @@ fn compare_writes_results_and_reports() {
 #[test]
 fn threshold_post_processing_closes_the_gaps() {
     use regop::requirement::metrics::{demographic_parity_difference, equalized_odds_difference};
-    use regop::workflows::postprocess::{fit_demographic_parity, fit_equalized_odds};
+    use regop::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
     let dev = Device::cpu();
     let data = load(
         DatasetName::Synthetic,
@@ -405,4 +405,189 @@ fn threshold_post_processing_closes_the_gaps() {
     assert!(dp1 < 0.05, "DP post-processing: {dp0} -> {dp1}");
     // Same seed, same decisions.
     assert_eq!(eo_rule.apply(&test, &data.test.group), eo_pred);
+}
+
+/// Inputs with correlated columns: each row a random mix of three hidden factors, plus noise.
+fn correlated_rows(rng: &mut impl rand::Rng, rows: usize, d: usize) -> Vec<f32> {
+    let mix: Vec<f32> = (0..3 * d).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let mut x = Vec::with_capacity(rows * d);
+    for _ in 0..rows {
+        let z: [f32; 3] = std::array::from_fn(|_| rng.random_range(-1.0..1.0));
+        for c in 0..d {
+            let v: f32 = (0..3).map(|f| z[f] * mix[f * d + c]).sum();
+            x.push(v + rng.random_range(-0.05..0.05));
+        }
+    }
+    x
+}
+
+/// Layer-wise reconstruction (OBS, as SparseGPT computes it) reproduces every layer's outputs on
+/// the calibration batch at least as well as layer-wise magnitude pruning of the same count,
+/// both given the same input: the input the pruned layers before it pass on.
+#[test]
+fn obs_reconstructs_each_layer_at_least_as_well_as_magnitude() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let shape = MlpShape::new(&[20, 32, 16, 1], Activation::Relu);
+    let p = init_params(&shape, rand::random());
+    let rows = 256;
+    let x = correlated_rows(&mut rng, rows, 20);
+    for s in [0.5, 0.8, 0.95] {
+        let obs = obs_prune(&shape, &p, &x, rows, s);
+        let magnitude = apply(&p, &layerwise_magnitude_mask(&shape, &p, s));
+        assert!(weight_sparsity(&shape, &obs) >= s, "OBS reaches the target");
+        let mut input = x.clone();
+        for l in 0..shape.layers() {
+            // Layer l alone pruned by magnitude, against layer l as OBS left it.
+            let mut only_l = p.clone();
+            only_l[shape.weight_offset(l)..shape.bias_offset(l)]
+                .copy_from_slice(&magnitude[shape.weight_offset(l)..shape.bias_offset(l)]);
+            let e_mag = reconstruction_error(&shape, &p, &only_l, l, &input, rows);
+            let e_obs = reconstruction_error(&shape, &p, &obs, l, &input, rows);
+            assert!(
+                e_obs <= e_mag,
+                "sparsity {s}, layer {l}: OBS error {e_obs} above magnitude's {e_mag}"
+            );
+            let zeros = obs[shape.weight_offset(l)..shape.bias_offset(l)]
+                .iter()
+                .filter(|&&v| v == 0.0)
+                .count();
+            let n = shape.fan_in(l) * shape.fan_out(l);
+            assert_eq!(
+                zeros,
+                (s * n as f64 - 1e-9).ceil() as usize,
+                "layer {l}: count"
+            );
+            input =
+                regop::workflows::baselines::calibration::layer_out(&shape, &obs, l, &input, rows);
+        }
+    }
+}
+
+/// Wanda scores |w| x the input's norm: where every input has the same norm it prunes exactly
+/// what layer-wise magnitude prunes; where one input's norm is far larger, its weights stay.
+#[test]
+fn wanda_is_magnitude_when_input_norms_are_equal() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let shape = MlpShape::new(&[13, 8], Activation::Relu);
+    let p = init_params(&shape, rand::random());
+    // Four rows of +-1: every column's norm is exactly 2.
+    let x: Vec<f32> = (0..4 * 13)
+        .map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 })
+        .collect();
+    for s in [0.3, 0.5, 0.9] {
+        assert_eq!(
+            wanda_mask(&shape, &p, &x, 4, s),
+            layerwise_magnitude_mask(&shape, &p, s)
+        );
+    }
+    // Column 0 a hundred times louder: at 0.5 every weight out of it is kept.
+    let mut loud = x.clone();
+    (0..4).for_each(|r| loud[r * 13] *= 100.0);
+    let m = wanda_mask(&shape, &p, &loud, 4, 0.5);
+    assert!((0..8).all(|o| m[o * 13] == 1.0));
+}
+
+/// Least-squares compensation: where the kept columns carry nothing of the removed ones
+/// (centred columns orthogonal) it is the mean fold; where a kept column predicts a removed
+/// one, the first layer's output without it is closer to the original than the mean fold's.
+#[test]
+fn least_squares_fold_is_the_mean_fold_for_uncorrelated_columns() {
+    // Columns of a Hadamard matrix (without its constant one): centred and orthogonal.
+    let h8 = |r: usize, c: usize| {
+        if (r & c).count_ones() % 2 == 0 {
+            1.0f32
+        } else {
+            -1.0
+        }
+    };
+    let (rows, d) = (8, 5);
+    let offsets = [0.3f32, -1.2, 2.0, 0.7, -0.4];
+    let x: Vec<f32> = (0..rows)
+        .flat_map(|r| (0..d).map(move |c| h8(r, c + 1) + offsets[c]))
+        .collect();
+    let shape = MlpShape::new(&[d, 6, 1], Activation::Relu);
+    let p = init_params(&shape, 3);
+    let removed = [false, true, false, true, false];
+    let means: Vec<f32> = (0..d)
+        .map(|c| (0..rows).map(|r| x[r * d + c]).sum::<f32>() / rows as f32)
+        .collect();
+    let ls = least_squares_fold(&shape, &p, &removed, &x, rows);
+    let mean = apply(
+        &fold_removed_means(&shape, &p, &removed, &means),
+        &removed_mask(&shape, &removed),
+    );
+    for (a, b) in ls.iter().zip(&mean) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+    // Column 1 = 2 x column 0 + 1: compensation reproduces the first layer exactly.
+    let x2: Vec<f32> = (0..rows)
+        .flat_map(|r| {
+            let a = h8(r, 1);
+            [a, 2.0 * a + 1.0, h8(r, 2), h8(r, 3), h8(r, 4)]
+        })
+        .collect();
+    let ls = least_squares_fold(&shape, &p, &[false, true, false, false, false], &x2, rows);
+    let before = regop::workflows::baselines::calibration::layer_pre(&shape, &p, 0, &x2, rows);
+    let after = regop::workflows::baselines::calibration::layer_pre(&shape, &ls, 0, &x2, rows);
+    for (a, b) in before.iter().zip(&after) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+    assert!(
+        (0..6).all(|o| ls[o * d + 1] == 0.0),
+        "the removed column is zero"
+    );
+}
+
+/// The first-layer mask of `removed` columns (weights out of them zero).
+fn removed_mask(shape: &MlpShape, removed: &[bool]) -> Vec<f32> {
+    let mut m = vec![1.0f32; shape.n_params()];
+    let d = shape.fan_in(0);
+    for o in 0..shape.fan_out(0) {
+        for (c, _) in removed.iter().enumerate().filter(|(_, r)| **r) {
+            m[o * d + c] = 0.0;
+        }
+    }
+    m
+}
+
+/// Whole-neuron rules remove exactly the asked share of every hidden layer (rounded up), the
+/// neurons gone for good (incoming, bias, outgoing all zero), and reconstruction reproduces the
+/// next layer better than removal alone.
+#[test]
+fn neuron_rules_remove_whole_neurons_and_reconstruction_compensates() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let shape = MlpShape::new(&[12, 24, 10, 3], Activation::Tanh);
+    let p = init_params(&shape, rand::random());
+    let rows = 200;
+    let x = correlated_rows(&mut rng, rows, 12);
+    for f in [0.25, 0.5] {
+        let mag = neuron_magnitude(&shape, &p, f);
+        let wanda = neuron_wanda(&shape, &p, &x, rows, f);
+        let rec = neuron_reconstruct(&shape, &p, &x, rows, f);
+        let want = (neurons_to_remove(24, f) + neurons_to_remove(10, f)) as f64 / 34.0;
+        for q in [&mag, &wanda, &rec] {
+            assert!((neuron_sparsity(&shape, q) - want).abs() < 1e-12, "{f}");
+        }
+        // One hidden layer's removal: the next layer, on the same input, against the original.
+        let first = |q: &[f32]| {
+            let mut only = p.clone();
+            let end = shape.weight_offset(2);
+            only[..end].copy_from_slice(&q[..end]);
+            let h = regop::workflows::baselines::calibration::layer_out(&shape, &only, 0, &x, rows);
+            let want = regop::workflows::baselines::calibration::layer_out(&shape, &p, 0, &x, rows);
+            let a = regop::workflows::baselines::calibration::layer_pre(&shape, &p, 1, &want, rows);
+            let b = regop::workflows::baselines::calibration::layer_pre(&shape, &only, 1, &h, rows);
+            a.iter()
+                .zip(&b)
+                .map(|(u, v)| (u - v).powi(2) as f64)
+                .sum::<f64>()
+        };
+        assert!(
+            first(&rec) < first(&wanda),
+            "reconstruction compensates at {f}"
+        );
+    }
 }

@@ -18,8 +18,8 @@ use regop::networks::mlp::{init_params, MlpShape};
 use regop::requirement::COND_DIM;
 use regop::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
 use regop::workflows::baselines::fold_removed_means;
+use regop::workflows::baselines::{choose_shift, shift_grid};
 use regop::workflows::edit::edit_models;
-use regop::workflows::edit::search::{choose_shift, shift_grid};
 use regop::workflows::edit::step::{step_gradient, TrainBatch};
 use regop::Device;
 

@@ -22,7 +22,7 @@ pub const SEARCH_MARGIN: f64 = 0.6;
 pub const LAMBDA_SEARCH_POINTS: usize = 16;
 
 /// Default range of the per-group logit shifts a shift editor is trained on: the shifts
-/// `edit::search::choose_shift` can pick (its grid spans -1.5..1.5).
+/// `baselines::choose_shift` can pick (its grid spans -1.5..1.5).
 pub const SHIFT_RANGE: (f32, f32) = (-1.5, 1.5);
 
 /// Default sharpness of the fairness penalty's soft decisions: sigmoid(4 * logit) is within 0.05

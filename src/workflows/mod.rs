@@ -5,6 +5,5 @@ pub mod baselines;
 pub mod compare;
 pub mod edit;
 pub mod fit;
-pub mod postprocess;
 pub mod train;
 pub mod zoo;

@@ -443,7 +443,7 @@ impl<'a> Trainer<'a> {
         Ok(v)
     }
 
-    /// Shift editors: whether the edit at the shifts `edit::choose_shift` picks on the
+    /// Shift editors: whether the edit at the shifts `baselines::choose_shift` picks on the
     /// validation split meets the bound there at an accuracy drop of at most `MAX_DROP`.
     /// Penalty editors: whether the lambda search on the validation split finds an edit of
     /// `member` whose gap there is within the search's own target (`SEARCH_MARGIN` x the bound,

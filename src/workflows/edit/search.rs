@@ -13,7 +13,8 @@ use crate::networks::mlp::MlpShape;
 use crate::requirement::metrics::{accuracy, decisions};
 use crate::requirement::verify::{Target, Verdict};
 use crate::requirement::{removed_columns, Ask, Columns, EditSpec};
-use crate::requirement::{LAMBDA_SEARCH_POINTS, MAX_SHIFT_GROUPS, SEARCH_MARGIN};
+use crate::requirement::{LAMBDA_SEARCH_POINTS, SEARCH_MARGIN};
+use crate::workflows::baselines::choose_shift;
 
 /// `n` lambdas spaced log-uniformly over `range`.
 pub fn lambda_grid(range: (f32, f32)) -> Vec<f32> {
@@ -108,78 +109,6 @@ pub fn search_lambda(
         max_gap,
     );
     Ok((grid[best], edited.into_iter().nth(best).unwrap()))
-}
-
-/// Logit shifts a shift search tries for each group.
-pub fn shift_grid() -> Vec<f32> {
-    (-15..=15).map(|i| i as f32 * 0.1).collect()
-}
-
-/// Per-group logit shifts for a binary model with `logits` on `split`: the decision thresholds
-/// by group that the edit then folds into the weights. Every combination of `shift_grid` values
-/// (one per group, at most `MAX_SHIFT_GROUPS`) is tried: the most accurate whose gap is at most
-/// `SEARCH_MARGIN * max_gap`, or while none is, the smallest gap. A group's counts depend on its
-/// own shift only, so they are counted once per (group, shift) and combined.
-pub fn choose_shift(
-    logits: &[f32],
-    split: &Split,
-    groups: usize,
-    gap: Gap,
-    max_gap: f64,
-) -> Vec<f32> {
-    use crate::requirement::metrics::{accuracy_of, fairness_gap_of, GroupCounts};
-    assert!(
-        (1..=MAX_SHIFT_GROUPS).contains(&groups),
-        "choose_shift: 1 to {MAX_SHIFT_GROUPS} groups"
-    );
-    let grid = shift_grid();
-    // counts[g][k]: group g's counts with its logits moved by grid[k].
-    let counts: Vec<Vec<GroupCounts>> = (0..groups as u32)
-        .map(|g| {
-            grid.iter()
-                .map(|&c| {
-                    GroupCounts::of(
-                        logits
-                            .iter()
-                            .zip(&split.y)
-                            .zip(&split.group)
-                            .filter(|(_, &gr)| gr == g)
-                            .map(|((&l, &y), _)| (y > 0.5, l + c > 0.0)),
-                    )
-                })
-                .collect()
-        })
-        .collect();
-    let target = SEARCH_MARGIN * max_gap;
-    // Lexicographic: meeting the target first, then accuracy there, else a smaller gap.
-    let better = |a: (f64, f64), b: (f64, f64)| match (a.0 <= target, b.0 <= target) {
-        (true, false) => true,
-        (false, true) => false,
-        (true, true) => a.1 > b.1,
-        (false, false) => a.0 < b.0,
-    };
-    let zero = grid.iter().position(|&c| c == 0.0).expect("0 on the grid");
-    let score = |pick: &[usize]| {
-        let c: Vec<GroupCounts> = (0..groups).map(|g| counts[g][pick[g]]).collect();
-        (fairness_gap_of(gap, &c), accuracy_of(&c))
-    };
-    let mut pick = vec![0usize; groups];
-    let mut best = (vec![zero; groups], score(&vec![zero; groups]));
-    loop {
-        let s = score(&pick);
-        if better(s, best.1) {
-            best = (pick.clone(), s);
-        }
-        // Next combination (an odometer over grid indices, the last group turning fastest).
-        match (0..groups).rev().find(|&g| pick[g] + 1 < grid.len()) {
-            Some(g) => {
-                pick[g] += 1;
-                pick[g + 1..].iter_mut().for_each(|k| *k = 0);
-            }
-            None => break,
-        }
-    }
-    best.0.iter().map(|&k| grid[k]).collect()
 }
 
 /// A fairness edit by a shift editor that meets `max_gap`: the shifts `choose_shift` picks from

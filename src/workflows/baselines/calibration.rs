@@ -1,0 +1,52 @@
+//! What the data-aware rules read: a calibration batch of training rows (no labels), and what
+//! one layer of a model makes of its input. On the host: a batch of a few hundred rows through
+//! one layer is less work than a device round trip.
+
+use crate::io::data::Split;
+use crate::networks::mlp::MlpShape;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+/// Rows of the calibration batch (the data-aware pruning rules' usual size: a few hundred).
+pub const CALIBRATION_ROWS: usize = 512;
+
+/// The calibration batch: `rows` rows of `split` drawn without replacement (every row when it
+/// has fewer), the same for every model. Returns (x [n, d], n).
+pub fn calibration_batch(split: &Split, rows: usize) -> (Vec<f32>, usize) {
+    let d = split.x.len() / split.rows().max(1);
+    let mut order: Vec<usize> = (0..split.rows()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0xca1b));
+    order.truncate(rows);
+    order.sort_unstable();
+    let x = order
+        .iter()
+        .flat_map(|&r| split.x[r * d..(r + 1) * d].iter().copied())
+        .collect();
+    (x, order.len())
+}
+
+/// Layer `l` of a model on `x` [rows, fan_in]: its pre-activation, [rows, fan_out].
+pub fn layer_pre(shape: &MlpShape, params: &[f32], l: usize, x: &[f32], rows: usize) -> Vec<f32> {
+    let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
+    let w = &params[shape.weight_offset(l)..][..fi * fo];
+    let b = &params[shape.bias_offset(l)..][..fo];
+    let mut out = vec![0.0f32; rows * fo];
+    for r in 0..rows {
+        let xr = &x[r * fi..(r + 1) * fi];
+        for j in 0..fo {
+            let wj = &w[j * fi..(j + 1) * fi];
+            let acc: f64 = xr.iter().zip(wj).map(|(&a, &b)| a as f64 * b as f64).sum();
+            out[r * fo + j] = (acc + b[j] as f64) as f32;
+        }
+    }
+    out
+}
+
+/// The input of layer `l + 1`: layer `l`'s output after the model's activation.
+pub fn layer_out(shape: &MlpShape, params: &[f32], l: usize, x: &[f32], rows: usize) -> Vec<f32> {
+    let mut h = layer_pre(shape, params, l, x, rows);
+    if l + 1 < shape.layers() {
+        h.iter_mut().for_each(|v| *v = shape.activation.apply(*v));
+    }
+    h
+}

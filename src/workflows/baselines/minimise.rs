@@ -1,0 +1,121 @@
+//! Data minimisation rules: zero the removed features' input columns, with or without what
+//! they carried folded into the first layer's biases and kept columns.
+
+use super::linalg;
+use crate::io::data::Schema;
+use crate::networks::mlp::MlpShape;
+
+/// Mask that removes `features` (their input columns in the first layer).
+pub fn drop_mask(
+    shape: &MlpShape,
+    schema: &Schema,
+    features: &[String],
+) -> std::result::Result<Vec<f32>, String> {
+    let mut mask = vec![1.0f32; shape.n_params()];
+    let fi = shape.fan_in(0);
+    for f in schema.features_named(features)? {
+        for c in f.start..f.start + f.width {
+            for j in 0..shape.fan_out(0) {
+                mask[shape.weight_offset(0) + j * fi + c] = 0.0;
+            }
+        }
+    }
+    Ok(mask)
+}
+
+/// The base of a minimisation edit: removing a column replaces it by its training mean, folded
+/// into the first layer's biases (b_j += sum over removed c of W[j, c] * mean_c), so the model
+/// sees the average of what it lost; the editor's deltas are learned on top. Numeric columns
+/// are standardised (mean 0); one-hot columns fold their category frequencies.
+pub fn fold_removed_means(
+    shape: &MlpShape,
+    params: &[f32],
+    removed: &[bool],
+    means: &[f32],
+) -> Vec<f32> {
+    let mut out = params.to_vec();
+    if means.is_empty() || !removed.iter().any(|r| *r) {
+        return out;
+    }
+    let fi = shape.fan_in(0);
+    for j in 0..shape.fan_out(0) {
+        let shift: f32 = (0..fi)
+            .filter(|&c| removed[c])
+            .map(|c| params[shape.weight_offset(0) + j * fi + c] * means[c])
+            .sum();
+        out[shape.bias_offset(0) + j] += shift;
+    }
+    out
+}
+
+/// Least-squares compensation: each removed column's best linear prediction from the kept
+/// columns (with an intercept), fitted on the rows `x` [rows, columns] (training rows), folded
+/// into the first layer: W_kept += W_removed A, b += W_removed c, W_removed = 0. Where the kept
+/// columns say nothing of the removed ones (uncorrelated), A = 0 and c is the removed columns'
+/// mean: the mean fold. Fitted on centred columns, ridge-dampened so collinear columns (one-hot
+/// groups) still solve.
+pub fn least_squares_fold(
+    shape: &MlpShape,
+    params: &[f32],
+    removed: &[bool],
+    x: &[f32],
+    rows: usize,
+) -> Vec<f32> {
+    let d = shape.fan_in(0);
+    let kept: Vec<usize> = (0..d).filter(|&c| !removed[c]).collect();
+    let gone: Vec<usize> = (0..d).filter(|&c| removed[c]).collect();
+    let mut out = params.to_vec();
+    if gone.is_empty() {
+        return out;
+    }
+    let mean: Vec<f64> = (0..d)
+        .map(|c| (0..rows).map(|r| x[r * d + c] as f64).sum::<f64>() / rows.max(1) as f64)
+        .collect();
+    // A [kept, removed] from centred columns: (Xk^T Xk + ridge) A = Xk^T Xr.
+    let mean = &mean;
+    let centred = |cols: &[usize]| -> Vec<f32> {
+        (0..rows)
+            .flat_map(|r| {
+                cols.iter()
+                    .map(move |&c| (x[r * d + c] as f64 - mean[c]) as f32)
+            })
+            .collect()
+    };
+    let (xk, xr) = (centred(&kept), centred(&gone));
+    let (nk, nr) = (kept.len(), gone.len());
+    let mut a = vec![0.0f64; nk * nr];
+    if nk > 0 {
+        let mut g = linalg::gram(&xk, rows, nk);
+        linalg::dampen(&mut g, nk, 1e-6);
+        for r in 0..rows {
+            for i in 0..nk {
+                let v = xk[r * nk + i] as f64;
+                if v != 0.0 {
+                    for j in 0..nr {
+                        a[i * nr + j] += v * xr[r * nr + j] as f64;
+                    }
+                }
+            }
+        }
+        let chol = linalg::cholesky(&g, nk).expect("dampened Gram matrix is positive definite");
+        linalg::cholesky_solve(&chol, nk, &mut a, nr);
+    }
+    // x_removed ~ mean_r + A^T (x_kept - mean_k): fold it into each first-layer neuron.
+    for o in 0..shape.fan_out(0) {
+        let row = shape.weight_offset(0) + o * d;
+        let mut shift = 0.0f64;
+        for (j, &c) in gone.iter().enumerate() {
+            let w = params[row + c] as f64;
+            let mut through_kept = 0.0;
+            for (i, &k) in kept.iter().enumerate() {
+                let add = w * a[i * nr + j];
+                out[row + k] += add as f32;
+                through_kept += add * mean[k];
+            }
+            shift += w * mean[c] - through_kept;
+            out[row + c] = 0.0;
+        }
+        out[shape.bias_offset(0) + o] += shift as f32;
+    }
+    out
+}
