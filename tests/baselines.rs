@@ -496,7 +496,7 @@ fn wanda_is_magnitude_when_input_norms_are_equal() {
 fn least_squares_fold_is_the_mean_fold_for_uncorrelated_columns() {
     // Columns of a Hadamard matrix (without its constant one): centred and orthogonal.
     let h8 = |r: usize, c: usize| {
-        if (r & c).count_ones() % 2 == 0 {
+        if (r & c).count_ones().is_multiple_of(2) {
             1.0f32
         } else {
             -1.0

@@ -340,8 +340,8 @@ fn obs_layer(w: &mut [f64], rows: usize, d: usize, h: &[f64], dead: &[bool], quo
                 }
                 // Drop w[r, c]; move its error onto the inputs after it (OBS update).
                 let err = wr[c] / u(c, c);
-                for j in c..d {
-                    wr[j] -= err * u(c, j);
+                for (j, v) in wr.iter_mut().enumerate().skip(c) {
+                    *v -= err * u(c, j);
                 }
                 wr[c] = 0.0;
             }
