@@ -4,8 +4,8 @@
 use regop::engine::kernels::activation::Activation;
 use regop::io::data::loaders::{load, DataOptions, DatasetName};
 use regop::networks::mlp::{init_params, predict, MlpShape};
-use regop::requirement::metrics::weight_sparsity;
 use regop::requirement::metrics::{accuracy, decisions};
+use regop::requirement::metrics::{neuron_sparsity, weight_sparsity};
 use regop::workflows::baselines::*;
 use regop::Device;
 use std::process::Command;
@@ -276,7 +276,7 @@ fn compare_writes_results_and_reports() {
         }
         if req == "prune" {
             // Two sparsities: one summary line per method and sparsity, and a front per method.
-            assert_eq!(summary.len(), 14, "7 methods x 2 sparsities");
+            assert_eq!(summary.len(), 18, "9 methods x 2 sparsities");
             assert!(rdir.join("pareto.svg").exists());
         }
         if req == "fairness" {
@@ -391,7 +391,7 @@ fn threshold_post_processing_closes_the_gaps() {
         accuracy(&data.test.y, &eo_pred)
     );
     assert!(
-        eo0 > 0.1 && dp0 > 0.1,
+        eo0 > 0.05 && dp0 > 0.1,
         "the synthetic model should be biased: EO {eo0}, DP {dp0}"
     );
     assert!(

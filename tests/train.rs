@@ -98,37 +98,64 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     );
     assert_eq!(median_of(&r, "editor", "satisfied"), 1.0);
 
-    // The report's editor-against-reference figures, recomputed from the summary and the
-    // per-model rows.
-    let versus = r["editor_versus"].as_array().unwrap();
-    assert_eq!(versus.len(), 1, "{versus:?}");
-    let v = &versus[0];
-    assert_eq!(v["reference"], "global magnitude + fine-tune");
-    let reference = median_of(&r, "global magnitude + fine-tune", "median_accuracy");
-    let gap = v["gap_recovered"].as_f64().unwrap();
-    assert!((gap - (ed - mag) / (reference - mag)).abs() < 1e-9, "{v}");
+    // The editor against the rule chosen on validation models and the best fine-tuned
+    // reference, recomputed from the per-model rows.
+    let found = r["findings"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    let chosen = r["choices"][0]["rule"].as_str().unwrap();
+    assert_eq!(f["rule"], chosen);
     let rows = r["rows"].as_array().unwrap();
-    let ratios: Vec<f64> = rows
+    let of = |name: &str| -> Vec<&serde_json::Value> {
+        rows.iter().filter(|x| x["method"] == name).collect()
+    };
+    let editor_rows: Vec<&serde_json::Value> =
+        rows.iter().filter(|x| x["kind"] == "editor").collect();
+    let acc = |x: &serde_json::Value| x["accuracy"].as_f64().unwrap();
+    let diffs: Vec<f64> = editor_rows
         .iter()
-        .filter(|e| e["method"].as_str().unwrap().starts_with("editor"))
         .map(|e| {
-            let reference = rows
-                .iter()
-                .find(|x| x["model"] == e["model"] && x["method"] == "global magnitude + fine-tune")
+            let rule = of(chosen)
+                .into_iter()
+                .find(|x| x["model"] == e["model"])
                 .unwrap();
-            reference["seconds"].as_f64().unwrap() / e["seconds"].as_f64().unwrap()
+            acc(e) - acc(rule)
+        })
+        .collect();
+    let med = regop::requirement::metrics::median;
+    let v = &f["versus_rule"];
+    assert!(
+        (v["median_difference"].as_f64().unwrap() - med(&diffs)).abs() < 1e-12,
+        "{v}"
+    );
+    assert_eq!(v["wins"], diffs.iter().filter(|&&d| d > 0.0).count());
+    assert_eq!(v["losses"], diffs.iter().filter(|&&d| d < 0.0).count());
+    let reference = f["reference"].as_str().unwrap();
+    let medacc = |rs: &[&serde_json::Value]| med(&rs.iter().map(|x| acc(x)).collect::<Vec<_>>());
+    let (ea, ra, fa) = (
+        medacc(&editor_rows),
+        medacc(&of(chosen)),
+        medacc(&of(reference)),
+    );
+    let gap = f["gap_recovered"].as_f64().unwrap();
+    assert!((gap - (ea - ra) / (fa - ra)).abs() < 1e-9, "{f}");
+    let ratios: Vec<f64> = editor_rows
+        .iter()
+        .map(|e| {
+            let r = of(reference)
+                .into_iter()
+                .find(|x| x["model"] == e["model"])
+                .unwrap();
+            r["seconds"].as_f64().unwrap() / e["seconds"].as_f64().unwrap()
         })
         .collect();
     let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let close = |key: &str, want: f64| {
-        let got = v[key].as_f64().unwrap();
+        let got = f[key].as_f64().unwrap();
         assert!((got - want).abs() <= 1e-9 * want, "{key}: {got} vs {want}");
     };
     close("speedup_lowest", lowest);
-    close(
-        "speedup_median",
-        regop::requirement::metrics::median(&ratios),
-    );
+    close("speedup_median", med(&ratios));
 
     // The edit benchmarks on the same files, and the check files they write for a second
     // implementation: the checked edit is the one `regop edit` makes.
@@ -318,7 +345,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
                 .unwrap();
         assert_eq!(m.input_column_norms()[0], 0.0);
     }
-    // A feature budget: the editor picks which features to drop, keeping at most 6 of 10.
+    // A feature budget: the editor picks which features to drop, keeping at most 6 of 11.
     let kf = dir.path().join("budget.safetensors");
     let e = edit(
         &editor,
@@ -333,7 +360,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
-    assert_eq!(dropped.len(), 4, "{dropped:?}");
+    assert_eq!(dropped.len(), 5, "{dropped:?}");
     assert_eq!(dropped[0], "group");
     let (_, meta) =
         regop::workflows::edit::checkpoint::load_editor(&regop::Device::cpu(), &editor).unwrap();
@@ -639,7 +666,20 @@ fn the_demo_runs_end_to_end_and_writes_its_report() {
             .join(format!("zoo/editor-{task}/editor.safetensors"))
             .exists());
     }
-    assert!(report.matches("| editor").count() == 3, "{report}");
+    assert_eq!(report.matches("| editor (").count(), 3, "{report}");
+    assert_eq!(
+        report.matches("| editor, untrained (").count(),
+        3,
+        "{report}"
+    );
+    // The closing summary: per requirement, the editor against the best rule and reference.
+    for line in [
+        "- minimise: editor",
+        "- fairness: editor",
+        "- prune @ sparsity 0.8: editor",
+    ] {
+        assert!(report.contains(line), "{line} in {report}");
+    }
     // A second run needs --force.
     let again = regop(&["demo", "--out", p(&out)]);
     assert_eq!(again.status.code(), Some(2));

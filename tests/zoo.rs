@@ -32,7 +32,7 @@ fn a_small_zoo_trains_and_every_model_beats_the_majority_class() {
     let out = dir.path().join("zoo");
     let o = out.to_str().unwrap();
     let r = ok(&regop(&[
-        "--device", "cpu", "--json", "zoo", "--count", "10", "--rows", "3000", "--epochs", "3-6",
+        "--device", "cpu", "--json", "zoo", "--count", "10", "--rows", "6000", "--epochs", "3-6",
         "--out", o,
     ]));
     assert_eq!(r["models"], 10);
@@ -42,7 +42,7 @@ fn a_small_zoo_trains_and_every_model_beats_the_majority_class() {
         DatasetName::Synthetic,
         None,
         &DataOptions {
-            rows: 3000,
+            rows: 6000,
             ..Default::default()
         },
         0,
@@ -119,7 +119,7 @@ fn model_files_read_back_bit_identically() {
     let mut cfg = ZooConfig::new(3, 4);
     cfg.epochs = (1, 2);
     cfg.batch_size = 64;
-    let mut recs = plan(&cfg, data.schema.n_columns());
+    let mut recs = plan(&cfg, data.schema.n_columns(), 1);
     recs.iter_mut().for_each(|r| r.dims = recs_dims(&data));
     let params = train_group(&Device::cpu(), &data, &mut recs, &mut |_, _| {}).unwrap();
     let manifest = regop::workflows::zoo::Manifest {
@@ -257,7 +257,7 @@ fn gpu_training_agrees_with_cpu() {
     let mut cfg = ZooConfig::new(3, 9);
     cfg.epochs = (1, 2);
     cfg.batch_size = 64;
-    let base = plan(&cfg, data.schema.n_columns());
+    let base = plan(&cfg, data.schema.n_columns(), 1);
     let mut results = Vec::new();
     for dev in [Device::cpu(), gpu] {
         let mut recs = base.clone();

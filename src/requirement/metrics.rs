@@ -195,7 +195,23 @@ pub fn decisions(logits: &[f32]) -> Vec<f32> {
     logits.iter().map(|&s| (s > 0.0) as u32 as f32).collect()
 }
 
-/// Everything `regop eval` and the zoo manifest report for a binary classifier on one split.
+/// Predicted classes of logits [rows, outputs]: the sign of a binary logit (1 above 0), the
+/// argmax of several (the first of equal ones).
+pub fn predictions(logits: &[f32], outputs: usize) -> Vec<f32> {
+    if outputs <= 1 {
+        return decisions(logits);
+    }
+    logits
+        .chunks(outputs)
+        .map(|row| {
+            let best = (0..outputs).fold(0, |b, k| if row[k] > row[b] { k } else { b });
+            best as f32
+        })
+        .collect()
+}
+
+/// Everything `regop eval` and the zoo manifest report for a classifier on one split (the
+/// binary measures stay at their defaults for a multi-class one).
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub rows: usize,
@@ -207,8 +223,15 @@ pub struct Report {
     pub eo_difference: f64,
 }
 
-pub fn report(y: &[f32], logits: &[f32], group: &[u32]) -> Report {
-    let pred = decisions(logits);
+pub fn report(y: &[f32], logits: &[f32], group: &[u32], outputs: usize) -> Report {
+    let pred = predictions(logits, outputs);
+    if outputs > 1 {
+        return Report {
+            rows: y.len(),
+            accuracy: accuracy(y, &pred),
+            ..Report::default()
+        };
+    }
     Report {
         rows: y.len(),
         accuracy: accuracy(y, &pred),
@@ -220,10 +243,13 @@ pub fn report(y: &[f32], logits: &[f32], group: &[u32]) -> Report {
     }
 }
 
-/// Accuracy of always predicting the majority class of `y` (the floor any model must beat).
+/// Accuracy of always predicting the most frequent class of `y` (the floor any model must beat).
 pub fn majority_accuracy(y: &[f32]) -> f64 {
-    let p = y.iter().filter(|&&t| t > 0.5).count() as f64 / y.len().max(1) as f64;
-    p.max(1.0 - p)
+    let mut counts: std::collections::BTreeMap<u32, usize> = Default::default();
+    for &v in y {
+        *counts.entry(v as u32).or_default() += 1;
+    }
+    counts.values().max().copied().unwrap_or(0) as f64 / y.len().max(1) as f64
 }
 
 /// Fraction of the weights (not biases) of a model that are exactly zero.
@@ -235,6 +261,22 @@ pub fn weight_sparsity(shape: &MlpShape, params: &[f32]) -> f64 {
         all += w.len();
     }
     zero as f64 / all as f64
+}
+
+/// Fraction of hidden neurons removed: incoming weights, bias and outgoing weights all zero.
+pub fn neuron_sparsity(shape: &MlpShape, params: &[f32]) -> f64 {
+    let (mut removed, mut all) = (0usize, 0usize);
+    for l in 0..shape.layers() - 1 {
+        let (fi, fo, next) = (shape.fan_in(l), shape.fan_out(l), shape.fan_out(l + 1));
+        for j in 0..fo {
+            let zero = |i: usize| params[i] == 0.0;
+            let incoming = (0..fi).all(|i| zero(shape.weight_offset(l) + j * fi + i));
+            let outgoing = (0..next).all(|k| zero(shape.weight_offset(l + 1) + k * fo + j));
+            removed += (incoming && outgoing && zero(shape.bias_offset(l) + j)) as usize;
+            all += 1;
+        }
+    }
+    removed as f64 / all.max(1) as f64
 }
 
 /// The median of `v` (the mean of the middle two for an even count; NaN when empty).

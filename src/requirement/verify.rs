@@ -2,8 +2,7 @@
 //! and the trainer's checkpoint choice all call. An edit is *compliant* when it meets its
 //! requirement and loses at most `MAX_DROP` of accuracy.
 
-use super::metrics::{fairness_gap, weight_sparsity};
-use super::MAX_DROP;
+use super::metrics::{fairness_gap, neuron_sparsity, weight_sparsity};
 use crate::engine::kernels::fairness::Gap;
 use crate::io::data::Split;
 use crate::networks::mlp::MlpShape;
@@ -15,6 +14,8 @@ pub enum Target {
     Minimise { removed: Vec<bool> },
     /// At least this fraction of the weights (biases excluded) exactly zero.
     Prune { sparsity: f64 },
+    /// At least this fraction of the hidden neurons removed (in, out and bias zero).
+    PruneNeurons { fraction: f64 },
     /// The fairness gap, measured on a split's hard decisions, at most `max_gap`.
     Fairness { gap: Gap, max_gap: f64 },
 }
@@ -33,6 +34,7 @@ impl Target {
         match self {
             Target::Minimise { .. } => "largest weight on removed columns".into(),
             Target::Prune { .. } => "weight sparsity".into(),
+            Target::PruneNeurons { .. } => "share of hidden neurons removed".into(),
             Target::Fairness { gap, .. } => format!("{} difference", gap.short_name()),
         }
     }
@@ -56,6 +58,7 @@ impl Target {
                     .fold(0.0, f64::max)
             }
             Target::Prune { .. } => weight_sparsity(shape, params),
+            Target::PruneNeurons { .. } => neuron_sparsity(shape, params),
             Target::Fairness { gap, .. } => {
                 let (split, pred) = decided.expect("a fairness check needs decisions on data");
                 fairness_gap(*gap, &split.y, pred, &split.group)
@@ -80,6 +83,10 @@ impl Target {
                     .sum();
                 value + 0.5 / weights as f64 >= *sparsity
             }
+            Target::PruneNeurons { fraction } => {
+                let hidden: usize = shape.dims[1..shape.dims.len() - 1].iter().sum();
+                value + 0.5 / hidden.max(1) as f64 >= *fraction
+            }
             Target::Fairness { max_gap, .. } => value <= *max_gap,
         };
         Verdict { value, met }
@@ -87,7 +94,7 @@ impl Target {
 }
 
 /// Whether an edit complies: it meets its requirement and its accuracy fell by at most
-/// `MAX_DROP` from `before` to `after`.
-pub fn compliant(met: bool, before: f64, after: f64) -> bool {
-    met && before - after <= MAX_DROP
+/// `max_drop` (`MAX_DROP` unless the user says otherwise) from `before` to `after`.
+pub fn compliant(met: bool, before: f64, after: f64, max_drop: f64) -> bool {
+    met && before - after <= max_drop
 }

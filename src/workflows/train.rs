@@ -14,6 +14,7 @@ use crate::networks::editor::{Editor, EditorConfig};
 use crate::networks::graph::PosIds;
 use crate::requirement::metrics::{accuracy, decisions, fairness_gap};
 use crate::requirement::verify::{compliant, Target};
+use crate::requirement::MAX_DROP;
 use crate::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
 use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_SHIFT_GROUPS, SEARCH_MARGIN, SHIFT_RANGE};
 use crate::workflows::edit::checkpoint::{load_editor, save_editor};
@@ -476,14 +477,14 @@ impl<'a> Trainer<'a> {
             // The shifts alone meet the search's target here by construction; what is checked
             // is that the edit carries them: the bound itself, as the test split is judged.
             let (verdict, acc) = score(std::slice::from_ref(&edited), max_gap)?[0];
-            return Ok((compliant(verdict.met, base, acc), verdict.value));
+            return Ok((compliant(verdict.met, base, acc, MAX_DROP), verdict.value));
         }
         let n = self.schema.n_columns();
         let grid = lambda_grid(self.cfg.lambda);
         let edited = edit_at_lambdas(dev, editor, &self.spec, &self.columns, n, model, &grid)?;
         let scored = score(&edited, SEARCH_MARGIN * max_gap)?;
         let (verdict, acc) = scored[pick_lambda(&scored, max_gap)];
-        Ok((compliant(verdict.met, base, acc), verdict.value))
+        Ok((compliant(verdict.met, base, acc, MAX_DROP), verdict.value))
     }
 
     /// Metadata saved with the editor: how it edits, what data it edits for, how it was trained.

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::io::data::Dataset;
 use crate::requirement::Requirement;
 use crate::workflows::compare::report::report;
-use crate::workflows::compare::{self, CompareConfig};
+use crate::workflows::compare::{self, CompareConfig, Models};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::zoo::load::zoo_data;
 use crate::workflows::zoo::read_manifest;
@@ -19,17 +19,26 @@ use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The zoo directory (its test models are compared).
+    /// The zoo directory: its validation models choose the best one-shot rule, and (without
+    /// --test-zoo) its test models are compared.
     #[arg(long)]
     pub zoo: PathBuf,
+    /// A sealed zoo of the same data (built with `zoo --seed S --data-seed D`, another model
+    /// seed): every one of its models is a test model.
+    #[arg(long)]
+    pub test_zoo: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub requirement: Requirement,
     /// Features to remove (minimise), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub drop: Vec<String>,
-    /// Target weight sparsity (prune); several, comma-separated, trace each method's front.
-    #[arg(long, value_delimiter = ',', default_value = "0.9")]
+    /// Target weight sparsity (prune; 0.9 unless --neurons is given); several, comma-separated,
+    /// trace each method's front.
+    #[arg(long, value_delimiter = ',')]
     pub sparsity: Vec<f64>,
+    /// Share of hidden neurons to remove (prune, whole neurons), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub neurons: Vec<f64>,
     /// Fairness gap to close (fairness).
     #[arg(long, value_enum, default_value = "eo")]
     pub gap: Gap,
@@ -48,6 +57,12 @@ pub struct Args {
     /// Compare at most this many test models.
     #[arg(long)]
     pub max_models: Option<usize>,
+    /// Validation models the best one-shot rule is chosen on.
+    #[arg(long, default_value_t = 16)]
+    pub val_models: usize,
+    /// Most accuracy (a share: 0.02 = 2 points) an edit may lose and still comply.
+    #[arg(long, default_value_t = crate::requirement::MAX_DROP)]
+    pub max_drop: f64,
     /// Output directory (default: ZOO/compare-REQUIREMENT).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -60,15 +75,23 @@ pub struct Args {
 
 impl Args {
     fn config(&self) -> CompareConfig {
+        let default = CompareConfig::new(self.requirement);
+        let sparsity = match (self.sparsity.is_empty(), self.neurons.is_empty()) {
+            (true, true) => default.sparsity,
+            _ => self.sparsity.clone(),
+        };
         CompareConfig {
             requirement: self.requirement,
             drop: self.drop.clone(),
-            sparsity: self.sparsity.clone(),
+            sparsity,
+            neurons: self.neurons.clone(),
             gap: self.gap,
             max_gap: self.max_gap,
             lambdas: self.lambdas.clone(),
             ft_epochs: self.ft_epochs,
             max_models: self.max_models,
+            val_models: self.val_models,
+            max_drop: self.max_drop,
         }
     }
 }
@@ -117,24 +140,26 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         Some(path) => Some(editor_for(&dev, path, a.requirement, &data)?),
         None => None,
     };
-    let tests = manifest
-        .models
-        .iter()
-        .filter(|r| r.split == crate::workflows::zoo::ModelSplit::Test)
-        .count()
-        .min(a.max_models.unwrap_or(usize::MAX));
+    let test_zoo = match &a.test_zoo {
+        Some(dir) => Some((dir.as_path(), read_manifest(dir)?)),
+        None => None,
+    };
+    let models = Models {
+        zoo: &a.zoo,
+        manifest: &manifest,
+        test_zoo: test_zoo.as_ref().map(|(d, m)| (*d, m)),
+    };
     p.status(&format!(
-        "{tests} test models, requirement {:?}",
-        a.requirement
+        "requirement {:?}: choosing the best one-shot rule on up to {} validation models",
+        a.requirement, a.val_models
     ));
     let c = compare::run(
         &dev,
-        &a.zoo,
-        &manifest,
+        &models,
         &data,
         editor.as_ref(),
         &cfg,
-        &mut |done, all, id| p.status(&format!("  model {id} ({done}/{all}) done")),
+        &mut |done, all, id| p.status(&format!("  test model {id} ({done}/{all}) done")),
     )?;
     let r = report(&c, &a.zoo);
     crate::app::report::write(&out, &r)?;

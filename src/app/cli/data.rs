@@ -88,18 +88,33 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         "  split (seed {}): train {}, val {}, test {}",
         g.seed, s.train_rows, s.val_rows, s.test_rows
     );
-    println!(
-        "  label '{}' (positive: {}), positive rate {:.3} in train",
-        d.schema.label,
-        d.schema.positive.join("/"),
-        d.train.positive_rate()
-    );
+    if d.schema.classes.is_empty() {
+        println!(
+            "  label '{}' (positive: {}), positive rate {:.3} in train",
+            d.schema.label,
+            d.schema.positive.join("/"),
+            d.train.positive_rate()
+        );
+    } else {
+        println!(
+            "  label '{}': {} classes ({})",
+            d.schema.label,
+            d.schema.classes.len(),
+            d.schema.classes.join(", ")
+        );
+    }
     println!(
         "  {} features -> {} input columns:",
         d.schema.features.len(),
         s.columns
     );
-    for f in &d.schema.features {
+    // Images list a few pixels, not hundreds.
+    let shown = if d.schema.features.len() > 40 {
+        8
+    } else {
+        usize::MAX
+    };
+    for f in d.schema.features.iter().take(shown) {
         let kind = match &f.kind {
             crate::io::data::FeatureKind::Numeric { .. } => "numeric".to_string(),
             crate::io::data::FeatureKind::Categorical { categories } => {
@@ -111,6 +126,13 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             f.name,
             f.start,
             f.start + f.width
+        );
+    }
+    if d.schema.features.len() > shown {
+        let last = d.schema.features.last().map_or("", |f| f.name.as_str());
+        println!(
+            "    ... {} more, to {last} (name a region of pixels as pR0-R1_C0-C1)",
+            d.schema.features.len() - shown
         );
     }
     if let Some(sname) = &d.schema.sensitive {

@@ -10,7 +10,7 @@ use crate::io::data::loaders::{load, DataOptions, DatasetName};
 use crate::io::data::{Dataset, Split};
 use crate::io::model::Model;
 use crate::networks::mlp::predict;
-use crate::requirement::metrics::{decisions, report, selection_rates, Report};
+use crate::requirement::metrics::{predictions, report, selection_rates, Report};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ pub fn check_columns(model: &Model, path: &Path, data: &Dataset) -> Result<()> {
     Ok(())
 }
 
-/// Feature dependence of a binary model on `split`.
+/// Feature dependence of a model on `split`.
 pub fn feature_dependence(
     dev: &Device,
     model: &Model,
@@ -119,7 +119,8 @@ pub fn feature_dependence(
     let shape = model.shape();
     let params = model.flat_params();
     let norms = model.input_column_norms();
-    let base = decisions(&predict(dev, &shape, 1, &params, &split.x)?);
+    let k = shape.outputs();
+    let base = predictions(&predict(dev, &shape, 1, &params, &split.x)?, k);
     let w = data.schema.n_columns();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x9e37);
     let mut out = Vec::new();
@@ -131,7 +132,7 @@ pub fn feature_dependence(
             x[r * w + f.start..r * w + f.start + f.width]
                 .copy_from_slice(&split.x[src * w + f.start..src * w + f.start + f.width]);
         }
-        let pred = decisions(&predict(dev, &shape, 1, &params, &x)?);
+        let pred = predictions(&predict(dev, &shape, 1, &params, &x)?, k);
         let changed = pred.iter().zip(&base).filter(|(a, b)| a != b).count() as f64
             / base.len().max(1) as f64;
         let norm = norms[f.start..f.start + f.width]
@@ -151,12 +152,6 @@ pub fn feature_dependence(
 
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let model = Model::load(&a.model)?;
-    if model.layers.last().unwrap().out_dim != 1 {
-        return Err(Error::input(
-            &a.model,
-            "eval handles binary classifiers (one output logit)",
-        ));
-    }
     let data = data_for_model(&model, &a.model, &a.data, g.seed)?;
     let split = match a.split.as_str() {
         "train" => &data.train,
@@ -168,8 +163,9 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     }
     let (dev, _) = Device::open(g.device)?;
     let logits = predict(&dev, &model.shape(), 1, &model.flat_params(), &split.x)?;
-    let metrics = report(&split.y, &logits, &split.group);
-    let rates = selection_rates(&decisions(&logits), &split.group);
+    let k = model.shape().outputs();
+    let metrics = report(&split.y, &logits, &split.group, k);
+    let rates = selection_rates(&predictions(&logits, k), &split.group);
     let present: Vec<u32> = {
         let mut v: Vec<u32> = split.group.clone();
         v.sort();
@@ -205,14 +201,19 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         e.model, e.dataset, e.split, m.rows
     );
     println!("  accuracy           {:.4}", m.accuracy);
-    println!("  balanced accuracy  {:.4}", m.balanced_accuracy);
-    println!(
-        "  ROC AUC            {}",
-        m.roc_auc
-            .map_or("n/a (one class)".into(), |v| format!("{v:.4}"))
-    );
-    println!("  positive rate      {:.4}", m.positive_rate);
-    if let Some(s) = &e.sensitive {
+    let binary = data.schema.classes.is_empty();
+    if binary {
+        println!("  balanced accuracy  {:.4}", m.balanced_accuracy);
+        println!(
+            "  ROC AUC            {}",
+            m.roc_auc
+                .map_or("n/a (one class)".into(), |v| format!("{v:.4}"))
+        );
+        println!("  positive rate      {:.4}", m.positive_rate);
+    } else {
+        println!("  classes            {}", data.schema.classes.len());
+    }
+    if let (Some(s), true) = (&e.sensitive, binary) {
         println!(
             "  sensitive '{s}': DP difference {:.4}, EO difference {:.4}",
             m.dp_difference, m.eo_difference
@@ -223,7 +224,14 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     }
     println!("  weight sparsity    {:.1}%", 100.0 * e.sparsity);
     println!("  feature dependence (first-layer weight norm; predictions changed when permuted):");
-    for f in &e.features {
+    // Images: the pixels the model depends on most, not all of them.
+    let mut shown: Vec<&FeatureDependence> = e.features.iter().collect();
+    if shown.len() > 40 {
+        shown.sort_by(|a, b| b.changed_when_permuted.total_cmp(&a.changed_when_permuted));
+        shown.truncate(20);
+        println!("    (the 20 of {} it depends on most)", e.features.len());
+    }
+    for f in shown {
         println!(
             "    {:<28} {:>10.4} {:>9.2}%",
             f.feature,

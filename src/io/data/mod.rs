@@ -52,6 +52,7 @@ pub struct Spec {
     pub name: String,
     pub label: String,
     /// Label values counted as the positive class (after trimming; a trailing '.' is ignored).
+    /// Empty: a multi-class label, one class per value.
     pub positive: Vec<String>,
     pub categorical: Vec<String>,
     pub drop: Vec<String>,
@@ -90,9 +91,16 @@ pub struct Schema {
     pub sensitive: Option<String>,
     pub sensitive_rule: Option<SensitiveRule>,
     pub groups: Vec<String>,
+    /// A multi-class label's values, in class-index order (empty for a binary label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 impl Schema {
+    /// Model outputs the label needs: 1 (a binary logit) or one per class.
+    pub fn outputs(&self) -> usize {
+        self.classes.len().max(1)
+    }
     pub fn n_columns(&self) -> usize {
         self.features.iter().map(|f| f.width).sum()
     }
@@ -113,23 +121,59 @@ impl Schema {
         self.features.iter().find(|f| f.name == name)
     }
     /// Resolve user-given feature names, naming the unknown ones and listing the known ones.
+    /// On image data a name may be a rectangle of pixels, `pR0-R1_C0-C1` (rows R0..=R1,
+    /// columns C0..=C1 of pixels named `pR_C`).
     pub fn features_named(&self, names: &[String]) -> std::result::Result<Vec<&Feature>, String> {
-        names
-            .iter()
-            .map(|n| {
-                self.feature(n).ok_or_else(|| {
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(((r0, r1), (c0, c1))) = pixel_region(n) {
+                let inside: Vec<&Feature> = self
+                    .features
+                    .iter()
+                    .filter(|f| {
+                        pixel(&f.name)
+                            .is_some_and(|(r, c)| (r0..=r1).contains(&r) && (c0..=c1).contains(&c))
+                    })
+                    .collect();
+                if inside.is_empty() {
+                    return Err(format!("pixel region '{n}' holds no pixel of the data"));
+                }
+                out.extend(inside);
+                continue;
+            }
+            out.push(self.feature(n).ok_or_else(|| {
+                let known: Vec<&str> = self.features.iter().map(|f| f.name.as_str()).collect();
+                let shown = if known.len() > 40 {
                     format!(
-                        "unknown feature '{n}' (features: {})",
-                        self.features
-                            .iter()
-                            .map(|f| f.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        "{} ... ({} in all; pixels as pR_C, regions as pR0-R1_C0-C1)",
+                        known[..8].join(", "),
+                        known.len()
                     )
-                })
-            })
-            .collect()
+                } else {
+                    known.join(", ")
+                };
+                format!("unknown feature '{n}' (features: {shown})")
+            })?);
+        }
+        Ok(out)
     }
+}
+
+/// The (row, column) of a pixel feature named `pR_C`.
+fn pixel(name: &str) -> Option<(usize, usize)> {
+    let (r, c) = name.strip_prefix('p')?.split_once('_')?;
+    Some((r.parse().ok()?, c.parse().ok()?))
+}
+
+/// The row and column ranges of a pixel region named `pR0-R1_C0-C1`.
+fn pixel_region(name: &str) -> Option<((usize, usize), (usize, usize))> {
+    let (rows, cols) = name.strip_prefix('p')?.split_once('_')?;
+    let range = |s: &str| -> Option<(usize, usize)> {
+        let (a, b) = s.split_once('-')?;
+        let (a, b) = (a.parse().ok()?, b.parse().ok()?);
+        (a <= b).then_some((a, b))
+    };
+    Some((range(rows)?, range(cols)?))
 }
 
 /// Rows of one split: inputs [rows, columns], labels 0/1, sensitive group index per row.
@@ -194,11 +238,27 @@ pub fn build(
         return Err(Error::input(&table.source, "no feature columns left"));
     }
     let (keep, dropped) = complete_rows(table, spec, &used, label_col)?;
+    let classes = if spec.positive.is_empty() {
+        label_values(table, &keep, label_col)
+    } else {
+        Vec::new()
+    };
     let label_of = |r: usize| -> f32 {
         let v = table.rows[r][label_col].trim_end_matches('.');
-        spec.positive.iter().any(|p| p == v) as u32 as f32
+        if classes.is_empty() {
+            spec.positive.iter().any(|p| p == v) as u32 as f32
+        } else {
+            classes.iter().position(|c| c == v).expect("a seen value") as f32
+        }
     };
-    check_two_classes(table, spec, &keep, label_col, &label_of)?;
+    if classes.is_empty() {
+        check_two_classes(table, spec, &keep, label_col, &label_of)?;
+    } else if classes.len() < 2 {
+        return Err(Error::input(
+            &table.source,
+            format!("label column '{}' holds a single value", spec.label),
+        ));
+    }
     let parts = split_rows(&keep, fixed, spec.split, seed);
     let train_rows: Vec<usize> = parts
         .iter()
@@ -231,6 +291,7 @@ pub fn build(
         sensitive: spec.sensitive.as_ref().map(|s| s.0.clone()),
         sensitive_rule: spec.sensitive.as_ref().map(|s| s.1.clone()),
         groups,
+        classes,
     };
     Ok(Dataset {
         schema,
@@ -275,6 +336,20 @@ fn complete_rows(
         ));
     }
     Ok((keep, dropped))
+}
+
+/// The distinct values of a multi-class label (a trailing '.' ignored), in numeric order when
+/// they are all numbers, else in text order.
+fn label_values(table: &RawTable, keep: &[usize], label_col: usize) -> Vec<String> {
+    let seen: std::collections::BTreeSet<&str> = keep
+        .iter()
+        .map(|&r| table.rows[r][label_col].trim_end_matches('.'))
+        .collect();
+    let mut values: Vec<String> = seen.into_iter().map(String::from).collect();
+    if values.iter().all(|v| parse_num(v).is_some()) {
+        values.sort_by(|a, b| parse_num(a).unwrap().total_cmp(&parse_num(b).unwrap()));
+    }
+    values
 }
 
 /// Refuse a label column that holds one class once `spec.positive` is applied.

@@ -1,7 +1,9 @@
 //! The built-in synthetic tabular dataset: no files needed, size and seed configurable.
 //! A binary sensitive attribute `group`; `proxy_num` and `proxy_cat`, correlated with it;
-//! informative `x1`..`x4`; pure-noise `noise1`..`noise3`; a label that depends on the informative
-//! features and on the group (so a model is biased unless edited), with 10% label noise.
+//! informative `x1`..`x4`, with `x1_proxy` a noisy measurement of `x1` (so that a model retrained
+//! without `x1` can recover much of it, and zeroing it cannot); pure-noise `noise1`..`noise3`;
+//! a label that depends on the informative features and on the group (so a model is biased
+//! unless edited), with 10% label noise.
 
 use super::RawTable;
 use rand::{Rng, SeedableRng};
@@ -17,6 +19,7 @@ pub fn table(rows: usize, seed: u64) -> RawTable {
         "proxy_num",
         "proxy_cat",
         "x1",
+        "x1_proxy",
         "x2",
         "x3",
         "x4",
@@ -37,7 +40,7 @@ pub fn table(rows: usize, seed: u64) -> RawTable {
         let x: Vec<f64> = (0..4).map(|_| normal.sample(&mut rng)).collect();
         let noise: Vec<f64> = (0..3).map(|_| normal.sample(&mut rng)).collect();
         let logit =
-            1.6 * x[0] - 1.2 * x[1] + 0.8 * x[2] * x[3] + 0.9 * x[3].abs() + 1.1 * g as f64 - 1.2;
+            2.0 * x[0] - 1.2 * x[1] + 0.8 * x[2] * x[3] + 0.9 * x[3].abs() + 1.1 * g as f64 - 1.2;
         let mut y = (logit > 0.0) as u32;
         if rng.random_bool(0.1) {
             y = 1 - y;
@@ -47,7 +50,15 @@ pub fn table(rows: usize, seed: u64) -> RawTable {
             format!("{proxy_num:.5}"),
             proxy_cat.to_string(),
         ];
-        row.extend(x.iter().chain(&noise).map(|v| format!("{v:.5}")));
+        // A noisy measurement of x1: what retraining without x1 falls back on.
+        let x1_proxy = x[0] + 0.3 * normal.sample(&mut rng);
+        row.extend(
+            std::iter::once(&x[0])
+                .chain(std::iter::once(&x1_proxy))
+                .chain(&x[1..])
+                .chain(&noise)
+                .map(|v| format!("{v:.5}")),
+        );
         row.push(y.to_string());
         out.push(row);
     }

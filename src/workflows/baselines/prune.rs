@@ -385,7 +385,7 @@ pub fn remove_neuron(shape: &MlpShape, params: &mut [f32], l: usize, j: usize) {
 }
 
 /// Norm of the outgoing weights of neuron j of hidden layer l (column j of layer l + 1).
-fn out_norm(shape: &MlpShape, params: &[f32], l: usize, j: usize) -> f64 {
+pub(crate) fn out_norm(shape: &MlpShape, params: &[f32], l: usize, j: usize) -> f64 {
     let fo = shape.fan_out(l);
     (0..shape.fan_out(l + 1))
         .map(|k| (params[shape.weight_offset(l + 1) + k * fo + j] as f64).powi(2))
@@ -534,23 +534,4 @@ fn resolve_next_layer(
         }
         params[shape.bias_offset(l) + o] = rhs[(k - 1) * fo + o] as f32;
     }
-}
-
-/// Fraction of hidden neurons removed (incoming weights, bias and outgoing weights all zero).
-pub fn neuron_sparsity(shape: &MlpShape, params: &[f32]) -> f64 {
-    let (mut removed, mut all) = (0usize, 0usize);
-    for l in 0..shape.layers() - 1 {
-        let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
-        for j in 0..fo {
-            let incoming = params[shape.weight_offset(l) + j * fi..][..fi]
-                .iter()
-                .all(|&v| v == 0.0);
-            let gone = incoming
-                && params[shape.bias_offset(l) + j] == 0.0
-                && out_norm(shape, params, l, j) == 0.0;
-            removed += gone as usize;
-            all += 1;
-        }
-    }
-    removed as f64 / all.max(1) as f64
 }

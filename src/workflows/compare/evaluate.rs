@@ -1,19 +1,17 @@
-//! One test model's rows: every method run and timed (wall time until the device is idle),
-//! its edit's decisions on the test split, checked by `verify` against the requirement. For
-//! fairness, also threshold post-processing (a rule on the unchanged model, not an edit) and
-//! the unedited model as the front's reference point.
+//! One model's rows: every method run and timed (wall time until the device is idle), its
+//! predictions on a split checked by `verify` against the requirement; and the choice of the
+//! best one-shot rule of each setting on validation models, scored on the validation split.
 
-use super::methods::Subject;
-use super::{CompareConfig, Row};
+use super::methods::{calibration, Edited, Subject};
+use super::summarise::Choice;
+use super::{CompareConfig, Kind, Row, Setting};
 use crate::engine::device::Device;
-use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
-use crate::io::data::Dataset;
+use crate::io::data::{Dataset, Split};
 use crate::networks::mlp::predict;
-use crate::requirement::metrics::{accuracy, decisions};
-use crate::requirement::verify::Target;
+use crate::requirement::metrics::{accuracy, median, predictions};
+use crate::requirement::verify::{compliant, Target};
 use crate::requirement::{removed_columns, Columns, Requirement};
-use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::zoo::load::Member;
 use crate::workflows::zoo::ModelRecord;
@@ -25,9 +23,11 @@ pub struct Context<'a> {
     pub dev: &'a Device,
     pub data: &'a Dataset,
     pub editor: Option<&'a EditorFile>,
+    pub untrained: Option<&'a EditorFile>,
     pub cfg: &'a CompareConfig,
     /// The input columns of the data (their training means fold into the biases).
     pub columns: Columns,
+    pub calib: (Vec<f32>, usize),
 }
 
 impl<'a> Context<'a> {
@@ -35,104 +35,176 @@ impl<'a> Context<'a> {
         dev: &'a Device,
         data: &'a Dataset,
         editor: Option<&'a EditorFile>,
+        untrained: Option<&'a EditorFile>,
         cfg: &'a CompareConfig,
-    ) -> Result<Context<'a>> {
-        Ok(Context {
+    ) -> Context<'a> {
+        Context {
             dev,
             data,
             editor,
+            untrained,
             cfg,
             columns: Columns::of(&data.schema, &data.train),
-        })
+            calib: calibration(data),
+        }
     }
 
     /// The requirement a method at `setting` is checked against.
-    fn target(&self, setting: Option<f64>) -> Result<Target> {
-        Ok(match self.cfg.requirement {
-            Requirement::Minimise => Target::Minimise {
+    fn target(&self, setting: Option<Setting>) -> Result<Target> {
+        Ok(match (self.cfg.requirement, setting) {
+            (Requirement::Minimise, _) => Target::Minimise {
                 removed: removed_columns(&self.data.schema, &self.cfg.drop)
                     .map_err(Error::Usage)?,
             },
-            Requirement::Prune => Target::Prune {
-                sparsity: setting.expect("prune methods carry their sparsity"),
-            },
-            Requirement::Fairness => Target::Fairness {
+            (Requirement::Prune, Some(Setting::Sparsity(sparsity))) => Target::Prune { sparsity },
+            (Requirement::Prune, Some(Setting::Neurons(fraction))) => {
+                Target::PruneNeurons { fraction }
+            }
+            (Requirement::Prune, None) => unreachable!("prune methods carry their setting"),
+            (Requirement::Fairness, _) => Target::Fairness {
                 gap: self.cfg.gap,
                 max_gap: self.cfg.max_gap,
             },
         })
     }
 
-    /// Every method on the model of `rec` (its file in `zoo`).
-    pub fn model_rows(&self, zoo: &Path, rec: &ModelRecord) -> Result<Vec<Row>> {
-        let (dev, split) = (self.dev, &self.data.test);
-        let model = Member::load(zoo, rec)?;
+    /// Every method on the model of `rec` (its file in `dir`), scored on `split`; with
+    /// `one_shot_only`, the one-shot rules alone.
+    pub fn model_rows(
+        &self,
+        dir: &Path,
+        rec: &ModelRecord,
+        split: &Split,
+        one_shot_only: bool,
+    ) -> Result<Vec<Row>> {
+        let dev = self.dev;
+        let model = Member::load(dir, rec)?;
         let subject = Subject {
             dev,
             data: self.data,
             cfg: self.cfg,
             columns: &self.columns,
+            calib: &self.calib,
             rec,
             shape: model.shape,
             params: model.params,
         };
-        let (shape, params) = (&subject.shape, &subject.params);
-        let base = decisions(&predict(dev, shape, 1, params, &split.x)?);
-        // A row for decisions `pred` of parameters `edited`, checked against `target`.
-        let row =
-            |method: &str, setting, seconds, edited: &[f32], pred: &[f32], target: &Target| {
-                let verdict = target.verify(shape, edited, Some((split, pred)));
-                Row {
-                    model: rec.id,
-                    method: method.to_string(),
-                    setting,
-                    seconds,
-                    accuracy: accuracy(&split.y, pred),
-                    original_accuracy: accuracy(&split.y, &base),
-                    agreement: accuracy(&base, pred),
-                    requirement_value: verdict.value,
-                    satisfied: verdict.met,
+        let (shape, params, k) = (&subject.shape, &subject.params, subject.shape.outputs());
+        let base = predictions(&predict(dev, shape, 1, params, &split.x)?, k);
+        let mut methods = subject.baselines(one_shot_only)?;
+        if !one_shot_only {
+            for (ef, kind) in [
+                (self.editor, Kind::Editor),
+                (self.untrained, Kind::UntrainedEditor),
+            ] {
+                if let Some(ef) = ef {
+                    methods.extend(subject.editor(ef, kind)?);
                 }
-            };
-        let mut methods = subject.baselines()?;
-        if let Some(ef) = self.editor {
-            methods.extend(subject.editor(ef)?);
+            }
         }
         let mut rows = Vec::new();
         for m in &methods {
             let t0 = Instant::now();
-            let edited = (m.run)()?;
+            let edited = (m.run)(split)?;
             dev.sync()?;
             let seconds = t0.elapsed().as_secs_f64();
-            let pred = decisions(&predict(dev, shape, 1, &edited, &split.x)?);
-            let target = self.target(m.setting)?;
-            rows.push(row(&m.name, m.setting, seconds, &edited, &pred, &target));
+            // A rule on the unchanged model gives decisions; an edit, parameters to predict with.
+            let (weights, pred) = match &edited {
+                Edited::Params(p) => (
+                    p.as_slice(),
+                    predictions(&predict(dev, shape, 1, p, &split.x)?, k),
+                ),
+                Edited::Decisions(d) => (params.as_slice(), d.clone()),
+            };
+            let verdict = self
+                .target(m.setting)?
+                .verify(shape, weights, Some((split, &pred)));
+            let (before, after) = (accuracy(&split.y, &base), accuracy(&split.y, &pred));
+            rows.push(Row {
+                model: rec.id,
+                method: m.name.clone(),
+                kind: m.kind,
+                setting: m.setting,
+                seconds,
+                accuracy: after,
+                original_accuracy: before,
+                accuracy_change: after - before,
+                agreement: accuracy(&base, &pred),
+                requirement_value: verdict.value,
+                satisfied: verdict.met,
+                compliant: compliant(verdict.met, before, after, self.cfg.max_drop),
+            });
         }
-        if self.cfg.requirement == Requirement::Fairness {
-            let target = self.target(None)?;
-            // Post-processing leaves the network unchanged: its decisions are the rule's.
-            let (pred, seconds) = self.post_process(&subject)?;
-            let name = "threshold post-processing (needs the attribute; randomises)";
-            rows.push(row(name, None, seconds, params, &pred, &target));
-            rows.push(row("original (no edit)", None, 0.0, params, &base, &target));
+        if self.cfg.requirement == Requirement::Fairness && !one_shot_only {
+            let verdict = self
+                .target(None)?
+                .verify(shape, params, Some((split, &base)));
+            let acc = accuracy(&split.y, &base);
+            rows.push(Row {
+                model: rec.id,
+                method: "original (no edit)".into(),
+                kind: Kind::Reference,
+                setting: None,
+                seconds: 0.0,
+                accuracy: acc,
+                original_accuracy: acc,
+                accuracy_change: 0.0,
+                agreement: 1.0,
+                requirement_value: verdict.value,
+                satisfied: verdict.met,
+                compliant: verdict.met,
+            });
         }
         Ok(rows)
     }
 
-    /// Threshold post-processing of the unchanged model's scores, fitted on the validation
-    /// split: its decisions on the test split and the seconds taken to fit and apply it.
-    fn post_process(&self, s: &Subject) -> Result<(Vec<f32>, f64)> {
-        let (dev, data) = (self.dev, self.data);
-        let t0 = Instant::now();
-        let val_scores = predict(dev, &s.shape, 1, &s.params, &data.val.x)?;
-        let groups = data.schema.groups.len();
-        let (val, seed) = (&data.val, s.rec.seed);
-        let rule = match self.cfg.gap {
-            Gap::Eo => fit_equalized_odds(&val_scores, &val.y, &val.group, groups, seed),
-            Gap::Dp => fit_demographic_parity(&val_scores, &val.group, groups, seed),
-        };
-        let test_scores = predict(dev, &s.shape, 1, &s.params, &data.test.x)?;
-        let pred = rule.apply(&test_scores, &data.test.group);
-        Ok((pred, t0.elapsed().as_secs_f64()))
+    /// The best one-shot rule of every setting, on `val` models (files in `zoo`) scored on the
+    /// validation split: the rule most often compliant, then the one of highest median
+    /// accuracy (the earlier listed on ties).
+    pub fn choose_rules(&self, zoo: &Path, val: &[&ModelRecord]) -> Result<Vec<Choice>> {
+        let mut rows = Vec::new();
+        for rec in val {
+            rows.extend(self.model_rows(zoo, rec, &self.data.val, true)?);
+        }
+        Ok(self
+            .cfg
+            .settings()
+            .into_iter()
+            .filter_map(|setting| {
+                let mut names: Vec<&str> = Vec::new();
+                for r in rows.iter().filter(|r| r.setting == setting) {
+                    if !names.contains(&r.method.as_str()) {
+                        names.push(&r.method);
+                    }
+                }
+                let score = |name: &str| {
+                    let rs: Vec<&Row> = rows
+                        .iter()
+                        .filter(|r| r.setting == setting && r.method == name)
+                        .collect();
+                    let ok = rs.iter().filter(|r| r.compliant).count() as f64 / rs.len() as f64;
+                    (
+                        ok,
+                        median(&rs.iter().map(|r| r.accuracy).collect::<Vec<_>>()),
+                    )
+                };
+                let candidates: Vec<(String, f64, f64)> = names
+                    .iter()
+                    .map(|&n| {
+                        let (ok, acc) = score(n);
+                        (n.to_string(), ok, acc)
+                    })
+                    .collect();
+                let best = candidates.iter().enumerate().max_by(|(i, a), (j, b)| {
+                    a.1.total_cmp(&b.1).then(a.2.total_cmp(&b.2)).then(j.cmp(i))
+                })?;
+                Some(Choice {
+                    setting,
+                    rule: best.1 .0.clone(),
+                    val_models: val.len(),
+                    candidates,
+                })
+            })
+            .collect())
     }
 }

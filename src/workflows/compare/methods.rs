@@ -1,14 +1,17 @@
-//! What runs on one test model: every baseline of the requirement and, given one, the editor.
-//! A method is a name, a setting (prune: its sparsity) and a closure from nothing to the edited
-//! parameters, so that `evaluate` times each the same way.
+//! What runs on one model: the requirement's one-shot rules (no training: masks, scores,
+//! closed-form compensation), its fine-tuned references, and the editor, trained and untrained.
+//! A method is a name, a kind, a setting and a closure that gives the edited parameters, or,
+//! for a rule on the unchanged model (threshold post-processing), its decisions on a split.
 
-use super::CompareConfig;
+use super::{CompareConfig, Kind, Setting};
 use crate::engine::device::Device;
 use crate::error::{Error, Result};
-use crate::io::data::Dataset;
-use crate::networks::mlp::MlpShape;
-use crate::requirement::LAMBDA_SEARCH_POINTS;
-use crate::requirement::{removed_columns, Ask, Columns, FairTarget, Requirement};
+use crate::io::data::{Dataset, Split};
+use crate::networks::mlp::{predict, MlpShape};
+use crate::requirement::{removed_columns, sensitive_columns, Ask, Columns, FairTarget};
+use crate::requirement::{Requirement, LAMBDA_SEARCH_POINTS};
+use crate::workflows::baselines::calibration::{calibration_batch, CALIBRATION_ROWS};
+use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::edit_models;
@@ -16,30 +19,49 @@ use crate::workflows::edit::search::{lambda_grid, search_lambda, search_shift};
 use crate::workflows::fit::FitModel;
 use crate::workflows::zoo::ModelRecord;
 
-pub struct Method<'a> {
-    pub name: String,
-    pub setting: Option<f64>,
-    pub run: Box<dyn Fn() -> Result<Vec<f32>> + 'a>,
+/// What a method gives: edited parameters, or (a rule on the unchanged model) decisions.
+pub enum Edited {
+    Params(Vec<f32>),
+    Decisions(Vec<f32>),
 }
 
-fn method<'a>(
+type Run<'a> = Box<dyn Fn(&Split) -> Result<Edited> + 'a>;
+
+pub struct Method<'a> {
+    pub name: String,
+    pub kind: Kind,
+    pub setting: Option<Setting>,
+    pub run: Run<'a>,
+}
+
+/// A method that edits parameters.
+fn edit<'a>(
     name: impl Into<String>,
-    setting: Option<f64>,
+    kind: Kind,
+    setting: Option<Setting>,
     run: impl Fn() -> Result<Vec<f32>> + 'a,
 ) -> Method<'a> {
     Method {
         name: name.into(),
+        kind,
         setting,
-        run: Box::new(run),
+        run: Box::new(move |_| Ok(Edited::Params(run()?))),
     }
 }
 
-/// One test model and what the methods need to know of it.
+/// A mask holding the zeros of `params` at zero (what fine-tuning after a rule keeps).
+fn zeros_of(params: &[f32]) -> Vec<f32> {
+    params.iter().map(|&v| (v != 0.0) as u32 as f32).collect()
+}
+
+/// One model and what the methods need to know of it.
 pub struct Subject<'a> {
     pub dev: &'a Device,
     pub data: &'a Dataset,
     pub cfg: &'a CompareConfig,
     pub columns: &'a Columns,
+    /// The calibration batch of the data-aware rules: (x, rows).
+    pub calib: &'a (Vec<f32>, usize),
     pub rec: &'a ModelRecord,
     pub shape: MlpShape,
     pub params: Vec<f32>,
@@ -58,22 +80,44 @@ impl<'a> Subject<'a> {
         }
     }
 
-    /// The baselines of the requirement, in the order reports list them.
-    pub fn baselines(&'a self) -> Result<Vec<Method<'a>>> {
-        match self.cfg.requirement {
-            Requirement::Minimise => self.minimise(),
-            Requirement::Prune => Ok(self
-                .cfg
-                .sparsity
-                .iter()
-                .flat_map(|&s| self.prune(s))
-                .collect()),
-            Requirement::Fairness => Ok(self.fairness()),
+    /// `rule`'s edit, then masked fine-tuning that keeps its zeros.
+    fn tuned(
+        &'a self,
+        rule: impl Fn() -> Result<Vec<f32>> + 'a,
+    ) -> impl Fn() -> Result<Vec<f32>> + 'a {
+        let ft = self.fine_tune();
+        move || {
+            let edited = rule()?;
+            let mask = zeros_of(&edited);
+            masked_finetune(self.dev, &self.shape, &edited, &mask, self.data, &ft)
         }
     }
 
-    /// Zero the removed columns (with or without their means folded into the biases), zero and
-    /// fine-tune, retrain from scratch without them.
+    /// The requirement's one-shot rules and fine-tuned references, in the order reports list
+    /// them; `one_shot_only` (choosing a rule on validation models) leaves out the rest.
+    pub fn baselines(&'a self, one_shot_only: bool) -> Result<Vec<Method<'a>>> {
+        let mut out = match self.cfg.requirement {
+            Requirement::Minimise => self.minimise()?,
+            Requirement::Prune => self
+                .cfg
+                .settings()
+                .into_iter()
+                .flatten()
+                .flat_map(|s| match s {
+                    Setting::Sparsity(v) => self.prune(v),
+                    Setting::Neurons(f) => self.prune_neurons(f),
+                })
+                .collect(),
+            Requirement::Fairness => self.fairness(),
+        };
+        if one_shot_only {
+            out.retain(|m| m.kind == Kind::OneShot);
+        }
+        Ok(out)
+    }
+
+    /// Zero the removed columns; with their means, or their least-squares prediction from the
+    /// kept columns, folded in; fine-tune after; retrain from scratch without them.
     fn minimise(&'a self) -> Result<Vec<Method<'a>>> {
         let (dev, data, shape, params) = (self.dev, self.data, &self.shape, &self.params);
         let mask = drop_mask(shape, &data.schema, &self.cfg.drop).map_err(Error::Usage)?;
@@ -91,70 +135,108 @@ impl<'a> Subject<'a> {
             mask.clone(),
             &self.columns.means,
         );
+        let r2 = removed.clone();
+        let least_squares = move || {
+            let (x, n) = (&data.train.x, data.train.rows());
+            Ok(least_squares_fold(shape, params, &r2, x, n))
+        };
+        let ls = least_squares.clone();
         Ok(vec![
-            method("zero columns", None, move || Ok(apply(params, &m1))),
-            method("zero columns + mean fold", None, move || {
+            edit("zero columns", Kind::OneShot, None, move || {
+                Ok(apply(params, &m1))
+            }),
+            edit("mean fold", Kind::OneShot, None, move || {
                 let folded = fold_removed_means(shape, params, &removed, means);
                 Ok(apply(&folded, &mask))
             }),
-            method(
+            edit("least-squares fold", Kind::OneShot, None, least_squares),
+            edit(
                 format!("zero + fine-tune ({} ep)", self.cfg.ft_epochs),
+                Kind::FineTuned,
                 None,
                 move || masked_finetune(dev, shape, &apply(params, &m2), &m2, data, &ft),
             ),
-            method("retrain without", None, move || {
+            edit(
+                format!("least-squares fold + fine-tune ({} ep)", self.cfg.ft_epochs),
+                Kind::FineTuned,
+                None,
+                self.tuned(ls),
+            ),
+            edit("retrain without", Kind::FineTuned, None, move || {
                 retrain(dev, shape, &m3, data, &retrain_as, rec.batch_size)
             }),
         ])
     }
 
-    /// At sparsity `s`: global magnitude, layer-wise magnitude and LAMP pruning, each with and
-    /// without masked fine-tuning, and iterative magnitude pruning.
+    /// At weight sparsity `s`: magnitude (global, layer-wise), LAMP, Wanda and OBS
+    /// reconstruction; the best of them fine-tuned, and iterative magnitude pruning.
     fn prune(&'a self, s: f64) -> Vec<Method<'a>> {
-        type MaskFn = fn(&MlpShape, &[f32], f64) -> Vec<f32>;
-        let masks: [(&str, MaskFn, bool); 6] = [
-            ("global magnitude", global_magnitude_mask, false),
-            ("global magnitude + fine-tune", global_magnitude_mask, true),
-            ("layer-wise magnitude", layerwise_magnitude_mask, false),
-            (
-                "layer-wise magnitude + fine-tune",
-                layerwise_magnitude_mask,
-                true,
-            ),
-            ("LAMP", lamp_mask, false),
-            ("LAMP + fine-tune", lamp_mask, true),
-        ];
-        let (dev, data, shape, params, ft) = (
-            self.dev,
-            self.data,
-            &self.shape,
-            &self.params,
-            self.fine_tune(),
-        );
-        let mut out: Vec<Method> = masks
-            .into_iter()
-            .map(|(name, mask_of, tune)| {
-                method(name, Some(s), move || {
-                    let mask = mask_of(shape, params, s);
-                    let pruned = apply(params, &mask);
-                    if tune {
-                        masked_finetune(dev, shape, &pruned, &mask, data, &ft)
-                    } else {
-                        Ok(pruned)
-                    }
-                })
+        let (shape, params, (cx, cn)) = (&self.shape, &self.params, self.calib);
+        let at = Some(Setting::Sparsity(s));
+        let one = |name: &str, rule: fn(&MlpShape, &[f32], f64) -> Vec<f32>| {
+            edit(name, Kind::OneShot, at, move || {
+                Ok(apply(params, &rule(shape, params, s)))
             })
-            .collect();
-        out.push(method(
-            "iterative magnitude (3 rounds)",
-            Some(s),
-            move || iterative_magnitude(dev, shape, params, s, 3, data, &ft),
-        ));
-        out
+        };
+        let wanda = move || Ok(apply(params, &wanda_mask(shape, params, cx, *cn, s)));
+        let obs = move || Ok(obs_prune(shape, params, cx, *cn, s));
+        let global = move || Ok(apply(params, &global_magnitude_mask(shape, params, s)));
+        let lamp = move || Ok(apply(params, &lamp_mask(shape, params, s)));
+        let (dev, data, ft) = (self.dev, self.data, self.fine_tune());
+        vec![
+            one("global magnitude", global_magnitude_mask),
+            one("layer-wise magnitude", layerwise_magnitude_mask),
+            one("LAMP", lamp_mask),
+            edit("Wanda", Kind::OneShot, at, wanda),
+            edit("OBS reconstruction", Kind::OneShot, at, obs),
+            edit(
+                "global magnitude + fine-tune",
+                Kind::FineTuned,
+                at,
+                self.tuned(global),
+            ),
+            edit("LAMP + fine-tune", Kind::FineTuned, at, self.tuned(lamp)),
+            edit(
+                "OBS reconstruction + fine-tune",
+                Kind::FineTuned,
+                at,
+                self.tuned(obs),
+            ),
+            edit(
+                "iterative magnitude (3 rounds)",
+                Kind::FineTuned,
+                at,
+                move || iterative_magnitude(dev, shape, params, s, 3, data, &ft),
+            ),
+        ]
     }
 
-    /// One fairness-penalised fine-tuning per lambda, each its own method so that the sweep
-    /// traces a front. (Threshold post-processing changes no weights: `evaluate` runs it.)
+    /// Removing the share `f` of every hidden layer's neurons: by magnitude, by Wanda's
+    /// activation scores, with the next layer re-solved; the last fine-tuned.
+    fn prune_neurons(&'a self, f: f64) -> Vec<Method<'a>> {
+        let (shape, params, (cx, cn)) = (&self.shape, &self.params, self.calib);
+        let at = Some(Setting::Neurons(f));
+        let rec = move || Ok(neuron_reconstruct(shape, params, cx, *cn, f));
+        vec![
+            edit("neuron magnitude", Kind::OneShot, at, move || {
+                Ok(neuron_magnitude(shape, params, f))
+            }),
+            edit("neuron Wanda", Kind::OneShot, at, move || {
+                Ok(neuron_wanda(shape, params, cx, *cn, f))
+            }),
+            edit("neuron reconstruction", Kind::OneShot, at, rec),
+            edit(
+                "neuron reconstruction + fine-tune",
+                Kind::FineTuned,
+                at,
+                self.tuned(rec),
+            ),
+        ]
+    }
+
+    /// Group thresholds on the unchanged model (deterministic; the Hardt et al. rule, which
+    /// randomises, as a reference), and penalised fine-tuning at each lambda: reading the
+    /// attribute, and with its columns dropped.
     fn fairness(&'a self) -> Vec<Method<'a>> {
         let (dev, data, shape, params, ft) = (
             self.dev,
@@ -163,31 +245,87 @@ impl<'a> Subject<'a> {
             &self.params,
             self.fine_tune(),
         );
-        let gap = self.cfg.gap;
-        self.cfg
-            .lambdas
-            .iter()
-            .map(|&lam| {
-                method(format!("fair fine-tune lambda={lam}"), None, move || {
-                    Ok(fair_finetune(dev, shape, params, data, &ft, gap, &[lam])?.remove(0))
-                })
-            })
-            .collect()
+        let (gap, bound, seed) = (self.cfg.gap, self.cfg.max_gap, self.rec.seed);
+        let scores = move |split: &Split| predict(dev, shape, 1, params, &split.x);
+        let groups = data.schema.groups.len();
+        let mut out = vec![
+            Method {
+                name: "group thresholds (needs the attribute)".into(),
+                kind: Kind::OneShot,
+                setting: None,
+                run: Box::new(move |split| {
+                    let shift = choose_shift(&scores(&data.val)?, &data.val, groups, gap, bound);
+                    Ok(Edited::Decisions(shifted_decisions(
+                        &scores(split)?,
+                        &split.group,
+                        &shift,
+                    )))
+                }),
+            },
+            Method {
+                name: "threshold post-processing (needs the attribute; randomises)".into(),
+                kind: Kind::Reference,
+                setting: None,
+                run: Box::new(move |split| {
+                    let (val, v) = (&data.val, scores(&data.val)?);
+                    let rule = match gap {
+                        crate::engine::kernels::fairness::Gap::Eo => {
+                            fit_equalized_odds(&v, &val.y, &val.group, groups, seed)
+                        }
+                        crate::engine::kernels::fairness::Gap::Dp => {
+                            fit_demographic_parity(&v, &val.group, groups, seed)
+                        }
+                    };
+                    Ok(Edited::Decisions(rule.apply(&scores(split)?, &split.group)))
+                }),
+            },
+        ];
+        let sensitive = sensitive_columns(&data.schema);
+        for &lam in &self.cfg.lambdas {
+            out.push(edit(
+                format!("fair fine-tune lambda={lam}"),
+                Kind::FineTuned,
+                None,
+                move || Ok(fair_finetune(dev, shape, params, data, &ft, gap, &[lam])?.remove(0)),
+            ));
+        }
+        for &lam in &self.cfg.lambdas {
+            let s = sensitive.clone();
+            out.push(edit(
+                format!("drop attribute + fair fine-tune lambda={lam}"),
+                Kind::FineTuned,
+                None,
+                move || {
+                    let tuned =
+                        fair_finetune_without(dev, shape, params, &s, data, &ft, gap, &[lam]);
+                    Ok(tuned?.remove(0))
+                },
+            ));
+        }
+        out
     }
 
     /// The editor, as a user runs it: one inference per edit; a fairness bound met by choosing
     /// group shifts (shift editors) or a lambda (penalty editors) on the validation split.
-    pub fn editor(&'a self, ef: &'a EditorFile) -> Result<Vec<Method<'a>>> {
+    pub fn editor(&'a self, ef: &'a EditorFile, kind: Kind) -> Result<Vec<Method<'a>>> {
         let (dev, shape, params, schema) = (self.dev, &self.shape, &self.params, &ef.schema);
         let edit_one = move |ask: Ask| -> Result<Vec<f32>> {
             let models = [(shape, params.as_slice())];
             Ok(edit_models(dev, &ef.editor, &ef.spec, &models, &[ask], &ef.columns)?.remove(0))
         };
+        let untrained = kind == Kind::UntrainedEditor;
+        let named = |what: &str| {
+            if untrained {
+                format!("editor, untrained ({what})")
+            } else {
+                format!("editor ({what})")
+            }
+        };
         let (val, gap, bound) = (&self.data.val, self.cfg.gap, self.cfg.max_gap);
         Ok(match self.cfg.requirement {
             Requirement::Minimise => {
                 let removed = removed_columns(schema, &self.cfg.drop).map_err(Error::Usage)?;
-                vec![method("editor (one inference)", None, move || {
+                vec![edit(named("one inference"), kind, None, move || {
                     edit_one(Ask {
                         removed: removed.clone(),
                         ..Ask::new(schema.n_columns())
@@ -199,7 +337,8 @@ impl<'a> Subject<'a> {
                 .sparsity
                 .iter()
                 .map(|&sp| {
-                    method("editor (one inference)", Some(sp), move || {
+                    let at = Some(Setting::Sparsity(sp));
+                    edit(named("one inference"), kind, at, move || {
                         edit_one(Ask {
                             sparsity: sp as f32,
                             ..Ask::new(schema.n_columns())
@@ -208,8 +347,8 @@ impl<'a> Subject<'a> {
                 })
                 .collect(),
             Requirement::Fairness if ef.spec.fair_target == FairTarget::Shift => {
-                let name = "editor (group shifts picked on val, one inference)";
-                vec![method(name, None, move || {
+                let name = named("group shifts picked on val, one inference");
+                vec![edit(name, kind, None, move || {
                     let (e, spec, cols) = (&ef.editor, &ef.spec, &ef.columns);
                     let model = (shape, params.as_slice());
                     Ok(search_shift(dev, e, spec, cols, schema, model, val, gap, bound)?.1)
@@ -217,12 +356,18 @@ impl<'a> Subject<'a> {
             }
             Requirement::Fairness => {
                 let grid = lambda_grid(ef.lambda);
-                let name =
-                    format!("editor ({LAMBDA_SEARCH_POINTS} lambdas in one batch, picked on val)");
-                vec![method(name, None, move || {
+                let name = named(&format!(
+                    "{LAMBDA_SEARCH_POINTS} lambdas in one batch, picked on val"
+                ));
+                vec![edit(name, kind, None, move || {
                     Ok(search_lambda(dev, ef, shape, params, val, gap, bound, &grid)?.1)
                 })]
             }
         })
     }
+}
+
+/// The calibration batch every data-aware rule of a comparison reads.
+pub fn calibration(data: &Dataset) -> (Vec<f32>, usize) {
+    calibration_batch(&data.train, CALIBRATION_ROWS)
 }

@@ -1,8 +1,13 @@
-//! Comparing edits on a zoo's held-out test models: every baseline (and, given one, the editor)
-//! run on each model, timed on one device, checked against the requirement, summarised per
-//! method and written up. A pipeline in four steps, one file each: `methods` (what runs on a
-//! model), `evaluate` (one model's rows), `summarise` (medians, the editor against its
-//! references), `report` (results.json, report.md and the plots' data).
+//! Judging edits: every method on held-out test models, timed on one device, checked against
+//! the requirement, and the editor set against the strongest rules that need no learning. A
+//! pipeline in four steps, one file each: `methods` (what runs on a model: one-shot rules,
+//! fine-tuned references, the editor trained and untrained), `evaluate` (one model's rows, and
+//! the choice of the best one-shot rule on validation models), `summarise` (medians, and the
+//! editor against that rule model by model), `report` (results.json, report.md, plot data).
+//!
+//! Nothing measured on a test model chooses anything: the best one-shot rule is chosen on
+//! validation models, scored on the data's validation split; test models may come from a
+//! zoo of their own (`--test-zoo`), built with another seed and never trained on.
 
 pub mod evaluate;
 pub mod methods;
@@ -13,11 +18,13 @@ use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Schema};
-use crate::requirement::Requirement;
+use crate::requirement::{Requirement, MAX_DROP};
 use crate::workflows::edit::checkpoint::EditorFile;
-use crate::workflows::zoo::{Manifest, ModelSplit};
-use std::path::Path;
-pub use summarise::{EditorVersus, Summary};
+use crate::workflows::zoo::{Manifest, ModelRecord, ModelSplit};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+pub use summarise::{Choice, Finding, Paired, Summary};
 
 /// What to compare.
 #[derive(Clone, Debug)]
@@ -25,8 +32,10 @@ pub struct CompareConfig {
     pub requirement: Requirement,
     /// Features to remove (minimise).
     pub drop: Vec<String>,
-    /// Target sparsities (prune); several trace each method's front.
+    /// Target weight sparsities (prune); several trace each method's front.
     pub sparsity: Vec<f64>,
+    /// Shares of hidden neurons to remove (prune, whole neurons).
+    pub neurons: Vec<f64>,
     /// The fairness gap and its bound on the test split (fairness).
     pub gap: Gap,
     pub max_gap: f64,
@@ -36,6 +45,10 @@ pub struct CompareConfig {
     pub ft_epochs: usize,
     /// Compare at most this many test models.
     pub max_models: Option<usize>,
+    /// Validation models the best one-shot rule is chosen on (drawn across architectures).
+    pub val_models: usize,
+    /// Most accuracy an edit may lose and still comply.
+    pub max_drop: f64,
 }
 
 impl CompareConfig {
@@ -45,26 +58,45 @@ impl CompareConfig {
             requirement,
             drop: Vec::new(),
             sparsity: vec![0.9],
+            neurons: Vec::new(),
             gap: Gap::Eo,
             max_gap: 0.05,
             lambdas: vec![1.0, 4.0, 16.0, 64.0],
             ft_epochs: 2,
             max_models: None,
+            val_models: 16,
+            max_drop: MAX_DROP,
         }
     }
 
     /// Refuse settings that cannot be compared on data of `schema`.
     pub fn check(&self, schema: &Schema) -> Result<()> {
+        let share = |v: &[f64]| v.iter().all(|s| (0.0..1.0).contains(s));
         match self.requirement {
             Requirement::Minimise if self.drop.is_empty() => {
                 return Err(Error::Usage(
                     "--requirement minimise needs --drop FEATURE[,FEATURE]".into(),
                 ))
             }
-            Requirement::Prune if self.sparsity.iter().any(|s| !(0.0..1.0).contains(s)) => {
-                return Err(Error::Usage("--sparsity must be in [0, 1)".into()))
+            Requirement::Prune if self.sparsity.is_empty() && self.neurons.is_empty() => {
+                return Err(Error::Usage(
+                    "--requirement prune needs --sparsity S or --neurons F".into(),
+                ))
+            }
+            Requirement::Prune if !share(&self.sparsity) || !share(&self.neurons) => {
+                return Err(Error::Usage(
+                    "--sparsity and --neurons must be in [0, 1)".into(),
+                ))
+            }
+            Requirement::Fairness if schema.sensitive.is_none() || !schema.classes.is_empty() => {
+                return Err(Error::Usage(
+                    "fairness needs binary data with a sensitive attribute".into(),
+                ))
             }
             _ => {}
+        }
+        if !(0.0..=1.0).contains(&self.max_drop) {
+            return Err(Error::Usage("--max-drop must be in [0, 1]".into()));
         }
         if self.requirement == Requirement::Minimise {
             schema
@@ -74,18 +106,30 @@ impl CompareConfig {
         Ok(())
     }
 
+    /// The settings a prune comparison runs at (none for the other requirements).
+    pub fn settings(&self) -> Vec<Option<Setting>> {
+        match self.requirement {
+            Requirement::Prune => self
+                .sparsity
+                .iter()
+                .map(|&s| Some(Setting::Sparsity(s)))
+                .chain(self.neurons.iter().map(|&f| Some(Setting::Neurons(f))))
+                .collect(),
+            _ => vec![None],
+        }
+    }
+
     /// The settings in words, for titles.
-    pub fn settings(&self, schema: &Schema) -> String {
+    pub fn describe(&self, schema: &Schema) -> String {
         match self.requirement {
             Requirement::Minimise => format!("remove {}", self.drop.join(", ")),
-            Requirement::Prune => format!(
-                "sparsity {}",
-                self.sparsity
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            Requirement::Prune => self
+                .settings()
+                .iter()
+                .flatten()
+                .map(Setting::label)
+                .collect::<Vec<_>>()
+                .join(", "),
             Requirement::Fairness => format!(
                 "{} difference <= {} on '{}'",
                 self.gap.short_name(),
@@ -96,28 +140,74 @@ impl CompareConfig {
     }
 }
 
-/// One method on one test model.
+/// What a method is, for judging the editor: a rule that needs no learning, a reference that
+/// trains (fine-tuning, retraining), the editor, the editor untrained (the rule it starts from
+/// plus nothing learned), or a point of reference that edits nothing (the original model,
+/// post-processing rules on the unchanged model).
+#[derive(serde::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    OneShot,
+    FineTuned,
+    Editor,
+    UntrainedEditor,
+    Reference,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::OneShot => "one-shot rule",
+            Kind::FineTuned => "fine-tuned",
+            Kind::Editor => "editor",
+            Kind::UntrainedEditor => "editor, untrained",
+            Kind::Reference => "reference",
+        }
+    }
+}
+
+/// Where a prune method runs: a weight sparsity or a share of hidden neurons removed.
+#[derive(serde::Serialize, Clone, Copy, Debug, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum Setting {
+    Sparsity(f64),
+    Neurons(f64),
+}
+
+impl Setting {
+    pub fn label(&self) -> String {
+        match self {
+            Setting::Sparsity(s) => format!("sparsity {s}"),
+            Setting::Neurons(f) => format!("neurons {f}"),
+        }
+    }
+}
+
+/// One method on one model.
 #[derive(serde::Serialize, Clone, Debug)]
 pub struct Row {
     pub model: usize,
     pub method: String,
-    /// The method's target where it has one (prune: the asked sparsity).
-    pub setting: Option<f64>,
+    pub kind: Kind,
+    pub setting: Option<Setting>,
     pub seconds: f64,
     pub accuracy: f64,
     pub original_accuracy: f64,
+    /// Accuracy after minus before (negative: the edit lost accuracy).
+    pub accuracy_change: f64,
     pub agreement: f64,
-    /// minimise: largest first-layer column norm among removed columns (0 = provably unused);
-    /// prune: achieved weight sparsity; fairness: the gap on the test split.
+    /// The requirement's measure (`verify::Target::measure`).
     pub requirement_value: f64,
     pub satisfied: bool,
+    /// Requirement met with at most `max_drop` of accuracy lost.
+    pub compliant: bool,
 }
 
 impl Row {
     /// The method at its setting, as one line of the summary ("LAMP @ sparsity 0.9").
     pub fn label(&self) -> String {
-        match self.setting {
-            Some(v) => format!("{} @ sparsity {v}", self.method),
+        match &self.setting {
+            Some(s) => format!("{} @ {}", self.method, s.label()),
             None => self.method.clone(),
         }
     }
@@ -128,61 +218,108 @@ pub struct Comparison {
     pub cfg: CompareConfig,
     pub dataset: String,
     pub device: String,
-    /// `CompareConfig::settings`.
+    /// `CompareConfig::describe`.
     pub settings: String,
+    /// Where the test models came from, and how many.
+    pub test_zoo: PathBuf,
     pub test_models: usize,
     pub test_rows: usize,
+    /// The best one-shot rule of every setting, chosen on validation models.
+    pub choices: Vec<Choice>,
     pub rows: Vec<Row>,
     pub summary: Vec<Summary>,
-    pub findings: Vec<EditorVersus>,
+    pub findings: Vec<Finding>,
 }
 
-/// Run every method on the test models of the zoo in `zoo` (its `manifest` and `data`), and the
-/// editor when given; `progress` hears (models done, models in all, model id).
+/// The models a comparison runs on: validation models of the zoo the editor was trained on,
+/// and test models, from that zoo or from a sealed one.
+pub struct Models<'a> {
+    pub zoo: &'a Path,
+    pub manifest: &'a Manifest,
+    /// A zoo of the same data built with another seed: all of its models are test models.
+    pub test_zoo: Option<(&'a Path, &'a Manifest)>,
+}
+
+impl Models<'_> {
+    /// The test models, with the directory each file is in.
+    fn tests(&self, max: Option<usize>) -> Vec<(&Path, &ModelRecord)> {
+        let mut out: Vec<(&Path, &ModelRecord)> = match self.test_zoo {
+            Some((dir, m)) => m.models.iter().map(|r| (dir, r)).collect(),
+            None => self
+                .manifest
+                .models
+                .iter()
+                .filter(|r| r.split == ModelSplit::Test)
+                .map(|r| (self.zoo, r))
+                .collect(),
+        };
+        if let Some(m) = max {
+            out.truncate(m);
+        }
+        out
+    }
+
+    /// Up to `n` validation models, drawn at random across architectures (seeded: every
+    /// comparison of one zoo chooses on the same models).
+    fn validation(&self, n: usize) -> Vec<&ModelRecord> {
+        let mut val: Vec<&ModelRecord> = self
+            .manifest
+            .models
+            .iter()
+            .filter(|r| r.split == ModelSplit::Val)
+            .collect();
+        val.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0x0a1d));
+        val.truncate(n);
+        val
+    }
+}
+
+/// Run every method on the test models, and the editor when given (with its untrained self);
+/// first choose the best one-shot rule on validation models. `progress` hears (models done,
+/// models in all, model id) of the test models.
 pub fn run(
     dev: &Device,
-    zoo: &Path,
-    manifest: &Manifest,
+    models: &Models,
     data: &Dataset,
     editor: Option<&EditorFile>,
     cfg: &CompareConfig,
     progress: &mut dyn FnMut(usize, usize, usize),
 ) -> Result<Comparison> {
     cfg.check(&data.schema)?;
-    if let Some(ef) = editor {
-        if ef.spec.requirement != cfg.requirement {
-            return Err(Error::Usage(format!(
-                "the editor edits for {:?}, not {:?}",
-                ef.spec.requirement, cfg.requirement
-            )));
+    if let Some((dir, m)) = models.test_zoo {
+        let same = m.schema == models.manifest.schema
+            && m.loader == models.manifest.loader
+            && m.data_seed == models.manifest.data_seed;
+        if !same {
+            return Err(Error::input(
+                dir,
+                "is a zoo of other data (schema, loader or data seed differ from the zoo's)",
+            ));
         }
     }
-    let mut tests: Vec<_> = manifest
-        .models
-        .iter()
-        .filter(|r| r.split == ModelSplit::Test)
-        .collect();
-    if let Some(m) = cfg.max_models {
-        tests.truncate(m);
-    }
+    let tests = models.tests(cfg.max_models);
     if tests.is_empty() {
-        return Err(Error::input(zoo, "has no test models"));
+        return Err(Error::input(models.zoo, "has no test models"));
     }
-    let ctx = evaluate::Context::new(dev, data, editor, cfg)?;
+    let untrained = editor.map(|ef| ef.untrained(dev)).transpose()?;
+    let ctx = evaluate::Context::new(dev, data, editor, untrained.as_ref(), cfg);
+    let choices = ctx.choose_rules(models.zoo, &models.validation(cfg.val_models))?;
     let mut rows = Vec::new();
-    for (k, rec) in tests.iter().enumerate() {
-        rows.extend(ctx.model_rows(zoo, rec)?);
+    for (k, (dir, rec)) in tests.iter().enumerate() {
+        rows.extend(ctx.model_rows(dir, rec, &data.test, false)?);
         progress(k + 1, tests.len(), rec.id);
     }
     Ok(Comparison {
         cfg: cfg.clone(),
-        dataset: manifest.dataset.clone(),
+        dataset: models.manifest.dataset.clone(),
         device: dev.name(),
-        settings: cfg.settings(&data.schema),
+        settings: cfg.describe(&data.schema),
+        test_zoo: models.test_zoo.map_or(models.zoo, |(d, _)| d).to_path_buf(),
         test_models: tests.len(),
         test_rows: data.test.rows(),
         summary: summarise::summary(&rows),
-        findings: summarise::editor_findings(cfg.requirement, &rows, &cfg.sparsity),
+        findings: summarise::findings(&rows, &choices),
+        choices,
         rows,
     })
 }

@@ -4,7 +4,7 @@
 //! accuracy against sparsity or against the fairness gap). Drawing the plots is the app's.
 
 use super::summarise::labels;
-use super::{Comparison, Row};
+use super::{Comparison, Row, Setting};
 use crate::requirement::metrics::median;
 use crate::requirement::Requirement;
 use std::path::Path;
@@ -38,9 +38,11 @@ pub struct Report {
 /// The report of `c`, run on the zoo in `zoo`.
 pub fn report(c: &Comparison, zoo: &Path) -> Report {
     let results = serde_json::json!({
-        "zoo": zoo, "dataset": c.dataset, "device": c.device, "requirement": c.cfg.requirement,
-        "settings": c.settings, "fine_tune_epochs": c.cfg.ft_epochs, "test_models": c.test_models,
-        "summary": c.summary, "editor_versus": c.findings, "rows": c.rows,
+        "zoo": zoo, "test_zoo": c.test_zoo, "dataset": c.dataset, "device": c.device,
+        "requirement": c.cfg.requirement, "settings": c.settings,
+        "fine_tune_epochs": c.cfg.ft_epochs, "max_drop": c.cfg.max_drop,
+        "test_models": c.test_models, "summary": c.summary, "choices": c.choices,
+        "findings": c.findings, "rows": c.rows,
     });
     Report {
         results,
@@ -111,10 +113,14 @@ fn plots(c: &Comparison) -> Vec<Plot> {
     out
 }
 
-/// Each method's front: its median accuracy at every asked sparsity.
+/// Each method's front: its median accuracy at every asked weight sparsity.
 fn sparsity_front(c: &Comparison) -> Vec<Series> {
     let mut methods: Vec<String> = Vec::new();
-    for r in &c.rows {
+    for r in c
+        .rows
+        .iter()
+        .filter(|r| matches!(r.setting, Some(Setting::Sparsity(_))))
+    {
         if !methods.contains(&r.method) {
             methods.push(r.method.clone());
         }
@@ -130,7 +136,7 @@ fn sparsity_front(c: &Comparison) -> Vec<Series> {
                     let at = c
                         .rows
                         .iter()
-                        .filter(|r| &r.method == m && r.setting == Some(sp));
+                        .filter(|r| &r.method == m && r.setting == Some(Setting::Sparsity(sp)));
                     (sp, median(&at.map(|r| r.accuracy).collect::<Vec<_>>()))
                 })
                 .collect();
@@ -161,47 +167,112 @@ fn fairness_front(c: &Comparison) -> Vec<Series> {
         .collect()
 }
 
+fn pct(v: f64) -> String {
+    format!("{:.0}%", 100.0 * v)
+}
+
 fn markdown(c: &Comparison) -> String {
-    let mut md = format!("# {}\n\nDevice: {}. Test split of the data: {} rows. Fine-tuning: {} epochs at each model's own learning rate.\n\n", title(c), c.device, c.test_rows, c.cfg.ft_epochs);
-    md += "| method | median accuracy | median drop | median agreement | median ms/edit | requirement met | compliant (met, drop <= 2 pts) |\n|---|---:|---:|---:|---:|---:|---:|\n";
+    let mut md = format!(
+        "# {}\n\nDevice: {}. Test models: {} from {}. Test split of the data: {} rows. Fine-tuning: {} epochs at each model's own learning rate. Compliant: the requirement met with at most {:.1} points of accuracy lost.\n\n",
+        title(c),
+        c.device,
+        c.test_models,
+        c.test_zoo.display(),
+        c.test_rows,
+        c.cfg.ft_epochs,
+        100.0 * c.cfg.max_drop
+    );
+    md += "| method | kind | median accuracy | median accuracy change | median agreement | median ms/edit | requirement met | compliant |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
     for s in &c.summary {
+        let label = match &s.setting {
+            Some(at) => format!("{} @ {}", s.method, at.label()),
+            None => s.method.clone(),
+        };
         md += &format!(
-            "| {} | {:.4} | {:+.4} | {:.4} | {:.2} | {:.0}% | {:.0}% |\n",
-            s.method,
+            "| {label} | {} | {:.4} | {:+.4} | {:.4} | {:.2} | {} | {} |\n",
+            s.kind.name(),
             s.median_accuracy,
-            -s.median_accuracy_drop,
+            s.median_accuracy_change,
             s.median_agreement,
             1e3 * s.median_seconds,
-            100.0 * s.satisfied,
-            100.0 * s.compliant
+            pct(s.satisfied),
+            pct(s.compliant)
         );
     }
-    if !c.findings.is_empty() {
-        md += "\nThe editor against its references (gap recovered: how far the editor's median accuracy goes from the trivial edit's to the reference's; speed-up: one reference run's time over one edit's, per model, same device):\n\n| reference | setting | gap recovered | speed-up, median | speed-up, lowest |\n|---|---|---:|---:|---:|\n";
-        for f in &c.findings {
-            let gap = match (&f.trivial, f.gap_recovered) {
-                (Some((name, t)), Some(g)) => format!(
-                    "{:.0}% ({name} {t:.4} -> editor {:.4}; reference {:.4})",
-                    100.0 * g,
-                    f.editor_accuracy,
-                    f.reference_accuracy
-                ),
-                _ => "-".into(),
-            };
-            md += &format!(
-                "| {} | {} | {gap} | {:.1}x | {:.1}x |\n",
-                f.reference,
-                f.setting.map_or("-".into(), |s| format!("sparsity {s}")),
-                f.speedup_median,
-                f.speedup_lowest
-            );
-        }
-    }
-    md += match c.cfg.requirement {
-        Requirement::Minimise => "\nRequirement: every first-layer weight of the removed features' input columns is exactly zero, so the model provably cannot use them.\n",
-        Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded) is exactly zero. With several sparsities, pareto.svg shows each method's accuracy against sparsity.\n",
-        Requirement::Fairness => "\nRequirement: the fairness difference (Fairlearn's definition, hard decisions) on the test split is at most the stated bound. Each lambda of the penalised fine-tuning is one point of its trade-off; see pareto.svg. Threshold post-processing (Hardt et al.) leaves the network unchanged and adds group-specific thresholds fitted on the validation split: it needs the sensitive attribute at prediction time as a separate input and, for equalised odds, randomises its decisions; an edited network needs neither. Its time is fitting plus predicting the test split. A shift editor picks deterministic group thresholds on the validation split from the original's logits and folds them into the weights in one inference; its time includes that choice.\n\n![accuracy against fairness gap](pareto.svg)\n",
-    };
+    md += &choices(c);
+    md += &findings(c);
+    md += requirement_note(c.cfg.requirement);
     md += "\n![accuracy against time per edit](accuracy_vs_time.svg)\n\n![per-model accuracy before and after](per_model.svg)\n";
     md
+}
+
+/// The best one-shot rule of each setting, and the candidates it was chosen from.
+fn choices(c: &Comparison) -> String {
+    let Some(first) = c.choices.first() else {
+        return String::new();
+    };
+    let mut md = format!("\nThe best one-shot rule of each setting, chosen on {} validation models of the zoo (scored on the validation split; the most often compliant, then the most accurate):\n\n| setting | chosen | candidates: compliant, median accuracy |\n|---|---|---|\n", first.val_models);
+    for ch in &c.choices {
+        let cands: Vec<String> = ch
+            .candidates
+            .iter()
+            .map(|(n, ok, acc)| format!("{n} {} {acc:.4}", pct(*ok)))
+            .collect();
+        md += &format!(
+            "| {} | {} | {} |\n",
+            ch.setting.map_or("-".into(), |s| s.label()),
+            ch.rule,
+            cands.join("; ")
+        );
+    }
+    md
+}
+
+/// The editor against the chosen rule, model by model, and against the best reference.
+fn findings(c: &Comparison) -> String {
+    if c.findings.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\nThe editor against the chosen rule, model by model on the test models (accuracy difference editor - rule: median, bootstrap 95% interval, wins/ties/losses), and against the best fine-tuned reference (gap recovered: how far the editor's median accuracy goes from the rule's to the reference's; speed-up: one reference run's time over one edit's, per model):\n\n| setting | rule | editor - rule | W/T/L | untrained editor - rule | median accuracy: rule / editor / reference | compliant: rule / editor / reference | gap recovered | speed-up (median, lowest) |\n|---|---|---:|---:|---:|---|---|---:|---:|\n");
+    for f in &c.findings {
+        let p = &f.versus_rule;
+        let untrained = f.untrained_versus_rule.as_ref().map_or("-".into(), |u| {
+            format!(
+                "{:+.4} ({}/{}/{})",
+                u.median_difference, u.wins, u.ties, u.losses
+            )
+        });
+        let reference = f.reference.as_ref().map_or("-".into(), |r| r.clone());
+        md += &format!(
+            "| {} | {} | {:+.4} [{:+.4}, {:+.4}] | {}/{}/{} | {untrained} | {:.4} / {:.4} / {} ({reference}) | {} / {} / {} | {} | {} |\n",
+            f.setting.map_or("-".into(), |s| s.label()),
+            f.rule,
+            p.median_difference,
+            p.ci95.0,
+            p.ci95.1,
+            p.wins,
+            p.ties,
+            p.losses,
+            f.rule_accuracy,
+            f.editor_accuracy,
+            f.reference_accuracy.map_or("-".into(), |v| format!("{v:.4}")),
+            pct(f.rule_compliant),
+            pct(f.editor_compliant),
+            f.reference_compliant.map_or("-".into(), pct),
+            f.gap_recovered.map_or("-".into(), pct),
+            match (f.speedup_median, f.speedup_lowest) {
+                (Some(m), Some(l)) => format!("{m:.1}x, {l:.1}x"),
+                _ => "-".into(),
+            },
+        );
+    }
+    md
+}
+
+fn requirement_note(req: Requirement) -> &'static str {
+    match req {
+        Requirement::Minimise => "\nRequirement: every first-layer weight of the removed features' input columns is exactly zero, so the model provably cannot use them. The least-squares fold replaces the removed columns by their best linear prediction from the kept ones (fitted on the training rows); the mean fold by their means.\n",
+        Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded), or of hidden neurons (their weights in and out and their bias), is exactly zero. Wanda and OBS reconstruction read a calibration batch of training rows; OBS re-solves each layer's kept weights to reproduce its outputs there. With several sparsities, pareto.svg shows each method's accuracy against sparsity.\n",
+        Requirement::Fairness => "\nRequirement: the fairness difference (Fairlearn's definition, hard decisions) on the test split is at most the stated bound. Group thresholds move each group's logits by shifts chosen on the validation split from the original's logits; like threshold post-processing (Hardt et al., which also randomises), they leave the network unchanged and need the sensitive attribute at prediction time as a separate input. A shift editor folds such shifts into the weights in one inference; its time includes the choice. \"drop attribute\" fine-tunings remove the attribute's columns (least-squares fold) and fine-tune with the penalty: their models do not read the attribute at all. Each lambda is one point of the trade-off; see pareto.svg.\n\n![accuracy against fairness gap](pareto.svg)\n",
+    }
 }

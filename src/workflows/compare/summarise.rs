@@ -1,23 +1,26 @@
 //! A comparison's rows summarised: medians per method (at each setting), the share of models
-//! that meet the requirement and that comply, and the editor against its references.
+//! that meet the requirement and that comply; and, per setting, the editor against the best
+//! one-shot rule model by model (median difference, wins, ties and losses, a bootstrap 95%
+//! interval), and how far it goes from that rule to the best fine-tuned reference.
 
-use super::Row;
+use super::{Kind, Row, Setting};
 use crate::requirement::metrics::median;
-use crate::requirement::verify::compliant;
-use crate::requirement::Requirement;
+use rand::{Rng, SeedableRng};
 
 /// One method at one setting, over the test models.
 #[derive(serde::Serialize, Clone, Debug)]
 pub struct Summary {
     pub method: String,
+    pub kind: Kind,
+    pub setting: Option<Setting>,
     pub models: usize,
     pub median_accuracy: f64,
-    pub median_accuracy_drop: f64,
+    /// Median of accuracy after minus before.
+    pub median_accuracy_change: f64,
     pub median_agreement: f64,
     pub median_seconds: f64,
     pub satisfied: f64,
-    /// Share of models that meet the requirement with an accuracy drop of at most
-    /// `MAX_DROP` (2 points).
+    /// Share of models that meet the requirement within the allowed accuracy loss.
     pub compliant: f64,
 }
 
@@ -43,134 +46,230 @@ pub fn summary(rows: &[Row]) -> Vec<Summary> {
                 rs.iter().filter(|r| keep(r)).count() as f64 / rs.len() as f64
             };
             Summary {
-                method: m.clone(),
+                method: rs[0].method.clone(),
+                kind: rs[0].kind,
+                setting: rs[0].setting,
                 models: rs.len(),
                 median_accuracy: median(&f(&|r| r.accuracy)),
-                median_accuracy_drop: median(&f(&|r| r.original_accuracy - r.accuracy)),
+                median_accuracy_change: median(&f(&|r| r.accuracy_change)),
                 median_agreement: median(&f(&|r| r.agreement)),
                 median_seconds: median(&f(&|r| r.seconds)),
                 satisfied: share(&|r| r.satisfied),
-                compliant: share(&|r| compliant(r.satisfied, r.original_accuracy, r.accuracy)),
+                compliant: share(&|r| r.compliant),
             }
         })
         .collect()
 }
 
-/// The editor against a baseline its requirement is judged by: how much of the gap between
-/// the trivial edit and the reference its median accuracy recovers, and how many times faster
-/// one edit is than one reference run on the same model (median and lowest over models).
+/// The best one-shot rule of a setting, chosen on validation models.
 #[derive(serde::Serialize, Clone, Debug)]
-pub struct EditorVersus {
-    pub setting: Option<f64>,
-    pub reference: String,
-    pub reference_accuracy: f64,
-    pub editor_accuracy: f64,
-    /// The trivial edit and its median accuracy, where the gap is defined.
-    pub trivial: Option<(String, f64)>,
-    pub gap_recovered: Option<f64>,
-    pub speedup_median: f64,
-    pub speedup_lowest: f64,
+pub struct Choice {
+    pub setting: Option<Setting>,
+    pub rule: String,
+    pub val_models: usize,
+    /// Every one-shot rule: (name, share compliant, median accuracy) on the validation models.
+    pub candidates: Vec<(String, f64, f64)>,
 }
 
-/// `EditorVersus` for the rows at `setting`: the editor's rows against those `reference` picks
-/// (per model the fastest of them, when several methods qualify, as the fair fine-tunings at
-/// each lambda do), with the gap from `trivial` where given. None without editor or reference
-/// rows.
-fn editor_versus(
-    rows: &[Row],
-    setting: Option<f64>,
-    reference: (&str, &dyn Fn(&str) -> bool),
-    trivial: Option<&dyn Fn(&str) -> bool>,
-) -> Option<EditorVersus> {
-    let at = |pick: &dyn Fn(&str) -> bool| -> Vec<&Row> {
-        rows.iter()
-            .filter(|r| r.setting == setting && pick(&r.method))
-            .collect()
-    };
-    let editor = at(&|m: &str| m.starts_with("editor"));
-    let refs = at(reference.1);
-    if editor.is_empty() || refs.is_empty() {
-        return None;
-    }
-    let acc = |rs: &[&Row]| median(&rs.iter().map(|r| r.accuracy).collect::<Vec<_>>());
-    let ratios: Vec<f64> = editor
+/// One method against another, model by model: the difference of their test accuracies.
+#[derive(serde::Serialize, Clone, Debug, PartialEq)]
+pub struct Paired {
+    pub models: usize,
+    pub median_difference: f64,
+    /// Models where the first is more accurate, as accurate, less accurate.
+    pub wins: usize,
+    pub ties: usize,
+    pub losses: usize,
+    /// Bootstrap 95% interval of the median difference (models resampled).
+    pub ci95: (f64, f64),
+}
+
+/// Resamples of the bootstrap interval.
+const BOOTSTRAP: usize = 2000;
+
+/// `a` against `b` on the models both ran on (accuracy differences a - b).
+pub fn paired(a: &[&Row], b: &[&Row]) -> Option<Paired> {
+    let d: Vec<f64> = a
         .iter()
-        .filter_map(|e| {
-            let fastest = refs
-                .iter()
-                .filter(|r| r.model == e.model)
-                .map(|r| r.seconds)
-                .reduce(f64::min)?;
-            Some(fastest / e.seconds.max(1e-9))
+        .filter_map(|x| {
+            let y = b.iter().find(|y| y.model == x.model)?;
+            Some(x.accuracy - y.accuracy)
         })
         .collect();
-    let (editor_accuracy, reference_accuracy) = (acc(&editor), acc(&refs));
-    let trivial = trivial.and_then(|pick| {
-        let rs = at(pick);
-        Some((rs.first()?.method.clone(), acc(&rs)))
-    });
-    Some(EditorVersus {
-        setting,
-        reference: reference.0.to_string(),
-        reference_accuracy,
-        editor_accuracy,
-        gap_recovered: trivial
-            .as_ref()
-            .map(|(_, t)| (editor_accuracy - t) / (reference_accuracy - t)),
-        trivial,
-        speedup_median: median(&ratios),
-        speedup_lowest: ratios.iter().copied().fold(f64::INFINITY, f64::min),
+    if d.is_empty() {
+        return None;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xb007);
+    let mut medians: Vec<f64> = (0..BOOTSTRAP)
+        .map(|_| {
+            let s: Vec<f64> = (0..d.len())
+                .map(|_| d[rng.random_range(0..d.len())])
+                .collect();
+            median(&s)
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    let q = |p: f64| medians[((p * BOOTSTRAP as f64) as usize).min(BOOTSTRAP - 1)];
+    Some(Paired {
+        models: d.len(),
+        median_difference: median(&d),
+        wins: d.iter().filter(|&&v| v > 0.0).count(),
+        ties: d.iter().filter(|&&v| v == 0.0).count(),
+        losses: d.iter().filter(|&&v| v < 0.0).count(),
+        ci95: (q(0.025), q(0.975)),
     })
 }
 
-/// What the editor is judged by, per requirement: minimisation against zeroing and retraining
-/// (and zero + fine-tune for speed), pruning against global magnitude and magnitude +
-/// fine-tune at each sparsity, fairness against one fair fine-tuning.
-pub fn editor_findings(req: Requirement, rows: &[Row], sparsities: &[f64]) -> Vec<EditorVersus> {
-    let is = |name: &'static str| move |m: &str| m == name;
-    match req {
-        Requirement::Minimise => [
-            editor_versus(
-                rows,
-                None,
-                ("retrain without", &is("retrain without")),
-                Some(&is("zero columns")),
-            ),
-            editor_versus(
-                rows,
-                None,
-                ("zero + fine-tune", &|m: &str| {
-                    m.starts_with("zero + fine-tune")
-                }),
-                None,
-            ),
-        ]
-        .into_iter()
-        .flatten()
-        .collect(),
-        Requirement::Prune => sparsities
+/// The editor at one setting against the best one-shot rule (chosen on validation models) and
+/// the best fine-tuned reference (the most often compliant on the test models, then the most
+/// accurate).
+#[derive(serde::Serialize, Clone, Debug)]
+pub struct Finding {
+    pub setting: Option<Setting>,
+    pub editor: String,
+    pub rule: String,
+    pub reference: Option<String>,
+    /// Median test accuracies and shares compliant.
+    pub editor_accuracy: f64,
+    pub rule_accuracy: f64,
+    pub reference_accuracy: Option<f64>,
+    pub editor_compliant: f64,
+    pub rule_compliant: f64,
+    pub reference_compliant: Option<f64>,
+    /// Editor minus rule, model by model; and the untrained editor minus rule.
+    pub versus_rule: Paired,
+    pub untrained_versus_rule: Option<Paired>,
+    /// (editor - rule) / (reference - rule), of the median accuracies.
+    pub gap_recovered: Option<f64>,
+    /// One reference run's time over one edit's, per model: median and lowest.
+    pub speedup_median: Option<f64>,
+    pub speedup_lowest: Option<f64>,
+}
+
+/// The rows of one method (the first whose name `pick` takes, among `kind`) at `setting`.
+fn method_rows<'r>(
+    rows: &'r [Row],
+    setting: Option<Setting>,
+    pick: &dyn Fn(&Row) -> bool,
+) -> Vec<&'r Row> {
+    let first = rows.iter().find(|r| r.setting == setting && pick(r));
+    match first {
+        Some(f) => rows
             .iter()
-            .filter_map(|&sp| {
-                editor_versus(
-                    rows,
-                    Some(sp),
-                    (
-                        "global magnitude + fine-tune",
-                        &is("global magnitude + fine-tune"),
-                    ),
-                    Some(&is("global magnitude")),
-                )
-            })
+            .filter(|r| r.setting == setting && r.method == f.method)
             .collect(),
-        Requirement::Fairness => editor_versus(
-            rows,
-            None,
-            ("fair fine-tune (the fastest lambda)", &|m: &str| {
-                m.starts_with("fair fine-tune")
-            }),
-            None,
-        )
-        .into_iter()
-        .collect(),
+        None => Vec::new(),
+    }
+}
+
+fn medians(rs: &[&Row]) -> (f64, f64) {
+    let acc = median(&rs.iter().map(|r| r.accuracy).collect::<Vec<_>>());
+    let ok = rs.iter().filter(|r| r.compliant).count() as f64 / rs.len().max(1) as f64;
+    (acc, ok)
+}
+
+/// A finding per setting where the editor ran.
+pub fn findings(rows: &[Row], choices: &[Choice]) -> Vec<Finding> {
+    choices
+        .iter()
+        .filter_map(|c| {
+            let at = c.setting;
+            let editor = method_rows(rows, at, &|r| r.kind == Kind::Editor);
+            let rule = method_rows(rows, at, &|r| r.method == c.rule);
+            if editor.is_empty() || rule.is_empty() {
+                return None;
+            }
+            let untrained = method_rows(rows, at, &|r| r.kind == Kind::UntrainedEditor);
+            let reference = best_reference(rows, at);
+            let ((ea, ec), (ra, rc)) = (medians(&editor), medians(&rule));
+            let refm = (!reference.is_empty()).then(|| medians(&reference));
+            let ratios: Vec<f64> = editor
+                .iter()
+                .filter_map(|e| {
+                    let r = reference.iter().find(|r| r.model == e.model)?;
+                    Some(r.seconds / e.seconds.max(1e-9))
+                })
+                .collect();
+            let gap =
+                refm.and_then(|(fa, _)| ((fa - ra).abs() > 1e-12).then(|| (ea - ra) / (fa - ra)));
+            Some(Finding {
+                setting: at,
+                editor: editor[0].method.clone(),
+                rule: c.rule.clone(),
+                reference: reference.first().map(|r| r.method.clone()),
+                editor_accuracy: ea,
+                rule_accuracy: ra,
+                reference_accuracy: refm.map(|m| m.0),
+                editor_compliant: ec,
+                rule_compliant: rc,
+                reference_compliant: refm.map(|m| m.1),
+                versus_rule: paired(&editor, &rule)?,
+                untrained_versus_rule: paired(&untrained, &rule),
+                gap_recovered: gap,
+                speedup_median: (!ratios.is_empty()).then(|| median(&ratios)),
+                speedup_lowest: (!ratios.is_empty())
+                    .then(|| ratios.iter().copied().fold(f64::INFINITY, f64::min)),
+            })
+        })
+        .collect()
+}
+
+/// The fine-tuned method at `setting` most often compliant on the test models, then the most
+/// accurate (the earlier listed on ties); its rows.
+fn best_reference(rows: &[Row], setting: Option<Setting>) -> Vec<&Row> {
+    let mut names: Vec<&str> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.setting == setting && r.kind == Kind::FineTuned)
+    {
+        if !names.contains(&r.method.as_str()) {
+            names.push(&r.method);
+        }
+    }
+    let of = |n: &str| -> Vec<&Row> {
+        rows.iter()
+            .filter(|r| r.setting == setting && r.method == n)
+            .collect()
+    };
+    let best = names.iter().enumerate().max_by(|(i, a), (j, b)| {
+        let ((aa, ac), (ba, bc)) = (medians(&of(a)), medians(&of(b)));
+        ac.total_cmp(&bc).then(aa.total_cmp(&ba)).then(j.cmp(i))
+    });
+    best.map_or(Vec::new(), |(_, n)| of(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(model: usize, method: &str, accuracy: f64) -> Row {
+        Row {
+            model,
+            method: method.into(),
+            kind: Kind::OneShot,
+            setting: None,
+            seconds: 1.0,
+            accuracy,
+            original_accuracy: 0.9,
+            accuracy_change: accuracy - 0.9,
+            agreement: 1.0,
+            requirement_value: 0.0,
+            satisfied: true,
+            compliant: true,
+        }
+    }
+
+    /// Paired statistics from hand-made rows: differences matched by model, not by order.
+    #[test]
+    fn paired_statistics_match_models_and_count_wins() {
+        let a = [row(1, "a", 0.80), row(2, "a", 0.70), row(3, "a", 0.75)];
+        let b = [row(3, "b", 0.70), row(2, "b", 0.70), row(1, "b", 0.90)];
+        let (a, b): (Vec<&Row>, Vec<&Row>) = (a.iter().collect(), b.iter().collect());
+        let p = paired(&a, &b).unwrap();
+        // Differences: model 1 -0.10, model 2 0, model 3 +0.05.
+        assert_eq!((p.wins, p.ties, p.losses), (1, 1, 1));
+        assert!((p.median_difference - 0.0).abs() < 1e-12);
+        assert!(p.ci95.0 <= p.median_difference && p.median_difference <= p.ci95.1);
+        assert!(p.ci95.0 >= -0.10 - 1e-12 && p.ci95.1 <= 0.05 + 1e-12);
     }
 }

@@ -129,6 +129,21 @@ pub struct EditorFile {
 }
 
 impl EditorFile {
+    /// The same editor untrained: its heads at zero, so it edits exactly as the rule it starts
+    /// from (the mean fold, the pruning prior's top-k, the mean shift in the output bias).
+    pub fn untrained(&self, dev: &Device) -> Result<EditorFile> {
+        Ok(EditorFile {
+            editor: Editor::new(dev, &self.editor.cfg, 0)?,
+            spec: self.spec,
+            schema: self.schema.clone(),
+            loader: self.loader,
+            data_options: self.data_options.clone(),
+            data_seed: self.data_seed,
+            lambda: self.lambda,
+            columns: self.columns.clone(),
+        })
+    }
+
     pub fn load(dev: &Device, path: &std::path::Path) -> Result<EditorFile> {
         let (editor, meta) = load_editor(dev, path)?;
         let get = |k: &str| {

@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 
 /// The plan: every model's architecture, hyper-parameters and split, from the config alone.
-pub fn plan(cfg: &ZooConfig, inputs: usize) -> Vec<ModelRecord> {
+pub fn plan(cfg: &ZooConfig, inputs: usize, outputs: usize) -> Vec<ModelRecord> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x200_0000);
     let log_uniform = |rng: &mut rand_chacha::ChaCha8Rng, (lo, hi): (f32, f32)| {
         (rng.random_range(lo.ln()..=hi.ln())).exp()
@@ -40,7 +40,7 @@ pub fn plan(cfg: &ZooConfig, inputs: usize) -> Vec<ModelRecord> {
             let width = cfg.widths[rng.random_range(0..cfg.widths.len())];
             let mut dims = vec![inputs];
             dims.extend(std::iter::repeat_n(width, depth));
-            dims.push(1);
+            dims.push(outputs);
             ModelRecord {
                 id,
                 file: format!("model-{id:05}.safetensors"),
@@ -106,15 +106,11 @@ pub fn train_group(
             continue;
         }
         let logits = predict(dev, &shape, b, &trained, &split.x)?;
+        let (k, n) = (shape.outputs(), split.rows());
         for (z, r) in records.iter_mut().enumerate() {
-            r.metrics.insert(
-                name.into(),
-                report(
-                    &split.y,
-                    &logits[z * split.rows()..(z + 1) * split.rows()],
-                    &split.group,
-                ),
-            );
+            let own = &logits[z * n * k..(z + 1) * n * k];
+            r.metrics
+                .insert(name.into(), report(&split.y, own, &split.group, k));
         }
     }
     Ok(trained)
@@ -181,7 +177,7 @@ pub fn build(
     use crate::error::Error;
     check_output(out, o)?;
     let cfg = manifest.config.clone();
-    let mut records = plan(&cfg, data.schema.n_columns());
+    let mut records = plan(&cfg, data.schema.n_columns(), data.schema.outputs());
     if let Some((i, n)) = o.shard {
         records.retain(|r| r.id % n == i);
     }
