@@ -223,7 +223,12 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         PathBuf::from(first["edited"].as_str().unwrap()),
     );
     let by_cli = dir.path().join("by-cli.safetensors");
-    ok(&edit(&editor, &model, &by_cli, &["--sparsity", "0.9"]));
+    ok(&edit(
+        &editor,
+        &model,
+        &by_cli,
+        &["--sparsity", "0.9", "--max-drop", "1"],
+    ));
     let load = |f: &Path| regop::io::model::Model::load(f).unwrap().flat_params();
     assert_eq!(load(&checked), load(&by_cli));
     assert_ne!(load(&checked), load(&model));
@@ -303,7 +308,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     // `regop edit`: verified before -> after, exit 0 when met; the file loads as a model.
     let model = z.join("model-00000.safetensors");
     let out = dir.path().join("edited.safetensors");
-    let e = edit(&editor, &model, &out, &["--drop", "group"]);
+    let e = edit(&editor, &model, &out, &["--drop", "proxy_num"]);
     assert_eq!(
         e.status.code(),
         Some(0),
@@ -312,11 +317,52 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     );
     let text = String::from_utf8_lossy(&e.stdout);
     assert!(text.contains("->") && text.contains("[met]"), "{text}");
+    // Dropping x1 costs far more than the 2 points --max-drop allows by default: exit 1, the
+    // line says what missed, and nothing is written unless --write-missed, whose file records
+    // the miss. A looser --max-drop lets the same edit through.
+    let missed = dir.path().join("missed.safetensors");
+    let e = edit(&editor, &model, &missed, &["--drop", "x1"]);
+    assert_eq!(
+        e.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&e.stderr)
+    );
+    let text = String::from_utf8_lossy(&e.stdout);
+    assert!(
+        text.contains("MISSED")
+            && text.contains("test accuracy fell")
+            && text.contains("not written"),
+        "{text}"
+    );
+    assert!(!missed.exists(), "a missed edit is not written");
+    let e = edit(
+        &editor,
+        &model,
+        &missed,
+        &["--drop", "x1", "--write-missed"],
+    );
+    assert_eq!(e.status.code(), Some(1));
+    let kept = regop::io::model::Model::load(&missed).unwrap();
+    let record: serde_json::Value = serde_json::from_str(&kept.metadata["regop_edit"]).unwrap();
+    assert_eq!(record["met"], false, "{record}");
+    let e = edit(
+        &editor,
+        &model,
+        &missed,
+        &["--drop", "x1", "--max-drop", "0.5", "--force"],
+    );
+    assert_eq!(
+        e.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&e.stdout)
+    );
     let m = regop::io::model::Model::load(&out).unwrap();
     let norms = m.input_column_norms();
-    assert_eq!(norms[0], 0.0);
-    assert_eq!(norms[1], 0.0);
-    assert!(norms[2..].iter().all(|n| *n > 0.0));
+    // proxy_num is column 2 (group's one-hot columns are 0 and 1).
+    assert_eq!(norms[2], 0.0);
+    assert!(norms.iter().enumerate().all(|(c, n)| c == 2 || *n > 0.0));
     // A directory of models in one call.
     let batch = dir.path().join("batch");
     std::fs::create_dir(&batch).unwrap();
@@ -336,6 +382,8 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         p(&edited_dir),
         "--drop",
         "group",
+        "--max-drop",
+        "0.2",
     ]);
     let outcomes = ok(&e);
     assert_eq!(outcomes.as_array().unwrap().len(), 3);
@@ -351,7 +399,15 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         &editor,
         &model,
         &kf,
-        &["--json", "--keep-features", "6", "--drop", "group"],
+        &[
+            "--json",
+            "--keep-features",
+            "6",
+            "--drop",
+            "group",
+            "--max-drop",
+            "0.5",
+        ],
     );
     let o = ok(&e);
     let dropped: Vec<String> = o[0]["dropped"]

@@ -12,14 +12,14 @@ use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Schema};
 use crate::networks::editor::{Editor, EditorConfig};
 use crate::networks::graph::PosIds;
-use crate::requirement::metrics::{accuracy, decisions, fairness_gap};
+use crate::requirement::metrics::{accuracy, fairness_gap, predictions};
 use crate::requirement::verify::{compliant, Target};
 use crate::requirement::MAX_DROP;
 use crate::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
 use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_SHIFT_GROUPS, SEARCH_MARGIN, SHIFT_RANGE};
 use crate::workflows::edit::checkpoint::{load_editor, save_editor};
 use crate::workflows::edit::step::{step_gradient, TrainBatch};
-use crate::workflows::zoo::load::{index_split, load_split, Member, Stored};
+use crate::workflows::zoo::load::{index_split, load_models, Member, Stored};
 use crate::workflows::zoo::{Manifest, ModelSplit};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
@@ -275,10 +275,12 @@ impl<'a> Trainer<'a> {
             ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_7a1d);
-        let val: Vec<(Member, Ask)> = load_split(zoo, manifest, ModelSplit::Val)?
-            .into_values()
-            .flatten()
-            .take(cfg.val_models)
+        // Validation models drawn at random across architectures, not the smallest first.
+        let mut val: Vec<Member> = load_models(zoo, manifest, ModelSplit::Val)?;
+        val.shuffle(&mut rng);
+        val.truncate(cfg.val_models);
+        let val: Vec<(Member, Ask)> = val
+            .into_iter()
             .map(|m| (m, draw_ask(&mut rng, cfg, schema)))
             .collect();
         if val.is_empty() {
@@ -420,14 +422,10 @@ impl<'a> Trainer<'a> {
             b.forward(dev, editor)?;
             b.loss(dev, x, y, g)?;
             let (j, f) = b.read_losses(dev)?[0];
-            let pred = decisions(&b.read_edited_logits(dev)?);
-            let base = decisions(&crate::networks::mlp::predict(
-                dev,
-                &member.shape,
-                1,
-                &member.params,
-                x,
-            )?);
+            let k = member.shape.outputs();
+            let pred = predictions(&b.read_edited_logits(dev)?, k);
+            let original = crate::networks::mlp::predict(dev, &member.shape, 1, &member.params, x)?;
+            let base = predictions(&original, k);
             let gap = |p: &[f32]| fairness_gap(self.cfg.gap, y, p, g);
             v.jsd += j as f64 / n;
             v.loss += (j + ask.lambda * f) as f64 / n;

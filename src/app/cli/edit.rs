@@ -13,7 +13,7 @@ use crate::io::data::Dataset;
 use crate::io::model::Model;
 use crate::networks::mlp::{predict, MlpShape};
 use crate::requirement::metrics::{accuracy, decisions};
-use crate::requirement::verify::Target;
+use crate::requirement::verify::{compliant, Target};
 use crate::requirement::{removed_columns, Ask, FairTarget, Requirement};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::edit_models;
@@ -63,6 +63,14 @@ pub struct Args {
     /// The editor's dataset files (not needed for the built-in synthetic data).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Most test accuracy an edit may lose and still count as met (a share: 0.02 = 2 points);
+    /// checked whenever there is data.
+    #[arg(long, default_value_t = crate::requirement::MAX_DROP)]
+    pub max_drop: f64,
+    /// Write an edit that missed too (its file records that it missed); by default a missed
+    /// edit is not written.
+    #[arg(long)]
+    pub write_missed: bool,
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
@@ -110,6 +118,9 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
         return Err(Error::Usage(
             "--shift does not apply to this editor: it was trained with a lambda-weighted penalty (give --lambda)".into(),
         ));
+    }
+    if !(0.0..=1.0).contains(&a.max_drop) {
+        return Err(Error::Usage("--max-drop must be in [0, 1]".into()));
     }
     let mut target = None;
     match req {
@@ -195,7 +206,13 @@ struct Outcome {
     accuracy_before: Option<f64>,
     accuracy_after: Option<f64>,
     agreement: Option<f64>,
+    /// The requirement met and, with data, at most --max-drop of accuracy lost; None where
+    /// nothing could be checked (a fairness edit without data or bound).
     met: Option<bool>,
+    /// What missed, in words.
+    missed: Vec<String>,
+    /// Whether the edited model was written (a missed edit is not, unless --write-missed).
+    written: bool,
 }
 
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
@@ -231,15 +248,19 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let seconds = t0.elapsed().as_secs_f64() / models.len() as f64;
     let mut outcomes = Vec::new();
     for (((input, out), model), e) in jobs.iter().zip(&models).zip(&edits) {
-        let mut o = check(&dev, &ef, &r, data.as_ref(), model, e)?;
-        let mut edited = model.with_params(&e.params);
-        edited.metadata.insert(
-            "regop_edit".into(),
-            serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": e.dropped.clone().unwrap_or(a.drop.clone()),
-                "sparsity": a.sparsity, "lambda": e.lambda, "shift": e.ask.shift})
-            .to_string(),
-        );
-        edited.save(out, a.force)?;
+        let mut o = check(&dev, &ef, &r, data.as_ref(), model, e, a.max_drop)?;
+        o.written = o.met != Some(false) || a.write_missed;
+        if o.written {
+            let mut edited = model.with_params(&e.params);
+            edited.metadata.insert(
+                "regop_edit".into(),
+                serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": e.dropped.clone().unwrap_or(a.drop.clone()),
+                    "sparsity": a.sparsity, "lambda": e.lambda, "shift": e.ask.shift,
+                    "met": o.met, "missed": o.missed})
+                .to_string(),
+            );
+            edited.save(out, a.force)?;
+        }
         (o.model, o.out, o.seconds) = (input.clone(), out.clone(), seconds);
         outcomes.push(o);
     }
@@ -378,6 +399,7 @@ fn check(
     data: Option<&Dataset>,
     model: &Model,
     e: &Edit,
+    max_drop: f64,
 ) -> Result<Outcome> {
     let (shape, before) = (model.shape(), model.flat_params());
     let target = match ef.spec.requirement {
@@ -414,17 +436,35 @@ fn check(
     if fairness {
         name += " (test split)";
     }
-    // Fairness is verified only against a bound that was asked.
-    let met = match fairness && r.target.is_none() {
-        true => None,
-        false => verdict.map(|v| v.met),
-    };
     let (mut acc_b, mut acc_a, mut agree) = (None, None, None);
     if let (Some(d), Some(pb), Some(pa)) = (data, &pb, &pa) {
         acc_b = Some(accuracy(&d.test.y, pb));
         acc_a = Some(accuracy(&d.test.y, pa));
         agree = Some(accuracy(pb, pa));
     }
+    // Fairness is verified only against a bound that was asked; accuracy wherever there is data.
+    let mut missed = Vec::new();
+    let requirement = match fairness && r.target.is_none() {
+        true => None,
+        false => verdict.map(|v| v.met),
+    };
+    if requirement == Some(false) {
+        let v = verdict.expect("checked").value;
+        missed.push(format!("{name} {v:.4} misses the requirement"));
+    }
+    if let (Some(b), Some(af)) = (acc_b, acc_a) {
+        if !compliant(true, b, af, max_drop) {
+            missed.push(format!(
+                "test accuracy fell {:.1} points, more than the {:.1} allowed (--max-drop)",
+                100.0 * (b - af),
+                100.0 * max_drop
+            ));
+        }
+    }
+    let met = match (requirement, acc_b) {
+        (None, None) => None,
+        _ => Some(missed.is_empty()),
+    };
     Ok(Outcome {
         model: PathBuf::new(),
         out: PathBuf::new(),
@@ -439,6 +479,8 @@ fn check(
         accuracy_after: acc_a,
         agreement: agree,
         met,
+        missed,
+        written: false,
     })
 }
 
@@ -468,15 +510,27 @@ fn print_outcomes(p: &Printer, outcomes: &[Outcome], out: &Path, seconds: f64) {
             let c: Vec<String> = c.iter().map(|v| format!("{v:+.1}")).collect();
             line += &format!(", group shifts {}", c.join(","));
         }
-        line += match o.met {
-            Some(true) => "  [met]",
-            Some(false) => "  [MISSED]",
-            None => "  [not verified: no data]",
+        line += &match o.met {
+            Some(true) if o.accuracy_before.is_none() => {
+                "  [met; accuracy not checked: no data]".to_string()
+            }
+            Some(true) => "  [met]".to_string(),
+            Some(false) => format!(
+                "  [MISSED: {}; {}]",
+                o.missed.join("; "),
+                if o.written {
+                    "written anyway (--write-missed)"
+                } else {
+                    "not written (--write-missed keeps it)"
+                }
+            ),
+            None => "  [not verified: no data]".to_string(),
         };
         println!("{line}");
     }
+    let written = outcomes.iter().filter(|o| o.written).count();
     println!(
-        "{} model(s) edited in {:.2} ms each -> {}",
+        "{} model(s) edited in {:.2} ms each; {written} written -> {}",
         outcomes.len(),
         1e3 * seconds,
         out.display()

@@ -67,6 +67,10 @@ pub struct BuildArgs {
     /// Replace an existing zoo in --out.
     #[arg(long)]
     pub force: bool,
+    /// Seed of the data's split (default: --seed). A sealed test zoo takes the data seed of the
+    /// zoo it tests and another --seed: same data, other models.
+    #[arg(long)]
+    pub data_seed: Option<u64>,
     /// Continue an interrupted run in --out (same data, seed and settings); the result is the
     /// same as an uninterrupted run's.
     #[arg(long, conflicts_with = "force")]
@@ -132,7 +136,8 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         force: a.force,
     };
     check_output(&out, &opts)?;
-    let data = a.data.load(g.seed)?;
+    let data_seed = a.data_seed.unwrap_or(g.seed);
+    let data = a.data.load(data_seed)?;
     let mut cfg = ZooConfig::new(a.count, g.seed);
     cfg.epochs = range(&a.epochs, "epochs")?;
     cfg.depth = range(&a.depth, "depth")?;
@@ -156,7 +161,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         dataset: data.schema.dataset.clone(),
         loader: a.data.name(),
         data_options: a.data.options.clone(),
-        data_seed: g.seed,
+        data_seed,
         schema: data.schema.clone(),
         config: cfg,
         shard: opts.shard,

@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::io::data::{Schema, Split};
 use crate::networks::editor::Editor;
 use crate::networks::mlp::MlpShape;
-use crate::requirement::metrics::{accuracy, decisions};
+use crate::requirement::metrics::{accuracy, predictions};
 use crate::requirement::verify::{Target, Verdict};
 use crate::requirement::{removed_columns, Ask, Columns, EditSpec};
 use crate::requirement::{LAMBDA_SEARCH_POINTS, SEARCH_MARGIN};
@@ -39,7 +39,7 @@ pub fn score_fairness(
     let rows = split.rows() * shape.outputs();
     Ok((0..edited.len())
         .map(|i| {
-            let pred = decisions(&logits[i * rows..(i + 1) * rows]);
+            let pred = predictions(&logits[i * rows..(i + 1) * rows], shape.outputs());
             let verdict = target.verify(shape, &edited[i], Some((split, &pred)));
             (verdict, accuracy(&split.y, &pred))
         })
@@ -151,9 +151,11 @@ pub fn choose_features(
 ) -> Result<Vec<String>> {
     let names: Vec<String> = ef.schema.features.iter().map(|f| f.name.clone()).collect();
     let mut removed: Vec<String> = forced.to_vec();
-    let base = decisions(&crate::networks::mlp::predict(
-        dev, shape, 1, params, &split.x,
-    )?);
+    let k = shape.outputs();
+    let base = predictions(
+        &crate::networks::mlp::predict(dev, shape, 1, params, &split.x)?,
+        k,
+    );
     while names.len() - removed.len() > keep {
         let candidates: Vec<&String> = names.iter().filter(|n| !removed.contains(n)).collect();
         let asks: Vec<Ask> = candidates
@@ -173,7 +175,7 @@ pub fn choose_features(
         let logits = crate::networks::mlp::predict(dev, shape, asks.len(), &flat, &split.x)?;
         let rows = split.rows() * shape.outputs();
         let agree: Vec<f64> = (0..asks.len())
-            .map(|i| accuracy(&base, &decisions(&logits[i * rows..(i + 1) * rows])))
+            .map(|i| accuracy(&base, &predictions(&logits[i * rows..(i + 1) * rows], k)))
             .collect();
         let best = (0..asks.len())
             .max_by(|&a, &b| agree[a].total_cmp(&agree[b]).then(b.cmp(&a)))

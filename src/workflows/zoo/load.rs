@@ -89,21 +89,6 @@ pub fn index_split(
     Ok(out)
 }
 
-/// Load the models of one split, grouped by architecture (dims), in manifest order.
-pub fn load_split(
-    dir: &Path,
-    m: &Manifest,
-    split: ModelSplit,
-) -> Result<BTreeMap<Vec<usize>, Vec<Member>>> {
-    let mut out: BTreeMap<Vec<usize>, Vec<Member>> = BTreeMap::new();
-    for member in load_models(dir, m, split)? {
-        out.entry(member.shape.dims.clone())
-            .or_default()
-            .push(member);
-    }
-    Ok(out)
-}
-
 /// The zoo's data, read from `files` (none for the built-in data) as the zoo's manifest says,
 /// and checked to be the data its models were trained on.
 pub fn zoo_data(zoo: &Path, manifest: &Manifest, files: Option<&Path>) -> Result<Dataset> {
