@@ -328,6 +328,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
             prune_score,
             fair_sharpness: 1.0,
             fair_target: FairTarget::Penalty,
+            signals: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -342,6 +343,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
         let cols = Columns {
             sensitive: sensitive.clone(),
             means: vec![],
+            calibration: Default::default(),
         };
         let edited = edit_models(&dev, &ed, &spec, &models, &asks, &cols).unwrap();
         for (m, s) in shapes.iter().enumerate() {
@@ -390,6 +392,7 @@ fn training_step_gradients_match_finite_differences() {
     let cols = Columns {
         sensitive,
         means: vec![0.3, 0.5, -0.2, 0.1, 0.7, 0.0],
+        calibration: Default::default(),
     };
     let rows = 24;
     let x = random(&mut rng, rows * 6);
@@ -409,6 +412,7 @@ fn training_step_gradients_match_finite_differences() {
             prune_score: PruneScore::Lamp,
             fair_sharpness: 2.0,
             fair_target: target,
+            signals: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -482,6 +486,7 @@ fn step_problem(rng: &mut impl Rng, models: u64) -> Step {
         cols: Columns {
             sensitive: vec![false, true, false, false, false, false],
             means: vec![0.2, 0.4, 0.0, -0.3, 0.1, 0.9],
+            calibration: Default::default(),
         },
         x: random(rng, rows * 6),
         y: (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect(),
@@ -523,6 +528,7 @@ fn training_step_agrees_across_backends() {
             prune_score: PruneScore::Lamp,
             fair_sharpness: 3.0,
             fair_target: target,
+            signals: false,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {
@@ -598,6 +604,7 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
                 prune_score: PruneScore::Lamp,
                 fair_sharpness: 3.0,
                 fair_target: FairTarget::Penalty,
+                signals: false,
             };
             let asks: Vec<Ask> = (0..5)
                 .map(|i| Ask {
@@ -702,10 +709,12 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
         prune_score: PruneScore::Magnitude,
         fair_sharpness: 1.0,
         fair_target: FairTarget::Shift,
+        signals: false,
     };
     let cols = Columns {
         sensitive: vec![false, true, false, false, false, false],
         means: vec![],
+        calibration: Default::default(),
     };
     let shift = [
         rng.random_range(-1.5..1.5f32),

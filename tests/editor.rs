@@ -6,7 +6,9 @@ use common::*;
 use rand::Rng;
 use regop::engine::kernels::activation::Activation;
 use regop::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape, HEAD_OUT};
-use regop::networks::graph::{GraphBatch, ModelInput, PosIds};
+use regop::networks::graph::{
+    GraphBatch, ModelInput, PosIds, Signals, EDGE_FEATURES, NODE_FEATURES,
+};
 use regop::networks::mlp::{init_params, MlpShape};
 use regop::Device;
 
@@ -25,12 +27,14 @@ fn cfg(hidden: usize) -> EditorConfig {
     }
 }
 
+#[derive(Clone)]
 struct Case {
     shape: MlpShape,
     params: Vec<f32>,
     removed: Vec<bool>,
     sensitive: Vec<bool>,
     cond: Vec<f32>,
+    signals: Signals,
 }
 
 fn case(rng: &mut impl Rng, dims: &[usize], seed: u64) -> Case {
@@ -40,6 +44,11 @@ fn case(rng: &mut impl Rng, dims: &[usize], seed: u64) -> Case {
         removed: (0..dims[0]).map(|i| i == 1).collect(),
         sensitive: (0..dims[0]).map(|i| i == 0).collect(),
         cond: (0..3).map(|_| rng.random_range(-1.0..1.0)).collect(),
+        signals: Signals {
+            grad: random(rng, shape.n_params()),
+            log_scale: rng.random_range(-3.0..0.0),
+            activations: random(rng, 2 * (dims[0] + dims[1..].iter().sum::<usize>())),
+        },
         shape,
     }
 }
@@ -52,6 +61,7 @@ impl Case {
             removed: &self.removed,
             sensitive: &self.sensitive,
             cond: &self.cond,
+            signals: Some(&self.signals),
         }
     }
 }
@@ -172,7 +182,7 @@ fn whole_editor_agrees_across_backends() {
         ed.backward(&dev, &dg, &t).unwrap();
         let out = [t.a(t.at.edge_out), t.a(t.at.node_out)]
             .map(|v| dev.read(&t.acts, v.offset, v.len).unwrap());
-        let din = [t.g(t.at.edge_weight), t.g(t.at.node_feat)]
+        let din = [t.g(t.at.edge_feat), t.g(t.at.node_feat)]
             .map(|v| dev.read(&t.dacts, v.offset, v.len).unwrap());
         results.push((out, din, dev.read_all(&ed.grads).unwrap()));
     }
@@ -284,11 +294,19 @@ fn editor_gradients_match_finite_differences() {
     dev.write(&t.dacts, t.g(t.at.node_out).offset, &rn).unwrap();
     ed.backward(&dev, &dg, &t).unwrap();
     let grads = dev.read_all(&ed.grads).unwrap();
-    let d_edge_w = dev
-        .read(&t.dacts, t.g(t.at.edge_weight).offset, g.edges())
+    let d_edge_feat = dev
+        .read(
+            &t.dacts,
+            t.g(t.at.edge_feat).offset,
+            g.edges() * EDGE_FEATURES,
+        )
         .unwrap();
     let d_node_feat = dev
-        .read(&t.dacts, t.g(t.at.node_feat).offset, g.nodes() * 3)
+        .read(
+            &t.dacts,
+            t.g(t.at.node_feat).offset,
+            g.nodes() * NODE_FEATURES,
+        )
         .unwrap();
     let h = 1e-2f32;
     let check = |what: &str, analytic: &[f32], numeric: &[f64]| {
@@ -320,20 +338,20 @@ fn editor_gradients_match_finite_differences() {
         })
         .collect();
     check("parameters", &grads, &numeric);
-    // Every input weight (edge feature) and every node input feature.
+    // Every edge input feature (weight, gradient) and every node input feature.
     let mut gg = g.clone();
-    let numeric: Vec<f64> = (0..g.edges())
+    let numeric: Vec<f64> = (0..g.edges() * EDGE_FEATURES)
         .map(|k| {
-            gg.edge_weight[k] = g.edge_weight[k] + h;
+            gg.edge_feat[k] = g.edge_feat[k] + h;
             let up = loss_of(&params, &gg);
-            gg.edge_weight[k] = g.edge_weight[k] - h;
+            gg.edge_feat[k] = g.edge_feat[k] - h;
             let down = loss_of(&params, &gg);
-            gg.edge_weight[k] = g.edge_weight[k];
+            gg.edge_feat[k] = g.edge_feat[k];
             (up - down) / (2.0 * h as f64)
         })
         .collect();
-    check("input weights", &d_edge_w, &numeric);
-    let numeric: Vec<f64> = (0..g.nodes() * 3)
+    check("edge inputs (weights, gradients)", &d_edge_feat, &numeric);
+    let numeric: Vec<f64> = (0..g.nodes() * NODE_FEATURES)
         .map(|k| {
             gg.node_feat[k] = g.node_feat[k] + h;
             let up = loss_of(&params, &gg);
@@ -343,7 +361,11 @@ fn editor_gradients_match_finite_differences() {
             (up - down) / (2.0 * h as f64)
         })
         .collect();
-    check("node inputs (biases, flags)", &d_node_feat, &numeric);
+    check(
+        "node inputs (biases, flags, signals)",
+        &d_node_feat,
+        &numeric,
+    );
 }
 
 /// Permute the hidden neurons of layer `l` (rows of W[l], b[l]; columns of W[l+1]).
@@ -379,28 +401,41 @@ fn permuting_hidden_neurons_permutes_the_edit() {
     use rand::seq::SliceRandom;
     p1.shuffle(&mut rng);
     p2.shuffle(&mut rng);
-    let permuted = permute_hidden(&shape, &permute_hidden(&shape, &c.params, 0, &p1), 1, &p2);
+    let perm = |p: &[f32]| permute_hidden(&shape, &permute_hidden(&shape, p, 0, &p1), 1, &p2);
+    // The signals move with their neurons: gradients share the parameters' layout, activation
+    // statistics are [node, 2] with nodes 5.. for the first hidden layer and 11.. for the second.
+    let permute_signals = |s: &Signals| {
+        let mut a = s.activations.clone();
+        for (start, p) in [(5, &p1), (11, &p2)] {
+            for (new, &old) in p.iter().enumerate() {
+                a[2 * (start + new)..][..2]
+                    .copy_from_slice(&s.activations[2 * (start + old)..][..2]);
+            }
+        }
+        Signals {
+            grad: perm(&s.grad),
+            log_scale: s.log_scale,
+            activations: a,
+        }
+    };
+    let permuted = (perm(&c.params), permute_signals(&c.signals));
     for dev in [Device::cpu(), gpu()] {
         let ed = random_editor(&dev, &cfg(16), &mut rng);
-        let edit = |params: &[f32]| {
+        let edit = |(params, signals): (&[f32], &Signals)| {
             let cc = Case {
                 shape: shape.clone(),
                 params: params.to_vec(),
                 removed: c.removed.clone(),
                 sensitive: c.sensitive.clone(),
                 cond: c.cond.clone(),
+                signals: signals.clone(),
             };
             let g = graph(&[cc]);
             let (eo, no) = run(&dev, &ed, &g);
             g.unpack(&col0(&eo), &col0(&no)).remove(0)
         };
-        let want = permute_hidden(
-            &shape,
-            &permute_hidden(&shape, &edit(&c.params), 0, &p1),
-            1,
-            &p2,
-        );
-        let got = edit(&permuted);
+        let want = perm(&edit((&c.params, &c.signals)));
+        let got = edit((&permuted.0, &permuted.1));
         let err = want
             .iter()
             .zip(&got)
@@ -432,6 +467,7 @@ fn a_mixed_batch_edits_each_model_as_alone() {
             removed: c.removed.clone(),
             sensitive: c.sensitive.clone(),
             cond: c.cond.clone(),
+            signals: c.signals.clone(),
         };
         let g1 = graph(&[alone]);
         let (eo1, no1) = run(&dev, &ed, &g1);

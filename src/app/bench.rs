@@ -252,6 +252,7 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
                 removed: &[false; 100],
                 sensitive: &[false; 100],
                 cond: &[0.5; 8],
+                signals: None,
             }],
             &cfg.pos,
         )
@@ -282,6 +283,7 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
                 removed: &removed,
                 sensitive: &sensitive,
                 cond: &cond,
+                signals: None,
             })
             .collect();
         let g = GraphBatch::build(&inputs, &cfg.pos).map_err(crate::error::Error::Usage)?;

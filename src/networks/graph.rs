@@ -18,6 +18,19 @@ pub struct ModelInput<'a> {
     /// Per input column: it belongs to the sensitive attribute.
     pub sensitive: &'a [bool],
     pub cond: &'a [f32],
+    /// What the edit's data says of the model, for editors that read data (zeros without).
+    pub signals: Option<&'a Signals>,
+}
+
+/// What a calibration batch says of one model where an edit starts: the gradient of the edit's
+/// loss with respect to every parameter (in the model's parameter layout, scaled to unit RMS),
+/// that scale's log10, and each node's activation mean and standard deviation ([nodes, 2]:
+/// input columns, then each layer's neurons).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Signals {
+    pub grad: Vec<f32>,
+    pub log_scale: f32,
+    pub activations: Vec<f32>,
 }
 
 /// Size of the positional-id table: a distinct id per input column and per output neuron, one id
@@ -35,8 +48,12 @@ impl PosIds {
     }
 }
 
-/// Node input features per node: bias value (0 on inputs), removed flag, sensitive flag.
-pub const NODE_FEATURES: usize = 3;
+/// Node input features per node: bias value (0 on inputs), removed flag, sensitive flag, then
+/// the signals: the bias's gradient, activation mean and standard deviation, the model's
+/// gradient scale (log10).
+pub const NODE_FEATURES: usize = 7;
+/// Edge input features per edge: the weight, and its gradient (a signal).
+pub const EDGE_FEATURES: usize = 2;
 
 /// See `GraphBatch::param_map`.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,6 +74,8 @@ pub struct GraphBatch {
     pub node_feat: Vec<f32>,
     pub node_pos: Vec<u32>,
     pub edge_weight: Vec<f32>,
+    /// Edge input features [E, EDGE_FEATURES].
+    pub edge_feat: Vec<f32>,
     pub src: Vec<u32>,
     pub dst: Vec<u32>,
     /// CSR by destination: in-edges of node n are dst_offsets[n]..dst_offsets[n+1].
@@ -96,6 +115,7 @@ impl GraphBatch {
             node_feat: vec![],
             node_pos: vec![],
             edge_weight: vec![],
+            edge_feat: vec![],
             src: vec![],
             dst: vec![],
             dst_offsets: vec![0],
@@ -134,6 +154,19 @@ impl GraphBatch {
             "model {m}: flags"
         );
         let base = self.node_model.len() as u32;
+        let sig = inp.signals;
+        // A node's signals: (bias gradient, activation mean and std, gradient scale).
+        let node_signal = |node: usize, grad: Option<usize>| -> [f32; 4] {
+            match sig {
+                Some(s) => [
+                    grad.map_or(0.0, |p| s.grad[p]),
+                    s.activations[2 * node],
+                    s.activations[2 * node + 1],
+                    s.log_scale,
+                ],
+                None => [0.0; 4],
+            }
+        };
         // Nodes: inputs, then each layer's neurons.
         let mut layer_start = vec![base];
         for i in 0..n_in {
@@ -143,14 +176,19 @@ impl GraphBatch {
                 inp.removed[i] as u32 as f32,
                 inp.sensitive[i] as u32 as f32,
             ]);
+            self.node_feat.extend(node_signal(i, None));
             self.node_pos.push(i as u32);
         }
+        let mut node = n_in;
         for l in 0..s.layers() {
             layer_start.push(self.node_model.len() as u32);
             let b = &inp.params[s.bias_offset(l)..][..s.fan_out(l)];
             for (j, &bj) in b.iter().enumerate() {
                 self.node_model.push(m as u32);
                 self.node_feat.extend([bj, 0.0, 0.0]);
+                self.node_feat
+                    .extend(node_signal(node, Some(s.bias_offset(l) + j)));
+                node += 1;
                 let id = if l + 1 == s.layers() {
                     pos.max_inputs + pos.max_hidden_layers + j
                 } else {
@@ -167,7 +205,10 @@ impl GraphBatch {
                 for i in 0..fi {
                     self.src.push(layer_start[l] + i as u32);
                     self.dst.push(layer_start[l + 1] + j as u32);
+                    let p = s.weight_offset(l) + j * fi + i;
                     self.edge_weight.push(w[j * fi + i]);
+                    self.edge_feat
+                        .extend([w[j * fi + i], sig.map_or(0.0, |s| s.grad[p])]);
                 }
             }
         }

@@ -197,6 +197,16 @@ impl BatchedMlp {
         self.pre(false, self.shape.layers() - 1)
     }
 
+    /// What layer `l` passes on, [B, rows, fan_out]: its activations, or for the last layer
+    /// its logits. Valid after `forward`.
+    pub fn layer_output(&self, l: usize) -> View<'_> {
+        if l + 1 < self.shape.layers() {
+            self.post(false, l)
+        } else {
+            self.logits()
+        }
+    }
+
     /// Gradients of the logits [B, rows, outputs]: what `backward` starts from.
     pub fn dlogits(&self) -> View<'_> {
         self.pre(true, self.shape.layers() - 1)

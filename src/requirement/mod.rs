@@ -8,7 +8,7 @@ pub mod verify;
 
 use crate::engine::kernels::apply_edit::ApplyOpts;
 use crate::engine::kernels::fairness::Gap;
-use crate::io::data::{Schema, Split};
+use crate::io::data::{Schema, Split, CALIBRATION_ROWS};
 
 /// Most accuracy an edit may lose and still count as compliant (2 points): `--max-drop`'s
 /// default, and what the trainer's checkpoint choice and compare's "compliant" column use.
@@ -97,6 +97,9 @@ pub enum PruneScore {
     /// log of the weight's LAMP score (`baselines::lamp_scores`): magnitude relative to the
     /// larger weights of its own layer.
     Lamp,
+    /// OBS reconstruction on a calibration batch (`baselines::obs_prune`): its mask is kept and
+    /// its re-solved weights are where the edit starts. Edits need the data.
+    Obs,
 }
 
 /// How an editor edits (saved with it): the requirement it was trained for and the edit's
@@ -119,6 +122,10 @@ pub struct EditSpec {
     /// What a fairness editor does (editors saved before it existed: the penalty).
     #[serde(default)]
     pub fair_target: FairTarget,
+    /// The editor reads data: on a calibration batch, the gradient of its loss where the edit
+    /// starts and the activations of every neuron (`edit::signals`). Edits then need the data.
+    #[serde(default)]
+    pub signals: bool,
 }
 
 pub fn one() -> f32 {
@@ -192,6 +199,9 @@ pub struct Columns {
     pub sensitive: Vec<bool>,
     /// Per column: its mean on the training split (empty: no mean fold).
     pub means: Vec<f32>,
+    /// A calibration batch of training rows, for what reads data (empty when the data was not
+    /// given).
+    pub calibration: Split,
 }
 
 impl Columns {
@@ -207,6 +217,7 @@ impl Columns {
         Columns {
             sensitive: sensitive_columns(schema),
             means: means.iter().map(|m| (m / rows as f64) as f32).collect(),
+            calibration: train.calibration_batch(CALIBRATION_ROWS),
         }
     }
 }

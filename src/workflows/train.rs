@@ -51,6 +51,9 @@ pub struct TrainConfig {
     /// What a fairness editor learns (configs saved before it existed: the penalty).
     #[serde(default)]
     pub fair_target: FairTarget,
+    /// The editor reads data (`EditSpec::signals`).
+    #[serde(default)]
+    pub signals: bool,
     /// Fairness weight, drawn log-uniformly (penalty editors).
     pub lambda: (f32, f32),
     /// Logit shift per group, drawn uniformly (shift editors).
@@ -99,6 +102,7 @@ impl TrainConfig {
             prune_score: PruneScore::Lamp,
             fair_sharpness: FAIR_SHARPNESS,
             fair_target: FairTarget::Shift,
+            signals: false,
             lambda: (0.1, 30.0),
             shift_range: SHIFT_RANGE,
             max_gap: 0.05,
@@ -116,6 +120,24 @@ impl TrainConfig {
 pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
     let mut ask = Ask::new(schema.n_columns());
     match cfg.requirement {
+        Requirement::Minimise if schema.image_side().is_some() => {
+            // Images lose a rectangle of pixels (what "do not use these pixels" asks), from a
+            // few pixels to half the side each way.
+            let side = schema.image_side().expect("checked");
+            let (h, w) = (
+                rng.random_range(1..=side / 2),
+                rng.random_range(1..=side / 2),
+            );
+            let (r0, c0) = (
+                rng.random_range(0..=side - h),
+                rng.random_range(0..=side - w),
+            );
+            for r in r0..r0 + h {
+                for c in c0..c0 + w {
+                    ask.removed[r * side + c] = true;
+                }
+            }
+        }
         Requirement::Minimise => {
             let n = schema.features.len();
             let k = rng.random_range(1..=cfg.max_removed.min(n.saturating_sub(1)).max(1));
@@ -313,6 +335,7 @@ impl<'a> Trainer<'a> {
                 prune_score: cfg.prune_score,
                 fair_sharpness: cfg.fair_sharpness,
                 fair_target: cfg.fair_target,
+                signals: cfg.signals,
             },
             editor_cfg: EditorConfig {
                 hidden: cfg.hidden,

@@ -61,6 +61,11 @@ class EditorCheckpoint:
         self.device = device
         if self.spec.get("tau", 0.0) > 0.0:
             raise SystemExit(f"{path}: the peer does not learn pruning masks (tau > 0)")
+        if self.spec.get("signals", False):
+            raise SystemExit(f"{path}: the peer does not compute calibration signals")
+        # Inputs past (bias, removed, sensitive) and past the weight are data signals: zero here.
+        self.node_features = self.p["node_in.w"].shape[1]
+        self.edge_features = self.p["edge_in.w"].shape[1]
         n_cols = sum(f["width"] for f in self.schema["features"])
         self.sensitive = [False] * n_cols
         for f in self.schema["features"]:
@@ -175,11 +180,15 @@ def model_graph(ed, mlp, ask, flat):
         dst.append(node + torch.arange(fo, device=dev).repeat_interleave(fi))
         w_all.append(w)
         node += fo
+    x = torch.cat(feats)
+    x = F.pad(x, (0, ed.node_features - x.shape[1]))
+    edge_attr = torch.cat(w_all)[:, None]
+    edge_attr = F.pad(edge_attr, (0, ed.edge_features - 1))
     return Data(
-        x=torch.cat(feats),
+        x=x,
         pos_id=torch.cat(pos),
         edge_index=torch.stack([torch.cat(src), torch.cat(dst)]),
-        edge_attr=torch.cat(w_all),
+        edge_attr=edge_attr,
         cond=torch.tensor([ask.cond(ed.spec["requirement"])], device=dev),
         num_nodes=node,
     )
@@ -195,7 +204,7 @@ def editor_forward(ed, g):
     src, dst = g.edge_index
     n = g.num_nodes
     x = p["embed"][g.pos_id] + F.linear(g.x, p["node_in.w"], p["node_in.b"])
-    e = F.linear(g.edge_attr[:, None], p["edge_in.w"], p["edge_in.b"])
+    e = F.linear(g.edge_attr, p["edge_in.w"], p["edge_in.b"])
     node_graph = g.batch
     for i in range(ed.cfg["layers"]):
         q = lambda k: p[f"layer{i}.{k}"]

@@ -111,7 +111,7 @@ fn edit_benchmarks(
     Vec<crate::app::bench::BenchResult>,
     Vec<crate::app::bench_edit::Profile>,
 )> {
-    let ef = EditorFile::load(dev, editor)?;
+    let mut ef = EditorFile::load(dev, editor)?;
     let manifest = read_manifest(zoo)?;
     let data = zoo_data(zoo, &manifest, a.data.data.as_deref())?;
     if data.schema != ef.schema {
@@ -120,6 +120,7 @@ fn edit_benchmarks(
             "was trained on other data than the zoo's (schemas differ)",
         ));
     }
+    ef.attach_data(&data);
     let load = |split: ModelSplit| -> Result<Vec<Member>> {
         let models = load_models(zoo, &manifest, split)?;
         for m in &models {

@@ -103,7 +103,7 @@ pub fn editor_for(
     req: Requirement,
     data: &Dataset,
 ) -> Result<EditorFile> {
-    let ef = EditorFile::load(dev, path)?;
+    let mut ef = EditorFile::load(dev, path)?;
     if ef.spec.requirement != req {
         return Err(Error::input(
             path,
@@ -116,6 +116,7 @@ pub fn editor_for(
             "was trained on other data than this zoo's",
         ));
     }
+    ef.attach_data(data);
     Ok(ef)
 }
 

@@ -107,7 +107,8 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             a.test_models,
             cmp_dir.display()
         ));
-        let ef = EditorFile::load(&dev, &ed_dir.join(BEST))?;
+        let mut ef = EditorFile::load(&dev, &ed_dir.join(BEST))?;
+        ef.attach_data(&data);
         let models = Models {
             zoo: &zoo,
             manifest: &manifest,

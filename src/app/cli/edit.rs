@@ -218,9 +218,17 @@ struct Outcome {
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let (dev, why) = Device::open(g.device)?;
     p.status(&format!("device: {} ({why})", dev.name()));
-    let ef = EditorFile::load(&dev, &a.editor)?;
+    let mut ef = EditorFile::load(&dev, &a.editor)?;
     let r = request(&a, &ef)?;
     let data = data_for(&ef, a.data.as_deref())?;
+    match &data {
+        Some(d) => ef.attach_data(d),
+        None if ef.needs_data() => return Err(Error::Usage(format!(
+            "this editor reads a calibration batch of its data: pass --data with the {:?} files",
+            ef.loader
+        ))),
+        None => {}
+    }
     if a.keep_features.is_some() && data.is_none() {
         return Err(Error::Usage(format!(
             "--keep-features needs the data: pass --data with the {:?} files",

@@ -63,6 +63,10 @@ pub struct Args {
     /// `penalty` trades JSD against a soft gap penalty weighted by lambda.
     #[arg(long, value_enum, default_value = "shift")]
     pub fair_target: crate::requirement::FairTarget,
+    /// The editor reads data: on a calibration batch, the gradient of its loss where the edit
+    /// starts and every neuron's activations (its edits then need --data, like the training).
+    #[arg(long)]
+    pub signals: bool,
     /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
     #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
     pub shift_range: Vec<f32>,
@@ -140,6 +144,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         fair_sharpness: a.fair_sharpness,
         prune_score: a.prune_score,
         fair_target: a.fair_target,
+        signals: a.signals,
         lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
         shift_range: pair("shift-range", &a.shift_range, |v| v.abs() <= 10.0)?,
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {

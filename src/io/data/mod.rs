@@ -97,6 +97,18 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// The side of square images whose every feature is a pixel `pR_C` in row-major order (one
+    /// column each), or None for other data.
+    pub fn image_side(&self) -> Option<usize> {
+        let n = self.features.len();
+        let side = (n as f64).sqrt().round() as usize;
+        let pixels = side * side == n
+            && self.features.iter().enumerate().all(|(i, f)| {
+                f.width == 1 && f.start == i && pixel(&f.name) == Some((i / side, i % side))
+            });
+        (pixels && side > 1).then_some(side)
+    }
+
     /// Model outputs the label needs: 1 (a binary logit) or one per class.
     pub fn outputs(&self) -> usize {
         self.classes.len().max(1)
@@ -184,9 +196,30 @@ pub struct Split {
     pub group: Vec<u32>,
 }
 
+/// Rows of a calibration batch: what the data-aware rules and editors read of the training
+/// split (no labels), the usual few hundred.
+pub const CALIBRATION_ROWS: usize = 512;
+
 impl Split {
     pub fn rows(&self) -> usize {
         self.y.len()
+    }
+    /// A calibration batch: `rows` rows drawn without replacement (every row when there are
+    /// fewer), the same for every model and every call.
+    pub fn calibration_batch(&self, rows: usize) -> Split {
+        let d = self.x.len() / self.rows().max(1);
+        let mut order: Vec<usize> = (0..self.rows()).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0xca1b));
+        order.truncate(rows);
+        order.sort_unstable();
+        Split {
+            x: order
+                .iter()
+                .flat_map(|&r| self.x[r * d..(r + 1) * d].iter().copied())
+                .collect(),
+            y: order.iter().map(|&r| self.y[r]).collect(),
+            group: order.iter().map(|&r| self.group[r]).collect(),
+        }
     }
     pub fn positive_rate(&self) -> f64 {
         self.y.iter().map(|&v| v as f64).sum::<f64>() / self.rows().max(1) as f64

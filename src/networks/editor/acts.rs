@@ -8,7 +8,7 @@ use super::{EditorConfig, HEAD_OUT};
 use crate::engine::buffer::{Buf, View};
 use crate::engine::device::Device;
 use crate::error::Result;
-use crate::networks::graph::{GraphBatch, NODE_FEATURES};
+use crate::networks::graph::{GraphBatch, EDGE_FEATURES, NODE_FEATURES};
 
 /// Lays spans out one after another in one buffer.
 #[derive(Default)]
@@ -41,7 +41,7 @@ struct GraphSpans {
     node_model: Span,
     node_offsets: Span,
     node_feat: Span,
-    edge_weight: Span,
+    edge_feat: Span,
     inv_in: Span,
     inv_out: Span,
     cond: Span,
@@ -82,7 +82,7 @@ impl DeviceGraph {
                 len: v.len(),
             }
         };
-        let (node_feat, edge_weight) = (put_data(&g.node_feat), put_data(&g.edge_weight));
+        let (node_feat, edge_feat) = (put_data(&g.node_feat), put_data(&g.edge_feat));
         let (inv_in, inv_out) = (put_data(&g.inv_in_deg), put_data(&g.inv_out_deg));
         let cond = put_data(&g.cond);
         Ok(DeviceGraph {
@@ -103,7 +103,7 @@ impl DeviceGraph {
                 node_model,
                 node_offsets,
                 node_feat,
-                edge_weight,
+                edge_feat,
                 inv_in,
                 inv_out,
                 cond,
@@ -144,12 +144,13 @@ impl DeviceGraph {
     pub fn node_offsets(&self) -> View<'_> {
         self.at.node_offsets.of(&self.idx)
     }
-    /// Node features [N, NODE_FEATURES], edge weights [E], 1 / degrees [N], conditioning [M, c].
+    /// Node features [N, NODE_FEATURES], edge features [E, EDGE_FEATURES], 1 / degrees [N],
+    /// conditioning [M, c].
     pub fn node_feat(&self) -> View<'_> {
         self.at.node_feat.of(&self.data)
     }
-    pub fn edge_weight(&self) -> View<'_> {
-        self.at.edge_weight.of(&self.data)
+    pub fn edge_feat(&self) -> View<'_> {
+        self.at.edge_feat.of(&self.data)
     }
     pub fn inv_in(&self) -> View<'_> {
         self.at.inv_in.of(&self.data)
@@ -265,7 +266,7 @@ pub struct TapeLayout {
     pub edge_out: Span,
     pub node_out: Span,
     /// The graph's inputs, whose gradients `Editor::backward` also gives.
-    pub edge_weight: Span,
+    pub edge_feat: Span,
     pub node_feat: Span,
 }
 
@@ -304,7 +305,7 @@ impl Tape {
             nh: p.add(n * h),
             edge_out: p.add(e * HEAD_OUT),
             node_out: p.add(n * HEAD_OUT),
-            edge_weight: p.add(e),
+            edge_feat: p.add(e * EDGE_FEATURES),
             node_feat: p.add(n * NODE_FEATURES),
         };
         Ok(Tape {
@@ -336,7 +337,7 @@ impl Tape {
     pub(super) fn edge_slice(&self, i: usize) -> EdgeSlice<'_> {
         let e = self.at.edges[i];
         EdgeSlice {
-            range: 0..self.at.edge_weight.len,
+            range: 0..self.at.edge_feat.len / EDGE_FEATURES,
             e: self.a(self.at.e[i]),
             e1: self.a(self.at.e[i + 1]),
             z: self.a(e.z),

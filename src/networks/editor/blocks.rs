@@ -14,7 +14,7 @@ use crate::engine::kernels::gather::{gather_rows, gather_rows_with, GatherOpts};
 use crate::engine::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::engine::kernels::segment::{segment_reduce, SegmentOpts};
 use crate::error::Result;
-use crate::networks::graph::NODE_FEATURES;
+use crate::networks::graph::{EDGE_FEATURES, NODE_FEATURES};
 use crate::networks::linear::Linear;
 
 /// The activation of every MLP inside the editor.
@@ -42,7 +42,7 @@ impl Editor {
     }
 
     // ---- Inputs: x0 = embedding of each node's position + linear of its features (bias,
-    // flags); e0 = linear of each edge's weight.
+    // flags, signals); e0 = linear of each edge's features (weight, gradient).
 
     pub(super) fn node_input(&self, dev: &Device, g: &DeviceGraph, x0: View) -> Result<()> {
         let (n, h, p) = (g.n, self.cfg.hidden, &self.layout);
@@ -52,21 +52,21 @@ impl Editor {
         l.add_bias(dev, x0, self.w(p.node_in_b))
     }
 
-    pub(super) fn edge_input(&self, dev: &Device, weight: View, e0: View) -> Result<()> {
+    pub(super) fn edge_input(&self, dev: &Device, feat: View, e0: View) -> Result<()> {
         let p = &self.layout;
-        let l = lin(weight.len, 1, self.cfg.hidden);
-        l.forward(dev, weight, self.w(p.edge_in_w), self.w(p.edge_in_b), e0)
+        let l = lin(feat.len / EDGE_FEATURES, EDGE_FEATURES, self.cfg.hidden);
+        l.forward(dev, feat, self.w(p.edge_in_w), self.w(p.edge_in_b), e0)
     }
 
-    /// Both inputs' parameter gradients, and the gradients of the graph's inputs (edge weights,
+    /// Both inputs' parameter gradients, and the gradients of the graph's inputs (edge and
     /// node features) into the tape.
     pub(super) fn input_backward(&self, dev: &Device, g: &DeviceGraph, t: &Tape) -> Result<()> {
         let (n, e, h, p, at) = (g.n, g.e, self.cfg.hidden, &self.layout, &t.at);
         let (de0, dx0) = (t.g(at.e[0]), t.g(at.x[0]));
-        let l = lin(e, 1, h);
-        l.backward_weight(dev, de0, g.edge_weight(), self.dw(p.edge_in_w))?;
+        let l = lin(e, EDGE_FEATURES, h);
+        l.backward_weight(dev, de0, g.edge_feat(), self.dw(p.edge_in_w))?;
         l.backward_bias(dev, de0, self.dw(p.edge_in_b))?;
-        l.backward_input(dev, de0, self.w(p.edge_in_w), t.g(at.edge_weight), false)?;
+        l.backward_input(dev, de0, self.w(p.edge_in_w), t.g(at.edge_feat), false)?;
         let l = lin(n, NODE_FEATURES, h);
         l.backward_weight(dev, dx0, g.node_feat(), self.dw(p.node_in_w))?;
         l.backward_bias(dev, dx0, self.dw(p.node_in_b))?;

@@ -23,7 +23,7 @@ use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
 use crate::engine::kernels::adam::{adam_step, Adam};
 use crate::error::Result;
-use crate::networks::graph::PosIds;
+use crate::networks::graph::{PosIds, EDGE_FEATURES};
 use rand::{Rng, SeedableRng};
 
 /// Outputs per edge (dw, mask logit) and per node (db, neuron mask logit).
@@ -87,7 +87,7 @@ impl Editor {
     pub fn forward(&self, dev: &Device, g: &DeviceGraph, t: &Tape) -> Result<()> {
         let (at, last) = (&t.at, self.cfg.layers);
         self.node_input(dev, g, t.a(at.x[0]))?;
-        self.edge_input(dev, g.edge_weight(), t.a(at.e[0]))?;
+        self.edge_input(dev, g.edge_feat(), t.a(at.e[0]))?;
         for i in 0..last {
             let acts = at.nodes[i].of(&t.acts);
             let (x, x1) = (t.a(at.x[i]), t.a(at.x[i + 1]));
@@ -110,8 +110,10 @@ impl Editor {
         let acts = b.acts.of(&b.nodes);
         self.node_input(dev, g, x(0))?;
         for (r, buf) in b.slices.iter().zip(&b.edges[0]) {
-            let weight = g.edge_weight().sub(r.start, r.len());
-            self.edge_input(dev, weight, buf.all())?;
+            let feat = g
+                .edge_feat()
+                .sub(r.start * EDGE_FEATURES, r.len() * EDGE_FEATURES);
+            self.edge_input(dev, feat, buf.all())?;
         }
         for i in 0..last {
             self.layer_forward(dev, g, i, x(i), &acts, &b.edge_slices(i, h), x(i + 1))?;
@@ -130,8 +132,8 @@ impl Editor {
     }
 
     /// Backpropagate the output gradients the caller put in the gradient tape (`Tape::dhead`)
-    /// into `grads` (all overwritten) and into the inputs: the tape's `edge_weight` [E] and
-    /// `node_feat` [N, 3] gradients. Needs the activations of the last `forward`.
+    /// into `grads` (all overwritten) and into the inputs: the tape's `edge_feat` [E, 2] and
+    /// `node_feat` [N, 7] gradients. Needs the activations of the last `forward`.
     pub fn backward(&self, dev: &Device, g: &DeviceGraph, t: &Tape) -> Result<()> {
         let (at, last) = (&t.at, self.cfg.layers);
         let eh = (t.a(at.eh_pre), t.a(at.eh), t.g(at.eh_pre), t.g(at.eh));

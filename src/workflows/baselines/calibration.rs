@@ -1,29 +1,8 @@
-//! What the data-aware rules read: a calibration batch of training rows (no labels), and what
-//! one layer of a model makes of its input. On the host: a batch of a few hundred rows through
+//! What the data-aware rules read of a calibration batch (`Split::calibration_batch`): what one
+//! layer of a model makes of its input. On the host: a batch of a few hundred rows through
 //! one layer is less work than a device round trip.
 
-use crate::io::data::Split;
 use crate::networks::mlp::MlpShape;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-
-/// Rows of the calibration batch (the data-aware pruning rules' usual size: a few hundred).
-pub const CALIBRATION_ROWS: usize = 512;
-
-/// The calibration batch: `rows` rows of `split` drawn without replacement (every row when it
-/// has fewer), the same for every model. Returns (x [n, d], n).
-pub fn calibration_batch(split: &Split, rows: usize) -> (Vec<f32>, usize) {
-    let d = split.x.len() / split.rows().max(1);
-    let mut order: Vec<usize> = (0..split.rows()).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(0xca1b));
-    order.truncate(rows);
-    order.sort_unstable();
-    let x = order
-        .iter()
-        .flat_map(|&r| split.x[r * d..(r + 1) * d].iter().copied())
-        .collect();
-    (x, order.len())
-}
 
 /// Layer `l` of a model on `x` [rows, fan_in]: its pre-activation, [rows, fan_out].
 pub fn layer_pre(shape: &MlpShape, params: &[f32], l: usize, x: &[f32], rows: usize) -> Vec<f32> {

@@ -159,8 +159,8 @@ impl<'a> Context<'a> {
     }
 
     /// The best one-shot rule of every setting, on `val` models (files in `zoo`) scored on the
-    /// validation split: the rule most often compliant, then the one of highest median
-    /// accuracy (the earlier listed on ties).
+    /// validation split: the rule that most often meets the requirement (fairness: complies),
+    /// then the one of highest median accuracy (the earlier listed on ties).
     pub fn choose_rules(&self, zoo: &Path, val: &[&ModelRecord]) -> Result<Vec<Choice>> {
         let mut rows = Vec::new();
         for rec in val {
@@ -177,12 +177,18 @@ impl<'a> Context<'a> {
                         names.push(&r.method);
                     }
                 }
+                // Fairness rules trade accuracy for the bound: compliance ranks them. Pruning and
+                // minimisation rules meet their requirement by construction: accuracy does.
+                let fairness = self.cfg.requirement == Requirement::Fairness;
                 let score = |name: &str| {
                     let rs: Vec<&Row> = rows
                         .iter()
                         .filter(|r| r.setting == setting && r.method == name)
                         .collect();
-                    let ok = rs.iter().filter(|r| r.compliant).count() as f64 / rs.len() as f64;
+                    let share = |f: &dyn Fn(&Row) -> bool| {
+                        rs.iter().filter(|r| f(r)).count() as f64 / rs.len() as f64
+                    };
+                    let ok = share(&|r| if fairness { r.compliant } else { r.satisfied });
                     (
                         ok,
                         median(&rs.iter().map(|r| r.accuracy).collect::<Vec<_>>()),

@@ -10,7 +10,6 @@ use crate::io::data::{Dataset, Split};
 use crate::networks::mlp::{predict, MlpShape};
 use crate::requirement::{removed_columns, sensitive_columns, Ask, Columns, FairTarget};
 use crate::requirement::{Requirement, LAMBDA_SEARCH_POINTS};
-use crate::workflows::baselines::calibration::{calibration_batch, CALIBRATION_ROWS};
 use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
@@ -369,5 +368,9 @@ impl<'a> Subject<'a> {
 
 /// The calibration batch every data-aware rule of a comparison reads.
 pub fn calibration(data: &Dataset) -> (Vec<f32>, usize) {
-    calibration_batch(&data.train, CALIBRATION_ROWS)
+    let c = data
+        .train
+        .calibration_batch(crate::io::data::CALIBRATION_ROWS);
+    let n = c.rows();
+    (c.x, n)
 }

@@ -211,7 +211,7 @@ fn choices(c: &Comparison) -> String {
     let Some(first) = c.choices.first() else {
         return String::new();
     };
-    let mut md = format!("\nThe best one-shot rule of each setting, chosen on {} validation models of the zoo (scored on the validation split; the most often compliant, then the most accurate):\n\n| setting | chosen | candidates: compliant, median accuracy |\n|---|---|---|\n", first.val_models);
+    let mut md = format!("\nThe best one-shot rule of each setting, chosen on {} validation models of the zoo (scored on the validation split: the one most often meeting the requirement, for fairness most often compliant, then the most accurate):\n\n| setting | chosen | candidates: met (fairness: compliant), median accuracy |\n|---|---|---|\n", first.val_models);
     for ch in &c.choices {
         let cands: Vec<String> = ch
             .candidates

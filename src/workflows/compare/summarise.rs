@@ -67,7 +67,8 @@ pub struct Choice {
     pub setting: Option<Setting>,
     pub rule: String,
     pub val_models: usize,
-    /// Every one-shot rule: (name, share compliant, median accuracy) on the validation models.
+    /// Every one-shot rule: (name, share meeting the requirement (fairness: compliant), median
+    /// accuracy) on the validation models.
     pub candidates: Vec<(String, f64, f64)>,
 }
 

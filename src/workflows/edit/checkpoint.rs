@@ -54,6 +54,33 @@ pub fn save_editor(
     crate::io::write_atomic(path, &crate::io::model::canonical_header(&bytes), force)
 }
 
+/// An input layer saved before the editor read its signals (`node_in.w` [h, 3], `edge_in.w`
+/// [h, 1]), widened with zero columns: the editor then ignores the signals, as it did.
+fn widen_input(
+    st: &safetensors::SafeTensors,
+    entry: &crate::networks::editor::Entry,
+) -> Option<Vec<f32>> {
+    if !matches!(entry.name.as_str(), "node_in.w" | "edge_in.w") {
+        return None;
+    }
+    let t = st.tensor(&entry.name).ok()?;
+    let (rows, cols) = (entry.shape[0], entry.shape[1]);
+    let old = *t.shape().get(1)?;
+    if t.dtype() != safetensors::Dtype::F32 || t.shape() != [rows, old] || old >= cols {
+        return None;
+    }
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let mut out = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        out[r * cols..r * cols + old].copy_from_slice(&v[r * old..(r + 1) * old]);
+    }
+    Some(out)
+}
+
 /// Load a checkpoint; returns the editor and the file's metadata.
 pub fn load_editor(dev: &Device, path: &Path) -> Result<(Editor, BTreeMap<String, String>)> {
     let bytes = crate::io::read(path)?;
@@ -94,7 +121,11 @@ pub fn load_editor(dev: &Device, path: &Path) -> Result<(Editor, BTreeMap<String
     };
     let mut params = vec![0.0f32; layout.total];
     for t in &layout.entries {
-        params[t.span.offset..][..t.span.len].copy_from_slice(&read(&t.name, t.span.len)?);
+        let values = match read(&t.name, t.span.len) {
+            Ok(v) => v,
+            Err(e) => widen_input(&st, t).ok_or(e)?,
+        };
+        params[t.span.offset..][..t.span.len].copy_from_slice(&values);
     }
     let mut ed = Editor::from_params(dev, &cfg, &params)?;
     let (m, v) = (
@@ -144,6 +175,20 @@ impl EditorFile {
         })
     }
 
+    /// Whether its edits read data (a calibration batch of training rows).
+    pub fn needs_data(&self) -> bool {
+        self.spec.signals
+            || (self.spec.requirement == crate::requirement::Requirement::Prune
+                && self.spec.prune_score == crate::requirement::PruneScore::Obs)
+    }
+
+    /// Give it its data's calibration batch (the data must be the editor's own).
+    pub fn attach_data(&mut self, data: &crate::io::data::Dataset) {
+        self.columns.calibration = data
+            .train
+            .calibration_batch(crate::io::data::CALIBRATION_ROWS);
+    }
+
     pub fn load(dev: &Device, path: &std::path::Path) -> Result<EditorFile> {
         let (editor, meta) = load_editor(dev, path)?;
         let get = |k: &str| {
@@ -173,6 +218,7 @@ impl EditorFile {
             columns: Columns {
                 sensitive: sensitive_columns(&schema),
                 means,
+                calibration: Default::default(),
             },
             schema,
             spec,

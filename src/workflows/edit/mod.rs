@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 pub mod search;
+pub mod signals;
 pub mod step;
 
 use crate::engine::device::Device;
@@ -13,10 +14,10 @@ use crate::engine::kernels::apply_edit::{edited_value, score, ApplyOpts};
 use crate::engine::kernels::apply_edit::{KEEP_ALL, PRIOR_EPS, REMOVED, WEIGHT};
 use crate::error::{Error, Result};
 use crate::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers};
-use crate::networks::graph::{GraphBatch, ModelInput, ParamMap};
+use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, PruneScore, Requirement};
-use crate::workflows::baselines::fold_removed_means;
+use crate::workflows::baselines::{fold_removed_means, obs_prune};
 
 /// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
 /// parameter when the edit does not prune).
@@ -38,8 +39,57 @@ pub fn prune_prior(spec: &EditSpec, shape: &MlpShape, base: &[f32]) -> Vec<f32> 
                 prior[i] = score.max(1e-30).ln() as f32;
             }
         }
+        // The mask is the rule's, held fixed (see `Bases::fixed`): no scores to rank.
+        PruneScore::Obs => {}
     }
     prior
+}
+
+/// Where the edits of a batch start, packed model-major: the values the editor's deltas add
+/// to, each weight's pruning-score prior, and the parameters held at exactly zero whatever
+/// the editor says (a rule's pruned weights).
+struct Bases {
+    orig: Vec<f32>,
+    prior: Vec<f32>,
+    fixed: Vec<bool>,
+}
+
+impl Bases {
+    /// The models as the editor sees them: where a rule's mask is kept (OBS), the rule's
+    /// result, so the editor knows what was pruned and what the rule re-solved; else the
+    /// models as they are.
+    fn seen<'a>(
+        &'a self,
+        spec: &EditSpec,
+        models: &[(&'a MlpShape, &'a [f32])],
+    ) -> Vec<(&'a MlpShape, &'a [f32])> {
+        if spec.requirement != Requirement::Prune || ranks_scores(spec) {
+            return models.to_vec();
+        }
+        let mut at = 0;
+        models
+            .iter()
+            .map(|(s, p)| {
+                let own = &self.orig[at..at + p.len()];
+                at += p.len();
+                (*s, own)
+            })
+            .collect()
+    }
+}
+
+/// Whether the edit keeps the top-k pruning scores of each model (a score rule), rather than
+/// a rule's own mask.
+fn ranks_scores(spec: &EditSpec) -> bool {
+    spec.requirement == Requirement::Prune && spec.prune_score != PruneScore::Obs
+}
+
+/// The parameters `fixed` holds at zero become `REMOVED` in the map (as removed input columns'
+/// weights are), so the device and the host edit alike zero them exactly.
+fn fix_zeros(pm: &mut ParamMap, fixed: &[bool]) {
+    for (kind, _) in pm.kind.iter_mut().zip(fixed).filter(|(_, f)| **f) {
+        *kind = (*kind & !3) | REMOVED;
+    }
 }
 
 fn build_graph(
@@ -48,25 +98,29 @@ fn build_graph(
     models: &[(&MlpShape, &[f32])],
     asks: &[Ask],
     sensitive: &[bool],
+    signals: Option<&[Signals]>,
 ) -> Result<GraphBatch> {
     let conds: Vec<Vec<f32>> = asks.iter().map(|a| a.cond(req)).collect();
     let inputs: Vec<ModelInput> = models
         .iter()
         .zip(asks)
         .zip(&conds)
-        .map(|(((shape, params), ask), cond)| ModelInput {
+        .enumerate()
+        .map(|(i, (((shape, params), ask), cond))| ModelInput {
             shape,
             params,
             removed: &ask.removed,
             sensitive,
             cond,
+            signals: signals.map(|s| &s[i]),
         })
         .collect();
     GraphBatch::build(&inputs, &editor.cfg.pos).map_err(Error::Usage)
 }
 
 /// The parameters an edit starts from: the model's own; with the removed columns' means folded
-/// into the biases (minimise); or with the mean of the asked group shifts added to the output
+/// into the biases (minimise); pruned and re-solved by OBS reconstruction on the calibration
+/// batch (OBS prune editors); or with the mean of the asked group shifts added to the output
 /// bias (shift editors), so that the part of the shift common to all groups is exact and the
 /// editor learns only how the groups differ.
 fn base_params(
@@ -75,9 +129,18 @@ fn base_params(
     params: &[f32],
     ask: &Ask,
     cols: &Columns,
-) -> Vec<f32> {
-    match (spec.requirement, &ask.shift) {
+) -> Result<Vec<f32>> {
+    Ok(match (spec.requirement, &ask.shift) {
         (Requirement::Minimise, _) => fold_removed_means(shape, params, &ask.removed, &cols.means),
+        (Requirement::Prune, _) if spec.prune_score == PruneScore::Obs => {
+            if cols.calibration.rows() == 0 {
+                return Err(Error::Usage(
+                    "this editor prunes by OBS reconstruction, which reads a calibration batch of its data: pass --data".into(),
+                ));
+            }
+            let c = &cols.calibration;
+            obs_prune(shape, params, &c.x, c.rows(), ask.sparsity as f64)
+        }
         (Requirement::Fairness, Some(shift)) if !shift.is_empty() => {
             let mut p = params.to_vec();
             let mean = shift.iter().sum::<f32>() / shift.len() as f32;
@@ -85,7 +148,7 @@ fn base_params(
             p
         }
         _ => params.to_vec(),
-    }
+    })
 }
 
 /// Number of weights a model keeps at `sparsity` (the rest, round(sparsity * weights), are zero).
@@ -202,20 +265,68 @@ pub fn slice_edges(dev: &Device, cfg: &EditorConfig) -> usize {
     (bytes / (4 * cfg.hidden.max(1)) as u64) as usize
 }
 
-/// Every model's base values (`base_params`) and pruning priors, packed model-major.
-fn bases_and_priors(
+/// The signals of a batch's models (`signals`), for editors that read data; None for others.
+fn batch_signals(
+    dev: &Device,
+    spec: &EditSpec,
+    models: &[(&MlpShape, &[f32])],
+    b: &Bases,
+    asks: &[Ask],
+    cols: &Columns,
+) -> Result<Option<Vec<Signals>>> {
+    if !spec.signals {
+        return Ok(None);
+    }
+    if cols.calibration.rows() == 0 {
+        return Err(Error::Usage(
+            "this editor reads a calibration batch of its data: pass --data".into(),
+        ));
+    }
+    let (mut at, mut starts, mut frozen) = (0, Vec::new(), Vec::new());
+    for ((s, p), a) in models.iter().zip(asks) {
+        starts.push(&b.orig[at..at + p.len()]);
+        // What the edit cannot move: the rule's zeros and the removed columns' weights.
+        let mut f = b.fixed[at..at + p.len()].to_vec();
+        let d = s.fan_in(0);
+        for o in 0..s.fan_out(0) {
+            for (c, _) in a.removed.iter().enumerate().filter(|(_, r)| **r) {
+                f[s.weight_offset(0) + o * d + c] = true;
+            }
+        }
+        frozen.push(f);
+        at += p.len();
+    }
+    signals::signals(dev, models, &starts, &frozen, asks, &cols.calibration).map(Some)
+}
+
+/// Every model's base values (`base_params`), pruning priors and fixed zeros.
+fn bases(
     spec: &EditSpec,
     models: &[(&MlpShape, &[f32])],
     asks: &[Ask],
     cols: &Columns,
-) -> (Vec<f32>, Vec<f32>) {
-    let (mut orig, mut prior) = (Vec::new(), Vec::new());
+) -> Result<Bases> {
+    let mut b = Bases {
+        orig: Vec::new(),
+        prior: Vec::new(),
+        fixed: Vec::new(),
+    };
     for ((s, p), a) in models.iter().zip(asks) {
-        let base = base_params(spec, s, p, a, cols);
-        prior.extend(prune_prior(spec, s, &base));
-        orig.extend(base);
+        let base = base_params(spec, s, p, a, cols)?;
+        b.prior.extend(prune_prior(spec, s, &base));
+        let rule_mask = spec.requirement == Requirement::Prune && !ranks_scores(spec);
+        let mut fixed = vec![false; base.len()];
+        if rule_mask {
+            for l in 0..s.layers() {
+                for i in s.weight_offset(l)..s.bias_offset(l) {
+                    fixed[i] = base[i] == 0.0;
+                }
+            }
+        }
+        b.fixed.extend(fixed);
+        b.orig.extend(base);
     }
-    (orig, prior)
+    Ok(b)
 }
 
 /// A batch of edits ready on the device: the graph uploaded, the editor's buffers allocated,
@@ -240,16 +351,27 @@ impl EditBatch {
         cols: &Columns,
         slice_edges: usize,
     ) -> Result<EditBatch> {
-        let g = build_graph(editor, spec.requirement, models, asks, &cols.sensitive)?;
+        let b = bases(spec, models, asks, cols)?;
+        let seen = b.seen(spec, models);
+        let sig = batch_signals(dev, spec, models, &b, asks, cols)?;
+        let g = build_graph(
+            editor,
+            spec.requirement,
+            &seen,
+            asks,
+            &cols.sensitive,
+            sig.as_deref(),
+        )?;
         let dg = DeviceGraph::upload(dev, &g)?;
-        let (orig, prior) = bases_and_priors(spec, models, asks, cols);
+        let mut pm = g.param_map();
+        fix_zeros(&mut pm, &b.fixed);
         Ok(EditBatch {
             spec: *spec,
-            pm: g.param_map(),
+            pm,
             bufs: InferBuffers::new(dev, &editor.cfg, &dg, slice_edges)?,
             dg,
-            orig,
-            prior,
+            orig: b.orig,
+            prior: b.prior,
             sparsity: asks.iter().map(|a| a.sparsity).collect(),
         })
     }
@@ -263,7 +385,7 @@ impl EditBatch {
         for (m, &sparsity) in self.sparsity.iter().enumerate() {
             let (mut values, mut scores) =
                 values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m);
-            if self.spec.requirement == Requirement::Prune {
+            if ranks_scores(&self.spec) {
                 let keep = kept(scores.len(), sparsity);
                 select_best(&mut scores, keep);
                 for &(_, i) in &scores[keep..] {

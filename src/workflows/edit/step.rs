@@ -3,7 +3,8 @@
 //! utility loss and requirement loss -> backward through the edited models -> backward through
 //! the editor.
 
-use super::{bases_and_priors, build_graph, kept, select_best, values_and_scores};
+use super::{bases, batch_signals, build_graph, fix_zeros, kept, ranks_scores};
+use super::{select_best, values_and_scores};
 use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
 use crate::engine::kernels::apply_edit::{apply_edit_backward, apply_edit_forward, KEEP_ALL};
@@ -124,13 +125,24 @@ impl TrainBatch {
         rows: usize,
     ) -> Result<TrainBatch> {
         let models: Vec<(&MlpShape, &[f32])> = params.iter().map(|p| (shape, *p)).collect();
-        let g = build_graph(editor, spec.requirement, &models, asks, &cols.sensitive)?;
-        let pm = g.param_map();
+        // The edit's base values (`orig` in the kernels); the original models run unchanged.
+        let b = bases(spec, &models, asks, cols)?;
+        let seen = b.seen(spec, &models);
+        let sig = batch_signals(dev, spec, &models, &b, asks, cols)?;
+        let g = build_graph(
+            editor,
+            spec.requirement,
+            &seen,
+            asks,
+            &cols.sensitive,
+            sig.as_deref(),
+        )?;
+        let mut pm = g.param_map();
+        fix_zeros(&mut pm, &b.fixed);
         let dg = DeviceGraph::upload(dev, &g)?;
         let tape = Tape::new(dev, &editor.cfg, &dg)?;
         let raw: Vec<f32> = params.iter().flat_map(|p| p.iter().copied()).collect();
-        // The edit's base values (`orig` in the kernels); the original models run unchanged.
-        let (orig_host, prior_host) = bases_and_priors(spec, &models, asks, cols);
+        let (orig_host, prior_host) = (b.orig, b.prior);
         let m = params.len();
         let idx = dev.upload_u32(&[pm.map.clone(), pm.kind.clone(), pm.inv.clone()].concat())?;
         let data =
@@ -172,7 +184,7 @@ impl TrainBatch {
     pub fn forward(&self, dev: &Device, editor: &Editor) -> Result<()> {
         editor.forward(dev, &self.dg, &self.tape)?;
         let (p, m) = (self.p_len(), self.models);
-        if self.spec.requirement == Requirement::Prune {
+        if ranks_scores(&self.spec) {
             let head = dev.read(
                 &self.tape.acts,
                 self.tape.head().offset,

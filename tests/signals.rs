@@ -1,0 +1,278 @@
+//! What a data-reading editor is told of each model: the gradient of the edit's loss at the
+//! base against finite differences of a host reference, frozen parameters left out, activation
+//! statistics against a host forward, on both backends; and the OBS-based prune edit, whose
+//! untrained editor is the rule itself.
+
+mod common;
+use common::*;
+use rand::Rng;
+use regop::engine::kernels::activation::Activation;
+use regop::engine::kernels::fairness::Gap;
+use regop::io::data::Split;
+use regop::networks::editor::{Editor, EditorConfig};
+use regop::networks::graph::PosIds;
+use regop::networks::mlp::{forward_host, init_params, MlpShape};
+use regop::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement, COND_DIM};
+use regop::workflows::baselines::obs_prune;
+use regop::workflows::edit::edit_models;
+use regop::workflows::edit::signals::signals;
+use regop::Device;
+
+/// Jensen-Shannon divergence (natural log) between the distributions of logits `p` and `q`
+/// (one logit: Bernoulli of its sigmoid; several: softmax).
+fn jsd_host(p: &[f32], q: &[f32]) -> f64 {
+    let dist = |v: &[f32]| -> Vec<f64> {
+        let v: Vec<f64> = match v.len() {
+            1 => vec![0.0, v[0] as f64],
+            _ => v.iter().map(|x| *x as f64).collect(),
+        };
+        let m = v.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = v.iter().map(|x| (x - m).exp()).sum();
+        v.iter().map(|x| (x - m).exp() / z).collect()
+    };
+    let (p, q) = (dist(p), dist(q));
+    p.iter()
+        .zip(&q)
+        .map(|(a, b)| {
+            let m = 0.5 * (a + b);
+            0.5 * (a * (a / m).ln() + b * (b / m).ln())
+        })
+        .sum()
+}
+
+/// Mean JSD over the rows between the original model and `base`.
+fn loss(shape: &MlpShape, original: &[f32], base: &[f32], calib: &Split) -> f64 {
+    let rows = calib.rows();
+    let (a, b) = (
+        forward_host(shape, original, &calib.x, rows),
+        forward_host(shape, base, &calib.x, rows),
+    );
+    let k = shape.outputs();
+    (0..rows)
+        .map(|r| jsd_host(&a[r * k..][..k], &b[r * k..][..k]))
+        .sum::<f64>()
+        / rows as f64
+}
+
+/// Mean and standard deviation of each column of `v` [rows, width].
+fn column_stats(v: &[f32], rows: usize, width: usize) -> Vec<f32> {
+    (0..width)
+        .flat_map(|j| {
+            let col: Vec<f64> = (0..rows).map(|r| v[r * width + j] as f64).collect();
+            let mean = col.iter().sum::<f64>() / rows as f64;
+            let var = col.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / rows as f64;
+            [mean as f32, var.sqrt() as f32]
+        })
+        .collect()
+}
+
+#[test]
+fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
+    let mut rng = fresh_rng("signals");
+    let shapes = [
+        MlpShape::new(&[4, 5, 1], Activation::Relu),
+        MlpShape::new(&[4, 5, 1], Activation::Relu),
+        MlpShape::new(&[4, 3, 3], Activation::Tanh),
+    ];
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| init_params(s, rng.random()))
+        .collect();
+    let bases: Vec<Vec<f32>> = params
+        .iter()
+        .map(|p| p.iter().map(|v| v + rng.random_range(-0.5..0.5)).collect())
+        .collect();
+    let frozen: Vec<Vec<bool>> = params
+        .iter()
+        .map(|p| p.iter().map(|_| rng.random_bool(0.2)).collect())
+        .collect();
+    let mut asks: Vec<Ask> = (0..3).map(|_| Ask::new(4)).collect();
+    asks[1].removed[2] = true;
+    let rows = 24;
+    let calib = Split {
+        x: random(&mut rng, rows * 4),
+        y: vec![0.0; rows],
+        group: (0..rows).map(|r| (r % 2) as u32).collect(),
+    };
+    let models: Vec<(&MlpShape, &[f32])> = shapes
+        .iter()
+        .zip(&params)
+        .map(|(s, p)| (s, p.as_slice()))
+        .collect();
+    let base_refs: Vec<&[f32]> = bases.iter().map(Vec::as_slice).collect();
+    let on = |dev: &Device| signals(dev, &models, &base_refs, &frozen, &asks, &calib).unwrap();
+    let (cpu, gpu_sig) = (on(&Device::cpu()), on(&gpu()));
+    for (m, shape) in shapes.iter().enumerate() {
+        let s = &cpu[m];
+        // The gradient, unscaled, against central differences of the host loss.
+        let scale = 10f64.powf(s.log_scale as f64);
+        // A small step: ReLU kinks within it would make the differences disagree.
+        let h = 2e-3f32;
+        let mut b = bases[m].clone();
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for i in 0..b.len() {
+            if frozen[m][i] {
+                assert_eq!(
+                    s.grad[i], 0.0,
+                    "model {m}: frozen parameter {i} has a gradient"
+                );
+                continue;
+            }
+            b[i] = bases[m][i] + h;
+            let up = loss(shape, &params[m], &b, &calib);
+            b[i] = bases[m][i] - h;
+            let down = loss(shape, &params[m], &b, &calib);
+            b[i] = bases[m][i];
+            let fd = (up - down) / (2.0 * h as f64);
+            num += (s.grad[i] as f64 * scale - fd).powi(2);
+            den += fd * fd;
+        }
+        assert!(den > 1e-12, "model {m}: the loss does not move");
+        let rel = (num / den).sqrt();
+        assert!(rel < 2e-2, "model {m}: gradient relative error {rel:e}");
+        // Unit RMS over the live values.
+        let live: Vec<f64> = s
+            .grad
+            .iter()
+            .filter(|v| **v != 0.0)
+            .map(|v| *v as f64)
+            .collect();
+        let rms = (live.iter().map(|v| v * v).sum::<f64>() / live.len() as f64).sqrt();
+        assert!((rms - 1.0).abs() < 1e-4, "model {m}: gradient RMS {rms}");
+        // Activation statistics: input columns (removed ones read 0), then each layer's outputs.
+        let mut want = column_stats(&calib.x, rows, 4);
+        for c in 0..4 {
+            if asks[m].removed[c] {
+                want[2 * c] = 0.0;
+                want[2 * c + 1] = 0.0;
+            }
+        }
+        for l in 0..shape.layers() {
+            let upto = MlpShape::new(&shape.dims[..l + 2], shape.activation);
+            let mut out = forward_host(&upto, &bases[m][..upto.n_params()], &calib.x, rows);
+            if l + 1 < shape.layers() {
+                out.iter_mut().for_each(|v| *v = shape.activation.apply(*v));
+            }
+            want.extend(column_stats(&out, rows, shape.fan_out(l)));
+        }
+        assert_eq!(s.activations.len(), want.len());
+        for (k, (a, w)) in s.activations.iter().zip(&want).enumerate() {
+            assert!(
+                (a - w).abs() < 1e-4 * (1.0 + w.abs()),
+                "model {m}: statistic {k}: {a} vs {w}"
+            );
+        }
+        // The device agrees with the CPU backend.
+        let g = &gpu_sig[m];
+        assert!((g.log_scale - s.log_scale).abs() < 1e-4);
+        for (a, b) in s
+            .grad
+            .iter()
+            .zip(&g.grad)
+            .chain(s.activations.iter().zip(&g.activations))
+        {
+            assert!(
+                (a - b).abs() < 1e-3 * (1.0 + a.abs()),
+                "model {m}: cpu {a} vs gpu {b}"
+            );
+        }
+    }
+}
+
+/// An OBS prune editor starts from the rule: untrained, it returns OBS reconstruction's edit;
+/// any editor keeps OBS's mask exactly (the weights the rule pruned stay zero, the sparsity is
+/// the asked one), with or without the signals.
+#[test]
+fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
+    let mut rng = fresh_rng("obs editor");
+    let dev = Device::cpu();
+    let shapes = [
+        MlpShape::new(&[6, 8, 1], Activation::Relu),
+        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
+    ];
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| init_params(s, rng.random()))
+        .collect();
+    let models: Vec<(&MlpShape, &[f32])> = shapes
+        .iter()
+        .zip(&params)
+        .map(|(s, p)| (s, p.as_slice()))
+        .collect();
+    let rows = 64;
+    let calib = Split {
+        x: random(&mut rng, rows * 6),
+        y: vec![0.0; rows],
+        group: vec![0; rows],
+    };
+    let cols = Columns {
+        sensitive: vec![false; 6],
+        means: vec![],
+        calibration: calib.clone(),
+    };
+    let cfg = EditorConfig {
+        hidden: 8,
+        layers: 2,
+        cond_dim: COND_DIM,
+        pos: PosIds {
+            max_inputs: 6,
+            max_hidden_layers: 2,
+            max_outputs: 1,
+        },
+    };
+    for signals in [false, true] {
+        let spec = EditSpec {
+            requirement: Requirement::Prune,
+            gap: Gap::Eo,
+            gamma: 0.1,
+            tau: 1.0,
+            prune_score: PruneScore::Obs,
+            fair_sharpness: 1.0,
+            fair_target: FairTarget::Penalty,
+            signals,
+        };
+        let asks: Vec<Ask> = [0.5f32, 0.8]
+            .iter()
+            .map(|&s| Ask {
+                sparsity: s,
+                ..Ask::new(6)
+            })
+            .collect();
+        let rule: Vec<Vec<f32>> = models
+            .iter()
+            .zip(&asks)
+            .map(|((s, p), a)| obs_prune(s, p, &calib.x, rows, a.sparsity as f64))
+            .collect();
+        let untrained = Editor::new(&dev, &cfg, 3).unwrap();
+        let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+        assert_eq!(
+            got, rule,
+            "signals {signals}: the untrained editor is not the rule"
+        );
+        let trained = random_editor(&dev, &cfg, &mut rng);
+        let got = edit_models(&dev, &trained, &spec, &models, &asks, &cols).unwrap();
+        for (m, s) in shapes.iter().enumerate() {
+            let mut moved = 0;
+            for l in 0..s.layers() {
+                for i in s.weight_offset(l)..s.bias_offset(l) {
+                    assert_eq!(
+                        got[m][i] == 0.0,
+                        rule[m][i] == 0.0,
+                        "model {m}: weight {i} left the rule's mask"
+                    );
+                    moved += (got[m][i] != rule[m][i]) as usize;
+                }
+            }
+            assert!(
+                moved > 0,
+                "model {m}: a random editor changed no kept weight"
+            );
+        }
+        // Without the calibration batch the edit is refused, not guessed.
+        let bare = Columns {
+            calibration: Split::default(),
+            ..cols.clone()
+        };
+        assert!(edit_models(&dev, &untrained, &spec, &models, &asks, &bare).is_err());
+    }
+}

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# yardstick.sh DATASET [WORKDIR]: the figures BENCHMARKS reports for one dataset, from scratch.
+# Builds the zoo (seed 0) and a sealed test zoo (model seed 1, same data), trains an editor per
+# requirement on the zoo, and compares each with every baseline on the sealed zoo's models.
+# DATASET is adult, bank or mnist_5k (read from ../shared/datasets unless DATA says otherwise).
+# REGOP (default target/release/regop), DEVICE (default cpu), STEPS_* and COUNT/SEALED can be
+# set in the environment. Nothing here chooses a setting from the sealed zoo.
+set -euo pipefail
+name=$1
+work=${2:-yardstick-$name}
+regop=${REGOP:-target/release/regop}
+data=${DATA:-../shared/datasets/$name}
+dev=${DEVICE:-cpu}
+count=${COUNT:-256}
+sealed=${SEALED:-64}
+mkdir -p "$work"
+run() { echo "+ regop $*" >&2; "$regop" --device "$dev" "$@"; }
+
+case $name in
+  adult) drop=sex,race,relationship,marital-status; fairness=1 ;;
+  bank) drop=age,marital,education; fairness=1 ;;
+  mnist_5k) drop=p0-27_0-9; fairness=0 ;;
+  *) echo "unknown dataset $name" >&2; exit 2 ;;
+esac
+
+[ -f "$work/zoo/manifest.json" ] || run --seed 0 zoo --data "$data" --count "$count" --out "$work/zoo"
+[ -f "$work/sealed/manifest.json" ] || run --seed 1 zoo --data "$data" --data-seed 0 --count "$sealed" --out "$work/sealed"
+
+train() {
+  local req=$1 steps=$2
+  shift 2
+  [ -f "$work/zoo/editor-$req/editor.safetensors" ] ||
+    run --seed 0 train --zoo "$work/zoo" --data "$data" --requirement "$req" --steps "$steps" "$@"
+}
+compare() {
+  local req=$1
+  shift
+  run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" --requirement "$req" \
+    --editor "$work/zoo/editor-$req/editor.safetensors" --out "$work/compare-$req" --force "$@" \
+    > "$work/compare-$req.txt"
+}
+
+train prune "${STEPS_PRUNE:-2500}"
+compare prune --sparsity 0.9,0.95 --neurons 0.5
+train minimise "${STEPS_MINIMISE:-1000}"
+compare minimise --drop "$drop"
+if [ "$fairness" = 1 ]; then
+  train fairness "${STEPS_FAIRNESS:-1500}"
+  compare fairness --gap eo --max-gap 0.05
+fi
+echo "done: $work" >&2
