@@ -513,7 +513,12 @@ fn least_squares_fold_is_the_mean_fold_for_uncorrelated_columns() {
     let means: Vec<f32> = (0..d)
         .map(|c| (0..rows).map(|r| x[r * d + c]).sum::<f32>() / rows as f32)
         .collect();
-    let ls = least_squares_fold(&shape, &p, &removed, &x, rows);
+    let split = |x: &[f32]| regop::io::data::Split {
+        x: x.to_vec(),
+        y: vec![0.0; rows],
+        group: vec![0; rows],
+    };
+    let ls = least_squares_fold(&shape, &p, &removed, &split(&x).moments());
     let mean = apply(
         &fold_removed_means(&shape, &p, &removed, &means),
         &removed_mask(&shape, &removed),
@@ -528,7 +533,12 @@ fn least_squares_fold_is_the_mean_fold_for_uncorrelated_columns() {
             [a, 2.0 * a + 1.0, h8(r, 2), h8(r, 3), h8(r, 4)]
         })
         .collect();
-    let ls = least_squares_fold(&shape, &p, &[false, true, false, false, false], &x2, rows);
+    let ls = least_squares_fold(
+        &shape,
+        &p,
+        &[false, true, false, false, false],
+        &split(&x2).moments(),
+    );
     let before = regop::workflows::baselines::calibration::layer_pre(&shape, &p, 0, &x2, rows);
     let after = regop::workflows::baselines::calibration::layer_pre(&shape, &ls, 0, &x2, rows);
     for (a, b) in before.iter().zip(&after) {

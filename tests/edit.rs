@@ -16,7 +16,9 @@ use regop::networks::editor::{Editor, EditorConfig};
 use regop::networks::graph::PosIds;
 use regop::networks::mlp::{init_params, MlpShape};
 use regop::requirement::COND_DIM;
-use regop::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
+use regop::requirement::{
+    Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
+};
 use regop::workflows::baselines::fold_removed_means;
 use regop::workflows::baselines::{choose_shift, shift_grid};
 use regop::workflows::edit::edit_models;
@@ -329,6 +331,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
             fair_sharpness: 1.0,
             fair_target: FairTarget::Penalty,
             signals: false,
+            minimise_base: MinimiseBase::Mean,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -344,6 +347,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
             sensitive: sensitive.clone(),
             means: vec![],
             calibration: Default::default(),
+            moments: Default::default(),
         };
         let edited = edit_models(&dev, &ed, &spec, &models, &asks, &cols).unwrap();
         for (m, s) in shapes.iter().enumerate() {
@@ -393,6 +397,7 @@ fn training_step_gradients_match_finite_differences() {
         sensitive,
         means: vec![0.3, 0.5, -0.2, 0.1, 0.7, 0.0],
         calibration: Default::default(),
+        moments: Default::default(),
     };
     let rows = 24;
     let x = random(&mut rng, rows * 6);
@@ -413,6 +418,7 @@ fn training_step_gradients_match_finite_differences() {
             fair_sharpness: 2.0,
             fair_target: target,
             signals: false,
+            minimise_base: MinimiseBase::Mean,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -487,6 +493,7 @@ fn step_problem(rng: &mut impl Rng, models: u64) -> Step {
             sensitive: vec![false, true, false, false, false, false],
             means: vec![0.2, 0.4, 0.0, -0.3, 0.1, 0.9],
             calibration: Default::default(),
+            moments: Default::default(),
         },
         x: random(rng, rows * 6),
         y: (0..rows).map(|r| (r % 3 == 0) as u32 as f32).collect(),
@@ -529,6 +536,7 @@ fn training_step_agrees_across_backends() {
             fair_sharpness: 3.0,
             fair_target: target,
             signals: false,
+            minimise_base: MinimiseBase::Mean,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {
@@ -605,6 +613,7 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
                 fair_sharpness: 3.0,
                 fair_target: FairTarget::Penalty,
                 signals: false,
+                minimise_base: MinimiseBase::Mean,
             };
             let asks: Vec<Ask> = (0..5)
                 .map(|i| Ask {
@@ -710,11 +719,13 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
         fair_sharpness: 1.0,
         fair_target: FairTarget::Shift,
         signals: false,
+        minimise_base: MinimiseBase::Mean,
     };
     let cols = Columns {
         sensitive: vec![false, true, false, false, false, false],
         means: vec![],
         calibration: Default::default(),
+        moments: Default::default(),
     };
     let shift = [
         rng.random_range(-1.5..1.5f32),

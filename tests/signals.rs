@@ -1,7 +1,8 @@
 //! What a data-reading editor is told of each model: the gradient of the edit's loss at the
 //! base against finite differences of a host reference, frozen parameters left out, activation
 //! statistics against a host forward, on both backends; and the OBS-based prune edit, whose
-//! untrained editor is the rule itself.
+//! untrained editor is the rule itself, and the minimisation edit that starts from the least-squares
+//! fold.
 
 mod common;
 use common::*;
@@ -12,8 +13,10 @@ use regop::io::data::Split;
 use regop::networks::editor::{Editor, EditorConfig};
 use regop::networks::graph::PosIds;
 use regop::networks::mlp::{forward_host, init_params, MlpShape};
-use regop::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement, COND_DIM};
-use regop::workflows::baselines::obs_prune;
+use regop::requirement::{
+    Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement, COND_DIM,
+};
+use regop::workflows::baselines::{fold_removed_means, least_squares_fold, obs_prune};
 use regop::workflows::edit::edit_models;
 use regop::workflows::edit::signals::signals;
 use regop::Device;
@@ -209,6 +212,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
         sensitive: vec![false; 6],
         means: vec![],
         calibration: calib.clone(),
+        moments: Default::default(),
     };
     let cfg = EditorConfig {
         hidden: 8,
@@ -230,6 +234,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             fair_sharpness: 1.0,
             fair_target: FairTarget::Penalty,
             signals,
+            minimise_base: MinimiseBase::Mean,
         };
         let asks: Vec<Ask> = [0.5f32, 0.8]
             .iter()
@@ -275,4 +280,91 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
         };
         assert!(edit_models(&dev, &untrained, &spec, &models, &asks, &bare).is_err());
     }
+}
+
+/// A minimisation editor that starts from the least-squares fold: untrained, it is the fold
+/// (removed columns exactly zero); it refuses to edit without the data's moments.
+#[test]
+fn a_least_squares_minimise_editor_starts_from_the_fold() {
+    let mut rng = fresh_rng("least-squares editor");
+    let dev = Device::cpu();
+    let shapes = [
+        MlpShape::new(&[6, 8, 1], Activation::Relu),
+        MlpShape::new(&[6, 5, 4, 1], Activation::Tanh),
+    ];
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| init_params(s, rng.random()))
+        .collect();
+    let models: Vec<(&MlpShape, &[f32])> = shapes
+        .iter()
+        .zip(&params)
+        .map(|(s, p)| (s, p.as_slice()))
+        .collect();
+    // Column 3 is mostly column 0: the fold moves it there.
+    let rows = 200;
+    let mut x = random(&mut rng, rows * 6);
+    for r in 0..rows {
+        x[r * 6 + 3] = 0.8 * x[r * 6] + 0.1 * x[r * 6 + 3];
+    }
+    let train = Split {
+        x,
+        y: vec![0.0; rows],
+        group: vec![0; rows],
+    };
+    let moments = std::sync::Arc::new(train.moments());
+    let cols = Columns {
+        sensitive: vec![false; 6],
+        means: moments.mean.iter().map(|m| *m as f32).collect(),
+        calibration: train.calibration_batch(64),
+        moments: moments.clone(),
+    };
+    let spec = EditSpec {
+        requirement: Requirement::Minimise,
+        gap: Gap::Eo,
+        gamma: 0.1,
+        tau: 0.0,
+        prune_score: PruneScore::Lamp,
+        fair_sharpness: 1.0,
+        fair_target: FairTarget::Penalty,
+        signals: false,
+        minimise_base: MinimiseBase::LeastSquares,
+    };
+    let mut asks: Vec<Ask> = (0..2).map(|_| Ask::new(6)).collect();
+    asks[0].removed[3] = true;
+    asks[1].removed[1] = true;
+    asks[1].removed[3] = true;
+    let cfg = EditorConfig {
+        hidden: 8,
+        layers: 2,
+        cond_dim: COND_DIM,
+        pos: PosIds {
+            max_inputs: 6,
+            max_hidden_layers: 2,
+            max_outputs: 1,
+        },
+    };
+    let untrained = Editor::new(&dev, &cfg, 1).unwrap();
+    let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    for (m, s) in shapes.iter().enumerate() {
+        let want = least_squares_fold(s, &params[m], &asks[m].removed, &moments);
+        assert_eq!(
+            got[m], want,
+            "model {m}: the untrained editor is not the fold"
+        );
+        let mean = fold_removed_means(s, &params[m], &asks[m].removed, &cols.means);
+        assert_ne!(got[m], mean, "model {m}: the fold is the mean fold");
+        for o in 0..s.fan_out(0) {
+            assert_eq!(
+                got[m][o * 6 + 3],
+                0.0,
+                "model {m}: a removed column is read"
+            );
+        }
+    }
+    let bare = Columns {
+        moments: Default::default(),
+        ..cols.clone()
+    };
+    assert!(edit_models(&dev, &untrained, &spec, &models, &asks, &bare).is_err());
 }

@@ -8,7 +8,7 @@ pub mod verify;
 
 use crate::engine::kernels::apply_edit::ApplyOpts;
 use crate::engine::kernels::fairness::Gap;
-use crate::io::data::{Schema, Split, CALIBRATION_ROWS};
+use crate::io::data::{ColumnMoments, Schema, Split, CALIBRATION_ROWS};
 
 /// Most accuracy an edit may lose and still count as compliant (2 points): `--max-drop`'s
 /// default, and what the trainer's checkpoint choice and compare's "compliant" column use.
@@ -102,6 +102,27 @@ pub enum PruneScore {
     Obs,
 }
 
+/// Where a minimisation edit starts: the removed columns' training means folded into the
+/// first-layer biases, or each removed column's least-squares prediction from the kept ones
+/// folded into their weights (`baselines::least_squares_fold`; edits then need the data).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum MinimiseBase {
+    #[default]
+    Mean,
+    LeastSquares,
+}
+
 /// How an editor edits (saved with it): the requirement it was trained for and the edit's
 /// constants.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -126,6 +147,9 @@ pub struct EditSpec {
     /// starts and the activations of every neuron (`edit::signals`). Edits then need the data.
     #[serde(default)]
     pub signals: bool,
+    /// Where a minimisation edit starts (editors saved before it existed: the mean fold).
+    #[serde(default)]
+    pub minimise_base: MinimiseBase,
 }
 
 pub fn one() -> f32 {
@@ -202,6 +226,8 @@ pub struct Columns {
     /// A calibration batch of training rows, for what reads data (empty when the data was not
     /// given).
     pub calibration: Split,
+    /// The training split's column moments, for least-squares folds (empty without the data).
+    pub moments: std::sync::Arc<ColumnMoments>,
 }
 
 impl Columns {
@@ -218,6 +244,7 @@ impl Columns {
             sensitive: sensitive_columns(schema),
             means: means.iter().map(|m| (m / rows as f64) as f32).collect(),
             calibration: train.calibration_batch(CALIBRATION_ROWS),
+            moments: std::sync::Arc::new(train.moments()),
         }
     }
 }

@@ -15,7 +15,9 @@ use crate::networks::graph::PosIds;
 use crate::requirement::metrics::{accuracy, fairness_gap, predictions};
 use crate::requirement::verify::{compliant, Target};
 use crate::requirement::MAX_DROP;
-use crate::requirement::{Ask, Columns, EditSpec, FairTarget, PruneScore, Requirement};
+use crate::requirement::{
+    Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
+};
 use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_SHIFT_GROUPS, SEARCH_MARGIN, SHIFT_RANGE};
 use crate::workflows::edit::checkpoint::{load_editor, save_editor};
 use crate::workflows::edit::step::{step_gradient, TrainBatch};
@@ -54,6 +56,9 @@ pub struct TrainConfig {
     /// The editor reads data (`EditSpec::signals`).
     #[serde(default)]
     pub signals: bool,
+    /// Where a minimisation edit starts (`EditSpec::minimise_base`).
+    #[serde(default)]
+    pub minimise_base: MinimiseBase,
     /// Fairness weight, drawn log-uniformly (penalty editors).
     pub lambda: (f32, f32),
     /// Logit shift per group, drawn uniformly (shift editors).
@@ -103,6 +108,7 @@ impl TrainConfig {
             fair_sharpness: FAIR_SHARPNESS,
             fair_target: FairTarget::Shift,
             signals: false,
+            minimise_base: MinimiseBase::Mean,
             lambda: (0.1, 30.0),
             shift_range: SHIFT_RANGE,
             max_gap: 0.05,
@@ -336,6 +342,7 @@ impl<'a> Trainer<'a> {
                 fair_sharpness: cfg.fair_sharpness,
                 fair_target: cfg.fair_target,
                 signals: cfg.signals,
+                minimise_base: cfg.minimise_base,
             },
             editor_cfg: EditorConfig {
                 hidden: cfg.hidden,

@@ -223,10 +223,12 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let data = data_for(&ef, a.data.as_deref())?;
     match &data {
         Some(d) => ef.attach_data(d),
-        None if ef.needs_data() => return Err(Error::Usage(format!(
+        None if ef.needs_data() => {
+            return Err(Error::Usage(format!(
             "this editor reads a calibration batch of its data: pass --data with the {:?} files",
             ef.loader
-        ))),
+        )))
+        }
         None => {}
     }
     if a.keep_features.is_some() && data.is_none() {

@@ -67,6 +67,11 @@ pub struct Args {
     /// starts and every neuron's activations (its edits then need --data, like the training).
     #[arg(long)]
     pub signals: bool,
+    /// Where a minimisation edit starts: the removed columns' means folded into the biases
+    /// (`mean`), or their least-squares prediction from the kept columns folded into those
+    /// columns' weights (`least-squares`; its edits then need --data).
+    #[arg(long, value_enum, default_value = "mean")]
+    pub minimise_base: crate::requirement::MinimiseBase,
     /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
     #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
     pub shift_range: Vec<f32>,
@@ -145,6 +150,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         prune_score: a.prune_score,
         fair_target: a.fair_target,
         signals: a.signals,
+        minimise_base: a.minimise_base,
         lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
         shift_range: pair("shift-range", &a.shift_range, |v| v.abs() <= 10.0)?,
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {

@@ -196,6 +196,14 @@ pub struct Split {
     pub group: Vec<u32>,
 }
 
+/// What a least-squares prediction of some columns from the others needs of a split's rows,
+/// computed once: each column's mean, and X^T X of the centred columns [columns, columns].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ColumnMoments {
+    pub mean: Vec<f64>,
+    pub gram: Vec<f64>,
+}
+
 /// Rows of a calibration batch: what the data-aware rules and editors read of the training
 /// split (no labels), the usual few hundred.
 pub const CALIBRATION_ROWS: usize = 512;
@@ -219,6 +227,23 @@ impl Split {
                 .collect(),
             y: order.iter().map(|&r| self.y[r]).collect(),
             group: order.iter().map(|&r| self.group[r]).collect(),
+        }
+    }
+    /// The columns' means and the Gram matrix of the centred columns (`ColumnMoments`).
+    pub fn moments(&self) -> ColumnMoments {
+        let rows = self.rows();
+        let d = self.x.len() / rows.max(1);
+        let mean: Vec<f64> = (0..d)
+            .map(|c| (0..rows).map(|r| self.x[r * d + c] as f64).sum::<f64>() / rows.max(1) as f64)
+            .collect();
+        let centred: Vec<f32> = self
+            .x
+            .chunks(d.max(1))
+            .flat_map(|row| row.iter().zip(&mean).map(|(v, m)| (*v as f64 - m) as f32))
+            .collect();
+        ColumnMoments {
+            gram: crate::engine::linalg::gram(&centred, rows, d),
+            mean,
         }
     }
     pub fn positive_rate(&self) -> f64 {

@@ -1,8 +1,8 @@
 //! Data minimisation rules: zero the removed features' input columns, with or without what
 //! they carried folded into the first layer's biases and kept columns.
 
-use super::linalg;
-use crate::io::data::Schema;
+use crate::engine::linalg;
+use crate::io::data::{ColumnMoments, Schema};
 use crate::networks::mlp::MlpShape;
 
 /// Mask that removes `features` (their input columns in the first layer).
@@ -49,7 +49,7 @@ pub fn fold_removed_means(
 }
 
 /// Least-squares compensation: each removed column's best linear prediction from the kept
-/// columns (with an intercept), fitted on the rows `x` [rows, columns] (training rows), folded
+/// columns (with an intercept), fitted on the training rows whose `moments` are given, folded
 /// into the first layer: W_kept += W_removed A, b += W_removed c, W_removed = 0. Where the kept
 /// columns say nothing of the removed ones (uncorrelated), A = 0 and c is the removed columns'
 /// mean: the mean fold. Fitted on centred columns, ridge-dampened so collinear columns (one-hot
@@ -58,8 +58,7 @@ pub fn least_squares_fold(
     shape: &MlpShape,
     params: &[f32],
     removed: &[bool],
-    x: &[f32],
-    rows: usize,
+    moments: &ColumnMoments,
 ) -> Vec<f32> {
     let d = shape.fan_in(0);
     let kept: Vec<usize> = (0..d).filter(|&c| !removed[c]).collect();
@@ -68,35 +67,19 @@ pub fn least_squares_fold(
     if gone.is_empty() {
         return out;
     }
-    let mean: Vec<f64> = (0..d)
-        .map(|c| (0..rows).map(|r| x[r * d + c] as f64).sum::<f64>() / rows.max(1) as f64)
-        .collect();
+    let (mean, full) = (&moments.mean, &moments.gram);
     // A [kept, removed] from centred columns: (Xk^T Xk + ridge) A = Xk^T Xr.
-    let mean = &mean;
-    let centred = |cols: &[usize]| -> Vec<f32> {
-        (0..rows)
-            .flat_map(|r| {
-                cols.iter()
-                    .map(move |&c| (x[r * d + c] as f64 - mean[c]) as f32)
-            })
-            .collect()
-    };
-    let (xk, xr) = (centred(&kept), centred(&gone));
     let (nk, nr) = (kept.len(), gone.len());
-    let mut a = vec![0.0f64; nk * nr];
+    let mut a: Vec<f64> = kept
+        .iter()
+        .flat_map(|&i| gone.iter().map(move |&j| full[i * d + j]))
+        .collect();
     if nk > 0 {
-        let mut g = linalg::gram(&xk, rows, nk);
+        let mut g: Vec<f64> = kept
+            .iter()
+            .flat_map(|&i| kept.iter().map(move |&j| full[i * d + j]))
+            .collect();
         linalg::dampen(&mut g, nk, 1e-6);
-        for r in 0..rows {
-            for i in 0..nk {
-                let v = xk[r * nk + i] as f64;
-                if v != 0.0 {
-                    for j in 0..nr {
-                        a[i * nr + j] += v * xr[r * nr + j] as f64;
-                    }
-                }
-            }
-        }
         let chol = linalg::cholesky(&g, nk).expect("dampened Gram matrix is positive definite");
         linalg::cholesky_solve(&chol, nk, &mut a, nr);
     }

@@ -1,12 +1,11 @@
 //! What a user would do without a learned editor, as per-model procedures on the engine: the
 //! one-shot rules (no training: masks, scores, closed-form compensation) and the fine-tuning
 //! baselines. One file per requirement; `calibration` gives the rules that read data the
-//! activations of a calibration batch, `linalg` the small dense solves they need. Masks are
+//! activations of a calibration batch (`engine::linalg` has the dense solves). Masks are
 //! 0/1 per parameter (biases kept).
 
 pub mod calibration;
 pub mod fairness;
-mod linalg;
 pub mod minimise;
 pub mod postprocess;
 pub mod prune;

@@ -1,8 +1,9 @@
 //! Pruning rules: global and layer-wise magnitude, LAMP (data-free); iterative magnitude with
 //! fine-tuning.
 
-use super::{apply, calibration, linalg, masked_finetune, FineTune};
+use super::{apply, calibration, masked_finetune, FineTune};
 use crate::engine::device::Device;
+use crate::engine::linalg;
 use crate::error::Result;
 use crate::io::data::Dataset;
 use crate::networks::mlp::MlpShape;

@@ -134,11 +134,8 @@ impl<'a> Subject<'a> {
             mask.clone(),
             &self.columns.means,
         );
-        let r2 = removed.clone();
-        let least_squares = move || {
-            let (x, n) = (&data.train.x, data.train.rows());
-            Ok(least_squares_fold(shape, params, &r2, x, n))
-        };
+        let (r2, moments) = (removed.clone(), &self.columns.moments);
+        let least_squares = move || Ok(least_squares_fold(shape, params, &r2, moments));
         let ls = least_squares.clone();
         Ok(vec![
             edit("zero columns", Kind::OneShot, None, move || {
@@ -288,6 +285,7 @@ impl<'a> Subject<'a> {
                 move || Ok(fair_finetune(dev, shape, params, data, &ft, gap, &[lam])?.remove(0)),
             ));
         }
+        let moments = &self.columns.moments;
         for &lam in &self.cfg.lambdas {
             let s = sensitive.clone();
             out.push(edit(
@@ -295,8 +293,17 @@ impl<'a> Subject<'a> {
                 Kind::FineTuned,
                 None,
                 move || {
-                    let tuned =
-                        fair_finetune_without(dev, shape, params, &s, data, &ft, gap, &[lam]);
+                    let tuned = fair_finetune_without(
+                        dev,
+                        shape,
+                        params,
+                        &s,
+                        moments,
+                        data,
+                        &ft,
+                        gap,
+                        &[lam],
+                    );
                     Ok(tuned?.remove(0))
                 },
             ));

@@ -140,7 +140,8 @@ pub struct Finding {
     /// Editor minus rule, model by model; and the untrained editor minus rule.
     pub versus_rule: Paired,
     pub untrained_versus_rule: Option<Paired>,
-    /// (editor - rule) / (reference - rule), of the median accuracies.
+    /// (editor - rule) / (reference - rule), of the median accuracies; none where the
+    /// reference is not more accurate than the rule (there is no gap to recover).
     pub gap_recovered: Option<f64>,
     /// One reference run's time over one edit's, per model: median and lowest.
     pub speedup_median: Option<f64>,
@@ -191,8 +192,7 @@ pub fn findings(rows: &[Row], choices: &[Choice]) -> Vec<Finding> {
                     Some(r.seconds / e.seconds.max(1e-9))
                 })
                 .collect();
-            let gap =
-                refm.and_then(|(fa, _)| ((fa - ra).abs() > 1e-12).then(|| (ea - ra) / (fa - ra)));
+            let gap = refm.and_then(|(fa, _)| (fa - ra > 1e-12).then(|| (ea - ra) / (fa - ra)));
             Some(Finding {
                 setting: at,
                 editor: editor[0].method.clone(),

@@ -177,16 +177,23 @@ impl EditorFile {
 
     /// Whether its edits read data (a calibration batch of training rows).
     pub fn needs_data(&self) -> bool {
-        self.spec.signals
-            || (self.spec.requirement == crate::requirement::Requirement::Prune
-                && self.spec.prune_score == crate::requirement::PruneScore::Obs)
+        use crate::requirement::{MinimiseBase, PruneScore, Requirement};
+        let s = &self.spec;
+        s.signals
+            || (s.requirement == Requirement::Prune && s.prune_score == PruneScore::Obs)
+            || (s.requirement == Requirement::Minimise
+                && s.minimise_base == MinimiseBase::LeastSquares)
     }
 
-    /// Give it its data's calibration batch (the data must be the editor's own).
+    /// Give it its data's calibration batch and column moments (the data must be the
+    /// editor's own).
     pub fn attach_data(&mut self, data: &crate::io::data::Dataset) {
         self.columns.calibration = data
             .train
             .calibration_batch(crate::io::data::CALIBRATION_ROWS);
+        if self.needs_data() {
+            self.columns.moments = std::sync::Arc::new(data.train.moments());
+        }
     }
 
     pub fn load(dev: &Device, path: &std::path::Path) -> Result<EditorFile> {
@@ -219,6 +226,7 @@ impl EditorFile {
                 sensitive: sensitive_columns(&schema),
                 means,
                 calibration: Default::default(),
+                moments: Default::default(),
             },
             schema,
             spec,

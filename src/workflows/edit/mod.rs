@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers};
 use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
-use crate::requirement::{Ask, Columns, EditSpec, PruneScore, Requirement};
-use crate::workflows::baselines::{fold_removed_means, obs_prune};
+use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
+use crate::workflows::baselines::{fold_removed_means, least_squares_fold, obs_prune};
 
 /// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
 /// parameter when the edit does not prune).
@@ -131,6 +131,14 @@ fn base_params(
     cols: &Columns,
 ) -> Result<Vec<f32>> {
     Ok(match (spec.requirement, &ask.shift) {
+        (Requirement::Minimise, _) if spec.minimise_base == MinimiseBase::LeastSquares => {
+            if cols.moments.mean.is_empty() {
+                return Err(Error::Usage(
+                    "this editor starts from a least-squares fold, which reads its data: pass --data".into(),
+                ));
+            }
+            least_squares_fold(shape, params, &ask.removed, &cols.moments)
+        }
         (Requirement::Minimise, _) => fold_removed_means(shape, params, &ask.removed, &cols.means),
         (Requirement::Prune, _) if spec.prune_score == PruneScore::Obs => {
             if cols.calibration.rows() == 0 {
