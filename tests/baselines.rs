@@ -314,6 +314,27 @@ fn compare_writes_results_and_reports() {
         }
         // Existing results are kept unless --force.
         assert_eq!(regop(&args).status.code(), Some(2));
+        // --no-fine-tune keeps the one-shot rules and leaves out every fine-tuned reference.
+        args.extend(["--force", "--no-fine-tune"]);
+        assert!(regop(&args).status.success());
+        let quick: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(rdir.join("results.json")).unwrap()).unwrap();
+        let kinds = |v: &serde_json::Value| -> Vec<String> {
+            v["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x["kind"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let (all, rules) = (kinds(&r), kinds(&quick));
+        assert!(all.iter().any(|k| k == "fine-tuned"), "{req}: {all:?}");
+        assert!(!rules.iter().any(|k| k == "fine-tuned"), "{req}: {rules:?}");
+        assert_eq!(
+            rules.iter().filter(|k| *k == "one-shot rule").count(),
+            all.iter().filter(|k| *k == "one-shot rule").count(),
+            "{req}: the same one-shot rows"
+        );
     }
     // Bad requests exit 2 with a clear message.
     let bad = regop(&[

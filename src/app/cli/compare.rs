@@ -63,6 +63,10 @@ pub struct Args {
     /// Most accuracy (a share: 0.02 = 2 points) an edit may lose and still comply.
     #[arg(long, default_value_t = crate::requirement::MAX_DROP)]
     pub max_drop: f64,
+    /// Leave out the fine-tuned references: the one-shot rules and the editor alone (much
+    /// faster; no gap recovered).
+    #[arg(long)]
+    pub no_fine_tune: bool,
     /// Output directory (default: ZOO/compare-REQUIREMENT).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -92,6 +96,7 @@ impl Args {
             max_models: self.max_models,
             val_models: self.val_models,
             max_drop: self.max_drop,
+            no_fine_tune: self.no_fine_tune,
         }
     }
 }

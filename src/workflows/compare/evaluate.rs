@@ -92,6 +92,9 @@ impl<'a> Context<'a> {
         let (shape, params, k) = (&subject.shape, &subject.params, subject.shape.outputs());
         let base = predictions(&predict(dev, shape, 1, params, &split.x)?, k);
         let mut methods = subject.baselines(one_shot_only)?;
+        if self.cfg.no_fine_tune {
+            methods.retain(|m| m.kind != Kind::FineTuned);
+        }
         if !one_shot_only {
             for (ef, kind) in [
                 (self.editor, Kind::Editor),

@@ -49,6 +49,9 @@ pub struct CompareConfig {
     pub val_models: usize,
     /// Most accuracy an edit may lose and still comply.
     pub max_drop: f64,
+    /// Leave out the fine-tuned references (the one-shot rules and the editor alone: much
+    /// faster, and no gap recovered).
+    pub no_fine_tune: bool,
 }
 
 impl CompareConfig {
@@ -66,6 +69,7 @@ impl CompareConfig {
             max_models: None,
             val_models: 16,
             max_drop: MAX_DROP,
+            no_fine_tune: false,
         }
     }
 
