@@ -449,40 +449,86 @@ fn correlated_rows(rng: &mut impl rand::Rng, rows: usize, d: usize) -> Vec<f32> 
 fn obs_reconstructs_each_layer_at_least_as_well_as_magnitude() {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
-    let shape = MlpShape::new(&[20, 32, 16, 1], Activation::Relu);
+    // Layers of very different sizes, so that the two allocations differ.
+    let shape = MlpShape::new(&[20, 64, 8, 1], Activation::Relu);
     let p = init_params(&shape, rand::random());
     let rows = 256;
     let x = correlated_rows(&mut rng, rows, 20);
+    let zeros_in = |q: &[f32], l: usize| {
+        q[shape.weight_offset(l)..shape.bias_offset(l)]
+            .iter()
+            .filter(|&&v| v == 0.0)
+            .count()
+    };
+    let lamp = lamp_mask(&shape, &p, 0.9);
+    let lamp_quotas: Vec<usize> = (0..shape.layers()).map(|l| zeros_in(&lamp, l)).collect();
     for s in [0.5, 0.8, 0.95] {
-        let obs = obs_prune(&shape, &p, &x, rows, s);
-        let magnitude = apply(&p, &layerwise_magnitude_mask(&shape, &p, s));
-        assert!(weight_sparsity(&shape, &obs) >= s, "OBS reaches the target");
-        let mut input = x.clone();
-        for l in 0..shape.layers() {
-            // Layer l alone pruned by magnitude, against layer l as OBS left it.
-            let mut only_l = p.clone();
-            only_l[shape.weight_offset(l)..shape.bias_offset(l)]
-                .copy_from_slice(&magnitude[shape.weight_offset(l)..shape.bias_offset(l)]);
-            let e_mag = reconstruction_error(&shape, &p, &only_l, l, &input, rows);
-            let e_obs = reconstruction_error(&shape, &p, &obs, l, &input, rows);
-            assert!(
-                e_obs <= e_mag,
-                "sparsity {s}, layer {l}: OBS error {e_obs} above magnitude's {e_mag}"
-            );
-            let zeros = obs[shape.weight_offset(l)..shape.bias_offset(l)]
-                .iter()
-                .filter(|&&v| v == 0.0)
-                .count();
-            let n = shape.fan_in(l) * shape.fan_out(l);
-            assert_eq!(
-                zeros,
-                (s * n as f64 - 1e-9).ceil() as usize,
-                "layer {l}: count"
-            );
-            input =
-                regop::workflows::baselines::calibration::layer_out(&shape, &obs, l, &input, rows);
+        let uniform: Vec<usize> = (0..shape.layers())
+            .map(|l| {
+                let n = shape.fan_in(l) * shape.fan_out(l);
+                (s * n as f64 - 1e-9).ceil() as usize
+            })
+            .collect();
+        let chosen = obs_prune(&shape, &p, &x, rows, s);
+        assert!(
+            weight_sparsity(&shape, &chosen) >= s - 1e-3,
+            "OBS reaches the target"
+        );
+        for (what, quotas) in [("uniform", &uniform), ("LAMP's", &lamp_quotas)] {
+            let obs = obs_prune_quotas(&shape, &p, &x, rows, quotas);
+            let mut input = x.clone();
+            for l in 0..shape.layers() {
+                assert_eq!(
+                    zeros_in(&obs, l),
+                    quotas[l],
+                    "{what} quotas, layer {l}: count"
+                );
+                // Layer l alone pruned by magnitude to the same count, against layer l as OBS
+                // left it.
+                let idx: Vec<usize> = (shape.weight_offset(l)..shape.bias_offset(l)).collect();
+                let mut order = idx.clone();
+                order.sort_by(|&a, &b| p[a].abs().total_cmp(&p[b].abs()).then(a.cmp(&b)));
+                let mut only_l = p.clone();
+                for &i in &order[..quotas[l]] {
+                    only_l[i] = 0.0;
+                }
+                let e_mag = reconstruction_error(&shape, &p, &only_l, l, &input, rows);
+                let e_obs = reconstruction_error(&shape, &p, &obs, l, &input, rows);
+                assert!(
+                    e_obs <= e_mag,
+                    "sparsity {s}, {what} quotas, layer {l}: OBS error {e_obs} above magnitude's {e_mag}"
+                );
+                input = regop::workflows::baselines::calibration::layer_out(
+                    &shape, &obs, l, &input, rows,
+                );
+            }
         }
+        // The rule keeps whichever allocation reproduces the original's logits better.
+        let logits = |q: &[f32]| regop::networks::mlp::forward_host(&shape, q, &x, rows);
+        let orig = logits(&p);
+        let dist = |q: &[f32]| -> f64 {
+            logits(q)
+                .iter()
+                .zip(&orig)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum()
+        };
+        let lamp_s = lamp_mask(&shape, &p, s);
+        let lq: Vec<usize> = (0..shape.layers()).map(|l| zeros_in(&lamp_s, l)).collect();
+        let (a, b) = (
+            obs_prune_quotas(&shape, &p, &x, rows, &uniform),
+            obs_prune_quotas(&shape, &p, &x, rows, &lq),
+        );
+        let best = if dist(&b) < dist(&a) { b } else { a };
+        assert_eq!(chosen, best, "sparsity {s}: not the closer allocation");
     }
+    assert_ne!(
+        lamp_quotas,
+        (0..shape.layers())
+            .map(|l| ((0.9 * (shape.fan_in(l) * shape.fan_out(l)) as f64) - 1e-9).ceil() as usize)
+            .collect::<Vec<_>>(),
+        "the allocations should differ"
+    );
 }
 
 /// Wanda scores |w| x the input's norm: where every input has the same norm it prunes exactly

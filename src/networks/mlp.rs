@@ -73,6 +73,14 @@ pub fn init_params(shape: &MlpShape, seed: u64) -> Vec<f32> {
     out
 }
 
+/// What a `BatchedMlp` is allocated for: each needs the buffers of the one before and more.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Inference,
+    Gradients,
+    Training,
+}
+
 pub struct BatchedMlp {
     pub shape: MlpShape,
     /// Models in the batch.
@@ -101,7 +109,19 @@ impl BatchedMlp {
         rows: usize,
         params: &[f32],
     ) -> Result<BatchedMlp> {
-        BatchedMlp::alloc(dev, shape, batch, rows, params, true)
+        BatchedMlp::alloc(dev, shape, batch, rows, params, Use::Training)
+    }
+
+    /// For `forward`, `backward` and `loss`, without optimiser state: gradients are read, not
+    /// stepped on. Adam steps must not be called.
+    pub fn gradients(
+        dev: &Device,
+        shape: &MlpShape,
+        batch: usize,
+        rows: usize,
+        params: &[f32],
+    ) -> Result<BatchedMlp> {
+        BatchedMlp::alloc(dev, shape, batch, rows, params, Use::Gradients)
     }
 
     /// For `forward` only: no gradients, optimiser state or activation gradients (one value
@@ -113,7 +133,7 @@ impl BatchedMlp {
         rows: usize,
         params: &[f32],
     ) -> Result<BatchedMlp> {
-        BatchedMlp::alloc(dev, shape, batch, rows, params, false)
+        BatchedMlp::alloc(dev, shape, batch, rows, params, Use::Inference)
     }
 
     fn alloc(
@@ -122,8 +142,9 @@ impl BatchedMlp {
         batch: usize,
         rows: usize,
         params: &[f32],
-        train: bool,
+        usage: Use,
     ) -> Result<BatchedMlp> {
+        let (train, step) = (usage != Use::Inference, usage == Use::Training);
         let np = shape.n_params();
         assert_eq!(
             params.len(),
@@ -152,7 +173,7 @@ impl BatchedMlp {
             rows,
             params: dev.upload(params)?,
             grads: dev.alloc(if train { batch * np } else { 1 })?,
-            opt_state: dev.alloc(if train { 2 * batch * np } else { 1 })?,
+            opt_state: dev.alloc(if step { 2 * batch * np } else { 1 })?,
             acts: dev.alloc(off)?,
             dacts: dev.alloc(if train { off } else { 1 })?,
             scratch: dev.alloc(if train { batch * rows + batch } else { 1 })?,

@@ -104,11 +104,14 @@ impl TrainConfig {
             layers: 2,
             gamma: 0.1,
             tau: 0.0,
-            prune_score: PruneScore::Lamp,
+            // Each edit starts from the strongest one-shot rule, so the untrained editor is
+            // that rule and training learns only lift over it; pruning editors read the data's
+            // signals, which is where their lift comes from (BENCHMARKS, "The yardstick").
+            prune_score: PruneScore::Obs,
             fair_sharpness: FAIR_SHARPNESS,
             fair_target: FairTarget::Shift,
-            signals: false,
-            minimise_base: MinimiseBase::Mean,
+            signals: requirement == Requirement::Prune,
+            minimise_base: MinimiseBase::LeastSquares,
             lambda: (0.1, 30.0),
             shift_range: SHIFT_RANGE,
             max_gap: 0.05,

@@ -50,9 +50,10 @@ pub struct Args {
     /// above 0 the editor also learns which weights to keep.
     #[arg(long, default_value_t = 0.0)]
     pub tau: f32,
-    /// What a weight's pruning score starts from (prune): its LAMP score (magnitude relative to
-    /// the larger weights of its layer) or its magnitude.
-    #[arg(long, value_enum, default_value = "lamp")]
+    /// Where a pruning edit starts (prune): OBS reconstruction on a calibration batch of the
+    /// data (its mask kept; edits need --data), or the top weights by LAMP score (magnitude
+    /// relative to the larger weights of its layer) or by magnitude.
+    #[arg(long, value_enum, default_value = "obs")]
     pub prune_score: crate::requirement::PruneScore,
     /// Sharpness of the fairness penalty's soft decisions, sigmoid(sharpness * logit)
     /// (fairness): higher tracks the hard decisions' rates more closely.
@@ -65,12 +66,13 @@ pub struct Args {
     pub fair_target: crate::requirement::FairTarget,
     /// The editor reads data: on a calibration batch, the gradient of its loss where the edit
     /// starts and every neuron's activations (its edits then need --data, like the training).
-    #[arg(long)]
-    pub signals: bool,
+    /// Default: on for prune, off otherwise.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub signals: Option<bool>,
     /// Where a minimisation edit starts: the removed columns' means folded into the biases
     /// (`mean`), or their least-squares prediction from the kept columns folded into those
     /// columns' weights (`least-squares`; its edits then need --data).
-    #[arg(long, value_enum, default_value = "mean")]
+    #[arg(long, value_enum, default_value = "least-squares")]
     pub minimise_base: crate::requirement::MinimiseBase,
     /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
     #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
@@ -149,7 +151,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         fair_sharpness: a.fair_sharpness,
         prune_score: a.prune_score,
         fair_target: a.fair_target,
-        signals: a.signals,
+        signals: a.signals.unwrap_or(TrainConfig::new(a.requirement).signals),
         minimise_base: a.minimise_base,
         lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
         shift_range: pair("shift-range", &a.shift_range, |v| v.abs() <= 10.0)?,

@@ -6,7 +6,7 @@ use crate::engine::device::Device;
 use crate::engine::linalg;
 use crate::error::Result;
 use crate::io::data::Dataset;
-use crate::networks::mlp::MlpShape;
+use crate::networks::mlp::{forward_host, MlpShape};
 
 /// Indices of every weight (not bias) of layer `l`, or of all layers.
 fn weight_indices(shape: &MlpShape, layer: Option<usize>) -> Vec<usize> {
@@ -143,7 +143,8 @@ pub fn wanda_mask(
     let mut mask = vec![1.0f32; shape.n_params()];
     let mut input = x.to_vec();
     for l in 0..shape.layers() {
-        let layer = wanda_layer_mask(shape, params, l, &input, rows, sparsity);
+        let quota = layer_quota(shape.fan_in(l) * shape.fan_out(l), sparsity);
+        let layer = wanda_layer_mask(shape, params, l, &input, rows, quota);
         let (a, b) = (shape.weight_offset(l), shape.bias_offset(l));
         mask[a..b].copy_from_slice(&layer[a..b]);
         input = calibration::layer_out(shape, params, l, &input, rows);
@@ -151,14 +152,15 @@ pub fn wanda_mask(
     mask
 }
 
-/// Wanda's mask of layer `l` alone, on the layer's input `input` [rows, fan_in] (1 elsewhere).
+/// Wanda's mask of layer `l` alone, `quota` of its weights pruned, on the layer's input
+/// `input` [rows, fan_in] (1 elsewhere).
 fn wanda_layer_mask(
     shape: &MlpShape,
     params: &[f32],
     l: usize,
     input: &[f32],
     rows: usize,
-    sparsity: f64,
+    quota: usize,
 ) -> Vec<f32> {
     let mut mask = vec![1.0f32; shape.n_params()];
     let fi = shape.fan_in(l);
@@ -176,7 +178,7 @@ fn wanda_layer_mask(
         .map(|p| (params[p].abs() as f64 * norms[(p - off) % fi], p))
         .collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    for &(_, p) in &scored[..layer_quota(scored.len(), sparsity)] {
+    for &(_, p) in &scored[..quota] {
         mask[p] = 0.0;
     }
     mask
@@ -194,8 +196,11 @@ const OBS_DAMP: f64 = 0.01;
 /// blocks of 128 inputs, each drop compensated by the OBS update of the weights after it), and
 /// the masks of SparseGPT, Wanda and magnitude with every row's kept weights re-solved by least
 /// squares; the one that reproduces the layer best is kept (magnitude unre-solved competes too,
-/// so the layer is never reproduced worse than by magnitude pruning). Each layer prunes as many
-/// weights as layer-wise magnitude pruning; biases are kept. Returns the pruned parameters.
+/// so the layer is never reproduced worse than by magnitude pruning at its count). How many
+/// weights each layer prunes is tried two ways: every layer at the asked sparsity (as
+/// layer-wise magnitude pruning), and each layer as many as global LAMP pruning takes from it
+/// (which spares small layers); the model whose logits on the batch are closer to the
+/// original's is kept. Biases are kept. Returns the pruned parameters.
 pub fn obs_prune(
     shape: &MlpShape,
     params: &[f32],
@@ -203,9 +208,49 @@ pub fn obs_prune(
     rows: usize,
     sparsity: f64,
 ) -> Vec<f32> {
+    let uniform: Vec<usize> = (0..shape.layers())
+        .map(|l| layer_quota(shape.fan_in(l) * shape.fan_out(l), sparsity))
+        .collect();
+    let lamp = lamp_mask(shape, params, sparsity);
+    let lamp_quotas: Vec<usize> = (0..shape.layers())
+        .map(|l| {
+            lamp[shape.weight_offset(l)..shape.bias_offset(l)]
+                .iter()
+                .filter(|&&m| m == 0.0)
+                .count()
+        })
+        .collect();
+    let a = obs_prune_quotas(shape, params, x, rows, &uniform);
+    if lamp_quotas == uniform {
+        return a;
+    }
+    let b = obs_prune_quotas(shape, params, x, rows, &lamp_quotas);
+    let original = forward_host(shape, params, x, rows);
+    let distance = |p: &[f32]| -> f64 {
+        forward_host(shape, p, x, rows)
+            .iter()
+            .zip(&original)
+            .map(|(u, v)| ((u - v) as f64).powi(2))
+            .sum()
+    };
+    if distance(&b) < distance(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// OBS reconstruction (`obs_prune`) with `quotas[l]` weights pruned in layer l.
+pub fn obs_prune_quotas(
+    shape: &MlpShape,
+    params: &[f32],
+    x: &[f32],
+    rows: usize,
+    quotas: &[usize],
+) -> Vec<f32> {
     let mut out = params.to_vec();
     let mut input = x.to_vec();
-    for l in 0..shape.layers() {
+    for (l, &quota) in quotas.iter().enumerate() {
         let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
         let gram = linalg::gram(&input, rows, fi);
         // Inputs never active on the batch: their weights go first (saliency below any other).
@@ -214,13 +259,13 @@ pub fn obs_prune(
         linalg::dampen(&mut h, fi, OBS_DAMP);
         let off = shape.weight_offset(l);
         let w: Vec<f64> = out[off..off + fi * fo].iter().map(|&v| v as f64).collect();
-        let quota = layer_quota(fi * fo, sparsity);
         let mut sparsegpt = w.clone();
         obs_layer(&mut sparsegpt, fo, fi, &h, &dead, quota);
         let kept_by =
             |m: &[f32]| -> Vec<bool> { m[off..off + fi * fo].iter().map(|&v| v != 0.0).collect() };
-        let magnitude = layerwise_magnitude_mask(shape, &out, sparsity);
-        let wanda = wanda_layer_mask(shape, &out, l, &input, rows, sparsity);
+        let mut magnitude = vec![1.0f32; shape.n_params()];
+        prune_among(&out, &weight_indices(shape, Some(l)), quota, &mut magnitude);
+        let wanda = wanda_layer_mask(shape, &out, l, &input, rows, quota);
         let sgpt_kept: Vec<bool> = sparsegpt.iter().map(|&v| v != 0.0).collect();
         let plain_magnitude: Vec<f64> = w
             .iter()

@@ -6,9 +6,8 @@
 //! Models run on the device in batches of one architecture.
 
 use crate::engine::device::Device;
-use crate::engine::kernels::axpy::axpy;
 use crate::engine::kernels::jsd::jsd;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::data::Split;
 use crate::networks::graph::Signals;
 use crate::networks::mlp::{BatchedMlp, MlpShape};
@@ -59,8 +58,18 @@ fn normalise(g: &mut [f32]) -> f32 {
     rms.max(1e-12).log10() as f32
 }
 
+/// What one run of `gradients` covers: a few of a shape's models on a few calibration rows.
+#[derive(Clone, Copy)]
+struct Piece {
+    models: usize,
+    rows: usize,
+}
+
 /// The gradients [members, params] of the edit's loss at the bases of `members` (one shape),
-/// and every layer's output on the calibration batch ([layer][members, rows, width]).
+/// and every layer's output on the calibration batch ([layer][members, rows, width]), computed
+/// in pieces of models and rows that fit the device's largest buffer, halved (rows first)
+/// while the device runs out of memory. The loss is a mean over rows, so the pieces' gradients
+/// add up to the whole batch's.
 fn gradients(
     dev: &Device,
     shape: &MlpShape,
@@ -70,35 +79,109 @@ fn gradients(
     asks: &[Ask],
     calib: &Split,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    let (b, rows, k) = (members.len(), calib.rows(), shape.outputs());
-    let originals: Vec<f32> = members.iter().flat_map(|&i| models[i].1.to_vec()).collect();
-    let starts: Vec<f32> = members.iter().flat_map(|&i| bases[i].to_vec()).collect();
-    let original = BatchedMlp::inference(dev, shape, b, rows, &originals)?;
-    let base = BatchedMlp::new(dev, shape, b, rows, &starts)?;
-    let x = dev.upload(&calib.x)?;
-    original.forward(dev, x.all(), 0)?;
-    // A shift editor's target: each row's logit moved by its group's shift.
-    if asks[members[0]].shift.is_some() {
-        let shifts: Vec<f32> = members
-            .iter()
-            .flat_map(|&i| {
-                let s = asks[i].shift.clone().unwrap_or_default();
-                calib
-                    .group
-                    .iter()
-                    .map(move |&g| s.get(g as usize).copied().unwrap_or(0.0))
-            })
-            .collect();
-        let sb = dev.upload(&shifts)?;
-        axpy(dev, 1.0, sb.all(), 1.0, original.logits())?;
+    let (b, rows, np) = (members.len(), calib.rows(), shape.n_params());
+    let floats = (dev.max_buffer_bytes() / 4) as usize;
+    // Activations per model and row: each hidden layer's pre- and post-activation, the logits.
+    let width = (0..shape.layers())
+        .map(|l| shape.fan_out(l) * if l + 1 < shape.layers() { 2 } else { 1 })
+        .sum::<usize>()
+        .max(shape.dims[0]);
+    let models_fit = (floats / np.max(1)).clamp(1, b);
+    let mut piece = Piece {
+        models: models_fit,
+        rows: (floats / (width * models_fit)).clamp(1, rows.max(1)),
+    };
+    loop {
+        match gradients_by(dev, shape, members, models, bases, asks, calib, piece) {
+            Err(Error::NoRoom { .. }) if piece.rows > 1 => piece.rows /= 2,
+            Err(Error::NoRoom { .. }) if piece.models > 1 => piece.models /= 2,
+            result => return result,
+        }
     }
+}
+
+/// `gradients` in pieces of `piece`.
+#[allow(clippy::too_many_arguments)]
+fn gradients_by(
+    dev: &Device,
+    shape: &MlpShape,
+    members: &[usize],
+    models: &[(&MlpShape, &[f32])],
+    bases: &[&[f32]],
+    asks: &[Ask],
+    calib: &Split,
+    piece: Piece,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let (b, rows, np) = (members.len(), calib.rows(), shape.n_params());
+    let mut grads = vec![0.0f32; b * np];
+    let mut acts: Vec<Vec<f32>> = (0..shape.layers())
+        .map(|l| vec![0.0f32; b * rows * shape.fan_out(l)])
+        .collect();
+    for z0 in (0..b).step_by(piece.models) {
+        let some = &members[z0..(z0 + piece.models).min(b)];
+        for r0 in (0..rows).step_by(piece.rows) {
+            let r1 = (r0 + piece.rows).min(rows);
+            let (g, a) = piece_gradients(dev, shape, some, models, bases, asks, calib, r0..r1)?;
+            for (dst, src) in grads[z0 * np..].iter_mut().zip(&g) {
+                *dst += src;
+            }
+            // Layer outputs [some, r1 - r0, width] into [members, rows, width].
+            for (l, layer) in a.iter().enumerate() {
+                let w = shape.fan_out(l);
+                for z in 0..some.len() {
+                    let from = &layer[z * (r1 - r0) * w..][..(r1 - r0) * w];
+                    acts[l][((z0 + z) * rows + r0) * w..][..from.len()].copy_from_slice(from);
+                }
+            }
+        }
+    }
+    Ok((grads, acts))
+}
+
+/// The gradients and layer outputs of models `some` on calibration rows `range`, the loss
+/// scaled as a share of the whole batch's mean.
+#[allow(clippy::too_many_arguments)]
+fn piece_gradients(
+    dev: &Device,
+    shape: &MlpShape,
+    some: &[usize],
+    models: &[(&MlpShape, &[f32])],
+    bases: &[&[f32]],
+    asks: &[Ask],
+    calib: &Split,
+    range: std::ops::Range<usize>,
+) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
+    let (b, rows, k, d) = (some.len(), range.len(), shape.outputs(), shape.dims[0]);
+    let originals: Vec<f32> = some.iter().flat_map(|&i| models[i].1.to_vec()).collect();
+    let starts: Vec<f32> = some.iter().flat_map(|&i| bases[i].to_vec()).collect();
+    let x = dev.upload(&calib.x[range.start * d..range.end * d])?;
+    // The target: the original's logits, for a shift editor each row's moved by its group's
+    // shift. The original's buffers are freed before the base's are made.
+    let target = {
+        let original = BatchedMlp::inference(dev, shape, b, rows, &originals)?;
+        original.forward(dev, x.all(), 0)?;
+        let v = original.logits();
+        dev.read(v.buf, v.offset, v.len)?
+    };
+    let mut target = target;
+    if asks[some[0]].shift.is_some() {
+        for (z, &i) in some.iter().enumerate() {
+            let s = asks[i].shift.clone().unwrap_or_default();
+            for (r, &g) in calib.group[range.clone()].iter().enumerate() {
+                target[(z * rows + r) * k] += s.get(g as usize).copied().unwrap_or(0.0);
+            }
+        }
+    }
+    let target = dev.upload(&target)?;
+    let base = BatchedMlp::gradients(dev, shape, b, rows, &starts)?;
     base.forward(dev, x.all(), 0)?;
     let losses = dev.alloc(b * rows)?;
+    let scale = 1.0 / calib.rows() as f32;
     jsd(
         dev,
         k,
-        1.0 / rows as f32,
-        original.logits(),
+        scale,
+        target.all(),
         base.logits(),
         losses.all(),
         base.dlogits(),
