@@ -137,13 +137,14 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         medacc(&of(chosen)),
         medacc(&of(reference)),
     );
-    // A share of the gap only where the reference is above the rule.
+    // A share of the gap only where the reference is enough above the rule.
+    let min_gap = regop::workflows::compare::summarise::MIN_GAP;
     match f["gap_recovered"].as_f64() {
         Some(gap) => {
-            assert!(fa > ra, "{f}");
+            assert!(fa - ra >= min_gap, "{f}");
             assert!((gap - (ea - ra) / (fa - ra)).abs() < 1e-9, "{f}");
         }
-        None => assert!(fa <= ra, "{f}"),
+        None => assert!(fa - ra < min_gap, "{f}"),
     }
     let ratios: Vec<f64> = editor_rows
         .iter()

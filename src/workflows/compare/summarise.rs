@@ -141,12 +141,16 @@ pub struct Finding {
     pub versus_rule: Paired,
     pub untrained_versus_rule: Option<Paired>,
     /// (editor - rule) / (reference - rule), of the median accuracies; none where the
-    /// reference is not more accurate than the rule (there is no gap to recover).
+    /// reference is less than `MIN_GAP` more accurate than the rule (no gap worth a share).
     pub gap_recovered: Option<f64>,
     /// One reference run's time over one edit's, per model: median and lowest.
     pub speedup_median: Option<f64>,
     pub speedup_lowest: Option<f64>,
 }
+
+/// The smallest gap in median accuracy, from the rule to the best fine-tuned reference, that
+/// a share of it is reported for (0.1 point: below it the share is noise).
+pub const MIN_GAP: f64 = 0.001;
 
 /// The rows of one method (the first whose name `pick` takes, among `kind`) at `setting`.
 fn method_rows<'r>(
@@ -192,7 +196,7 @@ pub fn findings(rows: &[Row], choices: &[Choice]) -> Vec<Finding> {
                     Some(r.seconds / e.seconds.max(1e-9))
                 })
                 .collect();
-            let gap = refm.and_then(|(fa, _)| (fa - ra > 1e-12).then(|| (ea - ra) / (fa - ra)));
+            let gap = refm.and_then(|(fa, _)| (fa - ra >= MIN_GAP).then(|| (ea - ra) / (fa - ra)));
             Some(Finding {
                 setting: at,
                 editor: editor[0].method.clone(),
