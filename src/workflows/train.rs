@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Schema};
 use crate::networks::editor::{Editor, EditorConfig};
 use crate::networks::graph::PosIds;
+use crate::networks::mlp::MlpShape;
 use crate::requirement::metrics::{accuracy, fairness_gap, predictions};
 use crate::requirement::verify::{compliant, Target};
 use crate::requirement::MAX_DROP;
@@ -538,6 +539,15 @@ impl<'a> Trainer<'a> {
             serde_json::to_string(&manifest.data_options).unwrap(),
         );
         m.insert("data_seed".into(), manifest.data_seed.to_string());
+        let trained_on: Vec<MlpShape> = manifest
+            .models
+            .iter()
+            .filter(|r| r.split == crate::workflows::zoo::ModelSplit::Train)
+            .map(|r| MlpShape::new(&r.dims, r.activation))
+            .collect();
+        if let Some(seen) = crate::workflows::edit::checkpoint::SeenModels::of(&trained_on) {
+            m.insert("models".into(), serde_json::to_string(&seen).unwrap());
+        }
         m.insert("train".into(), serde_json::to_string(&self.cfg).unwrap());
         m.insert(
             "column_means".into(),

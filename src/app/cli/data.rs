@@ -34,6 +34,14 @@ impl DataArgs {
 pub struct Args {
     #[command(flatten)]
     pub data: DataArgs,
+    /// Write the preprocessed splits into this directory (train/val/test as safetensors and
+    /// CSV, and schema.json), to train models elsewhere on exactly regop's inputs. The split
+    /// is --seed's: use the data seed of the zoo whose editor will edit the models.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// Replace an earlier export in --export.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(serde::Serialize)]
@@ -51,6 +59,21 @@ struct Summary<'a> {
 
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let d = a.data.load(g.seed)?;
+    if let Some(dir) = &a.export {
+        let files = crate::io::data::export::export(&d, g.seed, dir, a.force)?;
+        p.status(&format!(
+            "{}: train {}, val {}, test {} rows of {} input columns (split seed {}) -> {} files in {}",
+            d.schema.dataset,
+            d.train.rows(),
+            d.val.rows(),
+            d.test.rows(),
+            d.schema.n_columns(),
+            g.seed,
+            files.len(),
+            dir.display()
+        ));
+        return Ok(0);
+    }
     let all_y: Vec<f32> = d.train.y.clone();
     let rates: Vec<(String, f64)> = (0..d.schema.groups.len() as u32)
         .filter_map(|k| {

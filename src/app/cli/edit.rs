@@ -211,6 +211,8 @@ struct Outcome {
     met: Option<bool>,
     /// What missed, in words.
     missed: Vec<String>,
+    /// Where the model is outside the editor's training models but still edited.
+    outside_training: Vec<String>,
     /// Whether the edited model was written (a missed edit is not, unless --write-missed).
     written: bool,
 }
@@ -244,11 +246,16 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         )));
     }
     let jobs = jobs(&a)?;
+    let mut flags = Vec::new();
     let models: Vec<Model> = jobs
         .iter()
         .map(|(input, _)| {
             let m = Model::load(input)?;
-            ef.check_model(input, &m)?;
+            let outside = ef.check_model(input, &m)?;
+            for f in &outside {
+                p.warn(&format!("{}: {f}", input.display()));
+            }
+            flags.push(outside);
             Ok(m)
         })
         .collect::<Result<_>>()?;
@@ -257,11 +264,17 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     dev.sync()?;
     let seconds = t0.elapsed().as_secs_f64() / models.len() as f64;
     let mut outcomes = Vec::new();
-    for (((input, out), model), e) in jobs.iter().zip(&models).zip(&edits) {
+    let per_model = jobs.iter().zip(&models).zip(&edits).zip(flags);
+    for ((((input, out), model), e), outside) in per_model {
         let mut o = check(&dev, &ef, &r, data.as_ref(), model, e, a.max_drop)?;
+        o.outside_training = outside;
         o.written = o.met != Some(false) || a.write_missed;
         if o.written {
             let mut edited = model.with_params(&e.params);
+            // A model that did not name its input columns is written naming the editor's.
+            edited
+                .features
+                .get_or_insert_with(|| ef.schema.column_names());
             edited.metadata.insert(
                 "regop_edit".into(),
                 serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": e.dropped.clone().unwrap_or(a.drop.clone()),
@@ -490,6 +503,7 @@ fn check(
         agreement: agree,
         met,
         missed,
+        outside_training: Vec::new(),
         written: false,
     })
 }

@@ -89,6 +89,12 @@ impl Printer {
             eprintln!("{msg}");
         }
     }
+    /// Something the user should know about a result (on stderr, in JSON mode too).
+    pub fn warn(&self, msg: &str) {
+        if !self.quiet {
+            eprintln!("warning: {msg}");
+        }
+    }
     pub fn detail(&self, msg: &str) {
         if self.verbose && !self.json {
             eprintln!("{msg}");

@@ -14,7 +14,7 @@ use std::time::Instant;
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
     #[command(subcommand)]
-    pub merge: Option<Sub>,
+    pub sub: Option<Sub>,
     #[command(flatten)]
     pub build: BuildArgs,
 }
@@ -33,6 +33,83 @@ pub enum Sub {
         #[arg(long)]
         force: bool,
     },
+    /// Make models trained elsewhere (safetensors files, or directories of them) the test
+    /// models of a zoo of --like's data, for `compare --test-zoo`.
+    Import {
+        /// The zoo whose data the models were trained on (its editor will edit them).
+        #[arg(long)]
+        like: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// That zoo's dataset files (not needed for the built-in data).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Model files or directories.
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
+        /// Replace files already in --out.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Model files: the files given, and the .safetensors files of the directories given (sorted).
+fn model_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn import(g: &Global, p: &Printer, sub: Sub) -> Result<i32> {
+    let Sub::Import {
+        like,
+        out,
+        data,
+        models,
+        force,
+    } = sub
+    else {
+        unreachable!("called for import only")
+    };
+    let manifest = read_manifest(&like)?;
+    let dataset = crate::workflows::zoo::load::zoo_data(&like, &manifest, data.as_deref())?;
+    let files = model_files(&models)?;
+    let (dev, why) = Device::open(g.device)?;
+    p.status(&format!("device: {} ({why})", dev.name()));
+    let m = crate::workflows::zoo::import::import(&dev, &manifest, &dataset, &files, &out, force)?;
+    for (rec, file) in m.models.iter().zip(&files) {
+        let acc = rec.metrics.get("test").map_or(f64::NAN, |r| r.accuracy);
+        p.status(&format!(
+            "  {} <- {}: {:?} {}, test accuracy {acc:.4}",
+            rec.file,
+            file.display(),
+            rec.dims,
+            rec.activation.name()
+        ));
+    }
+    p.status(&format!(
+        "{} models imported as test models of {}'s data -> {}",
+        m.models.len(),
+        like.display(),
+        out.display()
+    ));
+    if p.json {
+        p.json(&serde_json::json!({"out": out, "models": m.models.len()}));
+    }
+    Ok(0)
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,7 +185,7 @@ fn shard(s: &str) -> Result<(usize, usize)> {
 }
 
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
-    if let Some(Sub::Merge { out, shards, force }) = a.merge {
+    if let Some(Sub::Merge { out, shards, force }) = a.sub {
         let m = merge(&shards, &out, force)?;
         p.status(&format!(
             "merged {} shards: {} models -> {}",
@@ -120,6 +197,9 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             p.json(&serde_json::json!({"out": out, "models": m.models.len()}));
         }
         return Ok(0);
+    }
+    if let Some(sub @ Sub::Import { .. }) = a.sub {
+        return import(g, p, sub);
     }
     let a = a.build;
     let out = a

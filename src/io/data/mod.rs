@@ -4,6 +4,7 @@
 //! on the training split only. The schema (raw feature -> its input columns, the sensitive
 //! attribute, the label) travels in every model's metadata.
 
+pub mod export;
 pub mod loaders;
 pub mod synthetic;
 

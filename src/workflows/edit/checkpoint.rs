@@ -146,6 +146,38 @@ struct TrainedOn {
     lambda: (f32, f32),
 }
 
+/// The models an editor was trained on (its zoo's training models): an edit of a model outside
+/// them is refused (another activation, more hidden layers) or flagged (another depth or width).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SeenModels {
+    pub activations: Vec<crate::engine::kernels::activation::Activation>,
+    /// Hidden layers, fewest and most.
+    pub hidden_layers: (usize, usize),
+    /// Hidden widths, narrowest and widest.
+    pub widths: (usize, usize),
+}
+
+impl SeenModels {
+    /// What `shapes` span (none for no shapes).
+    pub fn of(shapes: &[crate::networks::mlp::MlpShape]) -> Option<SeenModels> {
+        let hidden = |s: &crate::networks::mlp::MlpShape| s.layers() - 1;
+        let widths = shapes
+            .iter()
+            .flat_map(|s| s.dims[1..s.dims.len() - 1].to_vec());
+        let mut activations: Vec<_> = shapes.iter().map(|s| s.activation).collect();
+        activations.sort_by_key(|a| a.name());
+        activations.dedup();
+        Some(SeenModels {
+            activations,
+            hidden_layers: (
+                shapes.iter().map(hidden).min()?,
+                shapes.iter().map(hidden).max()?,
+            ),
+            widths: (widths.clone().min().unwrap_or(0), widths.max().unwrap_or(0)),
+        })
+    }
+}
+
 /// An editor checkpoint with what it needs to edit: how it edits, the data schema it was
 /// trained for, how to read that data, and the lambdas it saw in training.
 pub struct EditorFile {
@@ -157,6 +189,8 @@ pub struct EditorFile {
     pub data_seed: u64,
     pub lambda: (f32, f32),
     pub columns: Columns,
+    /// The models it was trained on; none for editors saved before it was recorded.
+    pub seen: Option<SeenModels>,
 }
 
 impl EditorFile {
@@ -172,6 +206,7 @@ impl EditorFile {
             data_seed: self.data_seed,
             lambda: self.lambda,
             columns: self.columns.clone(),
+            seen: self.seen.clone(),
         })
     }
 
@@ -237,17 +272,22 @@ impl EditorFile {
                 .parse()
                 .map_err(|_| Error::input(path, "bad 'data_seed' metadata"))?,
             lambda: train.lambda,
+            seen: match meta.get("models") {
+                Some(m) => Some(serde_json::from_str(m).map_err(|e| bad("models", e))?),
+                None => None,
+            },
             editor,
         })
     }
 
-    /// Refuse a model the editor cannot edit: other input columns than the editor's data, or
-    /// deeper or wider outputs than it knows.
+    /// Refuse a model the editor cannot edit: other input columns than the editor's data,
+    /// another activation, or deeper or wider outputs than it knows. Returns what is outside
+    /// the models it was trained on but still editable (flags for the user to see).
     pub fn check_model(
         &self,
         path: &std::path::Path,
         model: &crate::io::model::Model,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let shape = model.shape();
         let cols = self.schema.column_names();
         let bad = |m: String| Err(Error::input(path, m));
@@ -277,6 +317,56 @@ impl EditorFile {
                 pos.max_outputs
             ));
         }
-        Ok(())
+        if shape.outputs() != self.schema.outputs() {
+            return bad(format!(
+                "has {} outputs; models of '{}' have {}",
+                shape.outputs(),
+                self.schema.dataset,
+                self.schema.outputs()
+            ));
+        }
+        let Some(seen) = &self.seen else {
+            return Ok(Vec::new());
+        };
+        let act = model.activation;
+        if !seen.activations.contains(&act) {
+            let names: Vec<&str> = seen.activations.iter().map(|a| a.name()).collect();
+            let how = if model.activation_recorded {
+                "uses"
+            } else {
+                "does not record its activation (metadata 'activation'), so it is read as"
+            };
+            return bad(format!(
+                "{how} {}; the editor was trained on {} models",
+                act.name(),
+                names.join("/")
+            ));
+        }
+        let mut flags = Vec::new();
+        if !model.activation_recorded {
+            flags.push(format!(
+                "activation not recorded in the file; read as {} (metadata 'activation' says it)",
+                act.name()
+            ));
+        }
+        let hidden = shape.layers() - 1;
+        let (lo, hi) = seen.hidden_layers;
+        if hidden < lo {
+            flags.push(format!(
+                "{hidden} hidden layers, fewer than the editor's training models ({lo}-{hi})"
+            ));
+        }
+        let (narrow, wide) = seen.widths;
+        let outside: Vec<usize> = shape.dims[1..shape.dims.len() - 1]
+            .iter()
+            .copied()
+            .filter(|&w| w < narrow || w > wide)
+            .collect();
+        if let Some(w) = outside.first() {
+            flags.push(format!(
+                "hidden width {w} outside the editor's training models ({narrow}-{wide})"
+            ));
+        }
+        Ok(flags)
     }
 }

@@ -4,6 +4,7 @@
 //! `build` plans and trains a zoo; `load` reads its models for the other workflows.
 
 pub mod build;
+pub mod import;
 pub mod load;
 
 use crate::engine::kernels::activation::Activation;
