@@ -538,3 +538,89 @@ fn checkpoints_round_trip() {
         .to_string();
     assert!(err.contains("not a regop editor"), "{err}");
 }
+
+/// A checkpoint from before the editor read signals (input layers `node_in.w` [h, 3] and
+/// `edge_in.w` [h, 1], optimiser state of that size) loads with zero columns for the signals
+/// and fresh optimiser moments.
+#[test]
+fn an_editor_saved_before_the_signals_loads_with_zero_signal_columns() {
+    use regop::workflows::edit::checkpoint::{load_editor, save_editor};
+    let dev = Device::cpu();
+    let c = cfg(8);
+    let ed = random_editor(&dev, &c, &mut fresh_rng("older checkpoint"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.safetensors");
+    save_editor(&dev, &ed, &path, &Default::default(), false).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let old_cols = [("node_in.w", 3usize), ("edge_in.w", 1usize)];
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut removed = 0;
+    for (name, view) in st.tensors() {
+        let v = f32s(view.data());
+        let shape = view.shape().to_vec();
+        match old_cols.iter().find(|(n, _)| *n == name) {
+            Some(&(_, old)) => {
+                let (rows, cols) = (shape[0], shape[1]);
+                let narrow: Vec<f32> = (0..rows)
+                    .flat_map(|r| v[r * cols..r * cols + old].to_vec())
+                    .collect();
+                removed += rows * (cols - old);
+                tensors.push((name, vec![rows, old], narrow));
+            }
+            None => tensors.push((name, shape, v)),
+        }
+    }
+    let old_total = ed.layout.total - removed;
+    for (name, shape, v) in &mut tensors {
+        if name.starts_with("optimizer.") {
+            *shape = vec![old_total];
+            v.truncate(old_total);
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                s.clone(),
+                bytemuck::cast_slice(v),
+            )
+            .unwrap();
+            (n.clone(), view)
+        })
+        .collect();
+    let meta: std::collections::HashMap<String, String> =
+        meta.metadata().clone().unwrap_or_default();
+    let old_path = dir.path().join("old.safetensors");
+    std::fs::write(
+        &old_path,
+        safetensors::serialize(views, Some(meta)).unwrap(),
+    )
+    .unwrap();
+
+    let (loaded, _) = load_editor(&dev, &old_path).unwrap();
+    let got = dev.read_all(&loaded.params).unwrap();
+    let mut want = dev.read_all(&ed.params).unwrap();
+    for entry in &ed.layout.entries {
+        if let Some(&(_, old)) = old_cols.iter().find(|(n, _)| *n == entry.name) {
+            let (rows, cols) = (entry.shape[0], entry.shape[1]);
+            for r in 0..rows {
+                want[entry.span.offset + r * cols + old..entry.span.offset + (r + 1) * cols]
+                    .fill(0.0);
+            }
+        }
+    }
+    assert_eq!(got, want);
+    assert!(dev
+        .read_all(&loaded.opt_state)
+        .unwrap()
+        .iter()
+        .all(|&m| m == 0.0));
+}

@@ -120,19 +120,30 @@ pub fn load_editor(dev: &Device, path: &Path) -> Result<(Editor, BTreeMap<String
             .collect())
     };
     let mut params = vec![0.0f32; layout.total];
+    let mut widened = false;
     for t in &layout.entries {
         let values = match read(&t.name, t.span.len) {
             Ok(v) => v,
-            Err(e) => widen_input(&st, t).ok_or(e)?,
+            Err(e) => {
+                widened = true;
+                widen_input(&st, t).ok_or(e)?
+            }
         };
         params[t.span.offset..][..t.span.len].copy_from_slice(&values);
     }
     let mut ed = Editor::from_params(dev, &cfg, &params)?;
-    let (m, v) = (
-        read("optimizer.m", layout.total)?,
-        read("optimizer.v", layout.total)?,
-    );
-    dev.write(&ed.opt_state, 0, &[m, v].concat())?;
+    // An older checkpoint's optimiser state belongs to its narrower input layers: training
+    // that resumes from it starts the moments afresh.
+    let state = if widened {
+        vec![0.0f32; 2 * layout.total]
+    } else {
+        [
+            read("optimizer.m", layout.total)?,
+            read("optimizer.v", layout.total)?,
+        ]
+        .concat()
+    };
+    dev.write(&ed.opt_state, 0, &state)?;
     ed.step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok((ed, meta))
 }
