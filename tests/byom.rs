@@ -381,6 +381,35 @@ fn a_model_trained_outside_regop_on_the_export_is_edited() {
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(cmp.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["test_models"], 2, "{results}");
+    // compare refuses, as edit does, a test model the editor cannot edit.
+    let tanh_zoo = dir.path().join("imported-tanh");
+    ok(&regop(&[
+        "zoo",
+        "import",
+        "--like",
+        p(&zoo),
+        "--out",
+        p(&tanh_zoo),
+        p(&tanh),
+    ]));
+    let line = refused(&regop(&[
+        "compare",
+        "--zoo",
+        p(&zoo),
+        "--test-zoo",
+        p(&tanh_zoo),
+        "--requirement",
+        "prune",
+        "--sparsity",
+        "0.7",
+        "--no-fine-tune",
+        "--editor",
+        p(&editor),
+        "--out",
+        p(&dir.path().join("cmp-tanh")),
+    ]));
+    assert!(line.contains("uses tanh"), "{line}");
+    assert!(!dir.path().join("cmp-tanh/results.json").exists());
     let refused_dir = dir.path().join("not-imported");
     let line = refused(&regop(&[
         "zoo",

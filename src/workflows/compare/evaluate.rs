@@ -79,6 +79,10 @@ impl<'a> Context<'a> {
     ) -> Result<Vec<Row>> {
         let dev = self.dev;
         let model = Member::load(dir, rec)?;
+        // A model the editor cannot edit (another activation, deeper) is refused, as by edit.
+        if let Some(ef) = self.editor.filter(|_| !one_shot_only) {
+            ef.check_model(&model.path, &model.model)?;
+        }
         let subject = Subject {
             dev,
             data: self.data,
