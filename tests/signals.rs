@@ -13,10 +13,13 @@ use regop::io::data::Split;
 use regop::networks::editor::{Editor, EditorConfig};
 use regop::networks::graph::PosIds;
 use regop::networks::mlp::{forward_host, init_params, MlpShape};
+use regop::requirement::verify::Target;
 use regop::requirement::{
     Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement, COND_DIM,
 };
-use regop::workflows::baselines::{fold_removed_means, least_squares_fold, obs_prune};
+use regop::workflows::baselines::{
+    fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune,
+};
 use regop::workflows::edit::edit_models;
 use regop::workflows::edit::signals::signals;
 use regop::Device;
@@ -224,13 +227,17 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             max_outputs: 1,
         },
     };
-    for signals in [false, true] {
+    for (score, signals) in [
+        (PruneScore::Obs, false),
+        (PruneScore::Obs, true),
+        (PruneScore::Neurons, true),
+    ] {
         let spec = EditSpec {
             requirement: Requirement::Prune,
             gap: Gap::Eo,
             gamma: 0.1,
             tau: 1.0,
-            prune_score: PruneScore::Obs,
+            prune_score: score,
             fair_sharpness: 1.0,
             fair_target: FairTarget::Penalty,
             signals,
@@ -246,20 +253,28 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
         let rule: Vec<Vec<f32>> = models
             .iter()
             .zip(&asks)
-            .map(|((s, p), a)| obs_prune(s, p, &calib.x, rows, a.sparsity as f64))
+            .map(|((s, p), a)| match score {
+                PruneScore::Neurons => neuron_reconstruct(s, p, &calib.x, rows, a.sparsity as f64),
+                _ => obs_prune(s, p, &calib.x, rows, a.sparsity as f64),
+            })
             .collect();
         let untrained = Editor::new(&dev, &cfg, 3).unwrap();
         let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
         assert_eq!(
             got, rule,
-            "signals {signals}: the untrained editor is not the rule"
+            "{score:?}, signals {signals}: the untrained editor is not the rule"
         );
         let trained = random_editor(&dev, &cfg, &mut rng);
         let got = edit_models(&dev, &trained, &spec, &models, &asks, &cols).unwrap();
         for (m, s) in shapes.iter().enumerate() {
             let mut moved = 0;
             for l in 0..s.layers() {
-                for i in s.weight_offset(l)..s.bias_offset(l) {
+                // Whole neurons: a removed neuron's bias is part of the mask.
+                let end = match score {
+                    PruneScore::Neurons if l + 1 < s.layers() => s.bias_offset(l) + s.fan_out(l),
+                    _ => s.bias_offset(l),
+                };
+                for i in s.weight_offset(l)..end {
                     assert_eq!(
                         got[m][i] == 0.0,
                         rule[m][i] == 0.0,
@@ -272,6 +287,15 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
                 moved > 0,
                 "model {m}: a random editor changed no kept weight"
             );
+            if score == PruneScore::Neurons {
+                let target = Target::PruneNeurons {
+                    fraction: asks[m].sparsity as f64,
+                };
+                assert!(
+                    target.verify(s, &got[m], None).met,
+                    "model {m}: neurons left"
+                );
+            }
         }
         // Without the calibration batch the edit is refused, not guessed.
         let bare = Columns {

@@ -100,6 +100,19 @@ pub enum PruneScore {
     /// OBS reconstruction on a calibration batch (`baselines::obs_prune`): its mask is kept and
     /// its re-solved weights are where the edit starts. Edits need the data.
     Obs,
+    /// Whole neurons: neuron reconstruction on a calibration batch
+    /// (`baselines::neuron_reconstruct`) removes the asked share of every hidden layer's
+    /// neurons (the ask's sparsity is that share); its mask is kept and its re-solved weights
+    /// are where the edit starts. Edits need the data.
+    Neurons,
+}
+
+impl PruneScore {
+    /// Whether a rule's mask is kept and the editor learns only the kept weights (rather than
+    /// the editor's scores ranking every weight).
+    pub fn keeps_rule_mask(self) -> bool {
+        matches!(self, PruneScore::Obs | PruneScore::Neurons)
+    }
 }
 
 /// Where a minimisation edit starts: the removed columns' training means folded into the

@@ -14,7 +14,7 @@ use crate::io::model::Model;
 use crate::networks::mlp::{predict, MlpShape};
 use crate::requirement::metrics::{accuracy, decisions};
 use crate::requirement::verify::{compliant, Target};
-use crate::requirement::{removed_columns, Ask, FairTarget, Requirement};
+use crate::requirement::{removed_columns, Ask, FairTarget, PruneScore, Requirement};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::edit_models;
 use crate::workflows::edit::search::{choose_features, lambda_grid};
@@ -44,8 +44,11 @@ pub struct Args {
     #[arg(long)]
     pub keep_features: Option<usize>,
     /// Target weight sparsity (prune editors).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "neurons")]
     pub sparsity: Option<f32>,
+    /// Share of every hidden layer's neurons to remove (whole-neuron prune editors).
+    #[arg(long)]
+    pub neurons: Option<f32>,
     /// Fairness weight (penalty fairness editors): larger trades accuracy for a smaller gap.
     #[arg(long, conflicts_with = "shift")]
     pub lambda: Option<f32>,
@@ -97,8 +100,8 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
     if a.keep_features.is_some() && req != Requirement::Minimise {
         return wrong("--keep-features");
     }
-    if a.sparsity.is_some() && req != Requirement::Prune {
-        return wrong("--sparsity");
+    if (a.sparsity.is_some() || a.neurons.is_some()) && req != Requirement::Prune {
+        return wrong("--sparsity / --neurons");
     }
     if (a.lambda.is_some()
         || !a.shift.is_empty()
@@ -133,11 +136,26 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
             ask.removed = removed_columns(&ef.schema, &a.drop)
                 .map_err(|m| Error::Usage(format!("--drop: {m}")))?;
         }
-        Requirement::Prune => match a.sparsity {
-            Some(s) if (0.0..1.0).contains(&s) => ask.sparsity = s,
-            Some(_) => return Err(Error::Usage("--sparsity must be in [0, 1)".into())),
-            None => return Err(Error::Usage("a prune editor needs --sparsity S".into())),
-        },
+        Requirement::Prune => {
+            // A whole-neuron editor reads the share of neurons where others read the sparsity.
+            let neurons = ef.spec.prune_score == PruneScore::Neurons;
+            let (given, flag, other) = if neurons {
+                (a.neurons, "--neurons", a.sparsity.map(|_| "--sparsity"))
+            } else {
+                (a.sparsity, "--sparsity", a.neurons.map(|_| "--neurons"))
+            };
+            if let Some(o) = other {
+                return Err(Error::Usage(format!(
+                    "{o} does not apply to this editor: it prunes {}; give {flag}",
+                    if neurons { "whole neurons" } else { "weights" }
+                )));
+            }
+            match given {
+                Some(s) if (0.0..1.0).contains(&s) => ask.sparsity = s,
+                Some(_) => return Err(Error::Usage(format!("{flag} must be in [0, 1)"))),
+                None => return Err(Error::Usage(format!("this prune editor needs {flag}"))),
+            }
+        }
         Requirement::Fairness => {
             target = a
                 .max_eo_gap
@@ -428,6 +446,9 @@ fn check(
     let target = match ef.spec.requirement {
         Requirement::Minimise => Target::Minimise {
             removed: e.ask.removed.clone(),
+        },
+        Requirement::Prune if ef.spec.prune_score == PruneScore::Neurons => Target::PruneNeurons {
+            fraction: r.ask.sparsity as f64,
         },
         Requirement::Prune => Target::Prune {
             sparsity: r.ask.sparsity as f64,

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Split};
 use crate::networks::mlp::{predict, MlpShape};
 use crate::requirement::{removed_columns, sensitive_columns, Ask, Columns, FairTarget};
-use crate::requirement::{Requirement, LAMBDA_SEARCH_POINTS};
+use crate::requirement::{PruneScore, Requirement, LAMBDA_SEARCH_POINTS};
 use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
@@ -338,20 +338,33 @@ impl<'a> Subject<'a> {
                     })
                 })]
             }
-            Requirement::Prune => self
-                .cfg
-                .sparsity
-                .iter()
-                .map(|&sp| {
-                    let at = Some(Setting::Sparsity(sp));
-                    edit(named("one inference"), kind, at, move || {
-                        edit_one(Ask {
-                            sparsity: sp as f32,
-                            ..Ask::new(schema.n_columns())
+            // A whole-neuron editor edits at the neuron settings, the others at the sparsities;
+            // either reads its share as the ask's sparsity.
+            Requirement::Prune => {
+                let settings: Vec<(f64, Setting)> = match ef.spec.prune_score {
+                    PruneScore::Neurons => self
+                        .cfg
+                        .neurons
+                        .iter()
+                        .map(|&f| (f, Setting::Neurons(f)))
+                        .collect(),
+                    _ => (self.cfg.sparsity.iter())
+                        .map(|&s| (s, Setting::Sparsity(s)))
+                        .collect(),
+                };
+                settings
+                    .into_iter()
+                    .map(|(sp, setting)| {
+                        let at = Some(setting);
+                        edit(named("one inference"), kind, at, move || {
+                            edit_one(Ask {
+                                sparsity: sp as f32,
+                                ..Ask::new(schema.n_columns())
+                            })
                         })
                     })
-                })
-                .collect(),
+                    .collect()
+            }
             Requirement::Fairness if ef.spec.fair_target == FairTarget::Shift => {
                 let name = named("group shifts picked on val, one inference");
                 vec![edit(name, kind, None, move || {

@@ -223,10 +223,10 @@ impl EditorFile {
 
     /// Whether its edits read data (a calibration batch of training rows).
     pub fn needs_data(&self) -> bool {
-        use crate::requirement::{MinimiseBase, PruneScore, Requirement};
+        use crate::requirement::{MinimiseBase, Requirement};
         let s = &self.spec;
         s.signals
-            || (s.requirement == Requirement::Prune && s.prune_score == PruneScore::Obs)
+            || (s.requirement == Requirement::Prune && s.prune_score.keeps_rule_mask())
             || (s.requirement == Requirement::Minimise
                 && s.minimise_base == MinimiseBase::LeastSquares)
     }

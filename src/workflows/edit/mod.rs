@@ -17,7 +17,9 @@ use crate::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers};
 use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
-use crate::workflows::baselines::{fold_removed_means, least_squares_fold, obs_prune};
+use crate::workflows::baselines::{
+    fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune,
+};
 
 /// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
 /// parameter when the edit does not prune).
@@ -40,7 +42,7 @@ pub fn prune_prior(spec: &EditSpec, shape: &MlpShape, base: &[f32]) -> Vec<f32> 
             }
         }
         // The mask is the rule's, held fixed (see `Bases::fixed`): no scores to rank.
-        PruneScore::Obs => {}
+        PruneScore::Obs | PruneScore::Neurons => {}
     }
     prior
 }
@@ -81,7 +83,7 @@ impl Bases {
 /// Whether the edit keeps the top-k pruning scores of each model (a score rule), rather than
 /// a rule's own mask.
 fn ranks_scores(spec: &EditSpec) -> bool {
-    spec.requirement == Requirement::Prune && spec.prune_score != PruneScore::Obs
+    spec.requirement == Requirement::Prune && !spec.prune_score.keeps_rule_mask()
 }
 
 /// The parameters `fixed` holds at zero become `REMOVED` in the map (as removed input columns'
@@ -148,6 +150,15 @@ fn base_params(
             }
             let c = &cols.calibration;
             obs_prune(shape, params, &c.x, c.rows(), ask.sparsity as f64)
+        }
+        (Requirement::Prune, _) if spec.prune_score == PruneScore::Neurons => {
+            if cols.calibration.rows() == 0 {
+                return Err(Error::Usage(
+                    "this editor removes neurons by reconstruction, which reads a calibration batch of its data: pass --data".into(),
+                ));
+            }
+            let c = &cols.calibration;
+            neuron_reconstruct(shape, params, &c.x, c.rows(), ask.sparsity as f64)
         }
         (Requirement::Fairness, Some(shift)) if !shift.is_empty() => {
             let mut p = params.to_vec();
@@ -328,6 +339,12 @@ fn bases(
             for l in 0..s.layers() {
                 for i in s.weight_offset(l)..s.bias_offset(l) {
                     fixed[i] = base[i] == 0.0;
+                }
+                // A removed neuron's bias is part of it: it stays zero too.
+                if spec.prune_score == PruneScore::Neurons && l + 1 < s.layers() {
+                    for i in s.bias_offset(l)..s.bias_offset(l) + s.fan_out(l) {
+                        fixed[i] = base[i] == 0.0;
+                    }
                 }
             }
         }
