@@ -1,0 +1,116 @@
+//! Whole-neuron prune editors through the binary: trained with `--prune-score neurons`, they
+//! edit with `--neurons F` (the share of every hidden layer's neurons removed, exactly), refuse
+//! `--sparsity`, and `compare --neurons` judges them against the neuron rules.
+
+mod common;
+use regop::io::model::Model;
+use regop::requirement::verify::Target;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn regop(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(["--device", "cpu"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn a_neuron_editor_removes_the_asked_share_of_neurons() {
+    let dir = tempfile::tempdir().unwrap();
+    let zoo = common::synthetic_zoo(dir.path(), "11");
+    let ed = dir.path().join("ed");
+    ok(&regop(&[
+        "--seed",
+        "11",
+        "train",
+        "--zoo",
+        p(&zoo),
+        "--requirement",
+        "prune",
+        "--prune-score",
+        "neurons",
+        "--sparsity-range",
+        "0.25,0.75",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--out",
+        p(&ed),
+    ]));
+    let editor = ed.join("editor.safetensors");
+    let model = zoo.join("model-00000.safetensors");
+    let out = dir.path().join("narrow.safetensors");
+    ok(&regop(&[
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&model),
+        "--neurons",
+        "0.5",
+        "--max-drop",
+        "1",
+        "--out",
+        p(&out),
+    ]));
+    let m = Model::load(&out).unwrap();
+    let target = Target::PruneNeurons { fraction: 0.5 };
+    assert!(target.verify(&m.shape(), &m.flat_params(), None).met);
+    let original = Model::load(&model).unwrap().flat_params();
+    assert_ne!(m.flat_params(), original);
+
+    let refused = regop(&[
+        "edit",
+        "--editor",
+        p(&editor),
+        "--model",
+        p(&model),
+        "--sparsity",
+        "0.5",
+        "--out",
+        p(&dir.path().join("refused.safetensors")),
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("give --neurons"), "{stderr}");
+    assert!(!dir.path().join("refused.safetensors").exists());
+
+    let cmp = dir.path().join("cmp");
+    ok(&regop(&[
+        "compare",
+        "--zoo",
+        p(&zoo),
+        "--requirement",
+        "prune",
+        "--neurons",
+        "0.5",
+        "--no-fine-tune",
+        "--editor",
+        p(&editor),
+        "--out",
+        p(&cmp),
+    ]));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cmp.join("results.json")).unwrap()).unwrap();
+    let findings = results["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "{results}");
+    assert_eq!(findings[0]["setting"]["neurons"], 0.5, "{results}");
+    let rule = findings[0]["rule"].as_str().unwrap();
+    assert!(rule.starts_with("neuron "), "judged against {rule}");
+}
