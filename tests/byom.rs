@@ -4,41 +4,10 @@
 //! not fit the editor is refused in one line with nothing written.
 
 mod common;
+use common::{arg as p, ok, refused, regop_cpu as regop};
 use regop::io::model::{Linear, Model};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn regop(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_regop"))
-        .args(["--device", "cpu"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-/// The one error line of a run refused with exit 2.
-fn refused(out: &Output) -> String {
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    errors[0].to_string()
-}
 
 /// A tensor of an exported split as f32 (F32 or I64 in the file).
 fn tensor(st: &safetensors::SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {

@@ -170,3 +170,37 @@ pub fn synthetic_zoo(dir: &std::path::Path, seed: &str) -> std::path::PathBuf {
     );
     z
 }
+
+/// The binary on the CPU backend with `args`.
+pub fn regop_cpu(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_regop"))
+        .args(["--device", "cpu"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Assert a run succeeded, showing its stderr if not.
+pub fn ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A path as a command-line argument.
+pub fn arg(path: &std::path::Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// The error line of a run refused with exit 2: exactly one line starting "error", no panic.
+pub fn refused(out: &std::process::Output) -> String {
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    errors[0].to_string()
+}
