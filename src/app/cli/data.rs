@@ -57,22 +57,27 @@ struct Summary<'a> {
     positive_rate_by_group: Vec<(String, f64)>,
 }
 
+/// `--export DIR`: the splits as files, and one status line.
+fn export(g: &Global, p: &Printer, d: &Dataset, dir: &std::path::Path, force: bool) -> Result<i32> {
+    let files = crate::io::data::export::export(d, g.seed, dir, force)?;
+    p.status(&format!(
+        "{}: train {}, val {}, test {} rows of {} input columns (split seed {}) -> {} files in {}",
+        d.schema.dataset,
+        d.train.rows(),
+        d.val.rows(),
+        d.test.rows(),
+        d.schema.n_columns(),
+        g.seed,
+        files.len(),
+        dir.display()
+    ));
+    Ok(0)
+}
+
 pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     let d = a.data.load(g.seed)?;
     if let Some(dir) = &a.export {
-        let files = crate::io::data::export::export(&d, g.seed, dir, a.force)?;
-        p.status(&format!(
-            "{}: train {}, val {}, test {} rows of {} input columns (split seed {}) -> {} files in {}",
-            d.schema.dataset,
-            d.train.rows(),
-            d.val.rows(),
-            d.test.rows(),
-            d.schema.n_columns(),
-            g.seed,
-            files.len(),
-            dir.display()
-        ));
-        return Ok(0);
+        return export(g, p, &d, dir, a.force);
     }
     let all_y: Vec<f32> = d.train.y.clone();
     let rates: Vec<(String, f64)> = (0..d.schema.groups.len() as u32)
