@@ -354,6 +354,33 @@ fn bases(
     Ok(b)
 }
 
+/// What a batch of edits (or a training step) starts from: each model's base values, priors and
+/// fixed zeros; the graph the editor reads (with the data's signals where it reads them); and
+/// the parameter map, where the fixed zeros are removed parameters.
+fn prepare(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    cols: &Columns,
+) -> Result<(Bases, GraphBatch, ParamMap)> {
+    let b = bases(spec, models, asks, cols)?;
+    let seen = b.seen(spec, models);
+    let sig = batch_signals(dev, spec, models, &b, asks, cols)?;
+    let g = build_graph(
+        editor,
+        spec.requirement,
+        &seen,
+        asks,
+        &cols.sensitive,
+        sig.as_deref(),
+    )?;
+    let mut pm = g.param_map();
+    fix_zeros(&mut pm, &b.fixed);
+    Ok((b, g, pm))
+}
+
 /// A batch of edits ready on the device: the graph uploaded, the editor's buffers allocated,
 /// the edits' base values and per-model asks kept on the host for the exact finishing step.
 pub struct EditBatch {
@@ -376,20 +403,8 @@ impl EditBatch {
         cols: &Columns,
         slice_edges: usize,
     ) -> Result<EditBatch> {
-        let b = bases(spec, models, asks, cols)?;
-        let seen = b.seen(spec, models);
-        let sig = batch_signals(dev, spec, models, &b, asks, cols)?;
-        let g = build_graph(
-            editor,
-            spec.requirement,
-            &seen,
-            asks,
-            &cols.sensitive,
-            sig.as_deref(),
-        )?;
+        let (b, g, pm) = prepare(dev, editor, spec, models, asks, cols)?;
         let dg = DeviceGraph::upload(dev, &g)?;
-        let mut pm = g.param_map();
-        fix_zeros(&mut pm, &b.fixed);
         Ok(EditBatch {
             spec: *spec,
             pm,

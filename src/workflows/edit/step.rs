@@ -3,7 +3,7 @@
 //! utility loss and requirement loss -> backward through the edited models -> backward through
 //! the editor.
 
-use super::{bases, batch_signals, build_graph, fix_zeros, kept, ranks_scores};
+use super::{kept, prepare, ranks_scores};
 use super::{select_best, values_and_scores};
 use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
@@ -126,19 +126,7 @@ impl TrainBatch {
     ) -> Result<TrainBatch> {
         let models: Vec<(&MlpShape, &[f32])> = params.iter().map(|p| (shape, *p)).collect();
         // The edit's base values (`orig` in the kernels); the original models run unchanged.
-        let b = bases(spec, &models, asks, cols)?;
-        let seen = b.seen(spec, &models);
-        let sig = batch_signals(dev, spec, &models, &b, asks, cols)?;
-        let g = build_graph(
-            editor,
-            spec.requirement,
-            &seen,
-            asks,
-            &cols.sensitive,
-            sig.as_deref(),
-        )?;
-        let mut pm = g.param_map();
-        fix_zeros(&mut pm, &b.fixed);
+        let (b, g, pm) = prepare(dev, editor, spec, &models, asks, cols)?;
         let dg = DeviceGraph::upload(dev, &g)?;
         let tape = Tape::new(dev, &editor.cfg, &dg)?;
         let raw: Vec<f32> = params.iter().flat_map(|p| p.iter().copied()).collect();
