@@ -392,21 +392,28 @@ fn training_step_gradients_match_finite_differences() {
     let params: Vec<Vec<f32>> = (0..2).map(|i| init_params(&shape, 10 + i)).collect();
     let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
     let sensitive = vec![true, false, false, false, false, false];
-    // Non-zero means: the minimisation edit starts from the mean fold.
-    let cols = Columns {
-        sensitive,
-        means: vec![0.3, 0.5, -0.2, 0.1, 0.7, 0.0],
-        calibration: Default::default(),
-        moments: Default::default(),
-    };
     let rows = 24;
     let x = random(&mut rng, rows * 6);
     let y: Vec<f32> = (0..rows).map(|r| (r % 2) as f32).collect();
     let group: Vec<u32> = (0..rows).map(|r| (r / 3 % 2) as u32).collect();
+    // Non-zero means: the minimisation edit starts from the mean fold. The moments are the
+    // batch's: the edit that drops the attribute starts from its least-squares fold.
+    let batch = regop::io::data::Split {
+        x: x.clone(),
+        y: y.clone(),
+        group: group.clone(),
+    };
+    let cols = Columns {
+        sensitive,
+        means: vec![0.3, 0.5, -0.2, 0.1, 0.7, 0.0],
+        calibration: Default::default(),
+        moments: std::sync::Arc::new(batch.moments()),
+    };
     for (req, target) in [
         (Requirement::Minimise, FairTarget::Penalty),
         (Requirement::Fairness, FairTarget::Penalty),
         (Requirement::Fairness, FairTarget::Shift),
+        (Requirement::Fairness, FairTarget::DropAttribute),
     ] {
         let ed = editor_of(&dev, 5, &mut rng);
         let spec = EditSpec {

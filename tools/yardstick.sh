@@ -48,5 +48,15 @@ compare minimise --drop "$drop"
 if [ "$fairness" = 1 ]; then
   train fairness "${STEPS_FAIRNESS:-1500}"
   compare fairness --gap eo --max-gap 0.05
+  # Fairness without the attribute: the edit drops its columns and closes the gap in one pass.
+  blind=$work/zoo/editor-fairness-blind
+  [ -f "$blind/editor.safetensors" ] ||
+    run --seed 0 train --zoo "$work/zoo" --data "$data" --requirement fairness \
+      --fair-target drop-attribute --steps "${STEPS_BLIND:-800}" --out "$blind"
+  for bound in 0.05 0.03 0.08; do
+    run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" \
+      --requirement fairness --max-gap "$bound" --editor "$blind/editor.safetensors" \
+      --out "$work/compare-fairness-blind-$bound" --force > "$work/compare-fairness-blind-$bound.txt"
+  done
 fi
 echo "done: $work" >&2

@@ -67,6 +67,13 @@ pub enum FairTarget {
     /// `search_shift` picks the shifts on data from the original model's logits alone (cheap),
     /// then the editor makes them one weight edit.
     Shift,
+    /// Fairness without the attribute at prediction time: the sensitive attribute's columns
+    /// are removed (the edit starts from their fold, `EditSpec::minimise_base`) and the editor
+    /// trades JSD
+    /// against the soft gap penalty by lambda, as `Penalty` does. The edited model never reads
+    /// the attribute; the data's groups are read only to measure the gap.
+    #[serde(rename = "drop-attribute")]
+    DropAttribute,
 }
 
 /// Most groups a shift editor conditions on (one conditioning slot each).
@@ -160,7 +167,8 @@ pub struct EditSpec {
     /// starts and the activations of every neuron (`edit::signals`). Edits then need the data.
     #[serde(default)]
     pub signals: bool,
-    /// Where a minimisation edit starts (editors saved before it existed: the mean fold).
+    /// Where a minimisation edit, or a fairness edit that drops the attribute, starts (editors
+    /// saved before it existed: the mean fold).
     #[serde(default)]
     pub minimise_base: MinimiseBase,
 }
@@ -170,6 +178,36 @@ pub fn one() -> f32 {
 }
 
 impl EditSpec {
+    /// Whether every edit removes the sensitive attribute's columns (fairness without the
+    /// attribute).
+    pub fn drops_attribute(&self) -> bool {
+        self.requirement == Requirement::Fairness && self.fair_target == FairTarget::DropAttribute
+    }
+
+    /// The asks as this editor edits them: a fairness editor that drops the attribute removes
+    /// its columns in every ask, whoever made the ask.
+    pub fn effective_asks(&self, asks: &[Ask], cols: &Columns) -> Vec<Ask> {
+        let mut out = asks.to_vec();
+        if self.drops_attribute() {
+            for a in &mut out {
+                for (r, s) in a.removed.iter_mut().zip(&cols.sensitive) {
+                    *r |= *s;
+                }
+            }
+        }
+        out
+    }
+
+    /// The columns this editor's edits may not read whatever is asked (`verify::Target`'s
+    /// `without`): the sensitive attribute's when it drops the attribute, else none.
+    pub fn unread_columns(&self, cols: &Columns) -> Vec<bool> {
+        if self.drops_attribute() {
+            cols.sensitive.clone()
+        } else {
+            Vec::new()
+        }
+    }
+
     pub fn opts(&self) -> ApplyOpts {
         ApplyOpts {
             gamma: self.gamma,

@@ -16,8 +16,14 @@ pub enum Target {
     Prune { sparsity: f64 },
     /// At least this fraction of the hidden neurons removed (in, out and bias zero).
     PruneNeurons { fraction: f64 },
-    /// The fairness gap, measured on a split's hard decisions, at most `max_gap`.
-    Fairness { gap: Gap, max_gap: f64 },
+    /// The fairness gap, measured on a split's hard decisions, at most `max_gap`; and when
+    /// the attribute may not be read (`without` marks its columns; empty: it may), every
+    /// first-layer weight out of its columns exactly zero.
+    Fairness {
+        gap: Gap,
+        max_gap: f64,
+        without: Vec<bool>,
+    },
 }
 
 /// What `verify` found.
@@ -35,6 +41,9 @@ impl Target {
             Target::Minimise { .. } => "largest weight on removed columns".into(),
             Target::Prune { .. } => "weight sparsity".into(),
             Target::PruneNeurons { .. } => "share of hidden neurons removed".into(),
+            Target::Fairness { gap, without, .. } if without.contains(&true) => {
+                format!("{} difference (attribute not read)", gap.short_name())
+            }
             Target::Fairness { gap, .. } => format!("{} difference", gap.short_name()),
         }
     }
@@ -76,6 +85,14 @@ impl Target {
     ) -> Verdict {
         let value = self.measure(shape, params, decided);
         let met = match self {
+            Target::Fairness {
+                max_gap, without, ..
+            } if without.contains(&true) => {
+                let unread = Target::Minimise {
+                    removed: without.clone(),
+                };
+                value <= *max_gap && unread.measure(shape, params, None) == 0.0
+            }
             Target::Minimise { .. } => value == 0.0,
             Target::Prune { sparsity } => {
                 let weights: usize = (0..shape.layers())

@@ -161,7 +161,7 @@ pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
             }
         }
         Requirement::Fairness => match cfg.fair_target {
-            FairTarget::Penalty => {
+            FairTarget::Penalty | FairTarget::DropAttribute => {
                 let (lo, hi) = (cfg.lambda.0.ln(), cfg.lambda.1.ln());
                 ask.lambda = rng.random_range(lo..=hi).exp();
             }
@@ -489,7 +489,12 @@ impl<'a> Trainer<'a> {
         let (split, model) = (&self.data.val, (&member.shape, member.params.as_slice()));
         let (gap, max_gap) = (self.cfg.gap, self.cfg.max_gap);
         let score = |edited: &[Vec<f32>], max_gap: f64| {
-            let target = Target::Fairness { gap, max_gap };
+            let without = self.spec.unread_columns(&self.columns);
+            let target = Target::Fairness {
+                gap,
+                max_gap,
+                without,
+            };
             score_fairness(dev, &member.shape, edited, split, &target)
         };
         let (_, base) = score(std::slice::from_ref(&member.params), max_gap)?[0];

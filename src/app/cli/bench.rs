@@ -146,7 +146,8 @@ fn edit_benchmarks(
     match ef.spec.requirement {
         Requirement::Prune => ask.sparsity = a.sparsity,
         Requirement::Fairness => match ef.spec.fair_target {
-            crate::requirement::FairTarget::Penalty => ask.lambda = a.lambda,
+            crate::requirement::FairTarget::Penalty
+            | crate::requirement::FairTarget::DropAttribute => ask.lambda = a.lambda,
             // A typical threshold move: the lower-rate group's logits up by half a unit.
             crate::requirement::FairTarget::Shift => {
                 let mut shift = vec![0.0; ef.schema.groups.len()];

@@ -45,6 +45,11 @@ pub struct Args {
     /// Largest acceptable gap on the test split (fairness).
     #[arg(long, default_value_t = 0.05)]
     pub max_gap: f64,
+    /// Fairness without the attribute (fairness): an edit must also stop reading the sensitive
+    /// attribute's columns, and methods that read it are listed as references. Implied by an
+    /// editor trained with `--fair-target drop-attribute`.
+    #[arg(long)]
+    pub without_attribute: bool,
     /// Penalty weights swept by the fairness-penalised fine-tuning.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     pub lambdas: Vec<f32>,
@@ -91,6 +96,7 @@ impl Args {
             neurons: self.neurons.clone(),
             gap: self.gap,
             max_gap: self.max_gap,
+            without_attribute: self.without_attribute,
             lambdas: self.lambdas.clone(),
             ft_epochs: self.ft_epochs,
             max_models: self.max_models,
@@ -131,7 +137,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         a.zoo
             .join(format!("compare-{:?}", a.requirement).to_lowercase())
     });
-    let cfg = a.config();
+    let mut cfg = a.config();
     cfg.check(&manifest.schema)?;
     if out.join("results.json").exists() && !a.force {
         return Err(Error::input(
@@ -146,6 +152,22 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         Some(path) => Some(editor_for(&dev, path, a.requirement, &data)?),
         None => None,
     };
+    if let (Some(ef), Some(path)) = (&editor, &a.editor) {
+        match (ef.spec.drops_attribute(), cfg.without_attribute) {
+            (true, false) => {
+                p.status("the editor drops the attribute: judging fairness without reading it");
+                cfg.without_attribute = true;
+            }
+            (false, true) => {
+                return Err(Error::input(
+                    path,
+                    "reads the sensitive attribute, so it cannot be judged --without-attribute \
+                     (train one with --fair-target drop-attribute)",
+                ))
+            }
+            _ => {}
+        }
+    }
     let test_zoo = match &a.test_zoo {
         Some(dir) => Some((dir.as_path(), read_manifest(dir)?)),
         None => None,

@@ -455,7 +455,11 @@ fn check(
         },
         Requirement::Fairness => {
             let (gap, max_gap) = r.target.unwrap_or((ef.spec.gap, f64::INFINITY));
-            Target::Fairness { gap, max_gap }
+            Target::Fairness {
+                gap,
+                max_gap,
+                without: ef.spec.unread_columns(&ef.columns),
+            }
         }
     };
     // Decisions on the test split: what fairness is measured on, and accuracy for any edit.

@@ -7,7 +7,7 @@ use super::{Global, Printer};
 use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
-use crate::requirement::Requirement;
+use crate::requirement::{FairTarget, MinimiseBase, Requirement};
 use crate::workflows::train::{train, Event, TrainConfig, Trainer, Validation, BEST, LAST};
 use crate::workflows::zoo::load::zoo_data;
 use crate::workflows::zoo::read_manifest;
@@ -61,7 +61,9 @@ pub struct Args {
     pub fair_sharpness: f32,
     /// What a fairness editor learns: `shift` moves each group's logits by shifts it is given
     /// (group thresholds folded into the weights; `edit --max-eo-gap` picks them from data);
-    /// `penalty` trades JSD against a soft gap penalty weighted by lambda.
+    /// `penalty` trades JSD against a soft gap penalty weighted by lambda; `drop-attribute`
+    /// does so with the sensitive attribute's columns removed (fairness without the attribute
+    /// at prediction time; edits start from their least-squares fold and need --data).
     #[arg(long, value_enum, default_value = "shift")]
     pub fair_target: crate::requirement::FairTarget,
     /// The editor reads data: on a calibration batch, the gradient of its loss where the edit
@@ -69,11 +71,14 @@ pub struct Args {
     /// Default: on for prune, off otherwise.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub signals: Option<bool>,
-    /// Where a minimisation edit starts: the removed columns' means folded into the biases
-    /// (`mean`), or their least-squares prediction from the kept columns folded into those
-    /// columns' weights (`least-squares`; its edits then need --data).
-    #[arg(long, value_enum, default_value = "least-squares")]
-    pub minimise_base: crate::requirement::MinimiseBase,
+    /// Where a minimisation edit (or a drop-attribute fairness edit) starts: the removed
+    /// columns' means folded into the biases (`mean`), or their least-squares prediction from
+    /// the kept columns folded into those columns' weights (`least-squares`; its edits then
+    /// need --data). Default: least-squares for minimise; mean for drop-attribute, since
+    /// predicting the attribute from its proxies keeps the gap it is dropped to close (on
+    /// Adult's validation models the mean fold complies on 81%, the least-squares fold on 0%).
+    #[arg(long, value_enum)]
+    pub minimise_base: Option<crate::requirement::MinimiseBase>,
     /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
     #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
     pub shift_range: Vec<f32>,
@@ -152,7 +157,12 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         prune_score: a.prune_score,
         fair_target: a.fair_target,
         signals: a.signals.unwrap_or(TrainConfig::new(a.requirement).signals),
-        minimise_base: a.minimise_base,
+        minimise_base: a.minimise_base.unwrap_or(match a.fair_target {
+            FairTarget::DropAttribute if a.requirement == Requirement::Fairness => {
+                MinimiseBase::Mean
+            }
+            _ => MinimiseBase::LeastSquares,
+        }),
         lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
         shift_range: pair("shift-range", &a.shift_range, |v| v.abs() <= 10.0)?,
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {

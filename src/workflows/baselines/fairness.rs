@@ -7,7 +7,7 @@ use super::FineTune;
 use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::Result;
-use crate::io::data::{ColumnMoments, Dataset, Split};
+use crate::io::data::{Dataset, Split};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{MAX_SHIFT_GROUPS, SEARCH_MARGIN};
 use crate::workflows::fit::FitModel;
@@ -154,22 +154,20 @@ pub fn shifted_decisions(logits: &[f32], group: &[u32], shift: &[f32]) -> Vec<f3
         .collect()
 }
 
-/// Fairness without the attribute: the sensitive columns dropped by least-squares compensation
-/// (`least_squares_fold`, from the training split's `moments`), then fairness-penalised
-/// fine-tuning with those columns held at zero; one copy per lambda, trained in one batch.
+/// Fairness without the attribute: from `folded` (a model with the sensitive columns already
+/// dropped by a fold), fairness-penalised fine-tuning with those columns held at zero; one copy
+/// per lambda, trained in one batch.
 #[allow(clippy::too_many_arguments)]
 pub fn fair_finetune_without(
     dev: &Device,
     shape: &MlpShape,
-    params: &[f32],
+    folded: &[f32],
     sensitive: &[bool],
-    moments: &ColumnMoments,
     data: &Dataset,
     ft: &FineTune,
     gap: Gap,
     lambdas: &[f32],
 ) -> Result<Vec<Vec<f32>>> {
-    let folded = super::least_squares_fold(shape, params, sensitive, moments);
     let mut mask = vec![1.0f32; shape.n_params()];
     let d = shape.fan_in(0);
     for o in 0..shape.fan_out(0) {
@@ -177,5 +175,5 @@ pub fn fair_finetune_without(
             mask[shape.weight_offset(0) + o * d + c] = 0.0;
         }
     }
-    penalised(dev, shape, &folded, Some(&mask), data, ft, gap, lambdas)
+    penalised(dev, shape, folded, Some(&mask), data, ft, gap, lambdas)
 }

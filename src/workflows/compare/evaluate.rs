@@ -64,6 +64,10 @@ impl<'a> Context<'a> {
             (Requirement::Fairness, _) => Target::Fairness {
                 gap: self.cfg.gap,
                 max_gap: self.cfg.max_gap,
+                without: match self.cfg.without_attribute {
+                    true => self.columns.sensitive.clone(),
+                    false => Vec::new(),
+                },
             },
         })
     }

@@ -8,13 +8,15 @@ use crate::engine::device::Device;
 use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Split};
 use crate::networks::mlp::{predict, MlpShape};
+use crate::requirement::verify::Target;
 use crate::requirement::{removed_columns, sensitive_columns, Ask, Columns, FairTarget};
 use crate::requirement::{PruneScore, Requirement, LAMBDA_SEARCH_POINTS};
 use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::edit_models;
-use crate::workflows::edit::search::{lambda_grid, search_lambda, search_shift};
+use crate::workflows::edit::search::{lambda_grid, pick_lambda, score_fairness};
+use crate::workflows::edit::search::{search_lambda, search_shift};
 use crate::workflows::fit::FitModel;
 use crate::workflows::zoo::ModelRecord;
 
@@ -107,7 +109,7 @@ impl<'a> Subject<'a> {
                     Setting::Neurons(f) => self.prune_neurons(f),
                 })
                 .collect(),
-            Requirement::Fairness => self.fairness(),
+            Requirement::Fairness => self.fairness()?,
         };
         if one_shot_only {
             out.retain(|m| m.kind == Kind::OneShot);
@@ -232,8 +234,9 @@ impl<'a> Subject<'a> {
 
     /// Group thresholds on the unchanged model (deterministic; the Hardt et al. rule, which
     /// randomises, as a reference), and penalised fine-tuning at each lambda: reading the
-    /// attribute, and with its columns dropped.
-    fn fairness(&'a self) -> Vec<Method<'a>> {
+    /// attribute, and with its columns dropped. Without the attribute, the rules are its
+    /// columns dropped (mean or least-squares fold), and what reads it is a reference.
+    fn fairness(&'a self) -> Result<Vec<Method<'a>>> {
         let (dev, data, shape, params, ft) = (
             self.dev,
             self.data,
@@ -244,10 +247,22 @@ impl<'a> Subject<'a> {
         let (gap, bound, seed) = (self.cfg.gap, self.cfg.max_gap, self.rec.seed);
         let scores = move |split: &Split| predict(dev, shape, 1, params, &split.x);
         let groups = data.schema.groups.len();
+        // Without the attribute, what reads it is only a point of reference.
+        let without = self.cfg.without_attribute;
+        let reading = if without {
+            Kind::Reference
+        } else {
+            Kind::OneShot
+        };
+        let reading_tuned = if without {
+            Kind::Reference
+        } else {
+            Kind::FineTuned
+        };
         let mut out = vec![
             Method {
                 name: "group thresholds (needs the attribute)".into(),
-                kind: Kind::OneShot,
+                kind: reading,
                 setting: None,
                 run: Box::new(move |split| {
                     let shift = choose_shift(&scores(&data.val)?, &data.val, groups, gap, bound);
@@ -277,15 +292,32 @@ impl<'a> Subject<'a> {
             },
         ];
         let sensitive = sensitive_columns(&data.schema);
+        let moments = &self.columns.moments;
+        if without {
+            let (s1, s2, means) = (sensitive.clone(), sensitive.clone(), &self.columns.means);
+            let mask = drop_mask(shape, &data.schema, data.schema.sensitive.as_slice())
+                .map_err(Error::Usage)?;
+            out.push(edit(
+                "drop attribute (mean fold)",
+                Kind::OneShot,
+                None,
+                move || Ok(apply(&fold_removed_means(shape, params, &s1, means), &mask)),
+            ));
+            out.push(edit(
+                "drop attribute (least-squares fold)",
+                Kind::OneShot,
+                None,
+                move || Ok(least_squares_fold(shape, params, &s2, moments)),
+            ));
+        }
         for &lam in &self.cfg.lambdas {
             out.push(edit(
                 format!("fair fine-tune lambda={lam}"),
-                Kind::FineTuned,
+                reading_tuned,
                 None,
                 move || Ok(fair_finetune(dev, shape, params, data, &ft, gap, &[lam])?.remove(0)),
             ));
         }
-        let moments = &self.columns.moments;
         for &lam in &self.cfg.lambdas {
             let s = sensitive.clone();
             out.push(edit(
@@ -293,22 +325,49 @@ impl<'a> Subject<'a> {
                 Kind::FineTuned,
                 None,
                 move || {
-                    let tuned = fair_finetune_without(
-                        dev,
-                        shape,
-                        params,
-                        &s,
-                        moments,
-                        data,
-                        &ft,
-                        gap,
-                        &[lam],
-                    );
+                    let folded = least_squares_fold(shape, params, &s, moments);
+                    let tuned =
+                        fair_finetune_without(dev, shape, &folded, &s, data, &ft, gap, &[lam]);
                     Ok(tuned?.remove(0))
                 },
             ));
         }
-        out
+        if without {
+            // The fine-tuning a user would run to meet the bound, from either fold: every
+            // lambda, and the one kept as the editor's search keeps its edit (on the validation
+            // split).
+            let (lambdas, means) = (&self.cfg.lambdas, &self.columns.means);
+            for least_squares in [false, true] {
+                let s = sensitive.clone();
+                let fold = if least_squares {
+                    "least-squares"
+                } else {
+                    "mean"
+                };
+                out.push(edit(
+                    format!("{fold} fold + fair fine-tune, lambda picked on val"),
+                    Kind::FineTuned,
+                    None,
+                    move || {
+                        let folded = match least_squares {
+                            true => least_squares_fold(shape, params, &s, moments),
+                            false => fold_removed_means(shape, params, &s, means),
+                        };
+                        let tuned = fair_finetune_without(
+                            dev, shape, &folded, &s, data, &ft, gap, lambdas,
+                        )?;
+                        let target = Target::Fairness {
+                            gap,
+                            max_gap: bound,
+                            without: s.clone(),
+                        };
+                        let scored = score_fairness(dev, shape, &tuned, &data.val, &target)?;
+                        Ok(tuned.into_iter().nth(pick_lambda(&scored, bound)).unwrap())
+                    },
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// The editor, as a user runs it: one inference per edit; a fairness bound met by choosing

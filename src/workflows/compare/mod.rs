@@ -39,6 +39,9 @@ pub struct CompareConfig {
     /// The fairness gap and its bound on the test split (fairness).
     pub gap: Gap,
     pub max_gap: f64,
+    /// Fairness without the attribute: an edit must also stop reading the sensitive
+    /// attribute's columns; methods that read it become references.
+    pub without_attribute: bool,
     /// Penalty weights of the fairness-penalised fine-tunings.
     pub lambdas: Vec<f32>,
     /// Epochs of every fine-tuning baseline (per round for iterative pruning).
@@ -64,6 +67,7 @@ impl CompareConfig {
             neurons: Vec::new(),
             gap: Gap::Eo,
             max_gap: 0.05,
+            without_attribute: false,
             lambdas: vec![1.0, 4.0, 16.0, 64.0],
             ft_epochs: 2,
             max_models: None,
@@ -95,6 +99,11 @@ impl CompareConfig {
             Requirement::Fairness if schema.sensitive.is_none() || !schema.classes.is_empty() => {
                 return Err(Error::Usage(
                     "fairness needs binary data with a sensitive attribute".into(),
+                ))
+            }
+            _ if self.without_attribute && self.requirement != Requirement::Fairness => {
+                return Err(Error::Usage(
+                    "--without-attribute applies to --requirement fairness".into(),
                 ))
             }
             _ => {}
@@ -135,10 +144,15 @@ impl CompareConfig {
                 .collect::<Vec<_>>()
                 .join(", "),
             Requirement::Fairness => format!(
-                "{} difference <= {} on '{}'",
+                "{} difference <= {} on '{}'{}",
                 self.gap.short_name(),
                 self.max_gap,
-                schema.sensitive.clone().unwrap_or_default()
+                schema.sensitive.clone().unwrap_or_default(),
+                if self.without_attribute {
+                    ", without reading it"
+                } else {
+                    ""
+                }
             ),
         }
     }

@@ -202,6 +202,9 @@ fn markdown(c: &Comparison) -> String {
     md += &choices(c);
     md += &findings(c);
     md += requirement_note(c.cfg.requirement);
+    if c.cfg.without_attribute {
+        md += WITHOUT_ATTRIBUTE_NOTE;
+    }
     md += "\n![accuracy against time per edit](accuracy_vs_time.svg)\n\n![per-model accuracy before and after](per_model.svg)\n";
     md
 }
@@ -268,6 +271,9 @@ fn findings(c: &Comparison) -> String {
     }
     md
 }
+
+/// Without the attribute, what fairness then also asks (`CompareConfig::without_attribute`).
+const WITHOUT_ATTRIBUTE_NOTE: &str = "\nWithout the attribute: an edit must also leave every first-layer weight out of the sensitive attribute's columns exactly zero, so the edited model cannot read it; the data's groups are read only to measure the gap. The one-shot rules drop the attribute's columns (mean or least-squares fold); a drop-attribute editor starts from one of those folds (the mean fold unless trained otherwise) and picks its lambda on the validation split. What reads the attribute (group thresholds, post-processing, fine-tuning that keeps it) is listed as a reference and cannot meet this requirement.\n";
 
 fn requirement_note(req: Requirement) -> &'static str {
     match req {

@@ -227,7 +227,7 @@ impl EditorFile {
         let s = &self.spec;
         s.signals
             || (s.requirement == Requirement::Prune && s.prune_score.keeps_rule_mask())
-            || (s.requirement == Requirement::Minimise
+            || ((s.requirement == Requirement::Minimise || s.drops_attribute())
                 && s.minimise_base == MinimiseBase::LeastSquares)
     }
 

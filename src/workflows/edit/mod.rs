@@ -120,8 +120,9 @@ fn build_graph(
     GraphBatch::build(&inputs, &editor.cfg.pos).map_err(Error::Usage)
 }
 
-/// The parameters an edit starts from: the model's own; with the removed columns' means folded
-/// into the biases (minimise); pruned and re-solved by OBS reconstruction on the calibration
+/// The parameters an edit starts from: the model's own; with the removed columns' means, or
+/// their least-squares prediction from the kept columns, folded in (minimise, and fairness
+/// editors that drop the attribute); pruned and re-solved by OBS reconstruction on the calibration
 /// batch (OBS prune editors); or with the mean of the asked group shifts added to the output
 /// bias (shift editors), so that the part of the shift common to all groups is exact and the
 /// editor learns only how the groups differ.
@@ -132,8 +133,10 @@ fn base_params(
     ask: &Ask,
     cols: &Columns,
 ) -> Result<Vec<f32>> {
+    let folds = spec.requirement == Requirement::Minimise || spec.drops_attribute();
+    let least_squares = folds && spec.minimise_base == MinimiseBase::LeastSquares;
     Ok(match (spec.requirement, &ask.shift) {
-        (Requirement::Minimise, _) if spec.minimise_base == MinimiseBase::LeastSquares => {
+        _ if least_squares => {
             if cols.moments.mean.is_empty() {
                 return Err(Error::Usage(
                     "this editor starts from a least-squares fold, which reads its data: pass --data".into(),
@@ -141,7 +144,7 @@ fn base_params(
             }
             least_squares_fold(shape, params, &ask.removed, &cols.moments)
         }
-        (Requirement::Minimise, _) => fold_removed_means(shape, params, &ask.removed, &cols.means),
+        _ if folds => fold_removed_means(shape, params, &ask.removed, &cols.means),
         (Requirement::Prune, _) if spec.prune_score == PruneScore::Obs => {
             if cols.calibration.rows() == 0 {
                 return Err(Error::Usage(
@@ -365,6 +368,7 @@ fn prepare(
     asks: &[Ask],
     cols: &Columns,
 ) -> Result<(Bases, GraphBatch, ParamMap)> {
+    let asks = &spec.effective_asks(asks, cols);
     let b = bases(spec, models, asks, cols)?;
     let seen = b.seen(spec, models);
     let sig = batch_signals(dev, spec, models, &b, asks, cols)?;

@@ -103,7 +103,11 @@ pub fn search_lambda(
         (shape, params),
         grid,
     )?;
-    let target = Target::Fairness { gap, max_gap };
+    let target = Target::Fairness {
+        gap,
+        max_gap,
+        without: ef.spec.unread_columns(&ef.columns),
+    };
     let best = pick_lambda(
         &score_fairness(dev, shape, &edited, split, &target)?,
         max_gap,

@@ -1,0 +1,330 @@
+//! Fairness without the attribute at prediction time: an editor trained with
+//! `--fair-target drop-attribute` starts from the attribute's least-squares fold, never lets an
+//! edited model read the attribute's columns whatever it is asked, and is judged by `compare`
+//! against rules that do not read it either.
+
+mod common;
+use common::*;
+use rand::Rng;
+use regop::engine::kernels::activation::Activation;
+use regop::engine::kernels::fairness::Gap;
+use regop::io::data::Split;
+use regop::io::model::Model;
+use regop::networks::editor::{Editor, EditorConfig};
+use regop::networks::graph::PosIds;
+use regop::networks::mlp::{init_params, MlpShape};
+use regop::requirement::verify::Target;
+use regop::requirement::{Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore};
+use regop::requirement::{Requirement, COND_DIM};
+use regop::workflows::baselines::{fold_removed_means, least_squares_fold};
+use regop::workflows::edit::edit_models;
+use regop::Device;
+
+fn spec(target: FairTarget, base: MinimiseBase) -> EditSpec {
+    EditSpec {
+        requirement: Requirement::Fairness,
+        gap: Gap::Eo,
+        gamma: 0.5,
+        tau: 0.0,
+        prune_score: PruneScore::Lamp,
+        fair_sharpness: 4.0,
+        fair_target: target,
+        signals: false,
+        minimise_base: base,
+    }
+}
+
+/// Untrained, the editor is its fold of the attribute's columns (means, or least squares) at
+/// every lambda, though no ask names them; a random editor moves the other weights and still
+/// leaves the attribute's columns exactly zero. A penalty editor that may read the attribute
+/// keeps them; without the data's moments a least-squares editor refuses to edit.
+#[test]
+fn a_drop_attribute_editor_starts_from_the_fold_and_never_reads_the_attribute() {
+    let mut rng = fresh_rng("drop attribute editor");
+    let dev = Device::cpu();
+    let shapes = [
+        MlpShape::new(&[6, 8, 1], Activation::Relu),
+        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
+    ];
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| init_params(s, rng.random()))
+        .collect();
+    // Columns 4 and 5 are the attribute (one-hot); column 4 is mostly column 0.
+    let rows = 300;
+    let mut x = random(&mut rng, rows * 6);
+    for r in 0..rows {
+        let g = (x[r * 6] + 0.3 * x[r * 6 + 1] > 0.0) as u32;
+        x[r * 6 + 4] = g as f32;
+        x[r * 6 + 5] = 1.0 - g as f32;
+    }
+    let train = Split {
+        y: (0..rows)
+            .map(|r| (x[r * 6 + 2] > 0.0) as u32 as f32)
+            .collect(),
+        group: (0..rows).map(|r| x[r * 6 + 4] as u32).collect(),
+        x,
+    };
+    let moments = std::sync::Arc::new(train.moments());
+    let sensitive = vec![false, false, false, false, true, true];
+    let cols = Columns {
+        sensitive: sensitive.clone(),
+        means: moments.mean.iter().map(|m| *m as f32).collect(),
+        calibration: train.calibration_batch(64),
+        moments: moments.clone(),
+    };
+    let cfg = EditorConfig {
+        hidden: 8,
+        layers: 2,
+        cond_dim: COND_DIM,
+        pos: PosIds {
+            max_inputs: 6,
+            max_hidden_layers: 2,
+            max_outputs: 1,
+        },
+    };
+    let models: Vec<(&MlpShape, &[f32])> = (0..4)
+        .map(|i| (&shapes[i % 2], params[i % 2].as_slice()))
+        .collect();
+    // Nothing in the asks removes a column: the editor does.
+    let asks: Vec<Ask> = [0.2f32, 1.0, 8.0, 30.0]
+        .iter()
+        .map(|&lambda| Ask {
+            lambda,
+            ..Ask::new(6)
+        })
+        .collect();
+    let untrained = Editor::new(&dev, &cfg, 1).unwrap();
+    let means = spec(FairTarget::DropAttribute, MinimiseBase::Mean);
+    let got = edit_models(&dev, &untrained, &means, &models, &asks, &cols).unwrap();
+    for (m, (s, p)) in models.iter().enumerate() {
+        let mut want = fold_removed_means(s, p, &sensitive, &cols.means);
+        for o in 0..s.fan_out(0) {
+            want[s.weight_offset(0) + o * 6 + 4] = 0.0;
+            want[s.weight_offset(0) + o * 6 + 5] = 0.0;
+        }
+        assert_eq!(
+            got[m], want,
+            "model {m}: the untrained editor is not the mean fold"
+        );
+    }
+    let blind = spec(FairTarget::DropAttribute, MinimiseBase::LeastSquares);
+    let got = edit_models(&dev, &untrained, &blind, &models, &asks, &cols).unwrap();
+    for (m, (s, p)) in models.iter().enumerate() {
+        let want = least_squares_fold(s, p, &sensitive, &moments);
+        assert_eq!(
+            got[m], want,
+            "model {m}: the untrained editor is not the fold"
+        );
+    }
+    let bare = Columns {
+        moments: Default::default(),
+        ..cols.clone()
+    };
+    assert!(edit_models(&dev, &untrained, &blind, &models, &asks, &bare).is_err());
+    let random = random_editor(&dev, &cfg, &mut rng);
+    let edited = edit_models(&dev, &random, &blind, &models, &asks, &cols).unwrap();
+    let penalty = spec(FairTarget::Penalty, MinimiseBase::LeastSquares);
+    let reading = edit_models(&dev, &random, &penalty, &models, &asks, &cols).unwrap();
+    for (m, (s, p)) in models.iter().enumerate() {
+        let fold = least_squares_fold(s, p, &sensitive, &moments);
+        for o in 0..s.fan_out(0) {
+            for c in 0..6 {
+                let w = edited[m][s.weight_offset(0) + o * 6 + c];
+                if sensitive[c] {
+                    assert_eq!(w.to_bits(), 0, "model {m}: column {c} is read");
+                    assert_ne!(reading[m][s.weight_offset(0) + o * 6 + c], 0.0);
+                }
+            }
+        }
+        assert!(
+            edited[m].iter().zip(&fold).any(|(a, b)| a != b),
+            "model {m}: the random editor edits nothing"
+        );
+    }
+    // The lambdas make different edits.
+    assert_ne!(edited[0], edited[2]);
+    // Verification: a gap within the bound is not enough while a column of the attribute is
+    // read.
+    let s = &shapes[0];
+    let split = Split {
+        x: train.x[..6 * 40].to_vec(),
+        y: vec![1.0; 40],
+        group: (0..40).map(|r| r % 2).collect(),
+    };
+    let decisions = vec![1.0f32; 40];
+    let target = |without: Vec<bool>| Target::Fairness {
+        gap: Gap::Eo,
+        max_gap: 0.05,
+        without,
+    };
+    let fold = least_squares_fold(s, &params[0], &sensitive, &moments);
+    let decided = Some((&split, decisions.as_slice()));
+    assert!(target(sensitive.clone()).verify(s, &fold, decided).met);
+    assert!(target(Vec::new()).verify(s, &params[0], decided).met);
+    assert!(!target(sensitive.clone()).verify(s, &params[0], decided).met);
+}
+
+/// The binary end to end on the built-in data: a drop-attribute editor is trained, edits to a
+/// gap bound with the attribute's weights exactly zero, and `compare` judges it without the
+/// attribute: the rules that drop it are the candidates, what reads it a reference. Editors
+/// that read the attribute cannot be judged so, and the flag is fairness's alone.
+#[test]
+fn fairness_without_the_attribute_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let zoo = synthetic_zoo(dir.path(), "3");
+    let ed = dir.path().join("ed");
+    ok(&regop_cpu(&[
+        "train",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "fairness",
+        "--fair-target",
+        "drop-attribute",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--val-models",
+        "2",
+        "--out",
+        arg(&ed),
+    ]));
+    let editor = ed.join("editor.safetensors");
+    let model = zoo.join("model-00000.safetensors");
+    let out = dir.path().join("edited.safetensors");
+    let run = regop_cpu(&[
+        "edit",
+        "--editor",
+        arg(&editor),
+        "--model",
+        arg(&model),
+        "--max-eo-gap",
+        "0.2",
+        // Dropping the built-in data's attribute costs accuracy (it causes the label).
+        "--max-drop",
+        "1",
+        "--json",
+        "--out",
+        arg(&out),
+    ]);
+    ok(&run);
+    let edited = Model::load(&out).unwrap();
+    let manifest = regop::workflows::zoo::read_manifest(&zoo).unwrap();
+    let sensitive = regop::requirement::sensitive_columns(&manifest.schema);
+    assert!(sensitive.contains(&true));
+    let (shape, w) = (edited.shape(), edited.flat_params());
+    let d = shape.fan_in(0);
+    for o in 0..shape.fan_out(0) {
+        for (c, _) in sensitive.iter().enumerate().filter(|(_, s)| **s) {
+            assert_eq!(
+                w[shape.weight_offset(0) + o * d + c],
+                0.0,
+                "column {c} read"
+            );
+        }
+    }
+    let report = dir.path().join("cmp");
+    ok(&regop_cpu(&[
+        "compare",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "fairness",
+        "--editor",
+        arg(&editor),
+        "--max-models",
+        "2",
+        "--val-models",
+        "2",
+        "--max-gap",
+        "0.2",
+        "--lambdas",
+        "1,8",
+        "--ft-epochs",
+        "1",
+        "--out",
+        arg(&report),
+    ]));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("without reading it"), "{md}");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
+    let rows = results["rows"].as_array().unwrap();
+    let kind_of = |method: &str| {
+        rows.iter()
+            .find(|r| r["method"] == method)
+            .unwrap_or_else(|| panic!("no row {method}"))["kind"]
+            .clone()
+    };
+    assert_eq!(
+        kind_of("group thresholds (needs the attribute)"),
+        "reference"
+    );
+    assert_eq!(kind_of("drop attribute (least-squares fold)"), "one-shot");
+    assert_eq!(kind_of("drop attribute (mean fold)"), "one-shot");
+    assert_eq!(kind_of("fair fine-tune lambda=8"), "reference");
+    assert_eq!(
+        kind_of("drop attribute + fair fine-tune lambda=8"),
+        "fine-tuned"
+    );
+    for fold in ["mean", "least-squares"] {
+        let name = format!("{fold} fold + fair fine-tune, lambda picked on val");
+        assert_eq!(kind_of(&name), "fine-tuned");
+    }
+    // What reads the attribute never meets the requirement; the editor's edits always read
+    // none of it.
+    for r in rows {
+        if r["method"] == "original (no edit)" || r["kind"] == "reference" {
+            assert_eq!(r["satisfied"], false, "{r}");
+        }
+    }
+    let chosen = results["choices"][0]["rule"].as_str().unwrap();
+    assert!(chosen.starts_with("drop attribute"), "chose {chosen}");
+    // A shift editor reads the attribute: it cannot be judged without it.
+    let shift = dir.path().join("shift");
+    ok(&regop_cpu(&[
+        "train",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "fairness",
+        "--steps",
+        "2",
+        "--eval-every",
+        "2",
+        "--val-models",
+        "2",
+        "--out",
+        arg(&shift),
+    ]));
+    let msg = refused(&regop_cpu(&[
+        "compare",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "fairness",
+        "--without-attribute",
+        "--editor",
+        arg(&shift.join("editor.safetensors")),
+        "--max-models",
+        "1",
+        "--no-fine-tune",
+        "--out",
+        arg(&dir.path().join("no")),
+    ]));
+    assert!(msg.contains("reads the sensitive attribute"), "{msg}");
+    assert!(!dir.path().join("no").exists());
+    let msg = refused(&regop_cpu(&[
+        "compare",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--without-attribute",
+        "--out",
+        arg(&dir.path().join("no")),
+    ]));
+    assert!(msg.contains("--without-attribute"), "{msg}");
+}
