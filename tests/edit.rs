@@ -332,6 +332,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
             fair_target: FairTarget::Penalty,
             signals: false,
             minimise_base: MinimiseBase::Mean,
+            also_drops: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -426,6 +427,7 @@ fn training_step_gradients_match_finite_differences() {
             fair_target: target,
             signals: false,
             minimise_base: MinimiseBase::Mean,
+            also_drops: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -544,6 +546,7 @@ fn training_step_agrees_across_backends() {
             fair_target: target,
             signals: false,
             minimise_base: MinimiseBase::Mean,
+            also_drops: false,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {
@@ -621,6 +624,7 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
                 fair_target: FairTarget::Penalty,
                 signals: false,
                 minimise_base: MinimiseBase::Mean,
+                also_drops: false,
             };
             let asks: Vec<Ask> = (0..5)
                 .map(|i| Ask {
@@ -727,6 +731,7 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
         fair_target: FairTarget::Shift,
         signals: false,
         minimise_base: MinimiseBase::Mean,
+        also_drops: false,
     };
     let cols = Columns {
         sensitive: vec![false, true, false, false, false, false],

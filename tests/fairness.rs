@@ -31,6 +31,7 @@ fn spec(target: FairTarget, base: MinimiseBase) -> EditSpec {
         fair_target: target,
         signals: false,
         minimise_base: base,
+        also_drops: false,
     }
 }
 

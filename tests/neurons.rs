@@ -48,7 +48,10 @@ fn a_neuron_editor_removes_the_asked_share_of_neurons() {
         p(&out),
     ]));
     let m = Model::load(&out).unwrap();
-    let target = Target::PruneNeurons { fraction: 0.5 };
+    let target = Target::PruneNeurons {
+        fraction: 0.5,
+        without: Vec::new(),
+    };
     assert!(target.verify(&m.shape(), &m.flat_params(), None).met);
     let original = Model::load(&model).unwrap().flat_params();
     assert_ne!(m.flat_params(), original);

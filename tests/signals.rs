@@ -242,6 +242,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             fair_target: FairTarget::Penalty,
             signals,
             minimise_base: MinimiseBase::Mean,
+            also_drops: false,
         };
         let asks: Vec<Ask> = [0.5f32, 0.8]
             .iter()
@@ -290,6 +291,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             if score == PruneScore::Neurons {
                 let target = Target::PruneNeurons {
                     fraction: asks[m].sparsity as f64,
+                    without: Vec::new(),
                 };
                 assert!(
                     target.verify(s, &got[m], None).met,
@@ -353,6 +355,7 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
         fair_target: FairTarget::Penalty,
         signals: false,
         minimise_base: MinimiseBase::LeastSquares,
+        also_drops: false,
     };
     let mut asks: Vec<Ask> = (0..2).map(|_| Ask::new(6)).collect();
     asks[0].removed[3] = true;

@@ -171,6 +171,10 @@ pub struct EditSpec {
     /// saved before it existed: the mean fold).
     #[serde(default)]
     pub minimise_base: MinimiseBase,
+    /// A prune editor that also removes features in the same edit (trained with asks that
+    /// remove some): the removed columns are folded (`minimise_base`) before the rule prunes.
+    #[serde(default)]
+    pub also_drops: bool,
 }
 
 pub fn one() -> f32 {
@@ -251,7 +255,7 @@ impl Ask {
                 }
                 None => vec![1.0, self.lambda.max(1e-6).log10() / 3.0, 0.0, 0.0],
             },
-            Requirement::Prune => vec![1.0, 0.0, self.sparsity, 0.0],
+            Requirement::Prune => vec![1.0, 0.0, self.sparsity, frac],
         }
     }
 }

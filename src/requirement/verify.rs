@@ -12,10 +12,12 @@ use crate::networks::mlp::MlpShape;
 pub enum Target {
     /// These input columns unused: every first-layer weight out of them exactly zero.
     Minimise { removed: Vec<bool> },
-    /// At least this fraction of the weights (biases excluded) exactly zero.
-    Prune { sparsity: f64 },
-    /// At least this fraction of the hidden neurons removed (in, out and bias zero).
-    PruneNeurons { fraction: f64 },
+    /// At least this fraction of the weights (biases excluded) exactly zero; and the columns
+    /// `without` marks (features removed in the same edit; empty: none) unused.
+    Prune { sparsity: f64, without: Vec<bool> },
+    /// At least this fraction of the hidden neurons removed (in, out and bias zero); and the
+    /// columns `without` marks unused.
+    PruneNeurons { fraction: f64, without: Vec<bool> },
     /// The fairness gap, measured on a split's hard decisions, at most `max_gap`; and when
     /// the attribute may not be read (`without` marks its columns; empty: it may), every
     /// first-layer weight out of its columns exactly zero.
@@ -39,7 +41,13 @@ impl Target {
     pub fn measure_name(&self) -> String {
         match self {
             Target::Minimise { .. } => "largest weight on removed columns".into(),
+            Target::Prune { without, .. } if without.contains(&true) => {
+                "weight sparsity (removed features unused)".into()
+            }
             Target::Prune { .. } => "weight sparsity".into(),
+            Target::PruneNeurons { without, .. } if without.contains(&true) => {
+                "share of hidden neurons removed (removed features unused)".into()
+            }
             Target::PruneNeurons { .. } => "share of hidden neurons removed".into(),
             Target::Fairness { gap, without, .. } if without.contains(&true) => {
                 format!("{} difference (attribute not read)", gap.short_name())
@@ -85,28 +93,41 @@ impl Target {
     ) -> Verdict {
         let value = self.measure(shape, params, decided);
         let met = match self {
-            Target::Fairness {
-                max_gap, without, ..
-            } if without.contains(&true) => {
-                let unread = Target::Minimise {
-                    removed: without.clone(),
-                };
-                value <= *max_gap && unread.measure(shape, params, None) == 0.0
-            }
             Target::Minimise { .. } => value == 0.0,
-            Target::Prune { sparsity } => {
+            Target::Prune { sparsity, .. } => {
                 let weights: usize = (0..shape.layers())
                     .map(|l| shape.fan_in(l) * shape.fan_out(l))
                     .sum();
                 value + 0.5 / weights as f64 >= *sparsity
             }
-            Target::PruneNeurons { fraction } => {
+            Target::PruneNeurons { fraction, .. } => {
                 let hidden: usize = shape.dims[1..shape.dims.len() - 1].iter().sum();
                 value + 0.5 / hidden.max(1) as f64 >= *fraction
             }
             Target::Fairness { max_gap, .. } => value <= *max_gap,
         };
-        Verdict { value, met }
+        Verdict {
+            value,
+            met: met && self.reads_none_of_without(shape, params),
+        }
+    }
+
+    /// Whether every first-layer weight out of the columns `without` marks (a second
+    /// requirement of the same edit) is exactly zero; true where there are none.
+    fn reads_none_of_without(&self, shape: &MlpShape, params: &[f32]) -> bool {
+        let without = match self {
+            Target::Minimise { .. } => return true,
+            Target::Prune { without, .. }
+            | Target::PruneNeurons { without, .. }
+            | Target::Fairness { without, .. } => without,
+        };
+        if !without.contains(&true) {
+            return true;
+        }
+        let unread = Target::Minimise {
+            removed: without.clone(),
+        };
+        unread.measure(shape, params, None) == 0.0
     }
 }
 

@@ -73,6 +73,10 @@ pub struct TrainConfig {
     pub sparsity: (f32, f32),
     /// Most features removed at once (at least one is).
     pub max_removed: usize,
+    /// Prune editors: half the training asks also remove up to `max_removed` features (configs
+    /// saved before it existed: none).
+    #[serde(default)]
+    pub also_drop: bool,
     pub eval_every: usize,
     /// Validation models (at most) and rows.
     pub val_models: usize,
@@ -118,6 +122,7 @@ impl TrainConfig {
             max_gap: 0.05,
             sparsity: (0.5, 0.95),
             max_removed: 4,
+            also_drop: false,
             eval_every: 100,
             val_models: 16,
             val_rows: 2048,
@@ -126,40 +131,43 @@ impl TrainConfig {
     }
 }
 
+/// Input columns a training ask removes: on images a rectangle of pixels (what "do not use
+/// these pixels" asks), from a few pixels to half the side each way; else 1 to `max_removed`
+/// features.
+fn draw_removed(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema, removed: &mut [bool]) {
+    if let Some(side) = schema.image_side() {
+        let (h, w) = (
+            rng.random_range(1..=side / 2),
+            rng.random_range(1..=side / 2),
+        );
+        let (r0, c0) = (
+            rng.random_range(0..=side - h),
+            rng.random_range(0..=side - w),
+        );
+        for r in r0..r0 + h {
+            for c in c0..c0 + w {
+                removed[r * side + c] = true;
+            }
+        }
+        return;
+    }
+    let n = schema.features.len();
+    let k = rng.random_range(1..=cfg.max_removed.min(n.saturating_sub(1)).max(1));
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(rng);
+    for &f in &order[..k] {
+        let f = &schema.features[f];
+        removed[f.start..f.start + f.width]
+            .iter_mut()
+            .for_each(|c| *c = true);
+    }
+}
+
 /// What the requirement asks of one model, drawn for training.
 pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
     let mut ask = Ask::new(schema.n_columns());
     match cfg.requirement {
-        Requirement::Minimise if schema.image_side().is_some() => {
-            // Images lose a rectangle of pixels (what "do not use these pixels" asks), from a
-            // few pixels to half the side each way.
-            let side = schema.image_side().expect("checked");
-            let (h, w) = (
-                rng.random_range(1..=side / 2),
-                rng.random_range(1..=side / 2),
-            );
-            let (r0, c0) = (
-                rng.random_range(0..=side - h),
-                rng.random_range(0..=side - w),
-            );
-            for r in r0..r0 + h {
-                for c in c0..c0 + w {
-                    ask.removed[r * side + c] = true;
-                }
-            }
-        }
-        Requirement::Minimise => {
-            let n = schema.features.len();
-            let k = rng.random_range(1..=cfg.max_removed.min(n.saturating_sub(1)).max(1));
-            let mut order: Vec<usize> = (0..n).collect();
-            order.shuffle(rng);
-            for &f in &order[..k] {
-                let f = &schema.features[f];
-                ask.removed[f.start..f.start + f.width]
-                    .iter_mut()
-                    .for_each(|c| *c = true);
-            }
-        }
+        Requirement::Minimise => draw_removed(rng, cfg, schema, &mut ask.removed),
         Requirement::Fairness => match cfg.fair_target {
             FairTarget::Penalty | FairTarget::DropAttribute => {
                 let (lo, hi) = (cfg.lambda.0.ln(), cfg.lambda.1.ln());
@@ -176,6 +184,9 @@ pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
         },
         Requirement::Prune => {
             ask.sparsity = rng.random_range(cfg.sparsity.0..=cfg.sparsity.1);
+            if cfg.also_drop && rng.random_bool(0.5) {
+                draw_removed(rng, cfg, schema, &mut ask.removed);
+            }
         }
     }
     ask
@@ -347,6 +358,7 @@ impl<'a> Trainer<'a> {
                 fair_target: cfg.fair_target,
                 signals: cfg.signals,
                 minimise_base: cfg.minimise_base,
+                also_drops: cfg.also_drop && cfg.requirement == Requirement::Prune,
             },
             editor_cfg: EditorConfig {
                 hidden: cfg.hidden,

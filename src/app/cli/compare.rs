@@ -29,7 +29,9 @@ pub struct Args {
     pub test_zoo: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub requirement: Requirement,
-    /// Features to remove (minimise), comma-separated.
+    /// Features to remove (minimise), comma-separated; with prune, features removed in the same
+    /// edit (every method prunes the model with them folded by least squares; the editor must
+    /// have been trained with --also-drop).
     #[arg(long, value_delimiter = ',')]
     pub drop: Vec<String>,
     /// Target weight sparsity (prune; 0.9 unless --neurons is given); several, comma-separated,
@@ -153,6 +155,12 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         None => None,
     };
     if let (Some(ef), Some(path)) = (&editor, &a.editor) {
+        if cfg.requirement == Requirement::Prune && !cfg.drop.is_empty() && !ef.spec.also_drops {
+            return Err(Error::input(
+                path,
+                "was not trained to drop features while pruning (train one with --also-drop)",
+            ));
+        }
         match (ef.spec.drops_attribute(), cfg.without_attribute) {
             (true, false) => {
                 p.status("the editor drops the attribute: judging fairness without reading it");

@@ -94,7 +94,12 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
             "{flag} does not apply to this editor: it was trained for {req:?}"
         )))
     };
-    if !a.drop.is_empty() && req != Requirement::Minimise {
+    if !a.drop.is_empty() && req == Requirement::Prune && !ef.spec.also_drops {
+        return Err(Error::Usage(
+            "--drop does not apply to this prune editor: it was not trained to drop features (train one with --also-drop)".into(),
+        ));
+    }
+    if !a.drop.is_empty() && req == Requirement::Fairness {
         return wrong("--drop");
     }
     if a.keep_features.is_some() && req != Requirement::Minimise {
@@ -137,6 +142,9 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
                 .map_err(|m| Error::Usage(format!("--drop: {m}")))?;
         }
         Requirement::Prune => {
+            // Features dropped in the same edit (editors trained with --also-drop).
+            ask.removed = removed_columns(&ef.schema, &a.drop)
+                .map_err(|m| Error::Usage(format!("--drop: {m}")))?;
             // A whole-neuron editor reads the share of neurons where others read the sparsity.
             let neurons = ef.spec.prune_score == PruneScore::Neurons;
             let (given, flag, other) = if neurons {
@@ -449,9 +457,11 @@ fn check(
         },
         Requirement::Prune if ef.spec.prune_score == PruneScore::Neurons => Target::PruneNeurons {
             fraction: r.ask.sparsity as f64,
+            without: e.ask.removed.clone(),
         },
         Requirement::Prune => Target::Prune {
             sparsity: r.ask.sparsity as f64,
+            without: e.ask.removed.clone(),
         },
         Requirement::Fairness => {
             let (gap, max_gap) = r.target.unwrap_or((ef.spec.gap, f64::INFINITY));

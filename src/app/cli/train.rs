@@ -93,9 +93,15 @@ pub struct Args {
     /// points.
     #[arg(long, default_value_t = 0.05)]
     pub max_gap: f64,
-    /// Most features removed at once in training (minimise).
+    /// Most features removed at once in training (minimise, and prune with --also-drop).
     #[arg(long, default_value_t = 4)]
     pub max_removed: usize,
+    /// Prune editors that start from a rule's mask (obs, neurons): half the training asks also
+    /// remove 1 to --max-removed features, so that one edit can drop features and prune
+    /// (`edit --drop F --sparsity S`). The removed columns are folded (--minimise-base) before
+    /// the rule prunes.
+    #[arg(long)]
+    pub also_drop: bool,
     /// Validate (and checkpoint) every this many steps.
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
@@ -140,6 +146,11 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
             "--fair-sharpness must be a positive number".into(),
         ));
     }
+    if a.also_drop && (a.requirement != Requirement::Prune || !a.prune_score.keeps_rule_mask()) {
+        return Err(Error::Usage(
+            "--also-drop applies to prune editors that start from a rule's mask (--prune-score obs or neurons)".into(),
+        ));
+    }
     if !(a.max_gap > 0.0 && a.max_gap < 1.0) {
         return Err(Error::Usage("--max-gap must be in (0, 1)".into()));
     }
@@ -169,6 +180,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
             (0.0..1.0).contains(&v)
         })?,
         max_removed: a.max_removed.max(1),
+        also_drop: a.also_drop,
         max_gap: a.max_gap,
         eval_every: a.eval_every,
         val_models: a.val_models.max(1),

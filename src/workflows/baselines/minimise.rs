@@ -48,6 +48,30 @@ pub fn fold_removed_means(
     out
 }
 
+/// The model with every first-layer weight out of the `removed` columns set to zero.
+pub fn zero_columns(shape: &MlpShape, params: &[f32], removed: &[bool]) -> Vec<f32> {
+    let mut out = params.to_vec();
+    let d = shape.fan_in(0);
+    for o in 0..shape.fan_out(0) {
+        for (c, _) in removed.iter().enumerate().filter(|(_, r)| **r) {
+            out[shape.weight_offset(0) + o * d + c] = 0.0;
+        }
+    }
+    out
+}
+
+/// Rows `x` (row-major, one value per column of `removed`) with the removed columns set to
+/// zero: what a model that no longer reads them sees of them.
+pub fn zero_batch_columns(x: &[f32], removed: &[bool]) -> Vec<f32> {
+    let mut out = x.to_vec();
+    for row in out.chunks_mut(removed.len().max(1)) {
+        for (v, _) in row.iter_mut().zip(removed).filter(|(_, r)| **r) {
+            *v = 0.0;
+        }
+    }
+    out
+}
+
 /// Least-squares compensation: each removed column's best linear prediction from the kept
 /// columns (with an intercept), fitted on the training rows whose `moments` are given, folded
 /// into the first layer: W_kept += W_removed A, b += W_removed c, W_removed = 0. Where the kept

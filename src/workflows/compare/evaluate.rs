@@ -12,6 +12,7 @@ use crate::networks::mlp::predict;
 use crate::requirement::metrics::{accuracy, median, predictions};
 use crate::requirement::verify::{compliant, Target};
 use crate::requirement::{removed_columns, Columns, Requirement};
+use crate::workflows::baselines::{least_squares_fold, zero_batch_columns, zero_columns};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::zoo::load::Member;
 use crate::workflows::zoo::ModelRecord;
@@ -27,7 +28,11 @@ pub struct Context<'a> {
     pub cfg: &'a CompareConfig,
     /// The input columns of the data (their training means fold into the biases).
     pub columns: Columns,
+    /// The calibration batch of the data-aware rules, with the columns of features dropped
+    /// alongside pruning zero.
     pub calib: (Vec<f32>, usize),
+    /// Prune: the columns of the features removed in the same edit (`--drop`; empty: none).
+    pub dropped: Vec<bool>,
 }
 
 impl<'a> Context<'a> {
@@ -37,16 +42,24 @@ impl<'a> Context<'a> {
         editor: Option<&'a EditorFile>,
         untrained: Option<&'a EditorFile>,
         cfg: &'a CompareConfig,
-    ) -> Context<'a> {
-        Context {
+    ) -> Result<Context<'a>> {
+        let dropped = match cfg.requirement {
+            Requirement::Prune if !cfg.drop.is_empty() => {
+                removed_columns(&data.schema, &cfg.drop).map_err(Error::Usage)?
+            }
+            _ => Vec::new(),
+        };
+        let (x, rows) = calibration(data);
+        Ok(Context {
             dev,
             data,
             editor,
             untrained,
             cfg,
             columns: Columns::of(&data.schema, &data.train),
-            calib: calibration(data),
-        }
+            calib: (zero_batch_columns(&x, &dropped), rows),
+            dropped,
+        })
     }
 
     /// The requirement a method at `setting` is checked against.
@@ -56,10 +69,14 @@ impl<'a> Context<'a> {
                 removed: removed_columns(&self.data.schema, &self.cfg.drop)
                     .map_err(Error::Usage)?,
             },
-            (Requirement::Prune, Some(Setting::Sparsity(sparsity))) => Target::Prune { sparsity },
-            (Requirement::Prune, Some(Setting::Neurons(fraction))) => {
-                Target::PruneNeurons { fraction }
-            }
+            (Requirement::Prune, Some(Setting::Sparsity(sparsity))) => Target::Prune {
+                sparsity,
+                without: self.dropped.clone(),
+            },
+            (Requirement::Prune, Some(Setting::Neurons(fraction))) => Target::PruneNeurons {
+                fraction,
+                without: self.dropped.clone(),
+            },
             (Requirement::Prune, None) => unreachable!("prune methods carry their setting"),
             (Requirement::Fairness, _) => Target::Fairness {
                 gap: self.cfg.gap,
@@ -87,6 +104,22 @@ impl<'a> Context<'a> {
         if let Some(ef) = self.editor.filter(|_| !one_shot_only) {
             ef.check_model(&model.path, &model.model)?;
         }
+        let k = model.shape.outputs();
+        let base = predictions(&predict(dev, &model.shape, 1, &model.params, &split.x)?, k);
+        // Features dropped alongside pruning: every method prunes the model with them folded
+        // by least squares (the editor's fold of a folded model changes nothing).
+        let params = match self.dropped.contains(&true) {
+            true => {
+                let folded = least_squares_fold(
+                    &model.shape,
+                    &model.params,
+                    &self.dropped,
+                    &self.columns.moments,
+                );
+                zero_columns(&model.shape, &folded, &self.dropped)
+            }
+            false => model.params,
+        };
         let subject = Subject {
             dev,
             data: self.data,
@@ -95,10 +128,9 @@ impl<'a> Context<'a> {
             calib: &self.calib,
             rec,
             shape: model.shape,
-            params: model.params,
+            params,
         };
-        let (shape, params, k) = (&subject.shape, &subject.params, subject.shape.outputs());
-        let base = predictions(&predict(dev, shape, 1, params, &split.x)?, k);
+        let (shape, params) = (&subject.shape, &subject.params);
         let mut methods = subject.baselines(one_shot_only)?;
         if self.cfg.no_fine_tune {
             methods.retain(|m| m.kind != Kind::FineTuned);

@@ -400,6 +400,7 @@ impl<'a> Subject<'a> {
             // A whole-neuron editor edits at the neuron settings, the others at the sparsities;
             // either reads its share as the ask's sparsity.
             Requirement::Prune => {
+                let removed = removed_columns(schema, &self.cfg.drop).map_err(Error::Usage)?;
                 let settings: Vec<(f64, Setting)> = match ef.spec.prune_score {
                     PruneScore::Neurons => self
                         .cfg
@@ -414,10 +415,11 @@ impl<'a> Subject<'a> {
                 settings
                     .into_iter()
                     .map(|(sp, setting)| {
-                        let at = Some(setting);
+                        let (at, removed) = (Some(setting), removed.clone());
                         edit(named("one inference"), kind, at, move || {
                             edit_one(Ask {
                                 sparsity: sp as f32,
+                                removed: removed.clone(),
                                 ..Ask::new(schema.n_columns())
                             })
                         })

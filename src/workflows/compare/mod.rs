@@ -111,7 +111,13 @@ impl CompareConfig {
         if !(0.0..=1.0).contains(&self.max_drop) {
             return Err(Error::Usage("--max-drop must be in [0, 1]".into()));
         }
-        if self.requirement == Requirement::Minimise {
+        if !self.drop.is_empty() && self.requirement == Requirement::Fairness {
+            return Err(Error::Usage(
+                "--drop applies to minimise, and to prune (features removed in the same edit)"
+                    .into(),
+            ));
+        }
+        if self.requirement != Requirement::Fairness {
             schema
                 .features_named(&self.drop)
                 .map_err(|m| Error::Usage(format!("--drop: {m}")))?;
@@ -136,13 +142,19 @@ impl CompareConfig {
     pub fn describe(&self, schema: &Schema) -> String {
         match self.requirement {
             Requirement::Minimise => format!("remove {}", self.drop.join(", ")),
-            Requirement::Prune => self
-                .settings()
-                .iter()
-                .flatten()
-                .map(Setting::label)
-                .collect::<Vec<_>>()
-                .join(", "),
+            Requirement::Prune => {
+                let at = self
+                    .settings()
+                    .iter()
+                    .flatten()
+                    .map(Setting::label)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                match self.drop.is_empty() {
+                    true => at,
+                    false => format!("{at}; remove {} in the same edit", self.drop.join(", ")),
+                }
+            }
             Requirement::Fairness => format!(
                 "{} difference <= {} on '{}'{}",
                 self.gap.short_name(),
@@ -320,7 +332,7 @@ pub fn run(
         return Err(Error::input(models.zoo, "has no test models"));
     }
     let untrained = editor.map(|ef| ef.untrained(dev)).transpose()?;
-    let ctx = evaluate::Context::new(dev, data, editor, untrained.as_ref(), cfg);
+    let ctx = evaluate::Context::new(dev, data, editor, untrained.as_ref(), cfg)?;
     let choices = ctx.choose_rules(models.zoo, &models.validation(cfg.val_models))?;
     let mut rows = Vec::new();
     for (k, (dir, rec)) in tests.iter().enumerate() {

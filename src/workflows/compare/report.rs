@@ -205,6 +205,9 @@ fn markdown(c: &Comparison) -> String {
     if c.cfg.without_attribute {
         md += WITHOUT_ATTRIBUTE_NOTE;
     }
+    if c.cfg.requirement == Requirement::Prune && !c.cfg.drop.is_empty() {
+        md += DROP_WHILE_PRUNING_NOTE;
+    }
     md += "\n![accuracy against time per edit](accuracy_vs_time.svg)\n\n![per-model accuracy before and after](per_model.svg)\n";
     md
 }
@@ -274,6 +277,9 @@ fn findings(c: &Comparison) -> String {
 
 /// Without the attribute, what fairness then also asks (`CompareConfig::without_attribute`).
 const WITHOUT_ATTRIBUTE_NOTE: &str = "\nWithout the attribute: an edit must also leave every first-layer weight out of the sensitive attribute's columns exactly zero, so the edited model cannot read it; the data's groups are read only to measure the gap. The one-shot rules drop the attribute's columns (mean or least-squares fold); a drop-attribute editor starts from one of those folds (the mean fold unless trained otherwise) and picks its lambda on the validation split. What reads the attribute (group thresholds, post-processing, fine-tuning that keeps it) is listed as a reference and cannot meet this requirement.\n";
+
+/// Prune with features removed in the same edit (`--drop`).
+const DROP_WHILE_PRUNING_NOTE: &str = "\nFeatures removed in the same edit: every method prunes the model after the least-squares fold of those features' columns (zero in the calibration batch too, so that no re-solve puts weight back on them), and an edit meets the requirement only if their first-layer weights are exactly zero as well. The editor does both in one inference.\n";
 
 fn requirement_note(req: Requirement) -> &'static str {
     match req {

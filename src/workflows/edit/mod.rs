@@ -18,7 +18,8 @@ use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
 use crate::workflows::baselines::{
-    fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune,
+    fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune, zero_batch_columns,
+    zero_columns,
 };
 
 /// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
@@ -151,8 +152,14 @@ fn base_params(
                     "this editor prunes by OBS reconstruction, which reads a calibration batch of its data: pass --data".into(),
                 ));
             }
-            let c = &cols.calibration;
-            obs_prune(shape, params, &c.x, c.rows(), ask.sparsity as f64)
+            let (folded, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
+            obs_prune(
+                shape,
+                &folded,
+                &x,
+                cols.calibration.rows(),
+                ask.sparsity as f64,
+            )
         }
         (Requirement::Prune, _) if spec.prune_score == PruneScore::Neurons => {
             if cols.calibration.rows() == 0 {
@@ -160,8 +167,9 @@ fn base_params(
                     "this editor removes neurons by reconstruction, which reads a calibration batch of its data: pass --data".into(),
                 ));
             }
-            let c = &cols.calibration;
-            neuron_reconstruct(shape, params, &c.x, c.rows(), ask.sparsity as f64)
+            let (folded, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
+            let rows = cols.calibration.rows();
+            neuron_reconstruct(shape, &folded, &x, rows, ask.sparsity as f64)
         }
         (Requirement::Fairness, Some(shift)) if !shift.is_empty() => {
             let mut p = params.to_vec();
@@ -171,6 +179,38 @@ fn base_params(
         }
         _ => params.to_vec(),
     })
+}
+
+/// Features removed in the same edit as pruning (`EditSpec::also_drops`): the model with the
+/// removed columns folded (`minimise_base`) and their weights zero, and the calibration batch
+/// with those columns zero, so that the rule's re-solve cannot put weight back on them. With
+/// nothing removed, the model and the batch as they are.
+fn drop_before_pruning(
+    spec: &EditSpec,
+    shape: &MlpShape,
+    params: &[f32],
+    ask: &Ask,
+    cols: &Columns,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    let x = &cols.calibration.x;
+    if !ask.removed.contains(&true) {
+        return Ok((params.to_vec(), x.clone()));
+    }
+    let folded = match spec.minimise_base {
+        MinimiseBase::LeastSquares if cols.moments.mean.is_empty() => {
+            return Err(Error::Usage(
+                "this editor folds removed features by least squares, which reads its data: pass --data".into(),
+            ))
+        }
+        MinimiseBase::LeastSquares => {
+            least_squares_fold(shape, params, &ask.removed, &cols.moments)
+        }
+        MinimiseBase::Mean => fold_removed_means(shape, params, &ask.removed, &cols.means),
+    };
+    Ok((
+        zero_columns(shape, &folded, &ask.removed),
+        zero_batch_columns(x, &ask.removed),
+    ))
 }
 
 /// Number of weights a model keeps at `sparsity` (the rest, round(sparsity * weights), are zero).
