@@ -294,21 +294,7 @@ impl<'a> Subject<'a> {
         let sensitive = sensitive_columns(&data.schema);
         let moments = &self.columns.moments;
         if without {
-            let (s1, s2, means) = (sensitive.clone(), sensitive.clone(), &self.columns.means);
-            let mask = drop_mask(shape, &data.schema, data.schema.sensitive.as_slice())
-                .map_err(Error::Usage)?;
-            out.push(edit(
-                "drop attribute (mean fold)",
-                Kind::OneShot,
-                None,
-                move || Ok(apply(&fold_removed_means(shape, params, &s1, means), &mask)),
-            ));
-            out.push(edit(
-                "drop attribute (least-squares fold)",
-                Kind::OneShot,
-                None,
-                move || Ok(least_squares_fold(shape, params, &s2, moments)),
-            ));
+            out.extend(self.drop_attribute_rules()?);
         }
         for &lam in &self.cfg.lambdas {
             out.push(edit(
@@ -333,18 +319,64 @@ impl<'a> Subject<'a> {
             ));
         }
         if without {
-            // The fine-tuning a user would run to meet the bound, from either fold: every
-            // lambda, and the one kept as the editor's search keeps its edit (on the validation
-            // split).
-            let (lambdas, means) = (&self.cfg.lambdas, &self.columns.means);
-            for least_squares in [false, true] {
+            out.extend(self.picked_fine_tunes());
+        }
+        Ok(out)
+    }
+
+    /// Without the attribute, the one-shot rules: its columns dropped, by the mean fold or the
+    /// least-squares fold.
+    fn drop_attribute_rules(&'a self) -> Result<Vec<Method<'a>>> {
+        let (data, shape, params) = (self.data, &self.shape, &self.params);
+        let sensitive = sensitive_columns(&data.schema);
+        let (s1, s2) = (sensitive.clone(), sensitive);
+        let (means, moments) = (&self.columns.means, &self.columns.moments);
+        let mask = drop_mask(shape, &data.schema, data.schema.sensitive.as_slice())
+            .map_err(Error::Usage)?;
+        Ok(vec![
+            edit(
+                "drop attribute (mean fold)",
+                Kind::OneShot,
+                None,
+                move || Ok(apply(&fold_removed_means(shape, params, &s1, means), &mask)),
+            ),
+            edit(
+                "drop attribute (least-squares fold)",
+                Kind::OneShot,
+                None,
+                move || Ok(least_squares_fold(shape, params, &s2, moments)),
+            ),
+        ])
+    }
+
+    /// Without the attribute, the fine-tuning a user would run to meet the bound, from either
+    /// fold: every lambda, and the one kept as the editor's search keeps its edit (on the
+    /// validation split).
+    fn picked_fine_tunes(&'a self) -> Vec<Method<'a>> {
+        let (dev, data, shape, params, ft) = (
+            self.dev,
+            self.data,
+            &self.shape,
+            &self.params,
+            self.fine_tune(),
+        );
+        let (gap, bound) = (self.cfg.gap, self.cfg.max_gap);
+        let (lambdas, means, moments) = (
+            &self.cfg.lambdas,
+            &self.columns.means,
+            &self.columns.moments,
+        );
+        let sensitive = sensitive_columns(&data.schema);
+        [false, true]
+            .into_iter()
+            .map(|least_squares| {
                 let s = sensitive.clone();
                 let fold = if least_squares {
                     "least-squares"
                 } else {
                     "mean"
                 };
-                out.push(edit(
+                edit(
                     format!("{fold} fold + fair fine-tune, lambda picked on val"),
                     Kind::FineTuned,
                     None,
@@ -364,10 +396,9 @@ impl<'a> Subject<'a> {
                         let scored = score_fairness(dev, shape, &tuned, &data.val, &target)?;
                         Ok(tuned.into_iter().nth(pick_lambda(&scored, bound)).unwrap())
                     },
-                ));
-            }
-        }
-        Ok(out)
+                )
+            })
+            .collect()
     }
 
     /// The editor, as a user runs it: one inference per edit; a fairness bound met by choosing
