@@ -538,7 +538,13 @@ fn wanda_is_magnitude_when_input_norms_are_equal() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
     let shape = MlpShape::new(&[13, 8], Activation::Relu);
-    let p = init_params(&shape, rand::random());
+    let mut p = init_params(&shape, rand::random());
+    // Column 0's weights away from zero, so that a hundredfold norm outranks every other input
+    // of its neuron whatever the draw (a weight near 0 would stay last at any norm).
+    for o in 0..8 {
+        let w = &mut p[o * 13];
+        *w = w.signum() * w.abs().max(0.05);
+    }
     // Four rows of +-1: every column's norm is exactly 2.
     let x: Vec<f32> = (0..4 * 13)
         .map(|_| if rng.random_bool(0.5) { 1.0 } else { -1.0 })
