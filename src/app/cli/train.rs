@@ -82,9 +82,12 @@ pub struct Args {
     /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
     #[arg(long, value_delimiter = ',', default_value = "-1.5,1.5")]
     pub shift_range: Vec<f32>,
-    /// Fairness weights drawn in training, log-uniformly ("LO,HI"; penalty editors).
-    #[arg(long, value_delimiter = ',', default_value = "0.1,30")]
-    pub lambda_range: Vec<f32>,
+    /// Fairness weights drawn in training, log-uniformly ("LO,HI"; penalty and drop-attribute
+    /// editors; the lambda search of their edits spans the same range). Default 0.1,30; for
+    /// drop-attribute editors 0.01,30, which made more validation models compliant on Adult
+    /// (81% against 69%) and Bank (50% against 25%).
+    #[arg(long, value_delimiter = ',')]
+    pub lambda_range: Option<Vec<f32>>,
     /// Target sparsities drawn in training, uniformly ("LO,HI").
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.95")]
     pub sparsity_range: Vec<f32>,
@@ -174,7 +177,11 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
             }
             _ => MinimiseBase::LeastSquares,
         }),
-        lambda: pair("lambda-range", &a.lambda_range, |v| v > 0.0)?,
+        lambda: match &a.lambda_range {
+            Some(range) => pair("lambda-range", range, |v| v > 0.0)?,
+            None if a.fair_target == FairTarget::DropAttribute => (0.01, 30.0),
+            None => TrainConfig::new(a.requirement).lambda,
+        },
         shift_range: pair("shift-range", &a.shift_range, |v| v.abs() <= 10.0)?,
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {
             (0.0..1.0).contains(&v)
