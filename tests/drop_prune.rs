@@ -92,6 +92,7 @@ fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
             signals: true,
             minimise_base: MinimiseBase::LeastSquares,
             also_drops: true,
+            also_prunes: false,
         };
         let rule: Vec<Vec<f32>> = models
             .iter()

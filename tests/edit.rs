@@ -333,6 +333,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
             signals: false,
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
+            also_prunes: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -428,6 +429,7 @@ fn training_step_gradients_match_finite_differences() {
             signals: false,
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
+            also_prunes: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -547,6 +549,7 @@ fn training_step_agrees_across_backends() {
             signals: false,
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
+            also_prunes: false,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {
@@ -625,6 +628,7 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
                 signals: false,
                 minimise_base: MinimiseBase::Mean,
                 also_drops: false,
+                also_prunes: false,
             };
             let asks: Vec<Ask> = (0..5)
                 .map(|i| Ask {
@@ -732,6 +736,7 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
         signals: false,
         minimise_base: MinimiseBase::Mean,
         also_drops: false,
+        also_prunes: false,
     };
     let cols = Columns {
         sensitive: vec![false, true, false, false, false, false],

@@ -13,10 +13,12 @@ use regop::io::model::Model;
 use regop::networks::editor::{Editor, EditorConfig};
 use regop::networks::graph::PosIds;
 use regop::networks::mlp::{init_params, MlpShape};
+use regop::requirement::metrics::weight_sparsity;
 use regop::requirement::verify::Target;
 use regop::requirement::{Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore};
 use regop::requirement::{Requirement, COND_DIM};
-use regop::workflows::baselines::{fold_removed_means, least_squares_fold};
+use regop::workflows::baselines::{fold_removed_means, least_squares_fold, obs_prune};
+use regop::workflows::baselines::{zero_batch_columns, zero_columns};
 use regop::workflows::edit::edit_models;
 use regop::Device;
 
@@ -32,6 +34,7 @@ fn spec(target: FairTarget, base: MinimiseBase) -> EditSpec {
         signals: false,
         minimise_base: base,
         also_drops: false,
+        also_prunes: false,
     }
 }
 
@@ -158,12 +161,134 @@ fn a_drop_attribute_editor_starts_from_the_fold_and_never_reads_the_attribute() 
         gap: Gap::Eo,
         max_gap: 0.05,
         without,
+        sparsity: 0.0,
     };
     let fold = least_squares_fold(s, &params[0], &sensitive, &moments);
     let decided = Some((&split, decisions.as_slice()));
     assert!(target(sensitive.clone()).verify(s, &fold, decided).met);
     assert!(target(Vec::new()).verify(s, &params[0], decided).met);
     assert!(!target(sensitive.clone()).verify(s, &params[0], decided).met);
+}
+
+/// Three requirements in one edit: a drop-attribute editor trained with `--also-prune` starts
+/// from OBS reconstruction of the attribute's fold (its columns zero in the calibration batch
+/// too) at the asked sparsity; a random editor keeps that mask and the attribute unread; and
+/// verification needs the sparsity as well as the gap.
+#[test]
+fn a_drop_attribute_editor_that_also_prunes_starts_from_obs_of_the_fold() {
+    let mut rng = fresh_rng("drop attribute and prune");
+    let dev = Device::cpu();
+    let shapes = [
+        MlpShape::new(&[6, 8, 1], Activation::Relu),
+        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
+    ];
+    let params: Vec<Vec<f32>> = shapes
+        .iter()
+        .map(|s| init_params(s, rng.random()))
+        .collect();
+    let rows = 200;
+    let mut x = random(&mut rng, rows * 6);
+    for r in 0..rows {
+        let g = (x[r * 6] > 0.0) as u32;
+        x[r * 6 + 4] = g as f32;
+        x[r * 6 + 5] = 1.0 - g as f32;
+    }
+    let train = Split {
+        y: (0..rows)
+            .map(|r| (x[r * 6 + 1] > 0.0) as u32 as f32)
+            .collect(),
+        group: (0..rows).map(|r| x[r * 6 + 4] as u32).collect(),
+        x,
+    };
+    let moments = std::sync::Arc::new(train.moments());
+    let sensitive = vec![false, false, false, false, true, true];
+    let cols = Columns {
+        sensitive: sensitive.clone(),
+        means: moments.mean.iter().map(|m| *m as f32).collect(),
+        calibration: train.calibration_batch(64),
+        moments,
+    };
+    let cfg = EditorConfig {
+        hidden: 8,
+        layers: 2,
+        cond_dim: COND_DIM,
+        pos: PosIds {
+            max_inputs: 6,
+            max_hidden_layers: 2,
+            max_outputs: 1,
+        },
+    };
+    let spec = EditSpec {
+        also_prunes: true,
+        ..spec(FairTarget::DropAttribute, MinimiseBase::Mean)
+    };
+    let models: Vec<(&MlpShape, &[f32])> = (0..4)
+        .map(|i| (&shapes[i % 2], params[i % 2].as_slice()))
+        .collect();
+    let asks: Vec<Ask> = [(0.5f32, 0.5f32), (4.0, 0.7), (1.0, 0.8), (20.0, 0.6)]
+        .iter()
+        .map(|&(lambda, sparsity)| Ask {
+            lambda,
+            sparsity,
+            ..Ask::new(6)
+        })
+        .collect();
+    let c = &cols.calibration;
+    let rule: Vec<Vec<f32>> = models
+        .iter()
+        .zip(&asks)
+        .map(|((s, p), a)| {
+            let fold = fold_removed_means(s, p, &sensitive, &cols.means);
+            let x = zero_batch_columns(&c.x, &sensitive);
+            let start = zero_columns(s, &fold, &sensitive);
+            obs_prune(s, &start, &x, c.rows(), a.sparsity as f64)
+        })
+        .collect();
+    let untrained = Editor::new(&dev, &cfg, 1).unwrap();
+    let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    assert_eq!(got, rule, "the untrained editor is not OBS of the fold");
+    let random = random_editor(&dev, &cfg, &mut rng);
+    let got = edit_models(&dev, &random, &spec, &models, &asks, &cols).unwrap();
+    for (m, (s, _)) in models.iter().enumerate() {
+        for l in 0..s.layers() {
+            for i in s.weight_offset(l)..s.bias_offset(l) {
+                assert_eq!(
+                    got[m][i] == 0.0,
+                    rule[m][i] == 0.0,
+                    "model {m}: weight {i} left the mask"
+                );
+            }
+        }
+        for o in 0..s.fan_out(0) {
+            assert_eq!(got[m][o * 6 + 4], 0.0);
+            assert_eq!(got[m][o * 6 + 5], 0.0);
+        }
+        assert_ne!(
+            got[m], rule[m],
+            "model {m}: the random editor edits nothing"
+        );
+        assert!(weight_sparsity(s, &got[m]) + 0.5 / 64.0 >= asks[m].sparsity as f64);
+    }
+    // The gap met on constant decisions; the sparsity decides.
+    let s = &shapes[0];
+    let split = Split {
+        x: train.x[..6 * 40].to_vec(),
+        y: vec![1.0; 40],
+        group: (0..40).map(|r| r % 2).collect(),
+    };
+    let decisions = vec![1.0f32; 40];
+    let decided = Some((&split, decisions.as_slice()));
+    let target = |sparsity: f64| Target::Fairness {
+        gap: Gap::Eo,
+        max_gap: 0.05,
+        without: sensitive.clone(),
+        sparsity,
+    };
+    assert!(target(0.5).verify(s, &got[0], decided).met);
+    assert!(!target(0.9).verify(s, &got[0], decided).met);
+    let dense = zero_columns(s, &params[0], &sensitive);
+    assert!(!target(0.5).verify(s, &dense, decided).met);
+    assert!(target(0.0).verify(s, &dense, decided).met);
 }
 
 /// The binary end to end on the built-in data: a drop-attribute editor is trained, edits to a
@@ -328,4 +453,141 @@ fn fairness_without_the_attribute_from_the_command_line() {
         arg(&dir.path().join("no")),
     ]));
     assert!(msg.contains("--without-attribute"), "{msg}");
+}
+
+/// Drop the attribute, close the gap and prune in one edit from the command line: `train
+/// --also-prune`, `edit --max-eo-gap G --sparsity S` (the attribute's weights zero, the
+/// sparsity reached), `compare --sparsity S` with every fairness method pruned alike; an editor
+/// that prunes needs --sparsity, and --also-prune needs a drop-attribute editor.
+#[test]
+fn drop_attribute_fairness_and_pruning_in_one_edit_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let zoo = synthetic_zoo(dir.path(), "5");
+    let ed = dir.path().join("ed");
+    let train = |out: &std::path::Path, target: &str| {
+        regop_cpu(&[
+            "train",
+            "--zoo",
+            arg(&zoo),
+            "--requirement",
+            "fairness",
+            "--fair-target",
+            target,
+            "--also-prune",
+            "--sparsity-range",
+            "0.6,0.9",
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--val-models",
+            "2",
+            "--out",
+            arg(out),
+        ])
+    };
+    ok(&train(&ed, "drop-attribute"));
+    let editor = ed.join("editor.safetensors");
+    let model = zoo.join("model-00002.safetensors");
+    let out = dir.path().join("edited.safetensors");
+    let edit = |extra: &[&str], out: &std::path::Path| {
+        let mut args = vec![
+            "edit",
+            "--editor",
+            arg(&editor),
+            "--model",
+            arg(&model),
+            "--max-eo-gap",
+            "0.2",
+            "--max-drop",
+            "1",
+            "--out",
+            arg(out),
+        ];
+        args.extend_from_slice(extra);
+        regop_cpu(&args)
+    };
+    ok(&edit(&["--sparsity", "0.8"], &out));
+    let manifest = regop::workflows::zoo::read_manifest(&zoo).unwrap();
+    let sensitive = regop::requirement::sensitive_columns(&manifest.schema);
+    let edited = Model::load(&out).unwrap();
+    let (shape, w) = (edited.shape(), edited.flat_params());
+    let weights: usize = (0..shape.layers())
+        .map(|l| shape.fan_in(l) * shape.fan_out(l))
+        .sum();
+    assert!(weight_sparsity(&shape, &w) + 0.5 / weights as f64 >= 0.8);
+    let d = shape.fan_in(0);
+    for o in 0..shape.fan_out(0) {
+        for c in (0..d).filter(|&c| sensitive[c]) {
+            assert_eq!(
+                w[shape.weight_offset(0) + o * d + c],
+                0.0,
+                "column {c} read"
+            );
+        }
+    }
+    let no = dir.path().join("no.safetensors");
+    let msg = refused(&edit(&[], &no));
+    assert!(msg.contains("--sparsity"), "{msg}");
+    assert!(!no.exists());
+    let report = dir.path().join("cmp");
+    let compare = |extra: &[&str], out: &std::path::Path| {
+        let mut args = vec![
+            "compare",
+            "--zoo",
+            arg(&zoo),
+            "--requirement",
+            "fairness",
+            "--editor",
+            arg(&editor),
+            "--max-models",
+            "2",
+            "--val-models",
+            "2",
+            "--max-gap",
+            "0.2",
+            "--lambdas",
+            "4",
+            "--ft-epochs",
+            "1",
+            "--out",
+            arg(out),
+        ];
+        args.extend_from_slice(extra);
+        regop_cpu(&args)
+    };
+    ok(&compare(&["--sparsity", "0.8"], &report));
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(
+        md.contains("without reading it, at weight sparsity 0.8"),
+        "{md}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
+    let rows = results["rows"].as_array().unwrap();
+    let pruned = " + OBS reconstruction @ sparsity 0.8";
+    for name in [
+        "drop attribute (mean fold)",
+        "drop attribute (least-squares fold)",
+        "drop attribute + fair fine-tune lambda=4",
+        "mean fold + fair fine-tune, lambda picked on val",
+    ] {
+        let full = format!("{name}{pruned}");
+        assert!(
+            rows.iter().any(|r| r["method"] == full.as_str()),
+            "no row {full}"
+        );
+    }
+    // What leaves the model dense cannot meet the requirement, whatever its gap.
+    for r in rows {
+        let m = r["method"].as_str().unwrap();
+        if m.starts_with("fair fine-tune") || m.starts_with("original") {
+            assert_eq!(r["satisfied"], false, "{r}");
+        }
+    }
+    let msg = refused(&compare(&[], &dir.path().join("no")));
+    assert!(msg.contains("--sparsity"), "{msg}");
+    let msg = refused(&train(&dir.path().join("no"), "shift"));
+    assert!(msg.contains("--also-prune"), "{msg}");
+    assert!(!dir.path().join("no").exists());
 }

@@ -243,6 +243,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             signals,
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
+            also_prunes: false,
         };
         let asks: Vec<Ask> = [0.5f32, 0.8]
             .iter()
@@ -356,6 +357,7 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
         signals: false,
         minimise_base: MinimiseBase::LeastSquares,
         also_drops: false,
+        also_prunes: false,
     };
     let mut asks: Vec<Ask> = (0..2).map(|_| Ask::new(6)).collect();
     asks[0].removed[3] = true;

@@ -175,6 +175,10 @@ pub struct EditSpec {
     /// remove some): the removed columns are folded (`minimise_base`) before the rule prunes.
     #[serde(default)]
     pub also_drops: bool,
+    /// A drop-attribute fairness editor that also prunes in the same edit (trained with asks
+    /// that carry a sparsity): OBS reconstruction prunes the folded model, its mask is kept.
+    #[serde(default)]
+    pub also_prunes: bool,
 }
 
 pub fn one() -> f32 {
@@ -182,6 +186,13 @@ pub fn one() -> f32 {
 }
 
 impl EditSpec {
+    /// Whether the edit starts from a rule's pruning mask and keeps it: OBS or neuron prune
+    /// editors, and fairness editors that also prune.
+    pub fn keeps_rule_mask(&self) -> bool {
+        (self.requirement == Requirement::Prune && self.prune_score.keeps_rule_mask())
+            || self.also_prunes
+    }
+
     /// Whether every edit removes the sensitive attribute's columns (fairness without the
     /// attribute).
     pub fn drops_attribute(&self) -> bool {
@@ -253,7 +264,7 @@ impl Ask {
                     c[1..1 + shift.len()].copy_from_slice(shift);
                     c
                 }
-                None => vec![1.0, self.lambda.max(1e-6).log10() / 3.0, 0.0, 0.0],
+                None => vec![1.0, self.lambda.max(1e-6).log10() / 3.0, self.sparsity, 0.0],
             },
             Requirement::Prune => vec![1.0, 0.0, self.sparsity, frac],
         }

@@ -25,6 +25,9 @@ pub enum Target {
         gap: Gap,
         max_gap: f64,
         without: Vec<bool>,
+        /// At least this fraction of the weights exactly zero too (pruned in the same edit;
+        /// 0: no pruning asked).
+        sparsity: f64,
     },
 }
 
@@ -94,17 +97,18 @@ impl Target {
         let value = self.measure(shape, params, decided);
         let met = match self {
             Target::Minimise { .. } => value == 0.0,
-            Target::Prune { sparsity, .. } => {
-                let weights: usize = (0..shape.layers())
-                    .map(|l| shape.fan_in(l) * shape.fan_out(l))
-                    .sum();
-                value + 0.5 / weights as f64 >= *sparsity
-            }
+            Target::Prune { sparsity, .. } => sparse_enough(shape, value, *sparsity),
             Target::PruneNeurons { fraction, .. } => {
                 let hidden: usize = shape.dims[1..shape.dims.len() - 1].iter().sum();
                 value + 0.5 / hidden.max(1) as f64 >= *fraction
             }
-            Target::Fairness { max_gap, .. } => value <= *max_gap,
+            Target::Fairness {
+                max_gap, sparsity, ..
+            } => {
+                value <= *max_gap
+                    && (*sparsity == 0.0
+                        || sparse_enough(shape, weight_sparsity(shape, params), *sparsity))
+            }
         };
         Verdict {
             value,
@@ -129,6 +133,14 @@ impl Target {
         };
         unread.measure(shape, params, None) == 0.0
     }
+}
+
+/// Whether a weight sparsity `value` reaches `sparsity`, within half a weight (rounding).
+fn sparse_enough(shape: &MlpShape, value: f64, sparsity: f64) -> bool {
+    let weights: usize = (0..shape.layers())
+        .map(|l| shape.fan_in(l) * shape.fan_out(l))
+        .sum();
+    value + 0.5 / weights as f64 >= sparsity
 }
 
 /// Whether an edit complies: it meets its requirement and its accuracy fell by at most

@@ -77,6 +77,10 @@ pub struct TrainConfig {
     /// saved before it existed: none).
     #[serde(default)]
     pub also_drop: bool,
+    /// Drop-attribute fairness editors: every training ask also prunes, at a sparsity drawn
+    /// from `sparsity` (configs saved before it existed: none).
+    #[serde(default)]
+    pub also_prune: bool,
     pub eval_every: usize,
     /// Validation models (at most) and rows.
     pub val_models: usize,
@@ -123,6 +127,7 @@ impl TrainConfig {
             sparsity: (0.5, 0.95),
             max_removed: 4,
             also_drop: false,
+            also_prune: false,
             eval_every: 100,
             val_models: 16,
             val_rows: 2048,
@@ -172,6 +177,9 @@ pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
             FairTarget::Penalty | FairTarget::DropAttribute => {
                 let (lo, hi) = (cfg.lambda.0.ln(), cfg.lambda.1.ln());
                 ask.lambda = rng.random_range(lo..=hi).exp();
+                if cfg.also_prune {
+                    ask.sparsity = rng.random_range(cfg.sparsity.0..=cfg.sparsity.1);
+                }
             }
             FairTarget::Shift => {
                 let (lo, hi) = cfg.shift_range;
@@ -359,6 +367,7 @@ impl<'a> Trainer<'a> {
                 signals: cfg.signals,
                 minimise_base: cfg.minimise_base,
                 also_drops: cfg.also_drop && cfg.requirement == Requirement::Prune,
+                also_prunes: cfg.also_prune && cfg.fair_target == FairTarget::DropAttribute,
             },
             editor_cfg: EditorConfig {
                 hidden: cfg.hidden,
@@ -480,7 +489,7 @@ impl<'a> Trainer<'a> {
             if self.cfg.requirement == Requirement::Fairness {
                 v.gap += gap(&pred) / n;
                 v.original_gap += gap(&base) / n;
-                let (compliant, searched) = self.compliant(dev, editor, member)?;
+                let (compliant, searched) = self.compliant(dev, editor, member, ask)?;
                 v.compliant += compliant as u8 as f64 / n;
                 v.searched_gap += searched / n;
             }
@@ -495,7 +504,13 @@ impl<'a> Trainer<'a> {
     /// a margin for the scatter on unseen rows) at an accuracy drop of at most `MAX_DROP`.
     /// Checking on a held-out half instead was too noisy to rank checkpoints: a few hundred rows
     /// per (group, label). Returns whether it is, and the gap of the edit kept.
-    fn compliant(&self, dev: &Device, editor: &Editor, member: &Member) -> Result<(bool, f64)> {
+    fn compliant(
+        &self,
+        dev: &Device,
+        editor: &Editor,
+        member: &Member,
+        ask: &Ask,
+    ) -> Result<(bool, f64)> {
         use crate::workflows::edit::search::{edit_at_lambdas, lambda_grid, pick_lambda};
         use crate::workflows::edit::search::{score_fairness, search_shift};
         let (split, model) = (&self.data.val, (&member.shape, member.params.as_slice()));
@@ -506,6 +521,7 @@ impl<'a> Trainer<'a> {
                 gap,
                 max_gap,
                 without,
+                sparsity: ask.sparsity as f64,
             };
             score_fairness(dev, &member.shape, edited, split, &target)
         };
@@ -528,9 +544,8 @@ impl<'a> Trainer<'a> {
             let (verdict, acc) = score(std::slice::from_ref(&edited), max_gap)?[0];
             return Ok((compliant(verdict.met, base, acc, MAX_DROP), verdict.value));
         }
-        let n = self.schema.n_columns();
         let grid = lambda_grid(self.cfg.lambda);
-        let edited = edit_at_lambdas(dev, editor, &self.spec, &self.columns, n, model, &grid)?;
+        let edited = edit_at_lambdas(dev, editor, &self.spec, &self.columns, ask, model, &grid)?;
         let scored = score(&edited, SEARCH_MARGIN * max_gap)?;
         let (verdict, acc) = scored[pick_lambda(&scored, max_gap)];
         Ok((compliant(verdict.met, base, acc, MAX_DROP), verdict.value))

@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub drop: Vec<String>,
     /// Target weight sparsity (prune; 0.9 unless --neurons is given); several, comma-separated,
-    /// trace each method's front.
+    /// trace each method's front. With fairness without the attribute, one sparsity every
+    /// method also prunes to (an editor trained with --also-prune).
     #[arg(long, value_delimiter = ',')]
     pub sparsity: Vec<f64>,
     /// Share of hidden neurons to remove (prune, whole neurons), comma-separated.
@@ -99,6 +100,10 @@ impl Args {
             gap: self.gap,
             max_gap: self.max_gap,
             without_attribute: self.without_attribute,
+            fair_sparsity: match self.requirement {
+                Requirement::Fairness => self.sparsity.first().copied(),
+                _ => None,
+            },
             lambdas: self.lambdas.clone(),
             ft_epochs: self.ft_epochs,
             max_models: self.max_models,
@@ -155,6 +160,18 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         None => None,
     };
     if let (Some(ef), Some(path)) = (&editor, &a.editor) {
+        if cfg.requirement == Requirement::Fairness
+            && ef.spec.also_prunes != cfg.fair_sparsity.is_some()
+        {
+            return Err(Error::input(
+                path,
+                if ef.spec.also_prunes {
+                    "also prunes: give --sparsity S"
+                } else {
+                    "does not prune: --sparsity needs an editor trained with --also-prune"
+                },
+            ));
+        }
         if cfg.requirement == Requirement::Prune && !cfg.drop.is_empty() && !ef.spec.also_drops {
             return Err(Error::input(
                 path,

@@ -105,8 +105,11 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
     if a.keep_features.is_some() && req != Requirement::Minimise {
         return wrong("--keep-features");
     }
-    if (a.sparsity.is_some() || a.neurons.is_some()) && req != Requirement::Prune {
-        return wrong("--sparsity / --neurons");
+    if a.neurons.is_some() && req != Requirement::Prune {
+        return wrong("--neurons");
+    }
+    if a.sparsity.is_some() && req != Requirement::Prune && !ef.spec.also_prunes {
+        return wrong("--sparsity");
     }
     if (a.lambda.is_some()
         || !a.shift.is_empty()
@@ -165,6 +168,17 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
             }
         }
         Requirement::Fairness => {
+            // Pruned in the same edit (drop-attribute editors trained with --also-prune).
+            match a.sparsity {
+                Some(s) if (0.0..1.0).contains(&s) => ask.sparsity = s,
+                Some(_) => return Err(Error::Usage("--sparsity must be in [0, 1)".into())),
+                None if ef.spec.also_prunes => {
+                    return Err(Error::Usage(
+                        "this fairness editor also prunes: give --sparsity S".into(),
+                    ))
+                }
+                None => {}
+            }
             target = a
                 .max_eo_gap
                 .map(|g| (Gap::Eo, g))
@@ -416,8 +430,17 @@ fn edit_all(
         (Some((gap, bound)), Some(d)) => {
             let grid = lambda_grid(ef.lambda);
             for (i, e) in edits.iter_mut().enumerate() {
-                let (lambda, edited) =
-                    search_lambda(dev, ef, &shapes[i], &params[i], &d.val, gap, bound, &grid)?;
+                let (lambda, edited) = search_lambda(
+                    dev,
+                    ef,
+                    &shapes[i],
+                    &params[i],
+                    r.ask.sparsity,
+                    &d.val,
+                    gap,
+                    bound,
+                    &grid,
+                )?;
                 (e.lambda, e.params) = (Some(lambda), edited);
             }
         }
@@ -469,6 +492,7 @@ fn check(
                 gap,
                 max_gap,
                 without: ef.spec.unread_columns(&ef.columns),
+                sparsity: r.ask.sparsity as f64,
             }
         }
     };

@@ -105,6 +105,12 @@ pub struct Args {
     /// the rule prunes.
     #[arg(long)]
     pub also_drop: bool,
+    /// Drop-attribute fairness editors: every training ask also prunes, at a sparsity drawn
+    /// from --sparsity-range, so that one edit drops the attribute, closes the gap and prunes
+    /// (`edit --max-eo-gap G --sparsity S`). OBS reconstruction of the folded model is where the
+    /// edit starts; its mask is kept.
+    #[arg(long)]
+    pub also_prune: bool,
     /// Validate (and checkpoint) every this many steps.
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
@@ -154,6 +160,13 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
             "--also-drop applies to prune editors that start from a rule's mask (--prune-score obs or neurons)".into(),
         ));
     }
+    if a.also_prune
+        && (a.requirement != Requirement::Fairness || a.fair_target != FairTarget::DropAttribute)
+    {
+        return Err(Error::Usage(
+            "--also-prune applies to fairness editors with --fair-target drop-attribute".into(),
+        ));
+    }
     if !(a.max_gap > 0.0 && a.max_gap < 1.0) {
         return Err(Error::Usage("--max-gap must be in (0, 1)".into()));
     }
@@ -188,6 +201,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         })?,
         max_removed: a.max_removed.max(1),
         also_drop: a.also_drop,
+        also_prune: a.also_prune,
         max_gap: a.max_gap,
         eval_every: a.eval_every,
         val_models: a.val_models.max(1),

@@ -155,8 +155,9 @@ pub fn shifted_decisions(logits: &[f32], group: &[u32], shift: &[f32]) -> Vec<f3
 }
 
 /// Fairness without the attribute: from `folded` (a model with the sensitive columns already
-/// dropped by a fold), fairness-penalised fine-tuning with those columns held at zero; one copy
-/// per lambda, trained in one batch.
+/// dropped by a fold, and perhaps pruned), fairness-penalised fine-tuning with those columns
+/// and every weight that is zero in `folded` held at zero; one copy per lambda, trained in one
+/// batch.
 #[allow(clippy::too_many_arguments)]
 pub fn fair_finetune_without(
     dev: &Device,
@@ -169,6 +170,13 @@ pub fn fair_finetune_without(
     lambdas: &[f32],
 ) -> Result<Vec<Vec<f32>>> {
     let mut mask = vec![1.0f32; shape.n_params()];
+    for l in 0..shape.layers() {
+        for i in shape.weight_offset(l)..shape.bias_offset(l) {
+            if folded[i] == 0.0 {
+                mask[i] = 0.0;
+            }
+        }
+    }
     let d = shape.fan_in(0);
     for o in 0..shape.fan_out(0) {
         for (c, _) in sensitive.iter().enumerate().filter(|(_, s)| **s) {

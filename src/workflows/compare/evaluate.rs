@@ -85,6 +85,7 @@ impl<'a> Context<'a> {
                     true => self.columns.sensitive.clone(),
                     false => Vec::new(),
                 },
+                sparsity: self.cfg.fair_sparsity.unwrap_or(0.0),
             },
         })
     }

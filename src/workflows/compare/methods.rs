@@ -307,11 +307,11 @@ impl<'a> Subject<'a> {
         for &lam in &self.cfg.lambdas {
             let s = sensitive.clone();
             out.push(edit(
-                format!("drop attribute + fair fine-tune lambda={lam}"),
+                self.pruned_name(&format!("drop attribute + fair fine-tune lambda={lam}")),
                 Kind::FineTuned,
                 None,
                 move || {
-                    let folded = least_squares_fold(shape, params, &s, moments);
+                    let folded = self.pruned_too(least_squares_fold(shape, params, &s, moments));
                     let tuned =
                         fair_finetune_without(dev, shape, &folded, &s, data, &ft, gap, &[lam]);
                     Ok(tuned?.remove(0))
@@ -335,18 +335,44 @@ impl<'a> Subject<'a> {
             .map_err(Error::Usage)?;
         Ok(vec![
             edit(
-                "drop attribute (mean fold)",
+                self.pruned_name("drop attribute (mean fold)"),
                 Kind::OneShot,
                 None,
-                move || Ok(apply(&fold_removed_means(shape, params, &s1, means), &mask)),
+                move || {
+                    let folded = apply(&fold_removed_means(shape, params, &s1, means), &mask);
+                    Ok(self.pruned_too(folded))
+                },
             ),
             edit(
-                "drop attribute (least-squares fold)",
+                self.pruned_name("drop attribute (least-squares fold)"),
                 Kind::OneShot,
                 None,
-                move || Ok(least_squares_fold(shape, params, &s2, moments)),
+                move || Ok(self.pruned_too(least_squares_fold(shape, params, &s2, moments))),
             ),
         ])
+    }
+
+    /// Fairness pruned in the same edit (`CompareConfig::fair_sparsity`): `folded` (the
+    /// attribute's columns already zero) pruned by OBS reconstruction, with those columns zero
+    /// in the calibration batch too; else `folded` itself.
+    fn pruned_too(&self, folded: Vec<f32>) -> Vec<f32> {
+        match self.cfg.fair_sparsity {
+            Some(s) => {
+                let sensitive = sensitive_columns(&self.data.schema);
+                let (x, rows) = self.calib;
+                let x = zero_batch_columns(x, &sensitive);
+                obs_prune(&self.shape, &folded, &x, *rows, s)
+            }
+            None => folded,
+        }
+    }
+
+    /// A fairness method's name, with the pruning step named where it prunes too.
+    fn pruned_name(&self, name: &str) -> String {
+        match self.cfg.fair_sparsity {
+            Some(s) => format!("{name} + OBS reconstruction @ sparsity {s}"),
+            None => name.to_string(),
+        }
     }
 
     /// Without the attribute, the fine-tuning a user would run to meet the bound, from either
@@ -377,14 +403,20 @@ impl<'a> Subject<'a> {
                     "mean"
                 };
                 edit(
-                    format!("{fold} fold + fair fine-tune, lambda picked on val"),
+                    self.pruned_name(&format!(
+                        "{fold} fold + fair fine-tune, lambda picked on val"
+                    )),
                     Kind::FineTuned,
                     None,
                     move || {
-                        let folded = match least_squares {
+                        let folded = self.pruned_too(match least_squares {
                             true => least_squares_fold(shape, params, &s, moments),
-                            false => fold_removed_means(shape, params, &s, means),
-                        };
+                            false => zero_columns(
+                                shape,
+                                &fold_removed_means(shape, params, &s, means),
+                                &s,
+                            ),
+                        });
                         let tuned = fair_finetune_without(
                             dev, shape, &folded, &s, data, &ft, gap, lambdas,
                         )?;
@@ -392,6 +424,7 @@ impl<'a> Subject<'a> {
                             gap,
                             max_gap: bound,
                             without: s.clone(),
+                            sparsity: self.cfg.fair_sparsity.unwrap_or(0.0),
                         };
                         let scored = score_fairness(dev, shape, &tuned, &data.val, &target)?;
                         Ok(tuned.into_iter().nth(pick_lambda(&scored, bound)).unwrap())
@@ -471,7 +504,10 @@ impl<'a> Subject<'a> {
                     "{LAMBDA_SEARCH_POINTS} lambdas in one batch, picked on val"
                 ));
                 vec![edit(name, kind, None, move || {
-                    Ok(search_lambda(dev, ef, shape, params, val, gap, bound, &grid)?.1)
+                    let sparsity = self.cfg.fair_sparsity.unwrap_or(0.0) as f32;
+                    let found =
+                        search_lambda(dev, ef, shape, params, sparsity, val, gap, bound, &grid)?;
+                    Ok(found.1)
                 })]
             }
         })

@@ -42,6 +42,8 @@ pub struct CompareConfig {
     /// Fairness without the attribute: an edit must also stop reading the sensitive
     /// attribute's columns; methods that read it become references.
     pub without_attribute: bool,
+    /// Fairness without the attribute, pruned to this weight sparsity in the same edit.
+    pub fair_sparsity: Option<f64>,
     /// Penalty weights of the fairness-penalised fine-tunings.
     pub lambdas: Vec<f32>,
     /// Epochs of every fine-tuning baseline (per round for iterative pruning).
@@ -68,6 +70,7 @@ impl CompareConfig {
             gap: Gap::Eo,
             max_gap: 0.05,
             without_attribute: false,
+            fair_sparsity: None,
             lambdas: vec![1.0, 4.0, 16.0, 64.0],
             ft_epochs: 2,
             max_models: None,
@@ -99,6 +102,14 @@ impl CompareConfig {
             Requirement::Fairness if schema.sensitive.is_none() || !schema.classes.is_empty() => {
                 return Err(Error::Usage(
                     "fairness needs binary data with a sensitive attribute".into(),
+                ))
+            }
+            Requirement::Fairness
+                if self.sparsity.len() > 1 && self.fair_sparsity.is_some()
+                    || !share(&self.fair_sparsity.into_iter().collect::<Vec<_>>()) =>
+            {
+                return Err(Error::Usage(
+                    "fairness prunes to one --sparsity in [0, 1)".into(),
                 ))
             }
             _ if self.without_attribute && self.requirement != Requirement::Fairness => {
@@ -155,17 +166,21 @@ impl CompareConfig {
                     false => format!("{at}; remove {} in the same edit", self.drop.join(", ")),
                 }
             }
-            Requirement::Fairness => format!(
-                "{} difference <= {} on '{}'{}",
-                self.gap.short_name(),
-                self.max_gap,
-                schema.sensitive.clone().unwrap_or_default(),
-                if self.without_attribute {
-                    ", without reading it"
-                } else {
-                    ""
-                }
-            ),
+            Requirement::Fairness => {
+                format!(
+                    "{} difference <= {} on '{}'{}",
+                    self.gap.short_name(),
+                    self.max_gap,
+                    schema.sensitive.clone().unwrap_or_default(),
+                    if self.without_attribute {
+                        ", without reading it"
+                    } else {
+                        ""
+                    }
+                ) + &self
+                    .fair_sparsity
+                    .map_or(String::new(), |s| format!(", at weight sparsity {s}"))
+            }
         }
     }
 }
@@ -316,6 +331,11 @@ pub fn run(
     progress: &mut dyn FnMut(usize, usize, usize),
 ) -> Result<Comparison> {
     cfg.check(&data.schema)?;
+    if cfg.fair_sparsity.is_some() && !cfg.without_attribute {
+        return Err(Error::Usage(
+            "--sparsity with fairness prunes in the same edit as the attribute is dropped: it needs --without-attribute (or a drop-attribute editor)".into(),
+        ));
+    }
     if let Some((dir, m)) = models.test_zoo {
         let same = m.schema == models.manifest.schema
             && m.loader == models.manifest.loader

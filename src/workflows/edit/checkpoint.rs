@@ -226,7 +226,7 @@ impl EditorFile {
         use crate::requirement::{MinimiseBase, Requirement};
         let s = &self.spec;
         s.signals
-            || (s.requirement == Requirement::Prune && s.prune_score.keeps_rule_mask())
+            || s.keeps_rule_mask()
             || ((s.requirement == Requirement::Minimise || s.drops_attribute())
                 && s.minimise_base == MinimiseBase::LeastSquares)
     }

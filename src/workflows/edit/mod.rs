@@ -66,7 +66,7 @@ impl Bases {
         spec: &EditSpec,
         models: &[(&'a MlpShape, &'a [f32])],
     ) -> Vec<(&'a MlpShape, &'a [f32])> {
-        if spec.requirement != Requirement::Prune || ranks_scores(spec) {
+        if !spec.keeps_rule_mask() {
             return models.to_vec();
         }
         let mut at = 0;
@@ -134,6 +134,23 @@ fn base_params(
     ask: &Ask,
     cols: &Columns,
 ) -> Result<Vec<f32>> {
+    // A fairness editor that also prunes: OBS reconstruction of the model with the attribute
+    // dropped (folded, and zero in the calibration batch).
+    if spec.also_prunes {
+        if cols.calibration.rows() == 0 {
+            return Err(Error::Usage(
+                "this editor prunes by OBS reconstruction, which reads a calibration batch of its data: pass --data".into(),
+            ));
+        }
+        let (folded, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
+        return Ok(obs_prune(
+            shape,
+            &folded,
+            &x,
+            cols.calibration.rows(),
+            ask.sparsity as f64,
+        ));
+    }
     let folds = spec.requirement == Requirement::Minimise || spec.drops_attribute();
     let least_squares = folds && spec.minimise_base == MinimiseBase::LeastSquares;
     Ok(match (spec.requirement, &ask.shift) {
@@ -181,7 +198,8 @@ fn base_params(
     })
 }
 
-/// Features removed in the same edit as pruning (`EditSpec::also_drops`): the model with the
+/// Features removed in the same edit as pruning (`EditSpec::also_drops`, or the attribute a
+/// fairness editor that also prunes drops): the model with the
 /// removed columns folded (`minimise_base`) and their weights zero, and the calibration batch
 /// with those columns zero, so that the rule's re-solve cannot put weight back on them. With
 /// nothing removed, the model and the batch as they are.
@@ -376,9 +394,8 @@ fn bases(
     for ((s, p), a) in models.iter().zip(asks) {
         let base = base_params(spec, s, p, a, cols)?;
         b.prior.extend(prune_prior(spec, s, &base));
-        let rule_mask = spec.requirement == Requirement::Prune && !ranks_scores(spec);
         let mut fixed = vec![false; base.len()];
-        if rule_mask {
+        if spec.keeps_rule_mask() {
             for l in 0..s.layers() {
                 for i in s.weight_offset(l)..s.bias_offset(l) {
                     fixed[i] = base[i] == 0.0;

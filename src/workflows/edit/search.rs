@@ -59,13 +59,13 @@ pub fn pick_lambda(scored: &[(Verdict, f64)], max_gap: f64) -> usize {
         })
 }
 
-/// One model (over `n_columns` input columns) edited once per lambda of `grid`, in one batch.
+/// One model edited once per lambda of `grid`, in one batch, each ask `ask` with its lambda.
 pub fn edit_at_lambdas(
     dev: &Device,
     editor: &Editor,
     spec: &EditSpec,
     columns: &Columns,
-    n_columns: usize,
+    ask: &Ask,
     model: (&MlpShape, &[f32]),
     grid: &[f32],
 ) -> Result<Vec<Vec<f32>>> {
@@ -73,7 +73,7 @@ pub fn edit_at_lambdas(
         .iter()
         .map(|&lambda| Ask {
             lambda,
-            ..Ask::new(n_columns)
+            ..ask.clone()
         })
         .collect();
     let models = vec![model; grid.len()];
@@ -81,32 +81,32 @@ pub fn edit_at_lambdas(
 }
 
 /// A fairness edit that meets `max_gap`: the model edited at every lambda of `grid` in one
-/// inference, then the edit `pick_lambda` chooses by its gap and accuracy on `split`. Returns
-/// (lambda, edited parameters).
+/// inference (at the asked `sparsity`, for editors that also prune), then the edit
+/// `pick_lambda` chooses by its gap and accuracy on `split`. Returns (lambda, edited
+/// parameters).
 #[allow(clippy::too_many_arguments)]
 pub fn search_lambda(
     dev: &Device,
     ef: &EditorFile,
     shape: &MlpShape,
     params: &[f32],
+    sparsity: f32,
     split: &Split,
     gap: Gap,
     max_gap: f64,
     grid: &[f32],
 ) -> Result<(f32, Vec<f32>)> {
-    let edited = edit_at_lambdas(
-        dev,
-        &ef.editor,
-        &ef.spec,
-        &ef.columns,
-        ef.schema.n_columns(),
-        (shape, params),
-        grid,
-    )?;
+    let ask = Ask {
+        sparsity,
+        ..Ask::new(ef.schema.n_columns())
+    };
+    let model = (shape, params);
+    let edited = edit_at_lambdas(dev, &ef.editor, &ef.spec, &ef.columns, &ask, model, grid)?;
     let target = Target::Fairness {
         gap,
         max_gap,
         without: ef.spec.unread_columns(&ef.columns),
+        sparsity: sparsity as f64,
     };
     let best = pick_lambda(
         &score_fairness(dev, shape, &edited, split, &target)?,
