@@ -307,7 +307,10 @@ impl<'a> Subject<'a> {
         for &lam in &self.cfg.lambdas {
             let s = sensitive.clone();
             out.push(edit(
-                self.pruned_name(&format!("drop attribute + fair fine-tune lambda={lam}")),
+                format!(
+                    "drop attribute{} + fair fine-tune lambda={lam}",
+                    self.pruning_step()
+                ),
                 Kind::FineTuned,
                 None,
                 move || {
@@ -335,7 +338,7 @@ impl<'a> Subject<'a> {
             .map_err(Error::Usage)?;
         Ok(vec![
             edit(
-                self.pruned_name("drop attribute (mean fold)"),
+                format!("drop attribute (mean fold){}", self.pruning_step()),
                 Kind::OneShot,
                 None,
                 move || {
@@ -344,7 +347,7 @@ impl<'a> Subject<'a> {
                 },
             ),
             edit(
-                self.pruned_name("drop attribute (least-squares fold)"),
+                format!("drop attribute (least-squares fold){}", self.pruning_step()),
                 Kind::OneShot,
                 None,
                 move || Ok(self.pruned_too(least_squares_fold(shape, params, &s2, moments))),
@@ -367,11 +370,11 @@ impl<'a> Subject<'a> {
         }
     }
 
-    /// A fairness method's name, with the pruning step named where it prunes too.
-    fn pruned_name(&self, name: &str) -> String {
+    /// The pruning step in a fairness method's name, where it prunes too (after the fold).
+    fn pruning_step(&self) -> String {
         match self.cfg.fair_sparsity {
-            Some(s) => format!("{name} + OBS reconstruction @ sparsity {s}"),
-            None => name.to_string(),
+            Some(s) => format!(" + OBS reconstruction @ sparsity {s}"),
+            None => String::new(),
         }
     }
 
@@ -403,9 +406,10 @@ impl<'a> Subject<'a> {
                     "mean"
                 };
                 edit(
-                    self.pruned_name(&format!(
-                        "{fold} fold + fair fine-tune, lambda picked on val"
-                    )),
+                    format!(
+                        "{fold} fold{} + fair fine-tune, lambda picked on val",
+                        self.pruning_step()
+                    ),
                     Kind::FineTuned,
                     None,
                     move || {

@@ -379,6 +379,22 @@ fn batch_signals(
     signals::signals(dev, models, &starts, &frozen, asks, &cols.calibration).map(Some)
 }
 
+/// Whether two edits start from the same base: the same model (the same parameters in memory)
+/// asked to remove the same columns at the same sparsity and shifts (lambda does not enter the
+/// base).
+fn same_start(
+    (s0, p0): (&MlpShape, &[f32]),
+    a0: &Ask,
+    (s1, p1): (&MlpShape, &[f32]),
+    a1: &Ask,
+) -> bool {
+    std::ptr::eq(p0, p1)
+        && s0 == s1
+        && a0.removed == a1.removed
+        && a0.sparsity == a1.sparsity
+        && a0.shift == a1.shift
+}
+
 /// Every model's base values (`base_params`), pruning priors and fixed zeros.
 fn bases(
     spec: &EditSpec,
@@ -391,8 +407,15 @@ fn bases(
         prior: Vec::new(),
         fixed: Vec::new(),
     };
-    for ((s, p), a) in models.iter().zip(asks) {
-        let base = base_params(spec, s, p, a, cols)?;
+    let mut previous: Option<Vec<f32>> = None;
+    for (i, ((s, p), a)) in models.iter().zip(asks).enumerate() {
+        // A search edits one model at many lambdas: the same start, computed once (a rule such
+        // as OBS reconstruction is most of an edit's time).
+        let base = match previous.take() {
+            Some(prev) if i > 0 && same_start(models[i - 1], &asks[i - 1], (s, p), a) => prev,
+            _ => base_params(spec, s, p, a, cols)?,
+        };
+        previous = Some(base.clone());
         b.prior.extend(prune_prior(spec, s, &base));
         let mut fixed = vec![false; base.len()];
         if spec.keeps_rule_mask() {
