@@ -11,13 +11,12 @@ use regop::engine::kernels::activation::Activation;
 use regop::engine::kernels::fairness::Gap;
 use regop::io::data::Split;
 use regop::io::model::Model;
-use regop::networks::editor::{Editor, EditorConfig};
-use regop::networks::graph::PosIds;
+use regop::networks::editor::Editor;
 use regop::networks::mlp::{init_params, MlpShape};
 use regop::requirement::metrics::weight_sparsity;
 use regop::requirement::verify::Target;
+use regop::requirement::Requirement;
 use regop::requirement::{Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore};
-use regop::requirement::{Requirement, COND_DIM};
 use regop::workflows::baselines::{
     least_squares_fold, neuron_reconstruct, obs_prune, zero_batch_columns, zero_columns,
 };
@@ -57,16 +56,7 @@ fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
         calibration: train.calibration_batch(64),
         moments: moments.clone(),
     };
-    let cfg = EditorConfig {
-        hidden: 8,
-        layers: 2,
-        cond_dim: COND_DIM,
-        pos: PosIds {
-            max_inputs: 6,
-            max_hidden_layers: 2,
-            max_outputs: 1,
-        },
-    };
+    let cfg = small_editor_cfg();
     // Asks: nothing removed, column 2, columns 2 and 5, column 5.
     let removed: [&[usize]; 4] = [&[], &[2], &[2, 5], &[5]];
     let asks: Vec<Ask> = removed

@@ -10,13 +10,12 @@ use regop::engine::kernels::activation::Activation;
 use regop::engine::kernels::fairness::Gap;
 use regop::io::data::Split;
 use regop::io::model::Model;
-use regop::networks::editor::{Editor, EditorConfig};
-use regop::networks::graph::PosIds;
+use regop::networks::editor::Editor;
 use regop::networks::mlp::{init_params, MlpShape};
 use regop::requirement::metrics::weight_sparsity;
 use regop::requirement::verify::Target;
+use regop::requirement::Requirement;
 use regop::requirement::{Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore};
-use regop::requirement::{Requirement, COND_DIM};
 use regop::workflows::baselines::{fold_removed_means, least_squares_fold, obs_prune};
 use regop::workflows::baselines::{zero_batch_columns, zero_columns};
 use regop::workflows::edit::edit_models;
@@ -77,16 +76,7 @@ fn a_drop_attribute_editor_starts_from_the_fold_and_never_reads_the_attribute() 
         calibration: train.calibration_batch(64),
         moments: moments.clone(),
     };
-    let cfg = EditorConfig {
-        hidden: 8,
-        layers: 2,
-        cond_dim: COND_DIM,
-        pos: PosIds {
-            max_inputs: 6,
-            max_hidden_layers: 2,
-            max_outputs: 1,
-        },
-    };
+    let cfg = small_editor_cfg();
     let models: Vec<(&MlpShape, &[f32])> = (0..4)
         .map(|i| (&shapes[i % 2], params[i % 2].as_slice()))
         .collect();
@@ -208,16 +198,7 @@ fn a_drop_attribute_editor_that_also_prunes_starts_from_obs_of_the_fold() {
         calibration: train.calibration_batch(64),
         moments,
     };
-    let cfg = EditorConfig {
-        hidden: 8,
-        layers: 2,
-        cond_dim: COND_DIM,
-        pos: PosIds {
-            max_inputs: 6,
-            max_hidden_layers: 2,
-            max_outputs: 1,
-        },
-    };
+    let cfg = small_editor_cfg();
     let spec = EditSpec {
         also_prunes: true,
         ..spec(FairTarget::DropAttribute, MinimiseBase::Mean)

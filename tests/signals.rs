@@ -10,12 +10,11 @@ use rand::Rng;
 use regop::engine::kernels::activation::Activation;
 use regop::engine::kernels::fairness::Gap;
 use regop::io::data::Split;
-use regop::networks::editor::{Editor, EditorConfig};
-use regop::networks::graph::PosIds;
+use regop::networks::editor::Editor;
 use regop::networks::mlp::{forward_host, init_params, MlpShape};
 use regop::requirement::verify::Target;
 use regop::requirement::{
-    Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement, COND_DIM,
+    Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
 };
 use regop::workflows::baselines::{
     fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune,
@@ -217,16 +216,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
         calibration: calib.clone(),
         moments: Default::default(),
     };
-    let cfg = EditorConfig {
-        hidden: 8,
-        layers: 2,
-        cond_dim: COND_DIM,
-        pos: PosIds {
-            max_inputs: 6,
-            max_hidden_layers: 2,
-            max_outputs: 1,
-        },
-    };
+    let cfg = small_editor_cfg();
     for (score, signals) in [
         (PruneScore::Obs, false),
         (PruneScore::Obs, true),
@@ -363,16 +353,7 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
     asks[0].removed[3] = true;
     asks[1].removed[1] = true;
     asks[1].removed[3] = true;
-    let cfg = EditorConfig {
-        hidden: 8,
-        layers: 2,
-        cond_dim: COND_DIM,
-        pos: PosIds {
-            max_inputs: 6,
-            max_hidden_layers: 2,
-            max_outputs: 1,
-        },
-    };
+    let cfg = small_editor_cfg();
     let untrained = Editor::new(&dev, &cfg, 1).unwrap();
     let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
     for (m, s) in shapes.iter().enumerate() {

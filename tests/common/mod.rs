@@ -151,6 +151,21 @@ pub fn random_editor(
     regop::networks::editor::Editor::from_params(dev, cfg, &p).unwrap()
 }
 
+/// A small editor (width 8, two layers) for models of up to 6 inputs, 2 hidden layers and one
+/// output: what the library-level edit tests run.
+pub fn small_editor_cfg() -> regop::networks::editor::EditorConfig {
+    regop::networks::editor::EditorConfig {
+        hidden: 8,
+        layers: 2,
+        cond_dim: regop::requirement::COND_DIM,
+        pos: regop::networks::graph::PosIds {
+            max_inputs: 6,
+            max_hidden_layers: 2,
+            max_outputs: 1,
+        },
+    }
+}
+
 /// A small synthetic zoo built by the binary on the CPU backend in `dir/zoo`: 24 models of one
 /// architecture family (widths 16 or 24, one or two hidden layers), quick to train.
 pub fn synthetic_zoo(dir: &std::path::Path, seed: &str) -> std::path::PathBuf {
