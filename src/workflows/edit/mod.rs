@@ -123,10 +123,11 @@ fn build_graph(
 
 /// The parameters an edit starts from: the model's own; with the removed columns' means, or
 /// their least-squares prediction from the kept columns, folded in (minimise, and fairness
-/// editors that drop the attribute); pruned and re-solved by OBS reconstruction on the calibration
-/// batch (OBS prune editors); or with the mean of the asked group shifts added to the output
-/// bias (shift editors), so that the part of the shift common to all groups is exact and the
-/// editor learns only how the groups differ.
+/// editors that drop the attribute); pruned and re-solved by OBS or neuron reconstruction on
+/// the calibration batch, after any removed columns are folded (OBS and neuron prune editors,
+/// fairness editors that also prune); or with the mean of the asked group shifts added to the
+/// output bias (shift editors), so that the part of the shift common to all groups is exact and
+/// the editor learns only how the groups differ.
 fn base_params(
     spec: &EditSpec,
     shape: &MlpShape,
@@ -134,22 +135,24 @@ fn base_params(
     ask: &Ask,
     cols: &Columns,
 ) -> Result<Vec<f32>> {
-    // A fairness editor that also prunes: OBS reconstruction of the model with the attribute
-    // dropped (folded, and zero in the calibration batch).
-    if spec.also_prunes {
+    // A rule's pruning mask kept (OBS and neuron prune editors, fairness editors that also
+    // prune): the rule's result on the model with the removed columns dropped.
+    if spec.keeps_rule_mask() {
+        let neurons =
+            spec.requirement == Requirement::Prune && spec.prune_score == PruneScore::Neurons;
         if cols.calibration.rows() == 0 {
-            return Err(Error::Usage(
-                "this editor prunes by OBS reconstruction, which reads a calibration batch of its data: pass --data".into(),
-            ));
+            return Err(Error::Usage(if neurons {
+                "this editor removes neurons by reconstruction, which reads a calibration batch of its data: pass --data".into()
+            } else {
+                "this editor prunes by OBS reconstruction, which reads a calibration batch of its data: pass --data".into()
+            }));
         }
         let (folded, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
-        return Ok(obs_prune(
-            shape,
-            &folded,
-            &x,
-            cols.calibration.rows(),
-            ask.sparsity as f64,
-        ));
+        let (rows, s) = (cols.calibration.rows(), ask.sparsity as f64);
+        return Ok(match neurons {
+            true => neuron_reconstruct(shape, &folded, &x, rows, s),
+            false => obs_prune(shape, &folded, &x, rows, s),
+        });
     }
     let folds = spec.requirement == Requirement::Minimise || spec.drops_attribute();
     let least_squares = folds && spec.minimise_base == MinimiseBase::LeastSquares;
@@ -163,31 +166,6 @@ fn base_params(
             least_squares_fold(shape, params, &ask.removed, &cols.moments)
         }
         _ if folds => fold_removed_means(shape, params, &ask.removed, &cols.means),
-        (Requirement::Prune, _) if spec.prune_score == PruneScore::Obs => {
-            if cols.calibration.rows() == 0 {
-                return Err(Error::Usage(
-                    "this editor prunes by OBS reconstruction, which reads a calibration batch of its data: pass --data".into(),
-                ));
-            }
-            let (folded, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
-            obs_prune(
-                shape,
-                &folded,
-                &x,
-                cols.calibration.rows(),
-                ask.sparsity as f64,
-            )
-        }
-        (Requirement::Prune, _) if spec.prune_score == PruneScore::Neurons => {
-            if cols.calibration.rows() == 0 {
-                return Err(Error::Usage(
-                    "this editor removes neurons by reconstruction, which reads a calibration batch of its data: pass --data".into(),
-                ));
-            }
-            let (folded, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
-            let rows = cols.calibration.rows();
-            neuron_reconstruct(shape, &folded, &x, rows, ask.sparsity as f64)
-        }
         (Requirement::Fairness, Some(shift)) if !shift.is_empty() => {
             let mut p = params.to_vec();
             let mean = shift.iter().sum::<f32>() / shift.len() as f32;
