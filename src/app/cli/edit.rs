@@ -36,14 +36,16 @@ pub struct Args {
     /// Where to write the edited model (a directory with --batch).
     #[arg(long)]
     pub out: PathBuf,
-    /// Features to remove (minimise editors).
+    /// Features to remove (minimise editors; prune editors trained with --also-drop remove
+    /// them in the same edit).
     #[arg(long, value_delimiter = ',')]
     pub drop: Vec<String>,
     /// Let the editor choose which features to drop so that at most this many remain
     /// (minimise editors; needs the data). --drop features are dropped in any case.
     #[arg(long)]
     pub keep_features: Option<usize>,
-    /// Target weight sparsity (prune editors).
+    /// Target weight sparsity (prune editors; drop-attribute fairness editors trained with
+    /// --also-prune prune to it in the same edit).
     #[arg(long, conflicts_with = "neurons")]
     pub sparsity: Option<f32>,
     /// Share of every hidden layer's neurons to remove (whole-neuron prune editors).
