@@ -45,15 +45,15 @@ impl Target {
         match self {
             Target::Minimise { .. } => "largest weight on removed columns".into(),
             Target::Prune { without, .. } if without.contains(&true) => {
-                "weight sparsity (removed features unused)".into()
+                "weight sparsity, removed features unused".into()
             }
             Target::Prune { .. } => "weight sparsity".into(),
             Target::PruneNeurons { without, .. } if without.contains(&true) => {
-                "share of hidden neurons removed (removed features unused)".into()
+                "share of hidden neurons removed, removed features unused".into()
             }
             Target::PruneNeurons { .. } => "share of hidden neurons removed".into(),
             Target::Fairness { gap, without, .. } if without.contains(&true) => {
-                format!("{} difference (attribute not read)", gap.short_name())
+                format!("{} difference without the attribute", gap.short_name())
             }
             Target::Fairness { gap, .. } => format!("{} difference", gap.short_name()),
         }
