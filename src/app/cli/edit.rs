@@ -88,9 +88,9 @@ struct Request {
     target: Option<(Gap, f64)>,
 }
 
-fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
+/// Refuse flags that do not apply to this editor, in one line naming the flag.
+fn check_flags(a: &Args, ef: &EditorFile) -> Result<()> {
     let req = ef.spec.requirement;
-    let mut ask = Ask::new(ef.schema.n_columns());
     let wrong = |flag: &str| {
         Err(Error::Usage(format!(
             "{flag} does not apply to this editor: it was trained for {req:?}"
@@ -135,6 +135,14 @@ fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
     if !(0.0..=1.0).contains(&a.max_drop) {
         return Err(Error::Usage("--max-drop must be in [0, 1]".into()));
     }
+    Ok(())
+}
+
+fn request(a: &Args, ef: &EditorFile) -> Result<Request> {
+    check_flags(a, ef)?;
+    let req = ef.spec.requirement;
+    let mut ask = Ask::new(ef.schema.n_columns());
+    let shifts = ef.spec.fair_target == FairTarget::Shift;
     let mut target = None;
     match req {
         Requirement::Minimise => {
