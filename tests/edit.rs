@@ -411,11 +411,13 @@ fn training_step_gradients_match_finite_differences() {
         calibration: Default::default(),
         moments: std::sync::Arc::new(batch.moments()),
     };
-    for (req, target) in [
-        (Requirement::Minimise, FairTarget::Penalty),
-        (Requirement::Fairness, FairTarget::Penalty),
-        (Requirement::Fairness, FairTarget::Shift),
-        (Requirement::Fairness, FairTarget::DropAttribute),
+    // The last case adds the labels' cross-entropy (weight 0.7) to the JSD.
+    for (req, target, label_weight) in [
+        (Requirement::Minimise, FairTarget::Penalty, 0.0f32),
+        (Requirement::Fairness, FairTarget::Penalty, 0.0),
+        (Requirement::Fairness, FairTarget::Shift, 0.0),
+        (Requirement::Fairness, FairTarget::DropAttribute, 0.0),
+        (Requirement::Minimise, FairTarget::Penalty, 0.7),
     ] {
         let ed = editor_of(&dev, 5, &mut rng);
         let spec = EditSpec {
@@ -443,17 +445,28 @@ fn training_step_gradients_match_finite_differences() {
             })
             .collect();
         let objective = |e: &Editor| -> f64 {
-            let b = TrainBatch::new(&dev, e, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
+            let mut b = TrainBatch::new(&dev, e, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
+            b.label_weight = label_weight;
             b.forward(&dev, e).unwrap();
             b.loss(&dev, &x, &y, &group).unwrap();
+            // The labels' mean cross-entropy per model, on the host.
+            let logits = b.read_edited_logits(&dev).unwrap();
+            let ce: f64 = logits
+                .iter()
+                .zip(y.iter().cycle())
+                .map(|(&s, &t)| regop::engine::kernels::bce::bce_loss(s, t) as f64)
+                .sum::<f64>()
+                / rows as f64;
             b.read_losses(&dev)
                 .unwrap()
                 .iter()
                 .zip(&asks)
                 .map(|((j, f), a)| *j as f64 + a.lambda as f64 * *f as f64)
-                .sum()
+                .sum::<f64>()
+                + label_weight as f64 * ce
         };
-        let b = TrainBatch::new(&dev, &ed, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
+        let mut b = TrainBatch::new(&dev, &ed, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
+        b.label_weight = label_weight;
         b.forward(&dev, &ed).unwrap();
         b.loss(&dev, &x, &y, &group).unwrap();
         b.backward(&dev, &ed).unwrap();
@@ -475,7 +488,7 @@ fn training_step_gradients_match_finite_differences() {
         }
         let rel = (num / den).sqrt();
         eprintln!(
-            "{req:?} {target:?}: relative error {rel:e} over {} parameters",
+            "{req:?} {target:?}, labels {label_weight}: relative error {rel:e} over {} parameters",
             picks.len()
         );
         assert!(den > 1e-8, "{req:?} {target:?}: gradient vanishes");
@@ -643,9 +656,10 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
             let batch = (x.as_slice(), y.as_slice(), group.as_slice());
             let mut runs = Vec::new();
             for piece in [5, 2, 1] {
-                let losses =
-                    step_gradient(&dev, &ed, &spec, &cols, &shape, &refs, &asks, batch, piece)
-                        .unwrap();
+                let losses = step_gradient(
+                    &dev, &ed, &spec, &cols, &shape, &refs, &asks, batch, piece, 0.0,
+                )
+                .unwrap();
                 runs.push((dev.read_all(&ed.grads).unwrap(), losses));
             }
             let whole = &runs[0];

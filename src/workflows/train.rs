@@ -81,6 +81,10 @@ pub struct TrainConfig {
     /// from `sparsity` (configs saved before it existed: none).
     #[serde(default)]
     pub also_prune: bool,
+    /// Weight of a cross-entropy to the labels added to the training loss (binary data; configs
+    /// saved before it existed: 0, the JSD alone).
+    #[serde(default)]
+    pub label_weight: f32,
     pub eval_every: usize,
     /// Validation models (at most) and rows.
     pub val_models: usize,
@@ -128,6 +132,7 @@ impl TrainConfig {
             max_removed: 4,
             also_drop: false,
             also_prune: false,
+            label_weight: 0.0,
             eval_every: 100,
             val_models: 16,
             val_rows: 2048,
@@ -317,6 +322,12 @@ impl<'a> Trainer<'a> {
         if train.is_empty() {
             return Err(Error::input(zoo, "has no training models"));
         }
+        if cfg.label_weight > 0.0 && train.values().flatten().any(|m| m.shape.outputs() != 1) {
+            return Err(Error::input(
+                zoo,
+                "--label-weight needs binary classifiers (one output)",
+            ));
+        }
         if cfg.requirement == Requirement::Fairness
             && train.values().flatten().any(|m| m.shape.outputs() != 1)
         {
@@ -426,6 +437,7 @@ impl<'a> Trainer<'a> {
             &asks,
             batch,
             params.len(),
+            self.cfg.label_weight,
         )
         .map_err(|e| match e {
             Error::NoRoom { what, advice } => Error::NoRoom {

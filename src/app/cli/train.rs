@@ -111,6 +111,10 @@ pub struct Args {
     /// edit starts; its mask is kept.
     #[arg(long)]
     pub also_prune: bool,
+    /// Weight of a cross-entropy to the training rows' labels added to the loss (binary data):
+    /// the JSD to the original alone rewards imitating it, labels reward being right.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_weight: f32,
     /// Validate (and checkpoint) every this many steps.
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
@@ -167,6 +171,9 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
             "--also-prune applies to fairness editors with --fair-target drop-attribute".into(),
         ));
     }
+    if !(a.label_weight >= 0.0 && a.label_weight.is_finite()) {
+        return Err(Error::Usage("--label-weight must be a number >= 0".into()));
+    }
     if !(a.max_gap > 0.0 && a.max_gap < 1.0) {
         return Err(Error::Usage("--max-gap must be in (0, 1)".into()));
     }
@@ -202,6 +209,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         max_removed: a.max_removed.max(1),
         also_drop: a.also_drop,
         also_prune: a.also_prune,
+        label_weight: a.label_weight,
         max_gap: a.max_gap,
         eval_every: a.eval_every,
         val_models: a.val_models.max(1),

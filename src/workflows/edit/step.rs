@@ -9,6 +9,7 @@ use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
 use crate::engine::kernels::apply_edit::{apply_edit_backward, apply_edit_forward, KEEP_ALL};
 use crate::engine::kernels::axpy::{axpy, copy};
+use crate::engine::kernels::bce::{bce_backward, Bce};
 use crate::engine::kernels::fairness::fairness_penalty;
 use crate::engine::kernels::jsd::jsd;
 use crate::engine::kernels::reduce::{reduce, Axis, Reduce};
@@ -20,8 +21,9 @@ use crate::requirement::{Ask, Columns, EditSpec, FairTarget, Requirement};
 
 /// The training loss gradient of a step's models, summed over models, into `editor.grads`:
 /// computed in pieces of at most `piece` models and added up, a piece halved while the device
-/// has no room for it. `batch` is the step's (x [rows, in], labels, groups). Returns each
-/// model's (JSD, fairness penalty).
+/// has no room for it. `batch` is the step's (x [rows, in], labels, groups); `label_weight`
+/// weighs a cross-entropy to the labels added to the loss (binary models; 0: none). Returns
+/// each model's (JSD, fairness penalty).
 #[allow(clippy::too_many_arguments)]
 pub fn step_gradient(
     dev: &Device,
@@ -33,12 +35,14 @@ pub fn step_gradient(
     asks: &[Ask],
     (x, y, group): (&[f32], &[f32], &[u32]),
     piece: usize,
+    label_weight: f32,
 ) -> Result<Vec<(f32, f32)>> {
     let (n, rows) = (params.len(), y.len());
     let piece = piece.clamp(1, n.max(1));
     let run = |r: std::ops::Range<usize>| -> Result<Vec<(f32, f32)>> {
         let (p, a) = (&params[r.clone()], &asks[r]);
-        let b = TrainBatch::new(dev, editor, spec, shape, p, a, cols, rows)?;
+        let mut b = TrainBatch::new(dev, editor, spec, shape, p, a, cols, rows)?;
+        b.label_weight = label_weight;
         b.forward(dev, editor)?;
         b.loss(dev, x, y, group)?;
         b.backward(dev, editor)?;
@@ -67,6 +71,7 @@ pub fn step_gradient(
                     asks,
                     batch,
                     piece / 2,
+                    label_weight,
                 );
             }
             Err(e) => return Err(e),
@@ -107,6 +112,10 @@ pub struct TrainBatch {
     shift: Buf,
     /// JSD per row [M, rows], JSD per model [M], fairness penalty per model [M].
     losses: Buf,
+    /// Weight of the mean cross-entropy of the edited logits to the labels, added to the loss
+    /// (binary models; 0: the JSD alone). `label_grad` [M, rows] holds its gradient.
+    pub label_weight: f32,
+    label_grad: Buf,
     orig_host: Vec<f32>,
     prior_host: Vec<f32>,
     asks: Vec<Ask>,
@@ -147,6 +156,8 @@ impl TrainBatch {
             groups: dev.alloc(m * rows)?,
             shift: dev.alloc(m * rows)?,
             losses: dev.alloc(m * rows + 2 * m)?,
+            label_weight: 0.0,
+            label_grad: dev.alloc(m * rows)?,
             pm,
             dg,
             tape,
@@ -260,6 +271,28 @@ impl TrainBatch {
             ..Reduce::new(Axis::Rows, 1, m, rows)
         };
         reduce(dev, &mean, row_losses, self.losses.view(m * rows, m))?;
+        if self.label_weight > 0.0 && k == 1 {
+            let labels: Vec<f32> = (0..m).flat_map(|_| y.iter().copied()).collect();
+            dev.write(&self.fair, 0, &labels)?;
+            let each = Bce {
+                batch: m,
+                n: rows,
+                s_stride: rows,
+                t_stride: rows,
+                out_stride: rows,
+            };
+            let scale = self.label_weight / rows as f32;
+            let targets = self.fair.view(0, m * rows);
+            bce_backward(
+                dev,
+                &each,
+                scale,
+                self.edited.logits(),
+                targets,
+                self.label_grad.all(),
+            )?;
+            axpy(dev, 1.0, self.label_grad.all(), 1.0, dlogits)?;
+        }
         if self.spec.requirement == Requirement::Fairness && !shifting {
             let labels: Vec<f32> = (0..m).flat_map(|_| y.iter().copied()).collect();
             let lambdas: Vec<f32> = self.asks.iter().map(|a| a.lambda).collect();
