@@ -6,17 +6,15 @@
 
 mod common;
 use common::*;
-use rand::Rng;
-use regop::engine::kernels::activation::Activation;
 use regop::engine::kernels::fairness::Gap;
 use regop::io::data::Split;
 use regop::io::model::Model;
 use regop::networks::editor::Editor;
-use regop::networks::mlp::{init_params, MlpShape};
+use regop::networks::mlp::MlpShape;
 use regop::requirement::metrics::weight_sparsity;
 use regop::requirement::verify::Target;
 use regop::requirement::Requirement;
-use regop::requirement::{Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore};
+use regop::requirement::{Ask, EditSpec, FairTarget, MinimiseBase, PruneScore};
 use regop::workflows::baselines::{
     least_squares_fold, neuron_reconstruct, obs_prune, zero_batch_columns, zero_columns,
 };
@@ -27,14 +25,7 @@ use regop::Device;
 fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
     let mut rng = fresh_rng("drop and prune");
     let dev = Device::cpu();
-    let shapes = [
-        MlpShape::new(&[6, 8, 1], Activation::Relu),
-        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
-    ];
-    let params: Vec<Vec<f32>> = shapes
-        .iter()
-        .map(|s| init_params(s, rng.random()))
-        .collect();
+    let (shapes, params) = small_relu_models(&mut rng);
     let models: Vec<(&MlpShape, &[f32])> = (0..4)
         .map(|i| (&shapes[i % 2], params[i % 2].as_slice()))
         .collect();
@@ -49,13 +40,8 @@ fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
         y: vec![0.0; rows],
         group: vec![0; rows],
     };
-    let moments = std::sync::Arc::new(train.moments());
-    let cols = Columns {
-        sensitive: vec![false; 6],
-        means: moments.mean.iter().map(|m| *m as f32).collect(),
-        calibration: train.calibration_batch(64),
-        moments: moments.clone(),
-    };
+    let cols = columns_from(&train, vec![false; 6]);
+    let moments = cols.moments.clone();
     let cfg = small_editor_cfg();
     // Asks: nothing removed, column 2, columns 2 and 5, column 5.
     let removed: [&[usize]; 4] = [&[], &[2], &[2, 5], &[5]];

@@ -5,13 +5,11 @@
 
 mod common;
 use common::*;
-use rand::Rng;
-use regop::engine::kernels::activation::Activation;
 use regop::engine::kernels::fairness::Gap;
 use regop::io::data::Split;
 use regop::io::model::Model;
 use regop::networks::editor::Editor;
-use regop::networks::mlp::{init_params, MlpShape};
+use regop::networks::mlp::MlpShape;
 use regop::requirement::metrics::weight_sparsity;
 use regop::requirement::verify::Target;
 use regop::requirement::Requirement;
@@ -45,14 +43,7 @@ fn spec(target: FairTarget, base: MinimiseBase) -> EditSpec {
 fn a_drop_attribute_editor_starts_from_the_fold_and_never_reads_the_attribute() {
     let mut rng = fresh_rng("drop attribute editor");
     let dev = Device::cpu();
-    let shapes = [
-        MlpShape::new(&[6, 8, 1], Activation::Relu),
-        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
-    ];
-    let params: Vec<Vec<f32>> = shapes
-        .iter()
-        .map(|s| init_params(s, rng.random()))
-        .collect();
+    let (shapes, params) = small_relu_models(&mut rng);
     // Columns 4 and 5 are the attribute (one-hot); column 4 is mostly column 0.
     let rows = 300;
     let mut x = random(&mut rng, rows * 6);
@@ -68,14 +59,9 @@ fn a_drop_attribute_editor_starts_from_the_fold_and_never_reads_the_attribute() 
         group: (0..rows).map(|r| x[r * 6 + 4] as u32).collect(),
         x,
     };
-    let moments = std::sync::Arc::new(train.moments());
     let sensitive = vec![false, false, false, false, true, true];
-    let cols = Columns {
-        sensitive: sensitive.clone(),
-        means: moments.mean.iter().map(|m| *m as f32).collect(),
-        calibration: train.calibration_batch(64),
-        moments: moments.clone(),
-    };
+    let cols = columns_from(&train, sensitive.clone());
+    let moments = cols.moments.clone();
     let cfg = small_editor_cfg();
     let models: Vec<(&MlpShape, &[f32])> = (0..4)
         .map(|i| (&shapes[i % 2], params[i % 2].as_slice()))
@@ -168,14 +154,7 @@ fn a_drop_attribute_editor_starts_from_the_fold_and_never_reads_the_attribute() 
 fn a_drop_attribute_editor_that_also_prunes_starts_from_obs_of_the_fold() {
     let mut rng = fresh_rng("drop attribute and prune");
     let dev = Device::cpu();
-    let shapes = [
-        MlpShape::new(&[6, 8, 1], Activation::Relu),
-        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
-    ];
-    let params: Vec<Vec<f32>> = shapes
-        .iter()
-        .map(|s| init_params(s, rng.random()))
-        .collect();
+    let (shapes, params) = small_relu_models(&mut rng);
     let rows = 200;
     let mut x = random(&mut rng, rows * 6);
     for r in 0..rows {
@@ -190,14 +169,8 @@ fn a_drop_attribute_editor_that_also_prunes_starts_from_obs_of_the_fold() {
         group: (0..rows).map(|r| x[r * 6 + 4] as u32).collect(),
         x,
     };
-    let moments = std::sync::Arc::new(train.moments());
     let sensitive = vec![false, false, false, false, true, true];
-    let cols = Columns {
-        sensitive: sensitive.clone(),
-        means: moments.mean.iter().map(|m| *m as f32).collect(),
-        calibration: train.calibration_batch(64),
-        moments,
-    };
+    let cols = columns_from(&train, sensitive.clone());
     let cfg = small_editor_cfg();
     let spec = EditSpec {
         also_prunes: true,

@@ -191,14 +191,7 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
 fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
     let mut rng = fresh_rng("obs editor");
     let dev = Device::cpu();
-    let shapes = [
-        MlpShape::new(&[6, 8, 1], Activation::Relu),
-        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
-    ];
-    let params: Vec<Vec<f32>> = shapes
-        .iter()
-        .map(|s| init_params(s, rng.random()))
-        .collect();
+    let (shapes, params) = small_relu_models(&mut rng);
     let models: Vec<(&MlpShape, &[f32])> = shapes
         .iter()
         .zip(&params)
@@ -329,13 +322,8 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
         y: vec![0.0; rows],
         group: vec![0; rows],
     };
-    let moments = std::sync::Arc::new(train.moments());
-    let cols = Columns {
-        sensitive: vec![false; 6],
-        means: moments.mean.iter().map(|m| *m as f32).collect(),
-        calibration: train.calibration_batch(64),
-        moments: moments.clone(),
-    };
+    let cols = columns_from(&train, vec![false; 6]);
+    let moments = cols.moments.clone();
     let spec = EditSpec {
         requirement: Requirement::Minimise,
         gap: Gap::Eo,

@@ -166,6 +166,38 @@ pub fn small_editor_cfg() -> regop::networks::editor::EditorConfig {
     }
 }
 
+/// Two small ReLU models of 6 inputs (one and two hidden layers) with random parameters.
+pub fn small_relu_models(
+    rng: &mut impl Rng,
+) -> ([regop::networks::mlp::MlpShape; 2], Vec<Vec<f32>>) {
+    use regop::engine::kernels::activation::Activation;
+    use regop::networks::mlp::{init_params, MlpShape};
+    let shapes = [
+        MlpShape::new(&[6, 8, 1], Activation::Relu),
+        MlpShape::new(&[6, 5, 4, 1], Activation::Relu),
+    ];
+    let params = shapes
+        .iter()
+        .map(|s| init_params(s, rng.random()))
+        .collect();
+    (shapes, params)
+}
+
+/// What an editor knows of the columns of `train`: its means and moments, a calibration batch of
+/// 64 rows, and which columns are `sensitive`.
+pub fn columns_from(
+    train: &regop::io::data::Split,
+    sensitive: Vec<bool>,
+) -> regop::requirement::Columns {
+    let moments = std::sync::Arc::new(train.moments());
+    regop::requirement::Columns {
+        sensitive,
+        means: moments.mean.iter().map(|m| *m as f32).collect(),
+        calibration: train.calibration_batch(64),
+        moments,
+    }
+}
+
 /// A small synthetic zoo built by the binary on the CPU backend in `dir/zoo`: 24 models of one
 /// architecture family (widths 16 or 24, one or two hidden layers), quick to train.
 pub fn synthetic_zoo(dir: &std::path::Path, seed: &str) -> std::path::PathBuf {
