@@ -281,3 +281,66 @@ fn drop_and_prune_in_one_edit_from_the_command_line() {
     assert!(msg.contains("--also-drop"), "{msg}");
     assert!(!dir.path().join("no").exists());
 }
+
+/// Starts that keep a rule's mask (OBS, neurons) are remembered between edits of a process: an
+/// edit must still start from its own model, calibration batch and sparsity. Edits alternate
+/// between two batches, two sparsities and a model changed in place (the same memory), twice
+/// over, and each must be the rule on its own inputs.
+#[test]
+fn remembered_rule_starts_follow_the_model_the_batch_and_the_sparsity() {
+    let mut rng = fresh_rng("remembered starts");
+    let dev = Device::cpu();
+    let (shapes, params) = small_relu_models(&mut rng);
+    let split = |rng: &mut _| {
+        let rows = 80;
+        Split {
+            x: random(rng, rows * 6),
+            y: vec![0.0; rows],
+            group: vec![0; rows],
+        }
+    };
+    let batches = [
+        columns_from(&split(&mut rng), vec![false; 6]),
+        columns_from(&split(&mut rng), vec![false; 6]),
+    ];
+    let untrained = Editor::new(&dev, &small_editor_cfg(), 3).unwrap();
+    let mut model = params[0].clone();
+    for score in [PruneScore::Obs, PruneScore::Neurons] {
+        let spec = EditSpec {
+            requirement: Requirement::Prune,
+            gap: Gap::Eo,
+            gamma: 0.1,
+            tau: 0.0,
+            prune_score: score,
+            fair_sharpness: 1.0,
+            fair_target: FairTarget::Penalty,
+            signals: false,
+            minimise_base: MinimiseBase::LeastSquares,
+            also_drops: false,
+            also_prunes: false,
+        };
+        for round in 0..2 {
+            for (b, cols) in batches.iter().enumerate() {
+                for sparsity in [0.5f32, 0.7] {
+                    // The same memory holds another model on the second round.
+                    model[3] = 0.25 * (round + 1) as f32;
+                    let c = &cols.calibration;
+                    let rule = match score {
+                        PruneScore::Neurons => {
+                            neuron_reconstruct(&shapes[0], &model, &c.x, c.rows(), sparsity as f64)
+                        }
+                        _ => obs_prune(&shapes[0], &model, &c.x, c.rows(), sparsity as f64),
+                    };
+                    let mut ask = Ask::new(6);
+                    ask.sparsity = sparsity;
+                    let models = [(&shapes[0], model.as_slice())];
+                    let got = edit_models(&dev, &untrained, &spec, &models, &[ask], cols).unwrap();
+                    assert_eq!(
+                        got[0], rule,
+                        "{score:?}, round {round}, batch {b}, sparsity {sparsity}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -786,3 +786,63 @@ fn training_models_are_read_when_a_step_draws_them() {
         "{err}"
     );
 }
+
+/// `--sparsity-grid N`: every training ask's sparsity is one of N evenly spaced points of the
+/// range, each drawn; without it, sparsities take any value of the range.
+#[test]
+fn a_sparsity_grid_draws_only_its_points() {
+    use rand::SeedableRng;
+    use regop::workflows::train::{draw_ask, grid_point, TrainConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "6");
+    let manifest = regop::workflows::zoo::read_manifest(&z).unwrap();
+    let data = regop::io::data::loaders::load(
+        manifest.loader,
+        None,
+        &manifest.data_options,
+        manifest.data_seed,
+    )
+    .unwrap();
+    let points: Vec<f32> = (0..4).map(|k| grid_point((0.8, 0.95), 4, k)).collect();
+    assert_eq!(points[0], 0.8);
+    assert!((points[1] - 0.85).abs() < 1e-6 && (points[2] - 0.9).abs() < 1e-6);
+    assert_eq!(points[3], 0.95);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    for grid in [Some(4), None] {
+        let cfg = TrainConfig {
+            sparsity: (0.8, 0.95),
+            sparsity_grid: grid,
+            ..TrainConfig::new(regop::requirement::Requirement::Prune)
+        };
+        let mut seen: Vec<u32> = (0..200)
+            .map(|_| draw_ask(&mut rng, &cfg, &data.schema).sparsity)
+            .inspect(|s| assert!((0.8..=0.95).contains(s), "{s} outside the range"))
+            .map(f32::to_bits)
+            .collect();
+        seen.sort();
+        seen.dedup();
+        match grid {
+            Some(_) => {
+                let mut want: Vec<u32> = points.iter().map(|p| p.to_bits()).collect();
+                want.sort();
+                assert_eq!(seen, want, "the grid's points, each drawn");
+            }
+            None => assert!(seen.len() > 100, "{} distinct sparsities", seen.len()),
+        }
+    }
+    // Refused where it means nothing.
+    let z = p(&z);
+    for bad in [
+        vec!["--requirement", "minimise", "--sparsity-grid", "4"],
+        vec!["--requirement", "prune", "--sparsity-grid", "0"],
+    ] {
+        let mut args = vec!["train", "--zoo", z, "--steps", "1"];
+        args.extend(bad.iter().copied());
+        let out = regop(&args);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--sparsity-grid"),
+            "{bad:?}"
+        );
+    }
+}

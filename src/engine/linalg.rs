@@ -53,18 +53,35 @@ pub fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     Some(l)
 }
 
-/// Solve L L^T x = b in place for every column of `b` [d, n] (row-major), given L.
+/// Solve L L^T x = b in place for every column of `b` [d, n] (row-major), given L. All columns
+/// move together, row by row, so that the inner loops run along contiguous rows; each entry
+/// sums its terms in the same order as a column-by-column solve would.
 pub fn cholesky_solve(l: &[f64], d: usize, b: &mut [f64], n: usize) {
-    for c in 0..n {
-        // L y = b
-        for i in 0..d {
-            let s: f64 = (0..i).map(|k| l[i * d + k] * b[k * n + c]).sum();
-            b[i * n + c] = (b[i * n + c] - s) / l[i * d + i];
+    let mut s = vec![0.0f64; n];
+    // L y = b
+    for i in 0..d {
+        s.fill(-0.0);
+        for k in 0..i {
+            let lik = l[i * d + k];
+            for (sc, &bk) in s.iter_mut().zip(&b[k * n..(k + 1) * n]) {
+                *sc += lik * bk;
+            }
         }
-        // L^T x = y
-        for i in (0..d).rev() {
-            let s: f64 = (i + 1..d).map(|k| l[k * d + i] * b[k * n + c]).sum();
-            b[i * n + c] = (b[i * n + c] - s) / l[i * d + i];
+        for (bi, &sc) in b[i * n..(i + 1) * n].iter_mut().zip(&s) {
+            *bi = (*bi - sc) / l[i * d + i];
+        }
+    }
+    // L^T x = y
+    for i in (0..d).rev() {
+        s.fill(-0.0);
+        for k in i + 1..d {
+            let lki = l[k * d + i];
+            for (sc, &bk) in s.iter_mut().zip(&b[k * n..(k + 1) * n]) {
+                *sc += lki * bk;
+            }
+        }
+        for (bi, &sc) in b[i * n..(i + 1) * n].iter_mut().zip(&s) {
+            *bi = (*bi - sc) / l[i * d + i];
         }
     }
 }

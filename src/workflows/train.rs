@@ -71,6 +71,11 @@ pub struct TrainConfig {
     pub max_gap: f64,
     /// Target sparsity, drawn uniformly.
     pub sparsity: (f32, f32),
+    /// Prune editors: sparsities drawn from this many evenly spaced points of `sparsity` instead
+    /// (configs saved before it existed: none). Each model then has few starts, and a start
+    /// that keeps a rule's mask (OBS, neurons) is computed once per model and point.
+    #[serde(default)]
+    pub sparsity_grid: Option<usize>,
     /// Most features removed at once (at least one is).
     pub max_removed: usize,
     /// Prune editors: half the training asks also remove up to `max_removed` features (configs
@@ -129,6 +134,7 @@ impl TrainConfig {
             shift_range: SHIFT_RANGE,
             max_gap: 0.05,
             sparsity: (0.5, 0.95),
+            sparsity_grid: None,
             max_removed: 4,
             also_drop: false,
             also_prune: false,
@@ -173,6 +179,14 @@ fn draw_removed(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema, removed:
     }
 }
 
+/// Point `k` of `n` evenly spaced over `range`, ends included (one point: its low end).
+pub fn grid_point(range: (f32, f32), n: usize, k: usize) -> f32 {
+    match n {
+        1 => range.0,
+        _ => range.0 + (range.1 - range.0) * k as f32 / (n - 1) as f32,
+    }
+}
+
 /// What the requirement asks of one model, drawn for training.
 pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
     let mut ask = Ask::new(schema.n_columns());
@@ -196,7 +210,10 @@ pub fn draw_ask(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema) -> Ask {
             }
         },
         Requirement::Prune => {
-            ask.sparsity = rng.random_range(cfg.sparsity.0..=cfg.sparsity.1);
+            ask.sparsity = match cfg.sparsity_grid {
+                Some(n) => grid_point(cfg.sparsity, n, rng.random_range(0..n)),
+                None => rng.random_range(cfg.sparsity.0..=cfg.sparsity.1),
+            };
             if cfg.also_drop && rng.random_bool(0.5) {
                 draw_removed(rng, cfg, schema, &mut ask.removed);
             }

@@ -91,6 +91,11 @@ pub struct Args {
     /// Target sparsities drawn in training, uniformly ("LO,HI").
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.95")]
     pub sparsity_range: Vec<f32>,
+    /// Prune editors: draw sparsities from N evenly spaced points of --sparsity-range (ends
+    /// included) instead. Each model then has at most N starts, each computed once: what makes
+    /// OBS or neuron starts affordable on wide inputs (mnist_5k: 784 columns).
+    #[arg(long, value_name = "N")]
+    pub sparsity_grid: Option<usize>,
     /// The fairness bound the best checkpoint is chosen for (fairness): the share of
     /// validation models the search (shifts or lambda) makes meet it, accuracy drop at most 2
     /// points.
@@ -206,6 +211,15 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         sparsity: pair("sparsity-range", &a.sparsity_range, |v| {
             (0.0..1.0).contains(&v)
         })?,
+        sparsity_grid: match a.sparsity_grid {
+            Some(0) => return Err(Error::Usage("--sparsity-grid: at least 1 point".into())),
+            Some(_) if a.requirement != Requirement::Prune => {
+                return Err(Error::Usage(
+                    "--sparsity-grid is for prune editors (--requirement prune)".into(),
+                ))
+            }
+            n => n,
+        },
         max_removed: a.max_removed.max(1),
         also_drop: a.also_drop,
         also_prune: a.also_prune,

@@ -7,6 +7,9 @@ use crate::engine::linalg;
 use crate::error::Result;
 use crate::io::data::Dataset;
 use crate::networks::mlp::{forward_host, MlpShape};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 /// Indices of every weight (not bias) of layer `l`, or of all layers.
 fn weight_indices(shape: &MlpShape, layer: Option<usize>) -> Vec<usize> {
@@ -220,11 +223,12 @@ pub fn obs_prune(
                 .count()
         })
         .collect();
-    let a = obs_prune_quotas(shape, params, x, rows, &uniform);
+    let first = first_layer_hessian(x, rows, shape.fan_in(0));
+    let a = obs_prune_layers(shape, params, x, rows, &uniform, Some(&first));
     if lamp_quotas == uniform {
         return a;
     }
-    let b = obs_prune_quotas(shape, params, x, rows, &lamp_quotas);
+    let b = obs_prune_layers(shape, params, x, rows, &lamp_quotas, Some(&first));
     let original = forward_host(shape, params, x, rows);
     let distance = |p: &[f32]| -> f64 {
         forward_host(shape, p, x, rows)
@@ -248,19 +252,73 @@ pub fn obs_prune_quotas(
     rows: usize,
     quotas: &[usize],
 ) -> Vec<f32> {
+    obs_prune_layers(shape, params, x, rows, quotas, None)
+}
+
+/// A layer's Gram matrix on its calibration input (H = X^T X), its inputs never active on the
+/// batch, and the upper Cholesky factor U of the dampened H^-1 (H^-1 = U^T U, stored as its
+/// transpose), whose rows drive SparseGPT's updates.
+struct LayerHessian {
+    gram: Vec<f64>,
+    dead: Vec<bool>,
+    lower: Vec<f64>,
+}
+
+fn layer_hessian(input: &[f32], rows: usize, fi: usize) -> LayerHessian {
+    let gram = linalg::gram(input, rows, fi);
+    let dead = (0..fi).map(|i| gram[i * fi + i] == 0.0).collect();
+    let mut h = gram.clone();
+    linalg::dampen(&mut h, fi, OBS_DAMP);
+    let hinv = linalg::spd_inverse(&h, fi).expect("dampened Gram matrix is positive definite");
+    let lower = linalg::cholesky(&hinv, fi).expect("inverse of an SPD matrix is SPD");
+    LayerHessian { gram, dead, lower }
+}
+
+/// The first layer's Hessian depends only on the calibration batch, not on the model: every
+/// model pruned on one batch (and both quota runs of each) shares it. The last one is kept.
+static FIRST_HESSIAN: Mutex<Option<(u64, Arc<LayerHessian>)>> = Mutex::new(None);
+
+fn first_layer_hessian(x: &[f32], rows: usize, fi: usize) -> Arc<LayerHessian> {
+    let mut hasher = DefaultHasher::new();
+    (rows, fi).hash(&mut hasher);
+    x.iter().for_each(|v| v.to_bits().hash(&mut hasher));
+    let key = hasher.finish();
+    if let Some((k, h)) = FIRST_HESSIAN.lock().unwrap().as_ref() {
+        if *k == key {
+            return h.clone();
+        }
+    }
+    let h = Arc::new(layer_hessian(x, rows, fi));
+    *FIRST_HESSIAN.lock().unwrap() = Some((key, h.clone()));
+    h
+}
+
+/// `obs_prune_quotas`, with the first layer's Hessian given where it is already known.
+fn obs_prune_layers(
+    shape: &MlpShape,
+    params: &[f32],
+    x: &[f32],
+    rows: usize,
+    quotas: &[usize],
+    first: Option<&LayerHessian>,
+) -> Vec<f32> {
     let mut out = params.to_vec();
     let mut input = x.to_vec();
     for (l, &quota) in quotas.iter().enumerate() {
         let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
-        let gram = linalg::gram(&input, rows, fi);
-        // Inputs never active on the batch: their weights go first (saliency below any other).
-        let dead: Vec<bool> = (0..fi).map(|i| gram[i * fi + i] == 0.0).collect();
-        let mut h = gram.clone();
-        linalg::dampen(&mut h, fi, OBS_DAMP);
+        let own;
+        let hess = match (l, first) {
+            (0, Some(f)) => f,
+            _ => {
+                own = layer_hessian(&input, rows, fi);
+                &own
+            }
+        };
+        let gram = &hess.gram;
         let off = shape.weight_offset(l);
         let w: Vec<f64> = out[off..off + fi * fo].iter().map(|&v| v as f64).collect();
         let mut sparsegpt = w.clone();
-        obs_layer(&mut sparsegpt, fo, fi, &h, &dead, quota);
+        obs_layer(&mut sparsegpt, fo, fi, hess, quota);
         let kept_by =
             |m: &[f32]| -> Vec<bool> { m[off..off + fi * fo].iter().map(|&v| v != 0.0).collect() };
         let mut magnitude = vec![1.0f32; shape.n_params()];
@@ -274,9 +332,9 @@ pub fn obs_prune_quotas(
             .collect();
         let mut candidates = vec![sparsegpt, plain_magnitude];
         for kept in [sgpt_kept, kept_by(&magnitude), kept_by(&wanda)] {
-            candidates.push(resolve_rows(&w, fo, fi, &gram, &kept));
+            candidates.push(resolve_rows(&w, fo, fi, gram, &kept));
         }
-        let error = |c: &Vec<f64>| layer_error(&gram, &w, c, fo, fi);
+        let error = |c: &Vec<f64>| layer_error(gram, &w, c, fo, fi);
         let best = candidates
             .iter()
             .min_by(|a, b| error(a).total_cmp(&error(b)))
@@ -290,15 +348,28 @@ pub fn obs_prune_quotas(
 }
 
 /// ||X (w - v)^T||^2 over the batch whose Gram matrix is `gram`: how far weights `v` [rows, d]
-/// are from reproducing `w`'s outputs.
+/// are from reproducing `w`'s outputs. G E^T is accumulated along G's rows (G is symmetric),
+/// for a block of rows of E at a time, and inputs whose weight did not move are skipped.
 fn layer_error(gram: &[f64], w: &[f64], v: &[f64], rows: usize, d: usize) -> f64 {
-    (0..rows)
-        .map(|r| {
-            let e: Vec<f64> = (0..d).map(|i| w[r * d + i] - v[r * d + i]).collect();
-            (0..d)
-                .map(|i| e[i] * (0..d).map(|j| gram[i * d + j] * e[j]).sum::<f64>())
-                .sum::<f64>()
-        })
+    let e: Vec<f64> = w.iter().zip(v).map(|(a, b)| a - b).collect();
+    let mut ge = vec![0.0f64; rows * d];
+    // Blocks of rows whose share of G E^T stays in cache while G streams past.
+    for (eb, geb) in e.chunks(16 * d).zip(ge.chunks_mut(16 * d)) {
+        for (i, gi) in gram.chunks_exact(d).enumerate() {
+            for (er, ger) in eb.chunks_exact(d).zip(geb.chunks_exact_mut(d)) {
+                let eri = er[i];
+                if eri == 0.0 {
+                    continue;
+                }
+                for (g, &h) in ger.iter_mut().zip(gi) {
+                    *g += eri * h;
+                }
+            }
+        }
+    }
+    e.chunks_exact(d)
+        .zip(ge.chunks_exact(d))
+        .map(|(er, ger)| er.iter().zip(ger).map(|(a, b)| a * b).sum::<f64>())
         .sum()
 }
 
@@ -338,12 +409,10 @@ fn resolve_rows(w: &[f64], rows: usize, d: usize, gram: &[f64], kept: &[bool]) -
     out
 }
 
-/// SparseGPT on one layer's weights `w` [rows, d] with Hessian `h` [d, d]: prune exactly
-/// `quota` weights, compensating each drop in the weights of later inputs.
-fn obs_layer(w: &mut [f64], rows: usize, d: usize, h: &[f64], dead: &[bool], quota: usize) {
-    // U: the upper Cholesky factor of H^-1 (H^-1 = U^T U), whose rows drive the OBS updates.
-    let hinv = linalg::spd_inverse(h, d).expect("dampened Gram matrix is positive definite");
-    let lower = linalg::cholesky(&hinv, d).expect("inverse of an SPD matrix is SPD");
+/// SparseGPT on one layer's weights `w` [rows, d] with Hessian `hess`: prune exactly `quota`
+/// weights, compensating each drop in the weights of later inputs.
+fn obs_layer(w: &mut [f64], rows: usize, d: usize, hess: &LayerHessian, quota: usize) {
+    let (lower, dead) = (&hess.lower, &hess.dead);
     let u = |i: usize, j: usize| lower[j * d + i];
     // Each block's share of the quota, in proportion to its width (largest remainders first).
     let blocks: Vec<(usize, usize)> = (0..d)

@@ -21,6 +21,10 @@ use crate::workflows::baselines::{
     fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune, zero_batch_columns,
     zero_columns,
 };
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
 
 /// Per parameter of a model: the prior of its pruning score (0 for biases, and for every
 /// parameter when the edit does not prune).
@@ -373,6 +377,53 @@ fn same_start(
         && a0.shift == a1.shift
 }
 
+/// Starts that keep a rule's mask (OBS or neuron reconstruction, most of an edit's time), kept
+/// for the process by a hash of everything they are computed from, so that a training run that
+/// draws the same model at the same sparsity again (`train --sparsity-grid`) computes its start
+/// once. Up to `RULE_STARTS_MAX` floats are kept; past that, starts are computed every time.
+#[derive(Default)]
+struct RuleStarts {
+    by_key: HashMap<u64, Vec<f32>>,
+    floats: usize,
+}
+
+static RULE_STARTS: Mutex<Option<RuleStarts>> = Mutex::new(None);
+const RULE_STARTS_MAX: usize = 64 << 20;
+
+fn rule_start(
+    spec: &EditSpec,
+    shape: &MlpShape,
+    params: &[f32],
+    ask: &Ask,
+    cols: &Columns,
+) -> Result<Vec<f32>> {
+    let mut h = DefaultHasher::new();
+    format!("{spec:?}").hash(&mut h);
+    shape.dims.hash(&mut h);
+    ask.removed.hash(&mut h);
+    ask.sparsity.to_bits().hash(&mut h);
+    for v in params.iter().chain(&cols.calibration.x).chain(&cols.means) {
+        v.to_bits().hash(&mut h);
+    }
+    let key = h.finish();
+    if let Some(hit) = RULE_STARTS
+        .lock()
+        .unwrap()
+        .as_ref()
+        .and_then(|c| c.by_key.get(&key).cloned())
+    {
+        return Ok(hit);
+    }
+    let base = base_params(spec, shape, params, ask, cols)?;
+    let mut guard = RULE_STARTS.lock().unwrap();
+    let starts = guard.get_or_insert_with(RuleStarts::default);
+    if starts.floats + base.len() <= RULE_STARTS_MAX {
+        starts.floats += base.len();
+        starts.by_key.insert(key, base.clone());
+    }
+    Ok(base)
+}
+
 /// Every model's base values (`base_params`), pruning priors and fixed zeros.
 fn bases(
     spec: &EditSpec,
@@ -391,6 +442,7 @@ fn bases(
         // as OBS reconstruction is most of an edit's time).
         let base = match previous.take() {
             Some(prev) if i > 0 && same_start(models[i - 1], &asks[i - 1], (s, p), a) => prev,
+            _ if spec.keeps_rule_mask() => rule_start(spec, s, p, a, cols)?,
             _ => base_params(spec, s, p, a, cols)?,
         };
         previous = Some(base.clone());
