@@ -189,7 +189,52 @@ pub fn run_all(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult>> {
     let mut r = bench_gemm(dev, opts)?;
     r.extend(bench_mlp(dev, opts)?);
     r.extend(bench_editor(dev, opts)?);
+    r.extend(bench_rules(opts));
     Ok(r)
+}
+
+/// The strongest one-shot pruning rule, OBS reconstruction, on the host (it runs there whatever
+/// the device): a model of mnist_5k's width (784 inputs, 80% of them zero in a row, as pixels
+/// are) at sparsity 0.9 on a 512-row calibration batch. "new batch": its first-layer Hessian is
+/// factored; "batch seen": it is shared, as by every model pruned on one batch.
+pub fn bench_rules(opts: &BenchOptions) -> Vec<BenchResult> {
+    use crate::workflows::baselines::obs_prune;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    let (dims, rows, iters) = match opts.quick {
+        true => (vec![784, 16, 10], 64, 2),
+        false => (vec![784, 128, 128, 128, 10], 512, 5),
+    };
+    let shape = MlpShape::new(&dims, Activation::Relu);
+    let params = init_params(&shape, opts.seed);
+    let mut x: Vec<f32> = random_vec(&mut rng, rows * 784)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| if i % 5 == 0 { v.abs() } else { 0.0 })
+        .collect();
+    let mut out = Vec::new();
+    for seen in [false, true] {
+        obs_prune(&shape, &params, &x, rows, 0.9);
+        let t0 = Instant::now();
+        for i in 0..iters {
+            if !seen {
+                x[0] = i as f32 + 1.0; // another batch
+            }
+            obs_prune(&shape, &params, &x, rows, 0.9);
+        }
+        let s = t0.elapsed().as_secs_f64() / iters as f64;
+        out.push(BenchResult {
+            name: format!(
+                "OBS prune, {}",
+                if seen { "batch seen" } else { "new batch" }
+            ),
+            shape: format!("{dims:?} rows={rows} s=0.9"),
+            seconds_per_iter: s,
+            rate: 1.0 / s,
+            unit: "models/s".into(),
+            timer: "host clock".into(),
+        });
+    }
+    out
 }
 
 pub fn table(device: &str, results: &[BenchResult]) -> String {
