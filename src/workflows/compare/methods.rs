@@ -14,7 +14,7 @@ use crate::requirement::{PruneScore, Requirement, LAMBDA_SEARCH_POINTS};
 use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
-use crate::workflows::edit::edit_models;
+use crate::workflows::edit::{edit_models, forget_rule_starts};
 use crate::workflows::edit::search::{lambda_grid, pick_lambda, score_fairness};
 use crate::workflows::edit::search::{search_lambda, search_shift};
 use crate::workflows::fit::FitModel;
@@ -439,10 +439,13 @@ impl<'a> Subject<'a> {
     }
 
     /// The editor, as a user runs it: one inference per edit; a fairness bound met by choosing
-    /// group shifts (shift editors) or a lambda (penalty editors) on the validation split.
+    /// group shifts (shift editors) or a lambda (penalty editors) on the validation split. Each
+    /// edit is timed as a user's first edit of the model: starts remembered from another
+    /// method's edit of it (the untrained editor's) are forgotten first.
     pub fn editor(&'a self, ef: &'a EditorFile, kind: Kind) -> Result<Vec<Method<'a>>> {
         let (dev, shape, params, schema) = (self.dev, &self.shape, &self.params, &ef.schema);
         let edit_one = move |ask: Ask| -> Result<Vec<f32>> {
+            forget_rule_starts();
             let models = [(shape, params.as_slice())];
             Ok(edit_models(dev, &ef.editor, &ef.spec, &models, &[ask], &ef.columns)?.remove(0))
         };
@@ -509,6 +512,7 @@ impl<'a> Subject<'a> {
                 ));
                 vec![edit(name, kind, None, move || {
                     let sparsity = self.cfg.fair_sparsity.unwrap_or(0.0) as f32;
+                    forget_rule_starts();
                     let found =
                         search_lambda(dev, ef, shape, params, sparsity, val, gap, bound, &grid)?;
                     Ok(found.1)

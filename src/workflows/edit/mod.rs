@@ -390,6 +390,11 @@ struct RuleStarts {
 static RULE_STARTS: Mutex<Option<RuleStarts>> = Mutex::new(None);
 const RULE_STARTS_MAX: usize = 64 << 20;
 
+/// Forget every remembered start (`rule_start`), so that the next edit pays for its own.
+pub fn forget_rule_starts() {
+    *RULE_STARTS.lock().unwrap() = None;
+}
+
 fn rule_start(
     spec: &EditSpec,
     shape: &MlpShape,
