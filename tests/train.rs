@@ -846,3 +846,59 @@ fn a_sparsity_grid_draws_only_its_points() {
         );
     }
 }
+
+/// `--resume` with more `--steps` trains a finished run longer, to the same editor as a run
+/// started with those steps; fewer steps than were done, or other flags, are refused.
+#[test]
+fn a_finished_training_resumed_with_more_steps_is_the_longer_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "7");
+    let train = |out: &Path, steps: &str, extra: &[&str]| -> Output {
+        let mut args = vec![
+            "--seed",
+            "3",
+            "train",
+            "--zoo",
+            p(&z),
+            "--requirement",
+            "minimise",
+            "--steps",
+            steps,
+            "--eval-every",
+            "10",
+            "--out",
+            p(out),
+        ];
+        args.extend(extra);
+        regop(&args)
+    };
+    let (long, extended) = (dir.path().join("long"), dir.path().join("extended"));
+    ok(&train(&long, "40", &[]));
+    ok(&train(&extended, "20", &[]));
+    ok(&train(&extended, "40", &["--resume"]));
+    assert!(
+        std::fs::read(long.join("last.safetensors")).unwrap()
+            == std::fs::read(extended.join("last.safetensors")).unwrap(),
+        "20 steps then 20 more differ from 40 steps"
+    );
+    // The best checkpoint: the same editor and history; it records the flags it was saved
+    // under, which for an early best were the shorter run's.
+    let dev = regop::Device::cpu();
+    let load = |dir: &Path| {
+        let (ed, mut meta) =
+            regop::workflows::edit::checkpoint::load_editor(&dev, &dir.join("editor.safetensors"))
+                .unwrap();
+        meta.remove("train");
+        (dev.read_all(&ed.params).unwrap(), meta)
+    };
+    assert!(load(&long) == load(&extended), "the best editors differ");
+    for (steps, extra) in [
+        ("30", &["--resume"][..]),
+        ("60", &["--resume", "--lr", "0.01"]),
+    ] {
+        let out = train(&extended, steps, extra);
+        assert_eq!(out.status.code(), Some(2), "{steps} {extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("other settings"), "{err}");
+    }
+}

@@ -640,10 +640,20 @@ pub fn train(
     let last: PathBuf = out.join(LAST);
     let (mut editor, mut best, mut history) = if resume && last.exists() {
         let (ed, meta) = load_editor(dev, &last)?;
-        if meta.get("train") != Some(&serde_json::to_string(&trainer.cfg).unwrap()) {
+        // More steps than the run was started with continue it: every step's draws depend on
+        // (seed, step) alone and the learning rate is constant, so that is the longer run.
+        let saved: Option<TrainConfig> =
+            meta.get("train").and_then(|s| serde_json::from_str(s).ok());
+        let same = saved.is_some_and(|c| {
+            TrainConfig {
+                steps: trainer.cfg.steps,
+                ..c
+            } == trainer.cfg
+        });
+        if !same || (ed.step as usize) > trainer.cfg.steps {
             return Err(Error::input(
                 &last,
-                "was trained with other settings; resume with the same flags or start afresh",
+                "was trained with other settings; resume with the same flags (or more --steps) or start afresh",
             ));
         }
         let best: Option<Validation> = meta.get("best").and_then(|s| serde_json::from_str(s).ok());

@@ -130,7 +130,8 @@ pub struct Args {
     /// last.safetensors.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Continue from last.safetensors in --out.
+    /// Continue from last.safetensors in --out, with the same flags; a larger --steps trains
+    /// a finished run longer (the same editor as a run started with those steps).
     #[arg(long)]
     pub resume: bool,
     /// Replace an editor already in --out.

@@ -14,9 +14,9 @@ use crate::requirement::{PruneScore, Requirement, LAMBDA_SEARCH_POINTS};
 use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
-use crate::workflows::edit::{edit_models, forget_rule_starts};
 use crate::workflows::edit::search::{lambda_grid, pick_lambda, score_fairness};
 use crate::workflows::edit::search::{search_lambda, search_shift};
+use crate::workflows::edit::{edit_models, forget_rule_starts};
 use crate::workflows::fit::FitModel;
 use crate::workflows::zoo::ModelRecord;
 
