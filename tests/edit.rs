@@ -879,3 +879,82 @@ fn choose_shift_meets_the_target_at_the_best_accuracy() {
         );
     }
 }
+
+/// `regop edit --data` on a multi-class model (digits, 10 classes) reports accuracy over the
+/// argmax class: before the edit it is the zoo's own test accuracy for that model, and a
+/// larger drop than --max-drop allows is refused.
+#[test]
+fn edits_of_a_multi_class_model_report_its_class_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets/digits");
+    let (zoo, ed) = (dir.path().join("zoo"), dir.path().join("ed"));
+    ok(&regop_cpu(&[
+        "zoo",
+        "--data",
+        arg(&data),
+        "--count",
+        "6",
+        "--widths",
+        "16",
+        "--depth",
+        "1",
+        "--epochs",
+        "2",
+        "--out",
+        arg(&zoo),
+    ]));
+    ok(&regop_cpu(&[
+        "train",
+        "--zoo",
+        arg(&zoo),
+        "--data",
+        arg(&data),
+        "--requirement",
+        "prune",
+        "--prune-score",
+        "magnitude",
+        "--steps",
+        "1",
+        "--out",
+        arg(&ed),
+    ]));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(zoo.join("manifest.json")).unwrap()).unwrap();
+    let want = manifest["models"][0]["metrics"]["test"]["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!(want > 0.2, "a 10-class model well above chance: {want}");
+    let edit = |sparsity: &str| {
+        let out = regop_cpu(&[
+            "edit",
+            "--editor",
+            arg(&ed.join("editor.safetensors")),
+            "--model",
+            arg(&zoo.join("model-00000.safetensors")),
+            "--data",
+            arg(&data),
+            "--sparsity",
+            sparsity,
+            "--out",
+            arg(&dir.path().join("e.safetensors")),
+            "--force",
+            "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), r[0].clone())
+    };
+    let (code, r) = edit("0.3");
+    assert!(
+        (r["accuracy_before"].as_f64().unwrap() - want).abs() < 1e-9,
+        "{r}"
+    );
+    assert_eq!(code, Some(0), "{r}");
+    // Pruned to almost nothing, the model loses far more than 2 points: missed (exit 1).
+    let (code, r) = edit("0.99");
+    assert!(r["accuracy_after"].as_f64().unwrap() < want - 0.02, "{r}");
+    assert_eq!(
+        (code, &r["met"]),
+        (Some(1), &serde_json::json!(false)),
+        "{r}"
+    );
+}

@@ -12,7 +12,7 @@ use crate::io::data::loaders::{load, DatasetName};
 use crate::io::data::Dataset;
 use crate::io::model::Model;
 use crate::networks::mlp::{predict, MlpShape};
-use crate::requirement::metrics::{accuracy, decisions};
+use crate::requirement::metrics::{accuracy, predictions};
 use crate::requirement::verify::{compliant, Target};
 use crate::requirement::{removed_columns, Ask, FairTarget, PruneScore, Requirement};
 use crate::workflows::edit::checkpoint::EditorFile;
@@ -506,9 +506,11 @@ fn check(
             }
         }
     };
-    // Decisions on the test split: what fairness is measured on, and accuracy for any edit.
+    // Decisions on the test split (a class per row: the argmax where there are several
+    // outputs): what fairness is measured on, and accuracy for any edit.
     let decide = |w: &[f32], d: &Dataset| -> Result<Vec<f32>> {
-        Ok(decisions(&predict(dev, &shape, 1, w, &d.test.x)?))
+        let logits = predict(dev, &shape, 1, w, &d.test.x)?;
+        Ok(predictions(&logits, shape.outputs()))
     };
     let (pb, pa) = match data {
         Some(d) => (Some(decide(&before, d)?), Some(decide(&e.params, d)?)),
