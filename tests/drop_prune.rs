@@ -21,6 +21,24 @@ use regop::workflows::baselines::{
 use regop::workflows::edit::edit_models;
 use regop::Device;
 
+/// A prune editor that keeps the rule's mask (`score`: OBS or neurons), reads the data's
+/// signals and also drops features.
+fn prune_spec(score: PruneScore) -> EditSpec {
+    EditSpec {
+        requirement: Requirement::Prune,
+        gap: Gap::Eo,
+        gamma: 0.1,
+        tau: 0.0,
+        prune_score: score,
+        fair_sharpness: 1.0,
+        fair_target: FairTarget::Penalty,
+        signals: true,
+        minimise_base: MinimiseBase::LeastSquares,
+        also_drops: true,
+        also_prunes: false,
+    }
+}
+
 #[test]
 fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
     let mut rng = fresh_rng("drop and prune");
@@ -57,19 +75,7 @@ fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
         .collect();
     let c = &cols.calibration;
     for score in [PruneScore::Obs, PruneScore::Neurons] {
-        let spec = EditSpec {
-            requirement: Requirement::Prune,
-            gap: Gap::Eo,
-            gamma: 0.1,
-            tau: 0.0,
-            prune_score: score,
-            fair_sharpness: 1.0,
-            fair_target: FairTarget::Penalty,
-            signals: true,
-            minimise_base: MinimiseBase::LeastSquares,
-            also_drops: true,
-            also_prunes: false,
-        };
+        let spec = prune_spec(score);
         let rule: Vec<Vec<f32>> = models
             .iter()
             .zip(&asks)
@@ -307,17 +313,9 @@ fn remembered_rule_starts_follow_the_model_the_batch_and_the_sparsity() {
     let mut model = params[0].clone();
     for score in [PruneScore::Obs, PruneScore::Neurons] {
         let spec = EditSpec {
-            requirement: Requirement::Prune,
-            gap: Gap::Eo,
-            gamma: 0.1,
-            tau: 0.0,
-            prune_score: score,
-            fair_sharpness: 1.0,
-            fair_target: FairTarget::Penalty,
             signals: false,
-            minimise_base: MinimiseBase::LeastSquares,
             also_drops: false,
-            also_prunes: false,
+            ..prune_spec(score)
         };
         for round in 0..2 {
             for (b, cols) in batches.iter().enumerate() {

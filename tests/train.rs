@@ -25,6 +25,19 @@ fn ok(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// A zoo's manifest and the data it was trained on.
+fn manifest_and_data(zoo: &Path) -> (regop::workflows::zoo::Manifest, regop::io::data::Dataset) {
+    let manifest = regop::workflows::zoo::read_manifest(zoo).unwrap();
+    let data = regop::io::data::loaders::load(
+        manifest.loader,
+        None,
+        &manifest.data_options,
+        manifest.data_seed,
+    )
+    .unwrap();
+    (manifest, data)
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -757,14 +770,7 @@ fn training_models_are_read_when_a_step_draws_them() {
     use regop::workflows::train::{TrainConfig, Trainer};
     let dir = tempfile::tempdir().unwrap();
     let z = zoo(dir.path(), "5");
-    let manifest = regop::workflows::zoo::read_manifest(&z).unwrap();
-    let data = regop::io::data::loaders::load(
-        manifest.loader,
-        None,
-        &manifest.data_options,
-        manifest.data_seed,
-    )
-    .unwrap();
+    let (manifest, data) = manifest_and_data(&z);
     let cfg = TrainConfig {
         steps: 2,
         ..TrainConfig::new(regop::requirement::Requirement::Prune)
@@ -795,14 +801,7 @@ fn a_sparsity_grid_draws_only_its_points() {
     use regop::workflows::train::{draw_ask, grid_point, TrainConfig};
     let dir = tempfile::tempdir().unwrap();
     let z = zoo(dir.path(), "6");
-    let manifest = regop::workflows::zoo::read_manifest(&z).unwrap();
-    let data = regop::io::data::loaders::load(
-        manifest.loader,
-        None,
-        &manifest.data_options,
-        manifest.data_seed,
-    )
-    .unwrap();
+    let (manifest, data) = manifest_and_data(&z);
     let points: Vec<f32> = (0..4).map(|k| grid_point((0.8, 0.95), 4, k)).collect();
     assert_eq!(points[0], 0.8);
     assert!((points[1] - 0.85).abs() < 1e-6 && (points[2] - 0.9).abs() < 1e-6);
