@@ -801,7 +801,7 @@ fn a_sparsity_grid_draws_only_its_points() {
     use regop::workflows::train::{draw_ask, grid_point, TrainConfig};
     let dir = tempfile::tempdir().unwrap();
     let z = zoo(dir.path(), "6");
-    let (manifest, data) = manifest_and_data(&z);
+    let (_, data) = manifest_and_data(&z);
     let points: Vec<f32> = (0..4).map(|k| grid_point((0.8, 0.95), 4, k)).collect();
     assert_eq!(points[0], 0.8);
     assert!((points[1] - 0.85).abs() < 1e-6 && (points[2] - 0.9).abs() < 1e-6);
