@@ -114,7 +114,8 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
         // A small step: ReLU kinks within it would make the differences disagree.
         let h = 2e-3f32;
         let mut b = bases[m].clone();
-        let (mut num, mut den) = (0.0f64, 0.0f64);
+        let center = loss(shape, &params[m], &b, &calib);
+        let (mut num, mut den, mut kinked, mut live) = (0.0f64, 0.0f64, 0usize, 0usize);
         for i in 0..b.len() {
             if frozen[m][i] {
                 assert_eq!(
@@ -123,16 +124,28 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
                 );
                 continue;
             }
+            live += 1;
             b[i] = bases[m][i] + h;
             let up = loss(shape, &params[m], &b, &calib);
             b[i] = bases[m][i] - h;
             let down = loss(shape, &params[m], &b, &calib);
             b[i] = bases[m][i];
+            // A ReLU kink inside the step shows as one-sided slopes that disagree: there the
+            // difference is no derivative to check against, so the parameter is skipped.
+            let (right, left) = ((up - center) / h as f64, (center - down) / h as f64);
+            if (right - left).abs() > 0.1 * right.abs().max(left.abs()) + 1e-9 {
+                kinked += 1;
+                continue;
+            }
             let fd = (up - down) / (2.0 * h as f64);
             num += (s.grad[i] as f64 * scale - fd).powi(2);
             den += fd * fd;
         }
         assert!(den > 1e-12, "model {m}: the loss does not move");
+        assert!(
+            kinked * 2 < live,
+            "model {m}: {kinked} of {live} parameters at a kink"
+        );
         let rel = (num / den).sqrt();
         assert!(rel < 2e-2, "model {m}: gradient relative error {rel:e}");
         // Unit RMS over the live values.
