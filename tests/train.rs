@@ -901,3 +901,67 @@ fn a_finished_training_resumed_with_more_steps_is_the_longer_run() {
         assert!(err.contains("other settings"), "{err}");
     }
 }
+
+#[test]
+fn a_finished_training_resumed_at_a_lower_rate_is_the_scheduled_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "7");
+    let train = |out: &Path, steps: &str, extra: &[&str]| -> Output {
+        let mut args = vec![
+            "--seed",
+            "3",
+            "train",
+            "--zoo",
+            p(&z),
+            "--requirement",
+            "minimise",
+            "--steps",
+            steps,
+            "--eval-every",
+            "10",
+            "--out",
+            p(out),
+        ];
+        args.extend(extra);
+        regop(&args)
+    };
+    let last = |dir: &Path| std::fs::read(dir.join("last.safetensors")).unwrap();
+    let (scheduled, constant, extended) = (
+        dir.path().join("scheduled"),
+        dir.path().join("constant"),
+        dir.path().join("extended"),
+    );
+    ok(&train(&scheduled, "40", &["--lr-schedule", "20:0.0002"]));
+    ok(&train(&constant, "40", &[]));
+    ok(&train(&extended, "20", &[]));
+    ok(&train(
+        &extended,
+        "40",
+        &["--resume", "--lr-schedule", "20:0.0002"],
+    ));
+    assert!(
+        last(&scheduled) == last(&extended),
+        "20 steps then 20 at a lower rate differ from the scheduled 40"
+    );
+    assert!(
+        last(&scheduled) != last(&constant),
+        "the schedule changed nothing"
+    );
+    // A schedule that changes steps already done is another run.
+    let out = train(&extended, "60", &["--resume", "--lr-schedule", "10:0.0002"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
+    for bad in [
+        ["--lr-schedule", "20"],
+        ["--lr-schedule", "20:0"],
+        ["--lr-schedule", "20:x"],
+        ["--lr-schedule", "20:1e-4,10:1e-5"],
+        ["--lr", "0"],
+    ] {
+        let out = train(&dir.path().join("bad"), "40", &bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(bad[0]), "{bad:?}: {err}");
+        assert!(!dir.path().join("bad").exists(), "{bad:?}: files written");
+    }
+}

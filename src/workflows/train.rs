@@ -40,6 +40,11 @@ pub struct TrainConfig {
     /// Data rows per step.
     pub rows: usize,
     pub lr: f32,
+    /// Later learning rates: from each (step, lr) on, that rate (steps ascending; configs saved
+    /// before it existed: none). A run resumed with a new phase here continues the same run
+    /// at a lower rate, where a constant one has levelled off.
+    #[serde(default)]
+    pub lr_schedule: Vec<(usize, f32)>,
     pub hidden: usize,
     pub layers: usize,
     pub gamma: f32,
@@ -118,6 +123,7 @@ impl TrainConfig {
                 _ => 512,
             },
             lr: 1e-3,
+            lr_schedule: Vec::new(),
             hidden: 32,
             layers: 2,
             gamma: 0.1,
@@ -176,6 +182,28 @@ fn draw_removed(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema, removed:
         removed[f.start..f.start + f.width]
             .iter_mut()
             .for_each(|c| *c = true);
+    }
+}
+
+impl TrainConfig {
+    /// The learning rate of step `step` (counted from 0).
+    pub fn lr_at(&self, step: usize) -> f32 {
+        self.lr_schedule
+            .iter()
+            .take_while(|(from, _)| *from <= step)
+            .last()
+            .map_or(self.lr, |&(_, lr)| lr)
+    }
+
+    /// Whether a run saved with `saved` that has done `done` steps continues as this one: the
+    /// same settings but for more steps and learning rates of steps not yet done.
+    pub fn continues(&self, saved: &TrainConfig, done: usize) -> bool {
+        let same = TrainConfig {
+            steps: self.steps,
+            lr_schedule: self.lr_schedule.clone(),
+            ..saved.clone()
+        } == *self;
+        same && done <= self.steps && (0..done).all(|s| saved.lr_at(s) == self.lr_at(s))
     }
 }
 
@@ -468,7 +496,7 @@ impl<'a> Trainer<'a> {
             e => e,
         })?;
         let opt = Adam {
-            lr: self.cfg.lr,
+            lr: self.cfg.lr_at(step),
             ..Adam::default()
         };
         editor.adam_step(dev, &opt)?;
@@ -640,20 +668,14 @@ pub fn train(
     let last: PathBuf = out.join(LAST);
     let (mut editor, mut best, mut history) = if resume && last.exists() {
         let (ed, meta) = load_editor(dev, &last)?;
-        // More steps than the run was started with continue it: every step's draws depend on
-        // (seed, step) alone and the learning rate is constant, so that is the longer run.
+        // More steps, or a lower rate for steps not yet done, continue it: every step's draws
+        // depend on (seed, step) alone and its rate on the step, so that is the longer run.
         let saved: Option<TrainConfig> =
             meta.get("train").and_then(|s| serde_json::from_str(s).ok());
-        let same = saved.is_some_and(|c| {
-            TrainConfig {
-                steps: trainer.cfg.steps,
-                ..c
-            } == trainer.cfg
-        });
-        if !same || (ed.step as usize) > trainer.cfg.steps {
+        if !saved.is_some_and(|c| trainer.cfg.continues(&c, ed.step as usize)) {
             return Err(Error::input(
                 &last,
-                "was trained with other settings; resume with the same flags (or more --steps) or start afresh",
+                "was trained with other settings; resume with the same flags (or more --steps, or a --lr-schedule for steps not yet done) or start afresh",
             ));
         }
         let best: Option<Validation> = meta.get("best").and_then(|s| serde_json::from_str(s).ok());
@@ -720,6 +742,31 @@ pub fn train(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_schedule_sets_the_rate_from_its_steps_on() {
+        let cfg = TrainConfig {
+            lr_schedule: vec![(10, 5e-4), (20, 1e-4)],
+            ..TrainConfig::new(Requirement::Prune)
+        };
+        let rates: Vec<f32> = [0, 9, 10, 19, 20, 1000].map(|s| cfg.lr_at(s)).to_vec();
+        assert_eq!(rates, [1e-3, 1e-3, 5e-4, 5e-4, 1e-4, 1e-4]);
+        // Done steps keep their rates: 10 steps done continue under this schedule, 11 do not.
+        let saved = TrainConfig {
+            steps: 10,
+            ..TrainConfig::new(Requirement::Prune)
+        };
+        let longer = TrainConfig { steps: 30, ..cfg };
+        assert!(longer.continues(&saved, 10));
+        assert!(!longer.continues(&saved, 11));
+        assert!(!longer.continues(
+            &TrainConfig {
+                hidden: 64,
+                ..saved
+            },
+            10
+        ));
+    }
 
     #[test]
     fn checkpoints_are_chosen_by_what_the_edit_is_judged_on() {

@@ -36,6 +36,10 @@ pub struct Args {
     pub step_rows: Option<usize>,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
+    /// Later learning rates, "STEP:LR,...": from step STEP on, LR (steps ascending). With
+    /// --resume and a larger --steps, a finished run goes on at a lower rate.
+    #[arg(long, value_delimiter = ',', value_name = "STEP:LR")]
+    pub lr_schedule: Vec<String>,
     /// Editor width.
     #[arg(long, default_value_t = 32)]
     pub hidden: usize,
@@ -131,7 +135,8 @@ pub struct Args {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue from last.safetensors in --out, with the same flags; a larger --steps trains
-    /// a finished run longer (the same editor as a run started with those steps).
+    /// a finished run longer (the same editor as a run started with those steps), and a
+    /// --lr-schedule may set the rates of steps not yet done.
     #[arg(long)]
     pub resume: bool,
     /// Replace an editor already in --out.
@@ -139,6 +144,26 @@ pub struct Args {
     pub force: bool,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// "STEP:LR" pieces, steps ascending and rates positive.
+fn lr_schedule(pieces: &[String]) -> Result<Vec<(usize, f32)>> {
+    let bad = |p: &str| {
+        Error::Usage(format!(
+            "--lr-schedule: {p:?} is not STEP:LR with steps ascending and LR > 0"
+        ))
+    };
+    let mut out: Vec<(usize, f32)> = Vec::new();
+    for p in pieces {
+        let (step, lr) = p.split_once(':').ok_or_else(|| bad(p))?;
+        let step: usize = step.trim().parse().map_err(|_| bad(p))?;
+        let lr: f32 = lr.trim().parse().map_err(|_| bad(p))?;
+        if !(lr > 0.0 && lr.is_finite()) || out.last().is_some_and(|&(s, _)| s >= step) {
+            return Err(bad(p));
+        }
+        out.push((step, lr));
+    }
+    Ok(out)
 }
 
 fn pair(name: &str, v: &[f32], ok: impl Fn(f32) -> bool) -> Result<(f32, f32)> {
@@ -159,6 +184,9 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         || a.layers == 0
     {
         return Err(Error::Usage("--steps, --models-per-step, --step-rows, --eval-every, --hidden and --layers must be positive".into()));
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return Err(Error::Usage("--lr must be a positive number".into()));
     }
     if !(a.fair_sharpness > 0.0 && a.fair_sharpness.is_finite()) {
         return Err(Error::Usage(
@@ -189,6 +217,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         models: a.models_per_step,
         rows: a.step_rows.unwrap_or(TrainConfig::new(a.requirement).rows),
         lr: a.lr,
+        lr_schedule: lr_schedule(&a.lr_schedule)?,
         hidden: a.hidden,
         layers: a.layers,
         gamma: a.gamma,
