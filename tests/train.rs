@@ -848,29 +848,33 @@ fn a_sparsity_grid_draws_only_its_points() {
 
 /// `--resume` with more `--steps` trains a finished run longer, to the same editor as a run
 /// started with those steps; fewer steps than were done, or other flags, are refused.
+/// `regop --seed 3 train` of a minimisation editor on `zoo` for `steps` steps, validated every
+/// 10, into `out`.
+fn train_minimise(zoo: &Path, out: &Path, steps: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "--seed",
+        "3",
+        "train",
+        "--zoo",
+        p(zoo),
+        "--requirement",
+        "minimise",
+        "--steps",
+        steps,
+        "--eval-every",
+        "10",
+        "--out",
+        p(out),
+    ];
+    args.extend(extra);
+    regop(&args)
+}
+
 #[test]
 fn a_finished_training_resumed_with_more_steps_is_the_longer_run() {
     let dir = tempfile::tempdir().unwrap();
     let z = zoo(dir.path(), "7");
-    let train = |out: &Path, steps: &str, extra: &[&str]| -> Output {
-        let mut args = vec![
-            "--seed",
-            "3",
-            "train",
-            "--zoo",
-            p(&z),
-            "--requirement",
-            "minimise",
-            "--steps",
-            steps,
-            "--eval-every",
-            "10",
-            "--out",
-            p(out),
-        ];
-        args.extend(extra);
-        regop(&args)
-    };
+    let train = |out: &Path, steps: &str, extra: &[&str]| train_minimise(&z, out, steps, extra);
     let (long, extended) = (dir.path().join("long"), dir.path().join("extended"));
     ok(&train(&long, "40", &[]));
     ok(&train(&extended, "20", &[]));
@@ -906,25 +910,7 @@ fn a_finished_training_resumed_with_more_steps_is_the_longer_run() {
 fn a_finished_training_resumed_at_a_lower_rate_is_the_scheduled_run() {
     let dir = tempfile::tempdir().unwrap();
     let z = zoo(dir.path(), "7");
-    let train = |out: &Path, steps: &str, extra: &[&str]| -> Output {
-        let mut args = vec![
-            "--seed",
-            "3",
-            "train",
-            "--zoo",
-            p(&z),
-            "--requirement",
-            "minimise",
-            "--steps",
-            steps,
-            "--eval-every",
-            "10",
-            "--out",
-            p(out),
-        ];
-        args.extend(extra);
-        regop(&args)
-    };
+    let train = |out: &Path, steps: &str, extra: &[&str]| train_minimise(&z, out, steps, extra);
     let last = |dir: &Path| std::fs::read(dir.join("last.safetensors")).unwrap();
     let (scheduled, constant, extended) = (
         dir.path().join("scheduled"),
