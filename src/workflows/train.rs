@@ -151,6 +151,26 @@ impl TrainConfig {
             seed: 0,
         }
     }
+
+    /// The learning rate of step `step` (counted from 0).
+    pub fn lr_at(&self, step: usize) -> f32 {
+        self.lr_schedule
+            .iter()
+            .take_while(|(from, _)| *from <= step)
+            .last()
+            .map_or(self.lr, |&(_, lr)| lr)
+    }
+
+    /// Whether a run saved with `saved` that has done `done` steps continues as this one: the
+    /// same settings but for more steps and learning rates of steps not yet done.
+    pub fn continues(&self, saved: &TrainConfig, done: usize) -> bool {
+        let same = TrainConfig {
+            steps: self.steps,
+            lr_schedule: self.lr_schedule.clone(),
+            ..saved.clone()
+        } == *self;
+        same && done <= self.steps && (0..done).all(|s| saved.lr_at(s) == self.lr_at(s))
+    }
 }
 
 /// Input columns a training ask removes: on images a rectangle of pixels (what "do not use
@@ -182,28 +202,6 @@ fn draw_removed(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema, removed:
         removed[f.start..f.start + f.width]
             .iter_mut()
             .for_each(|c| *c = true);
-    }
-}
-
-impl TrainConfig {
-    /// The learning rate of step `step` (counted from 0).
-    pub fn lr_at(&self, step: usize) -> f32 {
-        self.lr_schedule
-            .iter()
-            .take_while(|(from, _)| *from <= step)
-            .last()
-            .map_or(self.lr, |&(_, lr)| lr)
-    }
-
-    /// Whether a run saved with `saved` that has done `done` steps continues as this one: the
-    /// same settings but for more steps and learning rates of steps not yet done.
-    pub fn continues(&self, saved: &TrainConfig, done: usize) -> bool {
-        let same = TrainConfig {
-            steps: self.steps,
-            lr_schedule: self.lr_schedule.clone(),
-            ..saved.clone()
-        } == *self;
-        same && done <= self.steps && (0..done).all(|s| saved.lr_at(s) == self.lr_at(s))
     }
 }
 
