@@ -917,7 +917,10 @@ fn a_finished_training_resumed_at_a_lower_rate_is_the_scheduled_run() {
         dir.path().join("constant"),
         dir.path().join("extended"),
     );
-    ok(&train(&scheduled, "40", &["--lr-schedule", "20:0.0002"]));
+    let out = train(&scheduled, "40", &["--lr-schedule", "20:0.0002"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("2e-4 from step 20"), "{said}");
+    ok(&out);
     ok(&train(&constant, "40", &[]));
     ok(&train(&extended, "20", &[]));
     ok(&train(

@@ -297,6 +297,16 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     if a.resume && out.join(LAST).exists() {
         p.status(&format!("resuming from {}", out.join(LAST).display()));
     }
+    if !cfg.lr_schedule.is_empty() {
+        let phases: Vec<String> = (cfg.lr_schedule.iter())
+            .map(|(step, lr)| format!("{lr:e} from step {step}"))
+            .collect();
+        p.status(&format!(
+            "learning rate {:e}, then {}",
+            cfg.lr,
+            phases.join(", ")
+        ));
+    }
     let best = train_with_progress(p, &dev, &trainer, &manifest, &out, a.resume).map_err(room)?;
     if p.json {
         p.json(&serde_json::json!({"editor": out.join(BEST), "best": best}));
