@@ -34,6 +34,7 @@ pub struct Args {
     /// rows to be steady).
     #[arg(long)]
     pub step_rows: Option<usize>,
+    /// The editor's learning rate (Adam), until --lr-schedule sets another.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
     /// Later learning rates, "STEP:LR,...": from step STEP on, LR (steps ascending). With
