@@ -48,9 +48,7 @@ compare() {
     > "$work/compare-$req.txt"
 }
 
-[ -f "$work/zoo/editor-prune/editor.safetensors" ] ||
-  run --seed 0 train --zoo "$work/zoo" --data "$data" --requirement prune \
-    --steps "${STEPS_PRUNE:-$prune_steps}" "${prune[@]}"
+train prune "${STEPS_PRUNE:-$prune_steps}" "${prune[@]}"
 compare prune --sparsity 0.9,0.95 --neurons 0.5
 # Whole neurons: an editor from neuron reconstruction, judged at three shares.
 whole=$work/zoo/editor-neurons

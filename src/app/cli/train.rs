@@ -299,7 +299,9 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         p.status(&format!("resuming from {}", out.join(LAST).display()));
     }
     if !cfg.lr_schedule.is_empty() {
-        let phases: Vec<String> = (cfg.lr_schedule.iter())
+        let phases: Vec<String> = cfg
+            .lr_schedule
+            .iter()
             .map(|(step, lr)| format!("{lr:e} from step {step}"))
             .collect();
         p.status(&format!(
