@@ -623,6 +623,54 @@ fn least_squares_fold_is_the_mean_fold_for_uncorrelated_columns() {
     );
 }
 
+/// Many columns on few rows: the fold's ridge, chosen on held-out training rows, is above the
+/// smallest, and the folded first layer stays closer to the original on rows it never saw than
+/// the mean fold's. A split too small to hold rows out keeps the smallest ridge.
+#[test]
+fn least_squares_fold_chooses_its_ridge_on_held_out_rows() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let d = 40;
+    let mut rows_of = |n: usize| -> Vec<f32> {
+        (0..n)
+            .flat_map(|_| {
+                let z: f32 = rng.random_range(-1.0..1.0);
+                (0..d)
+                    .map(|_| z + rng.random_range(-1.0..1.0))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let split = |x: Vec<f32>| regop::io::data::Split {
+        y: vec![0.0; x.len() / d],
+        group: vec![0; x.len() / d],
+        x,
+    };
+    let (train, fresh) = (split(rows_of(150)), rows_of(2000));
+    let moments = train.moments();
+    assert!(moments.ridge() > regop::engine::linalg::RIDGE_GRID[0]);
+    let shape = MlpShape::new(&[d, 8, 1], Activation::Relu);
+    let p = init_params(&shape, 11);
+    let removed: Vec<bool> = (0..d).map(|c| c < 10).collect();
+    let means: Vec<f32> = moments.mean.iter().map(|&m| m as f32).collect();
+    let ls = least_squares_fold(&shape, &p, &removed, &moments);
+    let mean = apply(
+        &fold_removed_means(&shape, &p, &removed, &means),
+        &removed_mask(&shape, &removed),
+    );
+    let pre = |q: &[f32]| calibration::layer_pre(&shape, q, 0, &fresh, 2000);
+    let err = |q: &[f32]| -> f64 {
+        pre(q)
+            .iter()
+            .zip(pre(&p))
+            .map(|(a, b)| ((a - b) as f64).powi(2))
+            .sum()
+    };
+    assert!(err(&ls) < err(&mean), "{} vs {}", err(&ls), err(&mean));
+    let few = split(rows_of(60));
+    assert_eq!(few.moments().ridge(), regop::engine::linalg::RIDGE_GRID[0]);
+}
+
 /// The first-layer mask of `removed` columns (weights out of them zero).
 fn removed_mask(shape: &MlpShape, removed: &[bool]) -> Vec<f32> {
     let mut m = vec![1.0f32; shape.n_params()];

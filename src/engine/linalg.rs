@@ -97,6 +97,51 @@ pub fn spd_inverse(a: &[f64], d: usize) -> Option<Vec<f64>> {
     Some(inv)
 }
 
+/// Ridges `held_out_ridge` chooses from, as shares of a Gram matrix's mean diagonal; the first
+/// is the least that keeps collinear columns (one-hot groups) solvable.
+pub const RIDGE_GRID: [f64; 10] = [1e-6, 1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0];
+
+/// The ridge of `RIDGE_GRID` under which the least-squares predictions of each column from all
+/// the others, fitted on rows whose centred Gram matrix is `fit` [d, d], err least on held-out
+/// rows whose second moments about the fitted mean are `held` [d, d] (`held_out_error`); ties
+/// go to the smaller ridge.
+pub fn held_out_ridge(fit: &[f64], held: &[f64], d: usize) -> f64 {
+    let mut best = (RIDGE_GRID[0], held_out_error(fit, held, d, RIDGE_GRID[0]));
+    for &r in &RIDGE_GRID[1..] {
+        let e = held_out_error(fit, held, d, r);
+        if e < best.1 {
+            best = (r, e);
+        }
+    }
+    best.0
+}
+
+/// The summed held-out squared error of predicting each column from all the others by least
+/// squares on `fit` dampened by `ridge` (`dampen`). With P the inverse of the dampened `fit`,
+/// column j's residual is X p_j / P_jj, so its error is p_j^T held p_j / P_jj^2: one inverse
+/// gives every column's. Columns constant in the fitted rows are left out.
+pub fn held_out_error(fit: &[f64], held: &[f64], d: usize, ridge: f64) -> f64 {
+    let mut g = fit.to_vec();
+    dampen(&mut g, d, ridge);
+    let p = spd_inverse(&g, d).expect("dampened Gram matrix is positive definite");
+    // held P, row by row (P is symmetric: its column k is its row k).
+    let mut hp = vec![0.0f64; d * d];
+    for (hi, out) in held.chunks_exact(d).zip(hp.chunks_exact_mut(d)) {
+        for (&h, pk) in hi.iter().zip(p.chunks_exact(d)) {
+            if h != 0.0 {
+                out.iter_mut().zip(pk).for_each(|(o, &v)| *o += h * v);
+            }
+        }
+    }
+    (0..d)
+        .filter(|&j| fit[j * d + j] > 0.0)
+        .map(|j| {
+            let quad: f64 = (0..d).map(|i| p[i * d + j] * hp[i * d + j]).sum();
+            quad / p[j * d + j].powi(2)
+        })
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +173,87 @@ mod tests {
             }
         }
         assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none(), "indefinite");
+    }
+
+    /// Column j's held-out error from the inverse is the error of regressing column j on the
+    /// others with the same dampened Gram matrix, solved directly.
+    #[test]
+    fn held_out_error_is_each_columns_regression_on_the_others() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        let (d, rows) = (6, 30);
+        let draw = |rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|_| {
+                    let z: f32 = rng.random_range(-1.0..1.0);
+                    (0..d)
+                        .map(|c| z * c as f32 + rng.random_range(-0.5..0.5))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let (fit, held) = (
+            gram(&draw(&mut rng), rows, d),
+            gram(&draw(&mut rng), rows, d),
+        );
+        let ridge = 0.1;
+        let mut g = fit.clone();
+        dampen(&mut g, d, ridge);
+        let mut want = 0.0;
+        for j in 0..d {
+            let o: Vec<usize> = (0..d).filter(|&i| i != j).collect();
+            let sub: Vec<f64> = o
+                .iter()
+                .flat_map(|&a| o.iter().map(|&b| g[a * d + b]).collect::<Vec<_>>())
+                .collect();
+            let mut a: Vec<f64> = o.iter().map(|&i| g[i * d + j]).collect();
+            let l = cholesky(&sub, d - 1).expect("SPD");
+            cholesky_solve(&l, d - 1, &mut a, 1);
+            // Residual weights v: 1 on column j, -a on the others; error v^T held v.
+            let mut v = vec![0.0f64; d];
+            v[j] = 1.0;
+            o.iter().zip(&a).for_each(|(&i, &c)| v[i] = -c);
+            want += (0..d)
+                .map(|x| (0..d).map(|y| v[x] * held[x * d + y] * v[y]).sum::<f64>())
+                .sum::<f64>();
+        }
+        let got = held_out_error(&fit, &held, d, ridge);
+        assert!((got - want).abs() < 1e-9 * want.max(1.0), "{got} vs {want}");
+    }
+
+    /// Many columns on few rows: a plain solve fits the noise, so the chosen ridge is larger
+    /// and predicts rows it never saw better. Many rows of an exact relation: the smallest.
+    #[test]
+    fn the_ridge_grows_where_a_plain_solve_would_fit_noise() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        let (d, rows) = (40, 50);
+        let mut draw = |rows: usize| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|_| {
+                    let z: f32 = rng.random_range(-1.0..1.0);
+                    (0..d)
+                        .map(|_| z + rng.random_range(-1.0..1.0))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let (fit, held, fresh) = (
+            gram(&draw(rows), rows, d),
+            gram(&draw(rows), rows, d),
+            gram(&draw(10 * rows), 10 * rows, d),
+        );
+        let chosen = held_out_ridge(&fit, &held, d);
+        assert!(chosen >= 0.03, "chose {chosen}");
+        let plain = held_out_error(&fit, &fresh, d, RIDGE_GRID[0]);
+        assert!(held_out_error(&fit, &fresh, d, chosen) < 0.9 * plain);
+
+        let exact: Vec<f32> = (0..2000)
+            .flat_map(|_| {
+                let a: f32 = rng.random_range(-1.0..1.0);
+                let b: f32 = rng.random_range(-1.0..1.0);
+                [a, b, 2.0 * a - b]
+            })
+            .collect();
+        let (fit, held) = (gram(&exact[..3000], 1000, 3), gram(&exact[3000..], 1000, 3));
+        assert_eq!(held_out_ridge(&fit, &held, 3), RIDGE_GRID[0]);
     }
 }

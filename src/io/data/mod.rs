@@ -198,11 +198,33 @@ pub struct Split {
 }
 
 /// What a least-squares prediction of some columns from the others needs of a split's rows,
-/// computed once: each column's mean, and X^T X of the centred columns [columns, columns].
+/// computed once: each column's mean, X^T X of the centred columns [columns, columns], and the
+/// ridge that keeps the prediction from fitting noise (`ridge`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ColumnMoments {
     pub mean: Vec<f64>,
     pub gram: Vec<f64>,
+    /// Every fifth row held out: the Gram matrix of the other rows about their mean, and the
+    /// held-out rows' second moments about that mean (empty when the split is too small).
+    held_out: Option<(Vec<f64>, Vec<f64>)>,
+    ridge: std::sync::OnceLock<f64>,
+}
+
+/// Held-out rows a ridge choice needs; with fewer, folds use the smallest ridge.
+const MIN_HELD_OUT_ROWS: usize = 20;
+
+impl ColumnMoments {
+    /// The ridge of least-squares predictions from these columns, as a share of the Gram
+    /// matrix's mean diagonal: the grid point whose predictions of each column from all the
+    /// others, fitted on four rows in five, are closest on the fifth (`linalg::held_out_ridge`).
+    /// With many rows per column it is tiny; with few (784 pixels on 3,500 rows) a plain
+    /// solve fits noise that new rows do not share. Chosen on first use, then kept.
+    pub fn ridge(&self) -> f64 {
+        *self.ridge.get_or_init(|| match &self.held_out {
+            Some((fit, held)) => crate::engine::linalg::held_out_ridge(fit, held, self.mean.len()),
+            None => crate::engine::linalg::RIDGE_GRID[0],
+        })
+    }
 }
 
 /// Rows of a calibration batch: what the data-aware rules and editors read of the training
@@ -230,7 +252,8 @@ impl Split {
             group: order.iter().map(|&r| self.group[r]).collect(),
         }
     }
-    /// The columns' means and the Gram matrix of the centred columns (`ColumnMoments`).
+    /// The columns' means and the Gram matrix of the centred columns, with what choosing
+    /// their ridge needs (`ColumnMoments`).
     pub fn moments(&self) -> ColumnMoments {
         let rows = self.rows();
         let d = self.x.len() / rows.max(1);
@@ -242,11 +265,50 @@ impl Split {
             .chunks(d.max(1))
             .flat_map(|row| row.iter().zip(&mean).map(|(v, m)| (*v as f64 - m) as f32))
             .collect();
+        let gram = crate::engine::linalg::gram(&centred, rows, d);
+        let held: Vec<usize> = (0..rows).filter(|r| r % 5 == 4).collect();
+        let held_out =
+            (held.len() >= MIN_HELD_OUT_ROWS).then(|| self.held_out_moments(&held, &mean, &gram));
         ColumnMoments {
-            gram: crate::engine::linalg::gram(&centred, rows, d),
             mean,
+            gram,
+            held_out,
+            ridge: Default::default(),
         }
     }
+
+    /// With rows `held` held out: the Gram matrix of the other rows centred on their mean, and
+    /// the held rows' second moments about that mean. The other rows' sums come from the
+    /// whole split's (`mean`, `gram`) less the held rows', so only the held rows are read.
+    fn held_out_moments(&self, held: &[usize], mean: &[f64], gram: &[f64]) -> (Vec<f64>, Vec<f64>) {
+        let d = mean.len();
+        let (n, nh) = (self.rows() as f64, held.len() as f64);
+        let nf = n - nh;
+        let rows: Vec<f32> = held
+            .iter()
+            .flat_map(|&r| self.x[r * d..(r + 1) * d].iter().copied())
+            .collect();
+        // Uncentred sums of the held rows: x x^T and x.
+        let held_sq = crate::engine::linalg::gram(&rows, held.len(), d);
+        let held_sum: Vec<f64> = (0..d)
+            .map(|c| held.iter().map(|&r| self.x[r * d + c] as f64).sum())
+            .collect();
+        let fit_mean: Vec<f64> = (0..d).map(|c| (n * mean[c] - held_sum[c]) / nf).collect();
+        let mut fit = vec![0.0f64; d * d];
+        let mut about = vec![0.0f64; d * d];
+        for i in 0..d {
+            for j in 0..d {
+                let k = i * d + j;
+                // The whole split's uncentred x x^T, less the held rows', centred on fit_mean.
+                let all_sq = gram[k] + n * mean[i] * mean[j];
+                fit[k] = all_sq - held_sq[k] - nf * fit_mean[i] * fit_mean[j];
+                about[k] = held_sq[k] - held_sum[i] * fit_mean[j] - fit_mean[i] * held_sum[j]
+                    + nh * fit_mean[i] * fit_mean[j];
+            }
+        }
+        (fit, about)
+    }
+
     pub fn positive_rate(&self) -> f64 {
         self.y.iter().map(|&v| v as f64).sum::<f64>() / self.rows().max(1) as f64
     }
@@ -697,4 +759,54 @@ pub fn parse_delimited(
         rows,
         lines,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// The held-out moments taken from the whole split's, less the held rows', equal the
+    /// moments computed from each part's own rows.
+    #[test]
+    fn held_out_moments_are_each_parts_own() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        let (rows, d) = (103, 4);
+        let x: Vec<f32> = (0..rows * d).map(|_| rng.random_range(-2.0..3.0)).collect();
+        let split = Split {
+            x: x.clone(),
+            y: vec![0.0; rows],
+            group: vec![0; rows],
+        };
+        let m = split.moments();
+        let (fit, about) = m.held_out.clone().expect("enough rows to hold some out");
+        let part = |keep: &dyn Fn(usize) -> bool| -> Vec<usize> {
+            (0..rows).filter(|&r| keep(r)).collect()
+        };
+        let (fit_rows, held_rows) = (part(&|r| r % 5 != 4), part(&|r| r % 5 == 4));
+        let fit_mean: Vec<f64> = (0..d)
+            .map(|c| {
+                fit_rows.iter().map(|&r| x[r * d + c] as f64).sum::<f64>() / fit_rows.len() as f64
+            })
+            .collect();
+        let second = |which: &[usize], i: usize, j: usize| -> f64 {
+            which
+                .iter()
+                .map(|&r| (x[r * d + i] as f64 - fit_mean[i]) * (x[r * d + j] as f64 - fit_mean[j]))
+                .sum()
+        };
+        for i in 0..d {
+            for j in 0..d {
+                let (f, h) = (second(&fit_rows, i, j), second(&held_rows, i, j));
+                assert!(
+                    (fit[i * d + j] - f).abs() < 1e-6 * f.abs().max(1.0),
+                    "fit {i},{j}"
+                );
+                assert!(
+                    (about[i * d + j] - h).abs() < 1e-6 * h.abs().max(1.0),
+                    "held {i},{j}"
+                );
+            }
+        }
+    }
 }

@@ -76,8 +76,8 @@ pub fn zero_batch_columns(x: &[f32], removed: &[bool]) -> Vec<f32> {
 /// columns (with an intercept), fitted on the training rows whose `moments` are given, folded
 /// into the first layer: W_kept += W_removed A, b += W_removed c, W_removed = 0. Where the kept
 /// columns say nothing of the removed ones (uncorrelated), A = 0 and c is the removed columns'
-/// mean: the mean fold. Fitted on centred columns, ridge-dampened so collinear columns (one-hot
-/// groups) still solve.
+/// mean: the mean fold. Fitted on centred columns with the ridge chosen on held-out training
+/// rows (`ColumnMoments::ridge`), which also keeps collinear columns (one-hot groups) solvable.
 pub fn least_squares_fold(
     shape: &MlpShape,
     params: &[f32],
@@ -103,7 +103,7 @@ pub fn least_squares_fold(
             .iter()
             .flat_map(|&i| kept.iter().map(move |&j| full[i * d + j]))
             .collect();
-        linalg::dampen(&mut g, nk, 1e-6);
+        linalg::dampen(&mut g, nk, moments.ridge());
         let chol = linalg::cholesky(&g, nk).expect("dampened Gram matrix is positive definite");
         linalg::cholesky_solve(&chol, nk, &mut a, nr);
     }
