@@ -6,8 +6,9 @@
 Each COMPARE_DIR holds a `regop compare` results.json; its findings give, per setting, the
 median of editor minus rule on the test models and its bootstrap 95% interval. Points of one
 LABEL (a series: "zoo size", "steps") are joined; X is the series' value (models, steps), on
-a log axis, labelled by the first LABEL; use one LABEL per plot. One line per setting
-(sparsity 0.9, ...). Standard library only.
+a log axis, named by the first LABEL up to a comma ("steps, 179 models" and "steps, 717
+models" share the axis "steps"). One line per series and setting (sparsity 0.9, ...).
+Standard library only.
 """
 import json
 import math
@@ -57,7 +58,7 @@ def main():
         f'<line x1="{PAD}" y1="{py(0)}" x2="{W - PAD}" y2="{py(0)}" stroke="#888" stroke-dasharray="4 3"/>',
         f'<line x1="{PAD}" y1="{H - PAD}" x2="{W - PAD}" y2="{H - PAD}" stroke="black"/>',
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="black"/>',
-        f'<text x="{W / 2}" y="{H - 15}" text-anchor="middle">{series[0][0]} (log scale)</text>',
+        f'<text x="{W / 2}" y="{H - 15}" text-anchor="middle">{series[0][0].split(",")[0]} (log scale)</text>',
         f'<text x="15" y="{H / 2}" transform="rotate(-90 15 {H / 2})" text-anchor="middle">editor - rule, test accuracy (median, 95% CI)</text>',
     ]
     for k in range(5):
