@@ -1,6 +1,7 @@
 //! Whole-neuron prune editors through the binary: trained with `--prune-score neurons`, they
 //! edit with `--neurons F` (the share of every hidden layer's neurons removed, exactly), refuse
-//! `--sparsity`, and `compare --neurons` judges them against the neuron rules.
+//! `--sparsity`, warn where the share asked is outside the shares they were trained on, and
+//! `compare --neurons` judges them against the neuron rules.
 
 mod common;
 use common::{arg as p, ok, refused, regop_cpu as regop};
@@ -34,19 +35,35 @@ fn a_neuron_editor_removes_the_asked_share_of_neurons() {
     let editor = ed.join("editor.safetensors");
     let model = zoo.join("model-00000.safetensors");
     let out = dir.path().join("narrow.safetensors");
-    ok(&regop(&[
-        "edit",
-        "--editor",
-        p(&editor),
-        "--model",
-        p(&model),
-        "--neurons",
-        "0.5",
-        "--max-drop",
-        "1",
-        "--out",
-        p(&out),
-    ]));
+    let edit_at = |share: &str, out: &std::path::Path| {
+        let run = regop(&[
+            "edit",
+            "--editor",
+            p(&editor),
+            "--model",
+            p(&model),
+            "--neurons",
+            share,
+            "--max-drop",
+            "1",
+            "--out",
+            p(out),
+        ]);
+        ok(&run);
+        String::from_utf8_lossy(&run.stderr).to_string()
+    };
+    let inside = edit_at("0.5", &out);
+    assert!(!inside.contains("outside the"), "{inside}");
+    // Outside the shares it was trained on: still edited, and the user is told.
+    let beyond = dir.path().join("narrower.safetensors");
+    let said = edit_at("0.9", &beyond);
+    assert!(
+        said.contains(
+            "warning: share of neurons 0.9 is outside the 0.25-0.75 the editor was trained on"
+        ),
+        "{said}"
+    );
+    assert!(beyond.exists());
     let m = Model::load(&out).unwrap();
     let target = Target::PruneNeurons {
         fraction: 0.5,
@@ -92,4 +109,27 @@ fn a_neuron_editor_removes_the_asked_share_of_neurons() {
     assert_eq!(findings[0]["setting"]["neurons"], 0.5, "{results}");
     let rule = findings[0]["rule"].as_str().unwrap();
     assert!(rule.starts_with("neuron "), "judged against {rule}");
+
+    let beyond = regop(&[
+        "compare",
+        "--zoo",
+        p(&zoo),
+        "--requirement",
+        "prune",
+        "--neurons",
+        "0.9",
+        "--no-fine-tune",
+        "--max-models",
+        "1",
+        "--editor",
+        p(&editor),
+        "--out",
+        p(&dir.path().join("cmp-beyond")),
+    ]);
+    ok(&beyond);
+    let said = String::from_utf8_lossy(&beyond.stderr);
+    assert!(
+        said.contains("warning: share of neurons 0.9 is outside the 0.25-0.75"),
+        "{said}"
+    );
 }

@@ -9,7 +9,7 @@ use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
 use crate::io::data::Dataset;
-use crate::requirement::Requirement;
+use crate::requirement::{PruneScore, Requirement};
 use crate::workflows::compare::report::report;
 use crate::workflows::compare::{self, CompareConfig, Models};
 use crate::workflows::edit::checkpoint::EditorFile;
@@ -191,6 +191,18 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
                 ))
             }
             _ => {}
+        }
+    }
+    if let Some(ef) = &editor {
+        // The sparsities (shares of neurons) the editor is judged at, flagged where it was not
+        // trained.
+        let asked = match (cfg.requirement, ef.spec.prune_score) {
+            (Requirement::Fairness, _) => cfg.fair_sparsity.into_iter().collect(),
+            (_, PruneScore::Neurons) => cfg.neurons.clone(),
+            _ => cfg.sparsity.clone(),
+        };
+        for line in asked.iter().filter_map(|&s| ef.sparsity_outside(s as f32)) {
+            p.warn(&line);
         }
     }
     let test_zoo = match &a.test_zoo {

@@ -272,6 +272,9 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     p.status(&format!("device: {} ({why})", dev.name()));
     let mut ef = EditorFile::load(&dev, &a.editor)?;
     let r = request(&a, &ef)?;
+    if let Some(line) = ef.sparsity_outside(r.ask.sparsity) {
+        p.warn(&line);
+    }
     let data = data_for(&ef, a.data.as_deref())?;
     match &data {
         Some(d) => ef.attach_data(d),

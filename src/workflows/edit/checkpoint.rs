@@ -155,6 +155,9 @@ use crate::requirement::{sensitive_columns, Columns, EditSpec};
 struct TrainedOn {
     /// The fairness weights drawn in training: a lambda search stays inside them.
     lambda: (f32, f32),
+    /// The sparsities (or shares of neurons) drawn in training; absent in older files.
+    #[serde(default)]
+    sparsity: Option<(f32, f32)>,
 }
 
 /// The models an editor was trained on (its zoo's training models): an edit of a model outside
@@ -199,6 +202,8 @@ pub struct EditorFile {
     pub data_options: crate::io::data::loaders::DataOptions,
     pub data_seed: u64,
     pub lambda: (f32, f32),
+    /// The sparsities (or shares of neurons) it was trained on, where the file records them.
+    pub sparsity: Option<(f32, f32)>,
     pub columns: Columns,
     /// The models it was trained on; none for editors saved before it was recorded.
     pub seen: Option<SeenModels>,
@@ -216,9 +221,25 @@ impl EditorFile {
             data_options: self.data_options.clone(),
             data_seed: self.data_seed,
             lambda: self.lambda,
+            sparsity: self.sparsity,
             columns: self.columns.clone(),
             seen: self.seen.clone(),
         })
+    }
+
+    /// Where an asked sparsity (or share of neurons) lies outside those the editor was trained
+    /// on: a line saying so, for the user to see. Its edits there are still exact; how much
+    /// they gain over the rule was not learned.
+    pub fn sparsity_outside(&self, asked: f32) -> Option<String> {
+        let (lo, hi) = self.sparsity?;
+        let prunes = self.spec.requirement == crate::requirement::Requirement::Prune
+            || self.spec.also_prunes;
+        let what = match self.spec.prune_score {
+            crate::requirement::PruneScore::Neurons => "share of neurons",
+            _ => "sparsity",
+        };
+        (prunes && !(lo - 1e-6..=hi + 1e-6).contains(&asked))
+            .then(|| format!("{what} {asked} is outside the {lo}-{hi} the editor was trained on"))
     }
 
     /// Whether its edits read data (a calibration batch of training rows).
@@ -283,6 +304,7 @@ impl EditorFile {
                 .parse()
                 .map_err(|_| Error::input(path, "bad 'data_seed' metadata"))?,
             lambda: train.lambda,
+            sparsity: train.sparsity,
             seen: match meta.get("models") {
                 Some(m) => Some(serde_json::from_str(m).map_err(|e| bad("models", e))?),
                 None => None,
