@@ -958,3 +958,122 @@ fn edits_of_a_multi_class_model_report_its_class_accuracy() {
         "{r}"
     );
 }
+
+/// One inference gives the edit at any step along it: step 1 is `edit_models`' edit, step 0
+/// where it starts (the mean fold; the magnitude mask for a score rule, the same at every
+/// step), and any other step the straight line through them, removed columns exactly zero
+/// throughout. The search keeps the step most accurate on its rows, on ties the one nearest 1.
+#[test]
+fn edits_at_steps_lie_on_one_line_and_the_search_keeps_the_most_accurate() {
+    use regop::workflows::edit::edit_models_at;
+    use regop::workflows::edit::search::{pick_step, search_steps, step_accuracies, STEP_GRID};
+    let dev = Device::cpu();
+    let mut rng = fresh_rng("edit_steps");
+    let ed = editor_of(&dev, 8, &mut rng);
+    let shape = MlpShape::new(&[6, 5, 1], Activation::Relu);
+    let params = init_params(&shape, rng.random());
+    let models = [(&shape, params.as_slice())];
+    let removed: Vec<bool> = (0..6).map(|c| c == 2).collect();
+    let rows = 300;
+    let x: Vec<f32> = (0..rows * 6)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
+    for (req, prune_score) in [
+        (Requirement::Minimise, PruneScore::Magnitude),
+        (Requirement::Prune, PruneScore::Magnitude),
+    ] {
+        let spec = EditSpec {
+            requirement: req,
+            gap: Gap::Eo,
+            gamma: 0.1,
+            tau: 1.0,
+            prune_score,
+            fair_sharpness: 1.0,
+            fair_target: FairTarget::Penalty,
+            signals: false,
+            minimise_base: MinimiseBase::Mean,
+            also_drops: false,
+            also_prunes: false,
+        };
+        let ask = Ask {
+            removed: if req == Requirement::Minimise {
+                removed.clone()
+            } else {
+                vec![false; 6]
+            },
+            lambda: 1.0,
+            sparsity: 0.6,
+            shift: None,
+        };
+        let cols = Columns {
+            sensitive: vec![false; 6],
+            means: vec![0.25; 6],
+            calibration: Default::default(),
+            moments: Default::default(),
+        };
+        let asks = [ask.clone()];
+        let steps = [0.0f32, 1.0, 2.5];
+        let at = edit_models_at(&dev, &ed, &spec, &models, &asks, &cols, &steps)
+            .unwrap()
+            .remove(0);
+        let one = edit_models(&dev, &ed, &spec, &models, &asks, &cols)
+            .unwrap()
+            .remove(0);
+        assert!(at[1] == one, "{req:?}: step 1 is not the edit");
+        assert!(at[1] != at[0], "{req:?}: the random editor does not edit");
+        if req == Requirement::Minimise {
+            let mut start = fold_removed_means(&shape, &params, &removed, &cols.means);
+            for j in 0..shape.fan_out(0) {
+                start[j * 6 + 2] = 0.0;
+            }
+            assert!(at[0] == start, "step 0 is not the mean fold");
+        }
+        for (i, ((s0, s1), s2)) in at[0].iter().zip(&at[1]).zip(&at[2]).enumerate() {
+            let line = s0 + 2.5 * (s1 - s0);
+            assert!(
+                (s2 - line).abs() <= 1e-5 * (1.0 + line.abs()),
+                "{req:?} {i}"
+            );
+            assert_eq!(*s0 == 0.0, *s2 == 0.0, "{req:?} {i}: the mask moved");
+        }
+        for j in 0..shape.fan_out(0) {
+            for s in &at {
+                assert!(!ask.removed[2] || s[j * 6 + 2].to_bits() == 0);
+            }
+        }
+
+        // Labels from the edit at step 2: the search must find an edit that accurate.
+        let all = edit_models_at(&dev, &ed, &spec, &models, &asks, &cols, &STEP_GRID)
+            .unwrap()
+            .remove(0);
+        let two = STEP_GRID.iter().position(|&s| s == 2.0).unwrap();
+        let logits = regop::networks::mlp::predict(&dev, &shape, 1, &all[two], &x).unwrap();
+        let split = regop::io::data::Split {
+            x: x.clone(),
+            y: logits.iter().map(|&l| (l > 0.0) as u8 as f32).collect(),
+            group: vec![0; rows],
+        };
+        let accuracies = step_accuracies(&dev, &shape, &all, &split, usize::MAX).unwrap();
+        assert_eq!(accuracies[two], 1.0);
+        let found = search_steps(&dev, &ed, &spec, &cols, &models, &asks, &split).unwrap();
+        let k = STEP_GRID.iter().position(|&s| s == found[0].0).unwrap();
+        assert_eq!(
+            accuracies[k], 1.0,
+            "{req:?}: picked step {} of {accuracies:?}",
+            found[0].0
+        );
+        assert!(found[0].1 == all[k]);
+    }
+    // Ties: the step nearest 1, then the smaller.
+    let one = STEP_GRID.iter().position(|&s| s == 1.0).unwrap();
+    assert_eq!(pick_step(&[0.5; STEP_GRID.len()]), one);
+    let mut acc = vec![0.5; STEP_GRID.len()];
+    let (a, b) = (
+        STEP_GRID.iter().position(|&s| s == 0.75).unwrap(),
+        STEP_GRID.iter().position(|&s| s == 1.25).unwrap(),
+    );
+    (acc[a], acc[b]) = (0.9, 0.9);
+    assert_eq!(pick_step(&acc), a);
+    acc[STEP_GRID.len() - 1] = 0.95;
+    assert_eq!(pick_step(&acc), STEP_GRID.len() - 1);
+}

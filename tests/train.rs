@@ -242,12 +242,14 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         PathBuf::from(first["model"].as_str().unwrap()),
         PathBuf::from(first["edited"].as_str().unwrap()),
     );
+    // The check edits are the editor's one inference as trained (step 1), which the peer
+    // reproduces; `edit --step 1` makes that edit whatever step search the editor does.
     let by_cli = dir.path().join("by-cli.safetensors");
     ok(&edit(
         &editor,
         &model,
         &by_cli,
-        &["--sparsity", "0.9", "--max-drop", "1"],
+        &["--sparsity", "0.9", "--max-drop", "1", "--step", "1"],
     ));
     let load = |f: &Path| regop::io::model::Model::load(f).unwrap().flat_params();
     assert_eq!(load(&checked), load(&by_cli));
@@ -952,5 +954,88 @@ fn a_finished_training_resumed_at_a_lower_rate_is_the_scheduled_run() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(bad[0]), "{bad:?}: {err}");
         assert!(!dir.path().join("bad").exists(), "{bad:?}: files written");
+    }
+}
+
+/// Training measures, on its validation models, whether edits should pick their step along the
+/// editor's edit on training rows, and records it: forced on or off, or as the measure says.
+/// `edit` then picks a step per model, reports it and writes the library's search result, or
+/// edits at the step as trained.
+#[test]
+fn training_records_the_step_search_and_edit_follows_it() {
+    use regop::workflows::edit::checkpoint::EditorFile;
+    use regop::workflows::edit::search::{search_steps, STEP_GRID};
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "11");
+    let (manifest, data) = manifest_and_data(&z);
+    let test = manifest
+        .models
+        .iter()
+        .find(|r| r.split == regop::workflows::zoo::ModelSplit::Test)
+        .expect("a test model");
+    let model = z.join(&test.file);
+    let dev = regop::Device::cpu();
+    for mode in ["on", "off", "auto"] {
+        let out = dir.path().join(mode);
+        ok(&train_minimise(&z, &out, "20", &["--step-search", mode]));
+        let editor = out.join("editor.safetensors");
+        let mut ef = EditorFile::load(&dev, &editor).unwrap();
+        let found = ef
+            .step_search
+            .expect("a minimise editor measures its step search");
+        assert!(found.models > 0 && found.gain.is_finite(), "{found:?}");
+        let on = match mode {
+            "on" => true,
+            "off" => false,
+            _ => found.gain > 0.0,
+        };
+        assert_eq!(found.on, on, "{mode}: {found:?}");
+
+        let edited = dir.path().join(format!("{mode}.safetensors"));
+        let said = ok(&edit(
+            &editor,
+            &model,
+            &edited,
+            &["--drop", "proxy_num", "--json"],
+        ));
+        let step = &said[0]["step"];
+        let written = regop::io::model::Model::load(&edited)
+            .unwrap()
+            .flat_params();
+        ef.attach_data(&data);
+        let m = regop::io::model::Model::load(&model).unwrap();
+        let (shape, params) = (m.shape(), m.flat_params());
+        let ask = regop::requirement::Ask {
+            removed: regop::requirement::removed_columns(&ef.schema, &["proxy_num".into()])
+                .unwrap(),
+            ..regop::requirement::Ask::new(ef.schema.n_columns())
+        };
+        let models = [(&shape, params.as_slice())];
+        let (e, spec, cols) = (&ef.editor, &ef.spec, &ef.columns);
+        let bad = edit(
+            &editor,
+            &model,
+            &edited,
+            &["--drop", "proxy_num", "--step=-1"],
+        );
+        assert_eq!(bad.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("--step must be"));
+        if on {
+            let s = step.as_f64().expect("a step picked") as f32;
+            assert!(STEP_GRID.contains(&s), "{s}");
+            let searched = search_steps(&dev, e, spec, cols, &models, &[ask], &data.train).unwrap();
+            assert_eq!(searched[0].0, s);
+            assert!(
+                written == searched[0].1,
+                "{mode}: the written edit is not the search's"
+            );
+        } else {
+            assert!(step.is_null(), "{mode}: {step}");
+            let plain = regop::workflows::edit::edit_models(&dev, e, spec, &models, &[ask], cols);
+            assert!(
+                written == plain.unwrap()[0],
+                "{mode}: the written edit is not step 1's"
+            );
+        }
     }
 }

@@ -20,7 +20,9 @@ use crate::requirement::{
     Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
 };
 use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_SHIFT_GROUPS, SEARCH_MARGIN, SHIFT_RANGE};
-use crate::workflows::edit::checkpoint::{load_editor, save_editor};
+use crate::workflows::edit::checkpoint::{load_editor, save_editor, StepSearch, STEP_SEARCH};
+use crate::workflows::edit::edit_models_at;
+use crate::workflows::edit::search::{pick_step, step_accuracies, STEP_GRID, STEP_ROWS};
 use crate::workflows::edit::step::{step_gradient, TrainBatch};
 use crate::workflows::zoo::load::{index_split, load_models, Member, Stored};
 use crate::workflows::zoo::{Manifest, ModelSplit};
@@ -95,11 +97,38 @@ pub struct TrainConfig {
     /// saved before it existed: 0, the JSD alone).
     #[serde(default)]
     pub label_weight: f32,
+    /// Whether the editor's edits pick their step on training rows: as its validation models
+    /// say (auto), or forced (configs saved before it existed: auto).
+    #[serde(default)]
+    pub step_search: StepSearchMode,
     pub eval_every: usize,
     /// Validation models (at most) and rows.
     pub val_models: usize,
     pub val_rows: usize,
     pub seed: u64,
+}
+
+/// How training sets an editor's step search (`checkpoint::StepSearch`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum StepSearchMode {
+    /// On where it raises the validation models' accuracy on the validation split.
+    #[default]
+    Auto,
+    /// Always on.
+    On,
+    /// Always off: edits take the editor's step as trained.
+    Off,
 }
 
 fn default_max_gap() -> f64 {
@@ -145,6 +174,7 @@ impl TrainConfig {
             also_drop: false,
             also_prune: false,
             label_weight: 0.0,
+            step_search: StepSearchMode::Auto,
             eval_every: 100,
             val_models: 16,
             val_rows: 2048,
@@ -313,6 +343,7 @@ impl Validation {
 pub enum Event<'a> {
     Step { step: usize, loss: f64 },
     Validated(&'a Validation, bool),
+    StepSearch(&'a StepSearch),
 }
 
 pub struct Trainer<'a> {
@@ -606,6 +637,46 @@ impl<'a> Trainer<'a> {
         Ok((compliant(verdict.met, base, acc, MAX_DROP), verdict.value))
     }
 
+    /// Whether `editor`'s edits should pick their step on training rows (`search::search_steps`):
+    /// each validation model edited at every step, the step picked on the training split, and
+    /// its accuracy on the validation split against step 1's. None for fairness editors, which
+    /// search a lambda instead.
+    pub fn step_search(&self, dev: &Device, editor: &Editor) -> Result<Option<StepSearch>> {
+        if self.cfg.requirement == Requirement::Fairness || self.val.is_empty() {
+            return Ok(None);
+        }
+        let trained = STEP_GRID.iter().position(|&s| s == 1.0).expect("step 1");
+        let mut gain = 0.0;
+        for (member, ask) in &self.val {
+            let model = [(&member.shape, member.params.as_slice())];
+            let (spec, cols) = (&self.spec, &self.columns);
+            let at = edit_models_at(
+                dev,
+                editor,
+                spec,
+                &model,
+                std::slice::from_ref(ask),
+                cols,
+                &STEP_GRID,
+            )?
+            .remove(0);
+            let on_train = step_accuracies(dev, &member.shape, &at, &self.data.train, STEP_ROWS)?;
+            let picked = pick_step(&on_train);
+            let chosen = [at[picked].clone(), at[trained].clone()];
+            let on_val = step_accuracies(dev, &member.shape, &chosen, &self.data.val, usize::MAX)?;
+            gain += (on_val[0] - on_val[1]) / self.val.len() as f64;
+        }
+        Ok(Some(StepSearch {
+            on: match self.cfg.step_search {
+                StepSearchMode::Auto => gain > 0.0,
+                StepSearchMode::On => true,
+                StepSearchMode::Off => false,
+            },
+            gain,
+            models: self.val.len(),
+        }))
+    }
+
     /// Metadata saved with the editor: how it edits, what data it edits for, how it was trained.
     pub fn metadata(
         &self,
@@ -732,6 +803,16 @@ pub fn train(
             }
             untrained_best = None;
             save(&editor, &last, best.as_ref(), &history)?;
+        }
+    }
+    // The kept checkpoint learns whether its edits pick their step.
+    let kept = out.join(BEST);
+    if kept.exists() {
+        let (editor, mut meta) = load_editor(dev, &kept)?;
+        if let Some(found) = trainer.step_search(dev, &editor)? {
+            on(Event::StepSearch(&found));
+            meta.insert(STEP_SEARCH.into(), serde_json::to_string(&found).unwrap());
+            save_editor(dev, &editor, &kept, &meta, true)?;
         }
     }
     Ok(best.expect("validated at least once"))

@@ -16,9 +16,9 @@ use crate::requirement::metrics::{accuracy, predictions};
 use crate::requirement::verify::{compliant, Target};
 use crate::requirement::{removed_columns, Ask, FairTarget, PruneScore, Requirement};
 use crate::workflows::edit::checkpoint::EditorFile;
-use crate::workflows::edit::edit_models;
 use crate::workflows::edit::search::{choose_features, lambda_grid};
-use crate::workflows::edit::search::{search_lambda, search_shift};
+use crate::workflows::edit::search::{search_lambda, search_shift, search_steps};
+use crate::workflows::edit::{edit_models, edit_models_at};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -72,6 +72,10 @@ pub struct Args {
     /// checked whenever there is data.
     #[arg(long, default_value_t = crate::requirement::MAX_DROP)]
     pub max_drop: f64,
+    /// Edit at this step along the editor's edit (0: the rule it starts from; 1: the edit as
+    /// trained) instead of the editor's own choice (minimise and prune editors).
+    #[arg(long)]
+    pub step: Option<f32>,
     /// Write an edit that missed too (its file records that it missed); by default a missed
     /// edit is not written.
     #[arg(long)]
@@ -246,6 +250,8 @@ struct Outcome {
     out: PathBuf,
     seconds: f64,
     lambda: Option<f32>,
+    /// The step along the editor's edit picked on training rows (editors that pick it).
+    step: Option<f32>,
     /// Logit shift per group (shift fairness editors).
     shift: Option<Vec<f32>>,
     /// Features the editor chose to drop (--keep-features).
@@ -285,6 +291,27 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         )))
         }
         None => {}
+    }
+    if let Some(s) = a.step {
+        if !matches!(
+            ef.spec.requirement,
+            Requirement::Minimise | Requirement::Prune
+        ) {
+            return Err(Error::Usage(
+                "--step applies to minimise and prune editors; fairness editors search a lambda or shifts".into(),
+            ));
+        }
+        if !(s >= 0.0 && s.is_finite()) {
+            return Err(Error::Usage(format!(
+                "--step must be a finite step of at least 0, not {s}"
+            )));
+        }
+    }
+    if ef.searches_step() && a.step.is_none() && data.is_none() {
+        return Err(Error::Usage(format!(
+            "this editor picks its step on training rows: pass --data with the {:?} files",
+            ef.loader
+        )));
     }
     if a.keep_features.is_some() && data.is_none() {
         return Err(Error::Usage(format!(
@@ -331,7 +358,7 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             edited.metadata.insert(
                 "regop_edit".into(),
                 serde_json::json!({"editor": a.editor, "requirement": ef.spec.requirement, "drop": e.dropped.clone().unwrap_or(a.drop.clone()),
-                    "sparsity": a.sparsity, "lambda": e.lambda, "shift": e.ask.shift,
+                    "sparsity": a.sparsity, "lambda": e.lambda, "step": e.step, "shift": e.ask.shift,
                     "met": o.met, "missed": o.missed})
                 .to_string(),
             );
@@ -397,6 +424,8 @@ struct Edit {
     ask: Ask,
     /// The lambda of a penalty fairness edit.
     lambda: Option<f32>,
+    /// The step along the editor's edit, where it was picked on training rows.
+    step: Option<f32>,
     /// Features the editor chose to drop (--keep-features).
     dropped: Option<Vec<String>>,
 }
@@ -419,6 +448,7 @@ fn edit_all(
             params: Vec::new(),
             ask: r.ask.clone(),
             lambda: None,
+            step: None,
             dropped: None,
         })
         .collect();
@@ -464,10 +494,22 @@ fn edit_all(
                 .map(|(s, w)| (s, w.as_slice()))
                 .collect();
             let asks: Vec<Ask> = edits.iter().map(|e| e.ask.clone()).collect();
-            let edited = edit_models(dev, editor, spec, &pairs, &asks, cols)?;
+            let edited: Vec<(Option<f32>, Vec<f32>)> = match (a.step, data) {
+                (Some(s), _) => edit_models_at(dev, editor, spec, &pairs, &asks, cols, &[s])?
+                    .into_iter()
+                    .map(|mut at| (Some(s), at.remove(0)))
+                    .collect(),
+                (None, Some(d)) if ef.searches_step() => {
+                    let found = search_steps(dev, editor, spec, cols, &pairs, &asks, &d.train)?;
+                    found.into_iter().map(|(s, p)| (Some(s), p)).collect()
+                }
+                (None, _) => (edit_models(dev, editor, spec, &pairs, &asks, cols)?.into_iter())
+                    .map(|p| (None, p))
+                    .collect(),
+            };
             let penalty = spec.requirement == Requirement::Fairness && r.ask.shift.is_none();
-            for (e, p) in edits.iter_mut().zip(edited) {
-                e.params = p;
+            for (e, (step, p)) in edits.iter_mut().zip(edited) {
+                (e.step, e.params) = (step, p);
                 e.lambda = penalty.then_some(r.ask.lambda);
             }
         }
@@ -567,6 +609,7 @@ fn check(
         out: PathBuf::new(),
         seconds: 0.0,
         lambda: e.lambda,
+        step: e.step,
         shift: e.ask.shift.clone(),
         dropped: e.dropped.clone(),
         requirement: name,
@@ -603,6 +646,9 @@ fn print_outcomes(p: &Printer, outcomes: &[Outcome], out: &Path, seconds: f64) {
         }
         if let Some(l) = o.lambda {
             line += &format!(", lambda {l:.3}");
+        }
+        if let Some(s) = o.step {
+            line += &format!(", step {s}");
         }
         if let Some(c) = &o.shift {
             let c: Vec<String> = c.iter().map(|v| format!("{v:+.1}")).collect();

@@ -15,7 +15,7 @@ use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equal
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::search::{lambda_grid, pick_lambda, score_fairness};
-use crate::workflows::edit::search::{search_lambda, search_shift};
+use crate::workflows::edit::search::{search_lambda, search_shift, search_steps};
 use crate::workflows::edit::{edit_models, forget_rule_starts};
 use crate::workflows::fit::FitModel;
 use crate::workflows::zoo::ModelRecord;
@@ -444,10 +444,16 @@ impl<'a> Subject<'a> {
     /// method's edit of it (the untrained editor's) are forgotten first.
     pub fn editor(&'a self, ef: &'a EditorFile, kind: Kind) -> Result<Vec<Method<'a>>> {
         let (dev, shape, params, schema) = (self.dev, &self.shape, &self.params, &ef.schema);
+        let train_rows = &self.data.train;
         let edit_one = move |ask: Ask| -> Result<Vec<f32>> {
             forget_rule_starts();
             let models = [(shape, params.as_slice())];
-            Ok(edit_models(dev, &ef.editor, &ef.spec, &models, &[ask], &ef.columns)?.remove(0))
+            let (e, spec, cols) = (&ef.editor, &ef.spec, &ef.columns);
+            if ef.searches_step() {
+                let found = search_steps(dev, e, spec, cols, &models, &[ask], train_rows)?;
+                return Ok(found.into_iter().next().expect("one edit").1);
+            }
+            Ok(edit_models(dev, e, spec, &models, &[ask], cols)?.remove(0))
         };
         let untrained = kind == Kind::UntrainedEditor;
         let named = |what: &str| {

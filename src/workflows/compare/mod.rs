@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Schema};
 use crate::requirement::{Requirement, MAX_DROP};
 use crate::workflows::edit::checkpoint::EditorFile;
+use crate::workflows::edit::checkpoint::StepSearch;
 use crate::workflows::zoo::{Manifest, ModelRecord, ModelSplit};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -274,6 +275,8 @@ pub struct Comparison {
     pub rows: Vec<Row>,
     pub summary: Vec<Summary>,
     pub findings: Vec<Finding>,
+    /// What the editor's training found of the step search (`StepSearch`), where it measured it.
+    pub step_search: Option<StepSearch>,
 }
 
 /// The models a comparison runs on: validation models of the zoo the editor was trained on,
@@ -369,6 +372,7 @@ pub fn run(
         test_rows: data.test.rows(),
         summary: summarise::summary(&rows),
         findings: summarise::findings(&rows, &choices),
+        step_search: editor.and_then(|ef| ef.step_search),
         choices,
         rows,
     })

@@ -7,6 +7,7 @@ use super::summarise::labels;
 use super::{Comparison, Row, Setting};
 use crate::requirement::metrics::median;
 use crate::requirement::Requirement;
+use crate::workflows::edit::search::STEP_GRID;
 use std::path::Path;
 
 /// One named set of points of a plot.
@@ -270,6 +271,16 @@ fn findings(c: &Comparison) -> String {
                 (Some(m), Some(l)) => format!("{m:.1}x, {l:.1}x"),
                 _ => "-".into(),
             },
+        );
+    }
+    if let Some(found) = &c.step_search {
+        md += &format!(
+            "\nThe editor's step along its edit: {}. Training measured picking it per model, among {} steps from 0 (the rule) to {}, on the training rows: {:+.4} accuracy on the validation split over the edit as trained, on {} validation models.\n",
+            if found.on { "picked per model on the training rows (the time per edit includes it)" } else { "1, as trained" },
+            STEP_GRID.len(),
+            STEP_GRID[STEP_GRID.len() - 1],
+            found.gain,
+            found.models
         );
     }
     md

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const FORMAT: &str = "regop-editor/1";
+/// Metadata key of `StepSearch`.
+pub const STEP_SEARCH: &str = "step_search";
 
 /// Save the editor's parameters, optimiser state and configuration, with the caller's metadata
 /// (how it edits, the data schema...).
@@ -192,6 +194,18 @@ impl SeenModels {
     }
 }
 
+/// Whether an editor's edits pick their step along the edit on training rows
+/// (`search::search_steps`), as training decided on its validation models.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepSearch {
+    pub on: bool,
+    /// Mean accuracy change, on the validation split, of the searched edits over the edits as
+    /// trained (step 1), across the validation models.
+    pub gain: f64,
+    /// Validation models it was measured on.
+    pub models: usize,
+}
+
 /// An editor checkpoint with what it needs to edit: how it edits, the data schema it was
 /// trained for, how to read that data, and the lambdas it saw in training.
 pub struct EditorFile {
@@ -207,6 +221,9 @@ pub struct EditorFile {
     pub columns: Columns,
     /// The models it was trained on; none for editors saved before it was recorded.
     pub seen: Option<SeenModels>,
+    /// What training found of the step search; none where it was not measured (fairness
+    /// editors, which search a lambda instead, and older files): edits take step 1.
+    pub step_search: Option<StepSearch>,
 }
 
 impl EditorFile {
@@ -224,7 +241,13 @@ impl EditorFile {
             sparsity: self.sparsity,
             columns: self.columns.clone(),
             seen: self.seen.clone(),
+            step_search: self.step_search,
         })
+    }
+
+    /// Whether its edits pick their step on training rows.
+    pub fn searches_step(&self) -> bool {
+        self.step_search.is_some_and(|s| s.on)
     }
 
     /// Where an asked sparsity (or share of neurons) lies outside those the editor was trained
@@ -307,6 +330,10 @@ impl EditorFile {
             sparsity: train.sparsity,
             seen: match meta.get("models") {
                 Some(m) => Some(serde_json::from_str(m).map_err(|e| bad("models", e))?),
+                None => None,
+            },
+            step_search: match meta.get(STEP_SEARCH) {
+                Some(m) => Some(serde_json::from_str(m).map_err(|e| bad(STEP_SEARCH, e))?),
                 None => None,
             },
             editor,

@@ -270,9 +270,25 @@ pub fn edit_models(
     asks: &[Ask],
     cols: &Columns,
 ) -> Result<Vec<Vec<f32>>> {
+    let edits = edit_models_at(dev, editor, spec, models, asks, cols, &[1.0])?;
+    Ok(edits.into_iter().map(|mut at| at.remove(0)).collect())
+}
+
+/// `edit_models` with the editor's deltas scaled by each of `steps` (0: where the edit starts,
+/// the rule; 1: the edit as trained), from the same inference. Returns, per model, its edited
+/// parameters at every step.
+pub fn edit_models_at(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    cols: &Columns,
+    steps: &[f32],
+) -> Result<Vec<Vec<Vec<f32>>>> {
     let edit = |range: std::ops::Range<usize>, slice: usize| {
         let (m, a) = (&models[range.clone()], &asks[range]);
-        EditBatch::new(dev, editor, spec, m, a, cols, slice)?.run(dev, editor)
+        EditBatch::new(dev, editor, spec, m, a, cols, slice)?.run_at(dev, editor, steps)
     };
     let mut out = Vec::with_capacity(models.len());
     for range in edit_chunks(editor, models) {
@@ -283,11 +299,11 @@ pub fn edit_models(
 
 /// Run `edit` on `range`; while the device runs out of memory, halve the range, and for a
 /// single model halve the editor's edge slices (down to 1024 edges).
-fn fitting(
+fn fitting<T>(
     range: std::ops::Range<usize>,
     slice: usize,
-    edit: &impl Fn(std::ops::Range<usize>, usize) -> Result<Vec<Vec<f32>>>,
-) -> Result<Vec<Vec<f32>>> {
+    edit: &impl Fn(std::ops::Range<usize>, usize) -> Result<Vec<T>>,
+) -> Result<Vec<T>> {
     match edit(range.clone(), slice) {
         Err(Error::NoRoom { .. }) if range.len() > 1 => {
             let mid = range.start + range.len() / 2;
@@ -538,26 +554,43 @@ impl EditBatch {
     /// One editor inference, then the exact edit of every model: removed weights zero, and
     /// when pruning exactly the top-k scores kept.
     pub fn run(&self, dev: &Device, editor: &Editor) -> Result<Vec<Vec<f32>>> {
+        let edits = self.run_at(dev, editor, &[1.0])?;
+        Ok(edits.into_iter().map(|mut at| at.remove(0)).collect())
+    }
+
+    /// `run` with the deltas scaled by each of `steps`: per model, its exact edit at every
+    /// step. The scores, and so the mask, do not depend on the step.
+    pub fn run_at(
+        &self,
+        dev: &Device,
+        editor: &Editor,
+        steps: &[f32],
+    ) -> Result<Vec<Vec<Vec<f32>>>> {
         let head = editor.infer(dev, &self.dg, &self.bufs)?;
-        let o = self.spec.opts();
         let mut out = Vec::with_capacity(self.sparsity.len());
         for (m, &sparsity) in self.sparsity.iter().enumerate() {
-            let (mut values, mut scores) =
-                values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m);
-            if ranks_scores(&self.spec) {
-                let keep = kept(scores.len(), sparsity);
-                select_best(&mut scores, keep);
-                for &(_, i) in &scores[keep..] {
-                    values[i] = 0.0;
+            let mut at = Vec::with_capacity(steps.len());
+            for &step in steps {
+                let mut o = self.spec.opts();
+                o.gamma *= step;
+                let (mut values, mut scores) =
+                    values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m);
+                if ranks_scores(&self.spec) {
+                    let keep = kept(scores.len(), sparsity);
+                    select_best(&mut scores, keep);
+                    for &(_, i) in &scores[keep..] {
+                        values[i] = 0.0;
+                    }
                 }
-            }
-            let base = self.pm.model_offsets[m];
-            for (i, v) in values.iter_mut().enumerate() {
-                if self.pm.kind[base + i] & 3 == REMOVED {
-                    *v = 0.0;
+                let base = self.pm.model_offsets[m];
+                for (i, v) in values.iter_mut().enumerate() {
+                    if self.pm.kind[base + i] & 3 == REMOVED {
+                        *v = 0.0;
+                    }
                 }
+                at.push(values);
             }
-            out.push(values);
+            out.push(at);
         }
         Ok(out)
     }

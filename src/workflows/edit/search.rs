@@ -1,12 +1,13 @@
 //! Edits that must meet a bound measured on data: a fairness gap (by editing at a grid of
 //! lambdas in one batch, or by choosing group shifts from the original's logits and editing
-//! once) and a feature budget (the editor chooses which features to drop).
+//! once) and a feature budget (the editor chooses which features to drop); and the step along
+//! an editor's edit picked on training rows.
 
 use super::checkpoint::EditorFile;
-use super::edit_models;
+use super::{edit_models, edit_models_at};
 use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::io::data::{Schema, Split};
 use crate::networks::editor::Editor;
 use crate::networks::mlp::MlpShape;
@@ -187,4 +188,88 @@ pub fn choose_features(
         removed.push(candidates[best].clone());
     }
     Ok(removed)
+}
+
+/// Steps along an editor's edit that a step search tries: 0 is where the edit starts (the
+/// rule), 1 the edit as trained. The editor predicts a direction for each model; how far to go
+/// along it varies by model more than one training loss can fix.
+pub const STEP_GRID: [f32; 10] = [0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0];
+
+/// Of accuracies at the steps of `STEP_GRID`: the index of the most accurate, on ties the step
+/// nearest 1 (the edit as trained), then the smaller.
+pub fn pick_step(accuracies: &[f64]) -> usize {
+    let off = |i: usize| (STEP_GRID[i] - 1.0).abs();
+    (0..accuracies.len())
+        .max_by(|&a, &b| {
+            (accuracies[a].total_cmp(&accuracies[b]))
+                .then(off(b).total_cmp(&off(a)))
+                .then(b.cmp(&a))
+        })
+        .expect("at least one step")
+}
+
+/// Training rows a step search scores on, at most: the first of the split (its rows are in
+/// random order). On Adult, picking on 8,000 rows chose as well as on all 24,130.
+pub const STEP_ROWS: usize = 8192;
+
+/// `models` edited with the step along each one's edit picked on `rows` (the first
+/// `STEP_ROWS` training rows, which the rules read too): every step of `STEP_GRID` from one
+/// inference, the most accurate kept (`pick_step`). Returns (step, edited parameters) per model.
+pub fn search_steps(
+    dev: &Device,
+    editor: &Editor,
+    spec: &EditSpec,
+    columns: &Columns,
+    models: &[(&MlpShape, &[f32])],
+    asks: &[Ask],
+    rows: &Split,
+) -> Result<Vec<(f32, Vec<f32>)>> {
+    let edits = edit_models_at(dev, editor, spec, models, asks, columns, &STEP_GRID)?;
+    let mut out = Vec::with_capacity(models.len());
+    for ((shape, _), at) in models.iter().zip(edits) {
+        let accuracies = step_accuracies(dev, shape, &at, rows, STEP_ROWS)?;
+        let best = pick_step(&accuracies);
+        out.push((STEP_GRID[best], at.into_iter().nth(best).expect("a step")));
+    }
+    Ok(out)
+}
+
+/// The accuracy of each of `edits` (models of one `shape`) on the first `most` rows of `rows`.
+pub fn step_accuracies(
+    dev: &Device,
+    shape: &MlpShape,
+    edits: &[Vec<f32>],
+    rows: &Split,
+    most: usize,
+) -> Result<Vec<f64>> {
+    let n = rows.rows().min(most);
+    let x = &rows.x[..n * shape.dims[0]];
+    let logits = logits_fitting(dev, shape, edits, x)?;
+    let (k, per) = (shape.outputs(), n * shape.outputs());
+    Ok((0..edits.len())
+        .map(|i| {
+            accuracy(
+                &rows.y[..n],
+                &predictions(&logits[i * per..(i + 1) * per], k),
+            )
+        })
+        .collect())
+}
+
+/// The logits of `edits` on `x`, all in one batch, or in halves while the device has no room.
+fn logits_fitting(
+    dev: &Device,
+    shape: &MlpShape,
+    edits: &[Vec<f32>],
+    x: &[f32],
+) -> Result<Vec<f32>> {
+    match crate::networks::mlp::predict(dev, shape, edits.len(), &edits.concat(), x) {
+        Err(Error::NoRoom { .. }) if edits.len() > 1 => {
+            let (a, b) = edits.split_at(edits.len() / 2);
+            let mut out = logits_fitting(dev, shape, a, x)?;
+            out.extend(logits_fitting(dev, shape, b, x)?);
+            Ok(out)
+        }
+        result => result,
+    }
 }
