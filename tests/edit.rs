@@ -297,6 +297,24 @@ fn editor_of(dev: &Device, hidden: usize, rng: &mut impl Rng) -> Editor {
     random_editor(dev, &cfg, rng)
 }
 
+/// An edit for `req` scored by `prune_score` when pruning: deltas scaled by 0.1, no data read,
+/// removed columns folded by their means.
+fn plain_spec(req: Requirement, prune_score: PruneScore) -> EditSpec {
+    EditSpec {
+        requirement: req,
+        gap: Gap::Eo,
+        gamma: 0.1,
+        tau: 1.0,
+        prune_score,
+        fair_sharpness: 1.0,
+        fair_target: FairTarget::Penalty,
+        signals: false,
+        minimise_base: MinimiseBase::Mean,
+        also_drops: false,
+        also_prunes: false,
+    }
+}
+
 #[test]
 fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
     let dev = Device::cpu();
@@ -322,19 +340,7 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
         (Requirement::Prune, PruneScore::Magnitude),
         (Requirement::Prune, PruneScore::Lamp),
     ] {
-        let spec = EditSpec {
-            requirement: req,
-            gap: Gap::Eo,
-            gamma: 0.1,
-            tau: 1.0,
-            prune_score,
-            fair_sharpness: 1.0,
-            fair_target: FairTarget::Penalty,
-            signals: false,
-            minimise_base: MinimiseBase::Mean,
-            also_drops: false,
-            also_prunes: false,
-        };
+        let spec = plain_spec(req, prune_score);
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
                 removed: (0..6)
@@ -982,19 +988,7 @@ fn edits_at_steps_lie_on_one_line_and_the_search_keeps_the_most_accurate() {
         (Requirement::Minimise, PruneScore::Magnitude),
         (Requirement::Prune, PruneScore::Magnitude),
     ] {
-        let spec = EditSpec {
-            requirement: req,
-            gap: Gap::Eo,
-            gamma: 0.1,
-            tau: 1.0,
-            prune_score,
-            fair_sharpness: 1.0,
-            fair_target: FairTarget::Penalty,
-            signals: false,
-            minimise_base: MinimiseBase::Mean,
-            also_drops: false,
-            also_prunes: false,
-        };
+        let spec = plain_spec(req, prune_score);
         let ask = Ask {
             removed: if req == Requirement::Minimise {
                 removed.clone()
