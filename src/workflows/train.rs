@@ -192,11 +192,13 @@ impl TrainConfig {
     }
 
     /// Whether a run saved with `saved` that has done `done` steps continues as this one: the
-    /// same settings but for more steps and learning rates of steps not yet done.
+    /// same settings but for more steps, learning rates of steps not yet done, and the step
+    /// search (decided after training, so it may change on any resume).
     pub fn continues(&self, saved: &TrainConfig, done: usize) -> bool {
         let same = TrainConfig {
             steps: self.steps,
             lr_schedule: self.lr_schedule.clone(),
+            step_search: self.step_search,
             ..saved.clone()
         } == *self;
         same && done <= self.steps && (0..done).all(|s| saved.lr_at(s) == self.lr_at(s))
@@ -841,10 +843,16 @@ mod tests {
         assert!(!longer.continues(
             &TrainConfig {
                 hidden: 64,
-                ..saved
+                ..saved.clone()
             },
             10
         ));
+        // The step search is decided after training: another choice still continues the run.
+        let searched = TrainConfig {
+            step_search: StepSearchMode::Off,
+            ..longer.clone()
+        };
+        assert!(searched.continues(&saved, 10));
     }
 
     #[test]

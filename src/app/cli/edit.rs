@@ -250,7 +250,8 @@ struct Outcome {
     out: PathBuf,
     seconds: f64,
     lambda: Option<f32>,
-    /// The step along the editor's edit picked on training rows (editors that pick it).
+    /// The step along the editor's edit: picked on training rows (editors that pick it), or
+    /// given with --step.
     step: Option<f32>,
     /// Logit shift per group (shift fairness editors).
     shift: Option<Vec<f32>>,
@@ -424,7 +425,7 @@ struct Edit {
     ask: Ask,
     /// The lambda of a penalty fairness edit.
     lambda: Option<f32>,
-    /// The step along the editor's edit, where it was picked on training rows.
+    /// The step along the editor's edit, where it was picked on training rows or given.
     step: Option<f32>,
     /// Features the editor chose to drop (--keep-features).
     dropped: Option<Vec<String>>,
