@@ -223,13 +223,16 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         .iter()
         .map(|r| (r["name"].as_str().unwrap(), r["rate"].as_f64().unwrap()))
         .collect();
-    let expected = [
-        "edit, file to file",
-        "edit, graph on device",
-        "edits, batched",
-        "edits, batched",
-        "train step",
-    ];
+    // An editor that picks its step is also timed as `edit` runs it.
+    let searches =
+        regop::workflows::edit::checkpoint::EditorFile::load(&regop::Device::cpu(), &editor)
+            .unwrap()
+            .searches_step();
+    let mut expected = vec!["edit, file to file", "edit, graph on device"];
+    if searches {
+        expected.push(regop::app::bench_edit::STEP_PICKED);
+    }
+    expected.extend(["edits, batched", "edits, batched", "train step"]);
     assert_eq!(names.iter().map(|n| n.0).collect::<Vec<_>>(), expected);
     assert!(
         names.iter().all(|n| n.1.is_finite() && n.1 > 0.0),
@@ -990,6 +993,25 @@ fn training_records_the_step_search_and_edit_follows_it() {
             _ => found.gain > 0.0,
         };
         assert_eq!(found.on, on, "{mode}: {found:?}");
+
+        // `bench` times the edit with its step picked exactly when the editor picks it.
+        let b = ok(&regop(&[
+            "--json",
+            "bench",
+            "--editor",
+            p(&editor),
+            "--zoo",
+            p(&z),
+            "--batches",
+            "1",
+            "--iters",
+            "1",
+            "--train-rows",
+            "16",
+        ]));
+        let timed = b["results"].as_array().unwrap().iter();
+        let picked = timed.filter(|r| r["name"] == regop::app::bench_edit::STEP_PICKED);
+        assert_eq!(picked.count(), on as usize, "{mode}");
 
         let edited = dir.path().join(format!("{mode}.safetensors"));
         let said = ok(&edit(

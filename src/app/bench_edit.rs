@@ -1,6 +1,7 @@
 //! Edit benchmarks on real files (`regop bench --editor E --zoo Z`): one edit end to end (model
-//! file in, edited file out), one edit with its graph already on the device, batched edits/s,
-//! and training model-steps/s. Every figure is the median of its repetitions, in host time
+//! file in, edited file out), one edit with its graph already on the device, one edit with its
+//! step picked on training rows (editors that pick it), batched edits/s, and training
+//! model-steps/s. Every figure is the median of its repetitions, in host time
 //! around work that has finished (a GPU read-back waits for the device).
 //!
 //! With `out`, it also writes what a second implementation needs to check that it computes the
@@ -18,6 +19,7 @@ use crate::networks::editor::Editor;
 use crate::networks::mlp::MlpShape;
 use crate::requirement::Ask;
 use crate::workflows::edit::checkpoint::EditorFile;
+use crate::workflows::edit::search::search_steps;
 use crate::workflows::edit::step::TrainBatch;
 use crate::workflows::edit::EditBatch;
 use crate::workflows::edit::{edit_models, slice_edges};
@@ -40,6 +42,9 @@ pub struct EditBenchOptions {
     /// Also time every kernel of one edit and one training step.
     pub profile: bool,
 }
+
+/// The name of the timing of an edit whose step is picked on training rows.
+pub const STEP_PICKED: &str = "edit, step picked";
 
 /// A profiled region and its kernels.
 pub type Profile = (String, Vec<KernelTime>);
@@ -103,7 +108,7 @@ pub fn bench_edits(
     );
     let mut results = Vec::new();
     let mut profiles = Vec::new();
-    single_edits(dev, ef, &models[0], o, &mut results, &mut profiles)?;
+    single_edits(dev, ef, &models[0], data, o, &mut results, &mut profiles)?;
     batched_edits(dev, ef, models, o, &mut results)?;
     training_steps(
         dev,
@@ -130,10 +135,13 @@ fn arch(m: &Member) -> String {
 
 /// (a) One edit end to end: read and check the model file, edit, write the edited file.
 /// (b) One edit with its graph already on the device: editor inference and the exact edit.
+/// (c) For an editor that picks its step: one edit with the step picked on training rows, as
+/// `edit` makes it (the editor's inference at every step and their predictions).
 fn single_edits(
     dev: &Device,
     ef: &EditorFile,
     first: &Member,
+    data: &Dataset,
     o: &EditBenchOptions,
     results: &mut Vec<BenchResult>,
     profiles: &mut Vec<Profile>,
@@ -161,7 +169,21 @@ fn single_edits(
         slice_edges(dev, &ef.editor.cfg),
     )?;
     let s = median_time(o.iters, || one.run(dev, &ef.editor).map(|_| ()))?;
-    results.push(result("edit, graph on device", shape, s, 1, "edits/s"));
+    results.push(result(
+        "edit, graph on device",
+        shape.clone(),
+        s,
+        1,
+        "edits/s",
+    ));
+    if ef.searches_step() {
+        let model = [(&first.shape, first.params.as_slice())];
+        let ask = std::slice::from_ref(&o.ask);
+        let s = median_time(o.iters, || {
+            search_steps(dev, &ef.editor, spec, cols, &model, ask, &data.train).map(|_| ())
+        })?;
+        results.push(result(STEP_PICKED, shape, s, 1, "edits/s"));
+    }
     if o.profile {
         let times = profile(dev, || one.run(dev, &ef.editor).map(|_| ()))?;
         let title = format!("one edit of {}, graph on device", arch(first));
