@@ -35,8 +35,7 @@ pub fn score_fairness(
     split: &Split,
     target: &Target,
 ) -> Result<Vec<(Verdict, f64)>> {
-    let flat: Vec<f32> = edited.concat();
-    let logits = crate::networks::mlp::predict(dev, shape, edited.len(), &flat, &split.x)?;
+    let logits = logits_fitting(dev, shape, edited, &split.x)?;
     let rows = split.rows() * shape.outputs();
     Ok((0..edited.len())
         .map(|i| {
