@@ -276,7 +276,7 @@ fn compare_writes_results_and_reports() {
         }
         if req == "prune" {
             // Two sparsities: one summary line per method and sparsity, and a front per method.
-            assert_eq!(summary.len(), 18, "9 methods x 2 sparsities");
+            assert_eq!(summary.len(), 22, "11 methods x 2 sparsities");
             assert!(rdir.join("pareto.svg").exists());
         }
         if req == "fairness" {
@@ -529,6 +529,60 @@ fn obs_reconstructs_each_layer_at_least_as_well_as_magnitude() {
             .collect::<Vec<_>>(),
         "the allocations should differ"
     );
+}
+
+/// LAMP + reconstruction keeps exactly LAMP's mask and re-solves every layer's kept weights:
+/// each layer reproduces its outputs on the calibration batch at least as well as the mask
+/// alone, given the same input (what the layers before it, re-solved, pass on); with nothing
+/// pruned it is the model itself.
+#[test]
+fn lamp_reconstruction_keeps_lamps_mask_and_reproduces_each_layer_better() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let shape = MlpShape::new(&[20, 64, 8, 1], Activation::Relu);
+    let p = init_params(&shape, rand::random());
+    let rows = 256;
+    let x = correlated_rows(&mut rng, rows, 20);
+    for s in [0.0, 0.5, 0.9] {
+        let mask = lamp_mask(&shape, &p, s);
+        let got = lamp_reconstruction(&shape, &p, &x, rows, s);
+        let masked = apply(&p, &mask);
+        let mut input = x.clone();
+        for l in 0..shape.layers() {
+            for i in shape.weight_offset(l)..shape.bias_offset(l) {
+                assert_eq!(got[i] == 0.0, mask[i] == 0.0, "sparsity {s}: weight {i}");
+            }
+            for i in shape.bias_offset(l)..shape.bias_offset(l) + shape.fan_out(l) {
+                assert_eq!(got[i], p[i], "sparsity {s}: bias {i} moved");
+            }
+            let e_got = reconstruction_error(&shape, &p, &got, l, &input, rows);
+            let e_mask = reconstruction_error(&shape, &p, &masked, l, &input, rows);
+            let e_zero = reconstruction_error(&shape, &p, &vec![0.0; p.len()], l, &input, rows);
+            if s == 0.0 {
+                assert!(
+                    e_got <= 1e-6 * e_zero,
+                    "layer {l}: nothing pruned, yet error {e_got} (zero weights: {e_zero})"
+                );
+            } else {
+                assert!(
+                    e_got <= e_mask * (1.0 + 1e-6) + 1e-9 * e_zero,
+                    "sparsity {s}, layer {l}: re-solved error {e_got} above the mask's {e_mask}"
+                );
+            }
+            // The first layer's inputs are three factors and noise: the kept weights can take
+            // over much of what the pruned ones did (less where few are kept).
+            if l == 0 && s > 0.0 {
+                let most = if s < 0.7 { 0.5 } else { 0.8 };
+                assert!(
+                    e_got < most * e_mask,
+                    "sparsity {s}: re-solving gained little ({e_got} against {e_mask})"
+                );
+            }
+            input =
+                regop::workflows::baselines::calibration::layer_out(&shape, &got, l, &input, rows);
+        }
+        assert!(weight_sparsity(&shape, &got) >= s - 1e-3);
+    }
 }
 
 /// Wanda scores |w| x the input's norm: where every input has the same norm it prunes exactly

@@ -16,7 +16,8 @@ use regop::requirement::verify::Target;
 use regop::requirement::Requirement;
 use regop::requirement::{Ask, EditSpec, FairTarget, MinimiseBase, PruneScore};
 use regop::workflows::baselines::{
-    least_squares_fold, neuron_reconstruct, obs_prune, zero_batch_columns, zero_columns,
+    lamp_reconstruction, least_squares_fold, neuron_reconstruct, obs_prune, zero_batch_columns,
+    zero_columns,
 };
 use regop::workflows::edit::edit_models;
 use regop::Device;
@@ -74,7 +75,11 @@ fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
         })
         .collect();
     let c = &cols.calibration;
-    for score in [PruneScore::Obs, PruneScore::Neurons] {
+    for score in [
+        PruneScore::Obs,
+        PruneScore::LampReconstruction,
+        PruneScore::Neurons,
+    ] {
         let spec = prune_spec(score);
         let rule: Vec<Vec<f32>> = models
             .iter()
@@ -90,6 +95,9 @@ fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
                     PruneScore::Neurons => {
                         neuron_reconstruct(s, &folded, &x, c.rows(), a.sparsity as f64)
                     }
+                    PruneScore::LampReconstruction => {
+                        lamp_reconstruction(s, &folded, &x, c.rows(), a.sparsity as f64)
+                    }
                     _ => obs_prune(s, &folded, &x, c.rows(), a.sparsity as f64),
                 }
             })
@@ -104,6 +112,7 @@ fn a_prune_editor_that_also_drops_starts_from_the_rule_on_the_folded_model() {
         let (s0, p0) = models[0];
         let plain = match score {
             PruneScore::Neurons => neuron_reconstruct(s0, p0, &c.x, c.rows(), 0.5),
+            PruneScore::LampReconstruction => lamp_reconstruction(s0, p0, &c.x, c.rows(), 0.5),
             _ => obs_prune(s0, p0, &c.x, c.rows(), 0.5),
         };
         assert_eq!(got[0], plain);
@@ -311,7 +320,11 @@ fn remembered_rule_starts_follow_the_model_the_batch_and_the_sparsity() {
     ];
     let untrained = Editor::new(&dev, &small_editor_cfg(), 3).unwrap();
     let mut model = params[0].clone();
-    for score in [PruneScore::Obs, PruneScore::Neurons] {
+    for score in [
+        PruneScore::Obs,
+        PruneScore::LampReconstruction,
+        PruneScore::Neurons,
+    ] {
         let spec = EditSpec {
             signals: false,
             also_drops: false,
@@ -326,6 +339,9 @@ fn remembered_rule_starts_follow_the_model_the_batch_and_the_sparsity() {
                     let rule = match score {
                         PruneScore::Neurons => {
                             neuron_reconstruct(&shapes[0], &model, &c.x, c.rows(), sparsity as f64)
+                        }
+                        PruneScore::LampReconstruction => {
+                            lamp_reconstruction(&shapes[0], &model, &c.x, c.rows(), sparsity as f64)
                         }
                         _ => obs_prune(&shapes[0], &model, &c.x, c.rows(), sparsity as f64),
                     };

@@ -17,7 +17,7 @@ use regop::requirement::{
     Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
 };
 use regop::workflows::baselines::{
-    fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune,
+    fold_removed_means, lamp_reconstruction, least_squares_fold, neuron_reconstruct, obs_prune,
 };
 use regop::workflows::edit::edit_models;
 use regop::workflows::edit::signals::signals;
@@ -226,6 +226,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
     for (score, signals) in [
         (PruneScore::Obs, false),
         (PruneScore::Obs, true),
+        (PruneScore::LampReconstruction, true),
         (PruneScore::Neurons, true),
     ] {
         let spec = EditSpec {
@@ -253,6 +254,9 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             .zip(&asks)
             .map(|((s, p), a)| match score {
                 PruneScore::Neurons => neuron_reconstruct(s, p, &calib.x, rows, a.sparsity as f64),
+                PruneScore::LampReconstruction => {
+                    lamp_reconstruction(s, p, &calib.x, rows, a.sparsity as f64)
+                }
                 _ => obs_prune(s, p, &calib.x, rows, a.sparsity as f64),
             })
             .collect();

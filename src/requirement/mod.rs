@@ -8,7 +8,7 @@ pub mod verify;
 
 use crate::engine::kernels::apply_edit::ApplyOpts;
 use crate::engine::kernels::fairness::Gap;
-use crate::io::data::{ColumnMoments, Schema, Split, CALIBRATION_ROWS};
+use crate::io::data::{ColumnMoments, Schema, Split};
 
 /// Most accuracy an edit may lose and still count as compliant (2 points): `--max-drop`'s
 /// default, and what the trainer's checkpoint choice and compare's "compliant" column use.
@@ -107,6 +107,12 @@ pub enum PruneScore {
     /// OBS reconstruction on a calibration batch (`baselines::obs_prune`): its mask is kept and
     /// its re-solved weights are where the edit starts. Edits need the data.
     Obs,
+    /// LAMP's global mask with every layer's kept weights re-solved on a calibration batch
+    /// (`baselines::lamp_reconstruction`): its mask is kept and its re-solved weights are where
+    /// the edit starts. Where magnitude masks fine-tune better than OBS's (Bank), it starts
+    /// about as accurate and leaves more to learn. Edits need the data.
+    #[serde(rename = "lamp-reconstruction")]
+    LampReconstruction,
     /// Whole neurons: neuron reconstruction on a calibration batch
     /// (`baselines::neuron_reconstruct`) removes the asked share of every hidden layer's
     /// neurons (the ask's sparsity is that share); its mask is kept and its re-solved weights
@@ -118,7 +124,10 @@ impl PruneScore {
     /// Whether a rule's mask is kept and the editor learns only the kept weights (rather than
     /// the editor's scores ranking every weight).
     pub fn keeps_rule_mask(self) -> bool {
-        matches!(self, PruneScore::Obs | PruneScore::Neurons)
+        matches!(
+            self,
+            PruneScore::Obs | PruneScore::LampReconstruction | PruneScore::Neurons
+        )
     }
 }
 
@@ -297,7 +306,9 @@ pub struct Columns {
 }
 
 impl Columns {
-    pub fn of(schema: &Schema, train: &Split) -> Columns {
+    /// The columns of `schema`'s data, with a calibration batch of `calibration_rows` training
+    /// rows.
+    pub fn of(schema: &Schema, train: &Split, calibration_rows: usize) -> Columns {
         let d = schema.n_columns();
         let rows = train.rows().max(1);
         let mut means = vec![0.0f64; d];
@@ -309,7 +320,7 @@ impl Columns {
         Columns {
             sensitive: sensitive_columns(schema),
             means: means.iter().map(|m| (m / rows as f64) as f32).collect(),
-            calibration: train.calibration_batch(CALIBRATION_ROWS),
+            calibration: train.calibration_batch(calibration_rows),
             moments: std::sync::Arc::new(train.moments()),
         }
     }

@@ -101,6 +101,10 @@ pub struct TrainConfig {
     /// say (auto), or forced (configs saved before it existed: auto).
     #[serde(default)]
     pub step_search: StepSearchMode,
+    /// Rows of the calibration batch the edits' rules and signals read (OBS and neuron
+    /// reconstruction, Wanda): the edits of the trained editor read as many.
+    #[serde(default = "default_calibration_rows")]
+    pub calibration_rows: usize,
     pub eval_every: usize,
     /// Validation models (at most) and rows.
     pub val_models: usize,
@@ -133,6 +137,10 @@ pub enum StepSearchMode {
 
 fn default_max_gap() -> f64 {
     0.05
+}
+
+fn default_calibration_rows() -> usize {
+    crate::io::data::CALIBRATION_ROWS
 }
 
 fn default_shift_range() -> (f32, f32) {
@@ -175,6 +183,7 @@ impl TrainConfig {
             also_prune: false,
             label_weight: 0.0,
             step_search: StepSearchMode::Auto,
+            calibration_rows: crate::io::data::CALIBRATION_ROWS,
             eval_every: 100,
             val_models: 16,
             val_rows: 2048,
@@ -467,7 +476,7 @@ impl<'a> Trainer<'a> {
             data,
             train,
             val,
-            columns: Columns::of(schema, &data.train),
+            columns: Columns::of(schema, &data.train, cfg.calibration_rows),
         })
     }
 

@@ -75,6 +75,10 @@ pub struct Args {
     /// faster; no gap recovered).
     #[arg(long)]
     pub no_fine_tune: bool,
+    /// Rows of the calibration batch the data-aware rules read (default: the editor's, else
+    /// 512). Give every method the same batch: it must be the editor's.
+    #[arg(long)]
+    pub calibration_rows: Option<usize>,
     /// Output directory (default: ZOO/compare-REQUIREMENT).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -110,6 +114,7 @@ impl Args {
             val_models: self.val_models,
             max_drop: self.max_drop,
             no_fine_tune: self.no_fine_tune,
+            calibration_rows: self.calibration_rows.unwrap_or(default.calibration_rows),
         }
     }
 }
@@ -160,6 +165,18 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         None => None,
     };
     if let (Some(ef), Some(path)) = (&editor, &a.editor) {
+        match a.calibration_rows {
+            Some(rows) if rows != ef.calibration_rows => {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "reads calibration batches of {} rows, not --calibration-rows {rows}",
+                        ef.calibration_rows
+                    ),
+                ))
+            }
+            _ => cfg.calibration_rows = ef.calibration_rows,
+        }
         if cfg.requirement == Requirement::Fairness
             && ef.spec.also_prunes != cfg.fair_sparsity.is_some()
         {

@@ -57,8 +57,10 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub tau: f32,
     /// Where a pruning edit starts (prune): OBS reconstruction on a calibration batch of the
-    /// data (its mask kept; edits need --data), or the top weights by LAMP score (magnitude
-    /// relative to the larger weights of its layer) or by magnitude.
+    /// data (its mask kept; edits need --data); LAMP's mask with the kept weights re-solved on
+    /// that batch (`lamp-reconstruction`, mask kept, edits need --data); neuron reconstruction
+    /// (`neurons`); or the top weights by LAMP score (magnitude relative to the larger weights of
+    /// its layer) or by magnitude, the editor learning the mask.
     #[arg(long, value_enum, default_value = "obs")]
     pub prune_score: crate::requirement::PruneScore,
     /// Sharpness of the fairness penalty's soft decisions, sigmoid(sharpness * logit)
@@ -131,6 +133,12 @@ pub struct Args {
     /// the validation split; the choice is saved with the editor.
     #[arg(long, value_enum, default_value_t = StepSearchMode::Auto)]
     pub step_search: StepSearchMode,
+    /// Rows of the calibration batch the edits read (the rules they start from: OBS, LAMP +
+    /// reconstruction, neuron reconstruction; and the signals). A Gram matrix of d inputs needs
+    /// more than d rows: on mnist_5k's 784 pixels, 2048 re-solves LAMP's mask far better than
+    /// 512. Saved with the editor; its edits and `compare` read as many.
+    #[arg(long, default_value_t = crate::io::data::CALIBRATION_ROWS)]
+    pub calibration_rows: usize,
     /// Validate (and checkpoint) every this many steps.
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
@@ -262,6 +270,10 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         also_prune: a.also_prune,
         label_weight: a.label_weight,
         step_search: a.step_search,
+        calibration_rows: match a.calibration_rows {
+            0 => return Err(Error::Usage("--calibration-rows: at least 1 row".into())),
+            n => n,
+        },
         max_gap: a.max_gap,
         eval_every: a.eval_every,
         val_models: a.val_models.max(1),

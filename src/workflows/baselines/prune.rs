@@ -650,3 +650,53 @@ fn resolve_next_layer(
         params[shape.bias_offset(l) + o] = rhs[(k - 1) * fo + o] as f32;
     }
 }
+
+/// Layer after layer, every row's weights kept by `mask` re-solved by least squares on the
+/// calibration inputs the layers already pruned pass on (`resolve_rows`); the others zero.
+pub fn masked_reconstruction(
+    shape: &MlpShape,
+    params: &[f32],
+    x: &[f32],
+    rows: usize,
+    mask: &[f32],
+) -> Vec<f32> {
+    let mut out = params.to_vec();
+    let mut input = x.to_vec();
+    for l in 0..shape.layers() {
+        let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
+        // The first layer's Gram matrix is the batch's alone: shared by every model.
+        let first;
+        let own;
+        let gram: &[f64] = if l == 0 {
+            first = first_layer_hessian(x, rows, fi);
+            &first.gram
+        } else {
+            own = linalg::gram(&input, rows, fi);
+            &own
+        };
+        let off = shape.weight_offset(l);
+        let w: Vec<f64> = out[off..off + fi * fo].iter().map(|&v| v as f64).collect();
+        let kept: Vec<bool> = mask[off..off + fi * fo].iter().map(|&m| m != 0.0).collect();
+        let solved = resolve_rows(&w, fo, fi, gram, &kept);
+        for (o, v) in out[off..off + fi * fo].iter_mut().zip(solved) {
+            *o = v as f32;
+        }
+        input = calibration::layer_out(shape, &out, l, &input, rows);
+    }
+    out
+}
+
+/// LAMP's global mask at `sparsity` (which spares small layers and ranks weights by magnitude
+/// within each), with every layer's kept weights re-solved on the calibration batch
+/// (`masked_reconstruction`). One-shot it can match OBS reconstruction where magnitude masks
+/// are the better ones to keep (they fine-tune better on Bank); it is a rule of its own.
+pub fn lamp_reconstruction(
+    shape: &MlpShape,
+    params: &[f32],
+    x: &[f32],
+    rows: usize,
+    sparsity: f64,
+) -> Vec<f32> {
+    let mask = lamp_mask(shape, params, sparsity);
+    masked_reconstruction(shape, params, x, rows, &mask)
+}

@@ -49,14 +49,14 @@ impl<'a> Context<'a> {
             }
             _ => Vec::new(),
         };
-        let (x, rows) = calibration(data);
+        let (x, rows) = calibration(data, cfg.calibration_rows);
         Ok(Context {
             dev,
             data,
             editor,
             untrained,
             cfg,
-            columns: Columns::of(&data.schema, &data.train),
+            columns: Columns::of(&data.schema, &data.train, cfg.calibration_rows),
             calib: (zero_batch_columns(&x, &dropped), rows),
             dropped,
         })

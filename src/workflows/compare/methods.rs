@@ -166,8 +166,8 @@ impl<'a> Subject<'a> {
         ])
     }
 
-    /// At weight sparsity `s`: magnitude (global, layer-wise), LAMP, Wanda and OBS
-    /// reconstruction; the best of them fine-tuned, and iterative magnitude pruning.
+    /// At weight sparsity `s`: magnitude (global, layer-wise), LAMP, Wanda, OBS reconstruction
+    /// and LAMP's mask re-solved; the best of them fine-tuned, and iterative magnitude pruning.
     fn prune(&'a self, s: f64) -> Vec<Method<'a>> {
         let (shape, params, (cx, cn)) = (&self.shape, &self.params, self.calib);
         let at = Some(Setting::Sparsity(s));
@@ -178,6 +178,7 @@ impl<'a> Subject<'a> {
         };
         let wanda = move || Ok(apply(params, &wanda_mask(shape, params, cx, *cn, s)));
         let obs = move || Ok(obs_prune(shape, params, cx, *cn, s));
+        let lamp_re = move || Ok(lamp_reconstruction(shape, params, cx, *cn, s));
         let global = move || Ok(apply(params, &global_magnitude_mask(shape, params, s)));
         let lamp = move || Ok(apply(params, &lamp_mask(shape, params, s)));
         let (dev, data, ft) = (self.dev, self.data, self.fine_tune());
@@ -187,6 +188,7 @@ impl<'a> Subject<'a> {
             one("LAMP", lamp_mask),
             edit("Wanda", Kind::OneShot, at, wanda),
             edit("OBS reconstruction", Kind::OneShot, at, obs),
+            edit("LAMP + reconstruction", Kind::OneShot, at, lamp_re),
             edit(
                 "global magnitude + fine-tune",
                 Kind::FineTuned,
@@ -199,6 +201,12 @@ impl<'a> Subject<'a> {
                 Kind::FineTuned,
                 at,
                 self.tuned(obs),
+            ),
+            edit(
+                "LAMP + reconstruction + fine-tune",
+                Kind::FineTuned,
+                at,
+                self.tuned(lamp_re),
             ),
             edit(
                 "iterative magnitude (3 rounds)",
@@ -528,11 +536,10 @@ impl<'a> Subject<'a> {
     }
 }
 
-/// The calibration batch every data-aware rule of a comparison reads.
-pub fn calibration(data: &Dataset) -> (Vec<f32>, usize) {
-    let c = data
-        .train
-        .calibration_batch(crate::io::data::CALIBRATION_ROWS);
+/// The calibration batch every data-aware rule of a comparison reads: the first `rows` training
+/// rows.
+pub fn calibration(data: &Dataset, rows: usize) -> (Vec<f32>, usize) {
+    let c = data.train.calibration_batch(rows);
     let n = c.rows();
     (c.x, n)
 }

@@ -58,6 +58,8 @@ pub struct CompareConfig {
     /// Leave out the fine-tuned references (the one-shot rules and the editor alone: much
     /// faster, and no gap recovered).
     pub no_fine_tune: bool,
+    /// Rows of the calibration batch the data-aware rules (and the editor) read.
+    pub calibration_rows: usize,
 }
 
 impl CompareConfig {
@@ -78,12 +80,16 @@ impl CompareConfig {
             val_models: 16,
             max_drop: MAX_DROP,
             no_fine_tune: false,
+            calibration_rows: crate::io::data::CALIBRATION_ROWS,
         }
     }
 
     /// Refuse settings that cannot be compared on data of `schema`.
     pub fn check(&self, schema: &Schema) -> Result<()> {
         let share = |v: &[f64]| v.iter().all(|s| (0.0..1.0).contains(s));
+        if self.calibration_rows == 0 {
+            return Err(Error::Usage("--calibration-rows: at least 1 row".into()));
+        }
         match self.requirement {
             Requirement::Minimise if self.drop.is_empty() => {
                 return Err(Error::Usage(

@@ -160,6 +160,13 @@ struct TrainedOn {
     /// The sparsities (or shares of neurons) drawn in training; absent in older files.
     #[serde(default)]
     sparsity: Option<(f32, f32)>,
+    /// Rows of its calibration batches; older files used the default.
+    #[serde(default = "default_calibration_rows")]
+    calibration_rows: usize,
+}
+
+fn default_calibration_rows() -> usize {
+    crate::io::data::CALIBRATION_ROWS
 }
 
 /// The models an editor was trained on (its zoo's training models): an edit of a model outside
@@ -218,6 +225,8 @@ pub struct EditorFile {
     pub lambda: (f32, f32),
     /// The sparsities (or shares of neurons) it was trained on, where the file records them.
     pub sparsity: Option<(f32, f32)>,
+    /// Rows of the calibration batch its edits read (`train --calibration-rows`).
+    pub calibration_rows: usize,
     pub columns: Columns,
     /// The models it was trained on; none for editors saved before it was recorded.
     pub seen: Option<SeenModels>,
@@ -239,6 +248,7 @@ impl EditorFile {
             data_seed: self.data_seed,
             lambda: self.lambda,
             sparsity: self.sparsity,
+            calibration_rows: self.calibration_rows,
             columns: self.columns.clone(),
             seen: self.seen.clone(),
             step_search: self.step_search,
@@ -278,9 +288,7 @@ impl EditorFile {
     /// Give it its data's calibration batch and column moments (the data must be the
     /// editor's own).
     pub fn attach_data(&mut self, data: &crate::io::data::Dataset) {
-        self.columns.calibration = data
-            .train
-            .calibration_batch(crate::io::data::CALIBRATION_ROWS);
+        self.columns.calibration = data.train.calibration_batch(self.calibration_rows);
         if self.needs_data() {
             self.columns.moments = std::sync::Arc::new(data.train.moments());
         }
@@ -328,6 +336,7 @@ impl EditorFile {
                 .map_err(|_| Error::input(path, "bad 'data_seed' metadata"))?,
             lambda: train.lambda,
             sparsity: train.sparsity,
+            calibration_rows: train.calibration_rows,
             seen: match meta.get("models") {
                 Some(m) => Some(serde_json::from_str(m).map_err(|e| bad("models", e))?),
                 None => None,

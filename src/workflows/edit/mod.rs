@@ -18,8 +18,8 @@ use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
 use crate::workflows::baselines::{
-    fold_removed_means, least_squares_fold, neuron_reconstruct, obs_prune, zero_batch_columns,
-    zero_columns,
+    fold_removed_means, lamp_reconstruction, least_squares_fold, neuron_reconstruct, obs_prune,
+    zero_batch_columns, zero_columns,
 };
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -47,7 +47,7 @@ pub fn prune_prior(spec: &EditSpec, shape: &MlpShape, base: &[f32]) -> Vec<f32> 
             }
         }
         // The mask is the rule's, held fixed (see `Bases::fixed`): no scores to rank.
-        PruneScore::Obs | PruneScore::Neurons => {}
+        PruneScore::Obs | PruneScore::LampReconstruction | PruneScore::Neurons => {}
     }
     prior
 }
@@ -142,20 +142,24 @@ fn base_params(
     // A rule's pruning mask kept (OBS and neuron prune editors, fairness editors that also
     // prune): the rule's result on the model with the removed columns dropped.
     if spec.keeps_rule_mask() {
-        let neurons =
-            spec.requirement == Requirement::Prune && spec.prune_score == PruneScore::Neurons;
+        let score = match spec.requirement {
+            Requirement::Prune => spec.prune_score,
+            _ => PruneScore::Obs,
+        };
+        let neurons = score == PruneScore::Neurons;
         if cols.calibration.rows() == 0 {
             return Err(Error::Usage(if neurons {
                 "this editor removes neurons by reconstruction, which reads a calibration batch of its data: pass --data".into()
             } else {
-                "this editor prunes by OBS reconstruction, which reads a calibration batch of its data: pass --data".into()
+                "this editor prunes by reconstruction (OBS, or LAMP's mask re-solved), which reads a calibration batch of its data: pass --data".into()
             }));
         }
         let (folded, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
         let (rows, s) = (cols.calibration.rows(), ask.sparsity as f64);
-        return Ok(match neurons {
-            true => neuron_reconstruct(shape, &folded, &x, rows, s),
-            false => obs_prune(shape, &folded, &x, rows, s),
+        return Ok(match score {
+            PruneScore::Neurons => neuron_reconstruct(shape, &folded, &x, rows, s),
+            PruneScore::LampReconstruction => lamp_reconstruction(shape, &folded, &x, rows, s),
+            _ => obs_prune(shape, &folded, &x, rows, s),
         });
     }
     let folds = spec.requirement == Requirement::Minimise || spec.drops_attribute();

@@ -1,0 +1,132 @@
+//! A prune editor that starts from LAMP + reconstruction, through the binary, with the
+//! calibration batch it reads set by `train --calibration-rows`: the editor file records the
+//! rows and its edits read as many; `compare` gives every rule the editor's batch, so that the
+//! untrained editor is exactly the rule model by model, and refuses another size in one line.
+
+mod common;
+use common::*;
+use regop::requirement::PruneScore;
+use regop::workflows::edit::checkpoint::EditorFile;
+use regop::Device;
+
+#[test]
+fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let zoo = synthetic_zoo(dir.path(), "5");
+    let ed = dir.path().join("ed");
+    ok(&regop_cpu(&[
+        "train",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--prune-score",
+        "lamp-reconstruction",
+        "--calibration-rows",
+        "64",
+        "--sparsity-range",
+        "0.7,0.9",
+        "--steps",
+        "3",
+        "--eval-every",
+        "3",
+        "--val-models",
+        "2",
+        "--out",
+        arg(&ed),
+    ]));
+    let editor = ed.join("editor.safetensors");
+    let dev = Device::cpu();
+    let mut ef = EditorFile::load(&dev, &editor).unwrap();
+    assert_eq!(ef.calibration_rows, 64);
+    assert_eq!(ef.spec.prune_score, PruneScore::LampReconstruction);
+    let manifest = regop::workflows::zoo::read_manifest(&zoo).unwrap();
+    let data = regop::workflows::zoo::load::zoo_data(&zoo, &manifest, None).unwrap();
+    ef.attach_data(&data);
+    assert_eq!(ef.columns.calibration.rows(), 64);
+
+    // compare: the rules read the editor's 64 rows, so the untrained editor is the rule.
+    let report = dir.path().join("cmp");
+    ok(&regop_cpu(&[
+        "compare",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--sparsity",
+        "0.8",
+        "--editor",
+        arg(&editor),
+        "--max-models",
+        "3",
+        "--val-models",
+        "2",
+        "--no-fine-tune",
+        "--out",
+        arg(&report),
+    ]));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
+    let rows = results["rows"].as_array().unwrap();
+    let of = |method: &str| -> Vec<(u64, f64)> {
+        rows.iter()
+            .filter(|r| r["method"].as_str().unwrap().starts_with(method))
+            .map(|r| {
+                (
+                    r["model"].as_u64().unwrap(),
+                    r["agreement"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let rule = of("LAMP + reconstruction");
+    let untrained = of("editor, untrained");
+    assert_eq!(rule.len(), 3, "{rows:?}");
+    assert_eq!(untrained, rule, "the untrained editor is not the rule");
+
+    // Another batch size for the rules than the editor's is refused, naming the editor.
+    let msg = refused(&regop_cpu(&[
+        "compare",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--editor",
+        arg(&editor),
+        "--calibration-rows",
+        "128",
+        "--no-fine-tune",
+        "--out",
+        arg(&dir.path().join("no")),
+    ]));
+    assert!(
+        msg.contains("editor.safetensors") && msg.contains("calibration"),
+        "{msg}"
+    );
+    assert!(!dir.path().join("no").exists());
+    let msg = refused(&regop_cpu(&[
+        "compare",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--calibration-rows",
+        "0",
+        "--no-fine-tune",
+        "--out",
+        arg(&dir.path().join("no")),
+    ]));
+    assert!(msg.contains("--calibration-rows"), "{msg}");
+    let msg = refused(&regop_cpu(&[
+        "train",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--calibration-rows",
+        "0",
+        "--out",
+        arg(&dir.path().join("no")),
+    ]));
+    assert!(msg.contains("--calibration-rows"), "{msg}");
+}
