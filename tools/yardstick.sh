@@ -4,7 +4,8 @@
 # requirement on the zoo, and compares each with every baseline on the sealed zoo's models.
 # DATASET is adult, bank or mnist_5k (read from ../shared/datasets unless DATA says otherwise).
 # REGOP (default target/release/regop), DEVICE (default cpu), STEPS_PRUNE, STEPS_NEURONS,
-# STEPS_MINIMISE, STEPS_FAIRNESS, STEPS_BLIND and COUNT/SEALED can be set in the environment.
+# STEPS_MINIMISE, STEPS_FAIRNESS, STEPS_BLIND, STEPS_PRUNE_LR (mnist_5k) and COUNT/SEALED can be
+# set in the environment.
 # BIG=1 (adult, bank) also builds a 1,024-model zoo (BIG_COUNT) and trains on it the prune
 # editor BENCHMARKS leads with (STEPS_BIG steps at sparsities 0.9-0.95; Adult 3,000, Bank
 # 8,000 from LAMP + reconstruction): an hour or more.
@@ -69,6 +70,18 @@ whole=$work/zoo/editor-neurons
 run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" --requirement prune \
   --neurons 0.3,0.5,0.7 --editor "$whole/editor.safetensors" --out "$work/compare-neurons" \
   --force > "$work/compare-neurons.txt"
+# mnist_5k: a prune editor from LAMP + reconstruction on 2,048 calibration rows (512 cannot
+# re-solve 784 inputs), at 0.9-0.95 (BENCHMARKS, "LAMP + reconstruction"): about an hour.
+if [ "$name" = mnist_5k ]; then
+  lr=$work/zoo/editor-prune-lr
+  [ -f "$lr/editor.safetensors" ] ||
+    run --seed 0 train --zoo "$work/zoo" --data "$data" --requirement prune \
+      --prune-score lamp-reconstruction --calibration-rows 2048 --sparsity-range 0.9,0.95 \
+      --sparsity-grid 2 --steps "${STEPS_PRUNE_LR:-2000}" --lr-schedule 1500:2e-4 --out "$lr"
+  run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" --requirement prune \
+    --sparsity 0.9,0.95 --editor "$lr/editor.safetensors" --out "$work/compare-prune-lr" \
+    --force > "$work/compare-prune-lr.txt"
+fi
 # The prune editor trained where its lift is largest (0.9-0.95) on four times the models; its
 # edits pick their step per model where its validation models say so (BENCHMARKS, "The step
 # along the edit").
