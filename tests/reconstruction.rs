@@ -67,6 +67,9 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
     ]));
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["calibration_rows"], 64);
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("Calibration batch of the data-aware rules: 64 training rows"));
     let rows = results["rows"].as_array().unwrap();
     let of = |method: &str| -> Vec<(u64, f64)> {
         rows.iter()

@@ -42,6 +42,7 @@ pub fn report(c: &Comparison, zoo: &Path) -> Report {
         "zoo": zoo, "test_zoo": c.test_zoo, "dataset": c.dataset, "device": c.device,
         "requirement": c.cfg.requirement, "settings": c.settings,
         "fine_tune_epochs": c.cfg.ft_epochs, "max_drop": c.cfg.max_drop,
+        "calibration_rows": c.cfg.calibration_rows,
         "test_models": c.test_models, "summary": c.summary, "choices": c.choices,
         "findings": c.findings, "rows": c.rows,
     });
@@ -174,12 +175,13 @@ fn pct(v: f64) -> String {
 
 fn markdown(c: &Comparison) -> String {
     let mut md = format!(
-        "# {}\n\nDevice: {}. Test models: {} from {}. Test split of the data: {} rows. Fine-tuning: {} epochs at each model's own learning rate. Compliant: the requirement met with at most {:.1} points of accuracy lost.\n\n",
+        "# {}\n\nDevice: {}. Test models: {} from {}. Test split of the data: {} rows. Calibration batch of the data-aware rules: {} training rows. Fine-tuning: {} epochs at each model's own learning rate. Compliant: the requirement met with at most {:.1} points of accuracy lost.\n\n",
         title(c),
         c.device,
         c.test_models,
         c.test_zoo.display(),
         c.test_rows,
+        c.cfg.calibration_rows,
         c.cfg.ft_epochs,
         100.0 * c.cfg.max_drop
     );
@@ -295,7 +297,7 @@ const DROP_WHILE_PRUNING_NOTE: &str = "\nFeatures removed in the same edit: ever
 fn requirement_note(req: Requirement) -> &'static str {
     match req {
         Requirement::Minimise => "\nRequirement: every first-layer weight of the removed features' input columns is exactly zero, so the model provably cannot use them. The least-squares fold replaces the removed columns by their best linear prediction from the kept ones (fitted on the training rows); the mean fold by their means.\n",
-        Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded), or of hidden neurons (their weights in and out and their bias), is exactly zero. Wanda and OBS reconstruction read a calibration batch of training rows; OBS re-solves each layer's kept weights to reproduce its outputs there. With several sparsities, pareto.svg shows each method's accuracy against sparsity.\n",
+        Requirement::Prune => "\nRequirement: the asked fraction of weights (biases excluded), or of hidden neurons (their weights in and out and their bias), is exactly zero. Wanda, OBS reconstruction and LAMP + reconstruction read a calibration batch of training rows; the reconstructions re-solve each layer's kept weights to reproduce its outputs there (OBS choosing the mask, LAMP + reconstruction keeping LAMP's). With several sparsities, pareto.svg shows each method's accuracy against sparsity.\n",
         Requirement::Fairness => "\nRequirement: the fairness difference (Fairlearn's definition, hard decisions) on the test split is at most the stated bound. Group thresholds move each group's logits by shifts chosen on the validation split from the original's logits; like threshold post-processing (Hardt et al., which also randomises), they leave the network unchanged and need the sensitive attribute at prediction time as a separate input. A shift editor folds such shifts into the weights in one inference; its time includes the choice. \"drop attribute\" fine-tunings remove the attribute's columns (least-squares fold) and fine-tune with the penalty: their models do not read the attribute at all. Each lambda is one point of the trade-off; see pareto.svg.\n\n![accuracy against fairness gap](pareto.svg)\n",
     }
 }
