@@ -46,25 +46,24 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
     assert_eq!(ef.columns.calibration.rows(), 64);
 
     // compare: the rules read the editor's 64 rows, so the untrained editor is the rule.
+    let compare = |extra: &[&str], out: &std::path::Path| {
+        let mut args = vec!["compare", "--zoo", arg(&zoo), "--requirement", "prune"];
+        args.extend_from_slice(extra);
+        args.extend(["--no-fine-tune", "--out", arg(out)]);
+        regop_cpu(&args)
+    };
     let report = dir.path().join("cmp");
-    ok(&regop_cpu(&[
-        "compare",
-        "--zoo",
-        arg(&zoo),
-        "--requirement",
-        "prune",
+    let fit = [
         "--sparsity",
         "0.8",
-        "--editor",
-        arg(&editor),
         "--max-models",
         "3",
         "--val-models",
         "2",
-        "--no-fine-tune",
-        "--out",
-        arg(&report),
-    ]));
+    ];
+    let mut with_editor = vec!["--editor", arg(&editor)];
+    with_editor.extend(fit);
+    ok(&compare(&with_editor, &report));
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
     assert_eq!(results["calibration_rows"], 64);
@@ -88,37 +87,15 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
     assert_eq!(untrained, rule, "the untrained editor is not the rule");
 
     // Another batch size for the rules than the editor's is refused, naming the editor.
-    let msg = refused(&regop_cpu(&[
-        "compare",
-        "--zoo",
-        arg(&zoo),
-        "--requirement",
-        "prune",
-        "--editor",
-        arg(&editor),
-        "--calibration-rows",
-        "128",
-        "--no-fine-tune",
-        "--out",
-        arg(&dir.path().join("no")),
-    ]));
+    let no = dir.path().join("no");
+    let other = ["--editor", arg(&editor), "--calibration-rows", "128"];
+    let msg = refused(&compare(&other, &no));
     assert!(
         msg.contains("editor.safetensors") && msg.contains("calibration"),
         "{msg}"
     );
-    assert!(!dir.path().join("no").exists());
-    let msg = refused(&regop_cpu(&[
-        "compare",
-        "--zoo",
-        arg(&zoo),
-        "--requirement",
-        "prune",
-        "--calibration-rows",
-        "0",
-        "--no-fine-tune",
-        "--out",
-        arg(&dir.path().join("no")),
-    ]));
+    assert!(!no.exists());
+    let msg = refused(&compare(&["--calibration-rows", "0"], &no));
     assert!(msg.contains("--calibration-rows"), "{msg}");
     let msg = refused(&regop_cpu(&[
         "train",
@@ -129,7 +106,7 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
         "--calibration-rows",
         "0",
         "--out",
-        arg(&dir.path().join("no")),
+        arg(&no),
     ]));
     assert!(msg.contains("--calibration-rows"), "{msg}");
 }
