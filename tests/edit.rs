@@ -284,7 +284,7 @@ fn edit_kernels_match_cpu_and_finite_differences() {
 const POS: PosIds = PosIds {
     max_inputs: 6,
     max_hidden_layers: 2,
-    max_outputs: 1,
+    max_outputs: 3,
 };
 
 fn editor_of(dev: &Device, hidden: usize, rng: &mut impl Rng) -> Editor {
@@ -396,19 +396,15 @@ fn edit_models_keeps_exactly_top_k_and_zeroes_removed_columns() {
 fn training_step_gradients_match_finite_differences() {
     let dev = Device::cpu();
     let mut rng = fresh_rng("train step gradcheck");
-    let shape = MlpShape::new(&[6, 4, 1], Activation::Tanh);
-    let params: Vec<Vec<f32>> = (0..2).map(|i| init_params(&shape, 10 + i)).collect();
-    let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
     let sensitive = vec![true, false, false, false, false, false];
     let rows = 24;
     let x = random(&mut rng, rows * 6);
-    let y: Vec<f32> = (0..rows).map(|r| (r % 2) as f32).collect();
     let group: Vec<u32> = (0..rows).map(|r| (r / 3 % 2) as u32).collect();
     // Non-zero means: the minimisation edit starts from the mean fold. The moments are the
     // batch's: the edit that drops the attribute starts from its least-squares fold.
     let batch = regop::io::data::Split {
         x: x.clone(),
-        y: y.clone(),
+        y: (0..rows).map(|r| (r % 2) as f32).collect(),
         group: group.clone(),
     };
     let cols = Columns {
@@ -417,14 +413,21 @@ fn training_step_gradients_match_finite_differences() {
         calibration: Default::default(),
         moments: std::sync::Arc::new(batch.moments()),
     };
-    // The last case adds the labels' cross-entropy (weight 0.7) to the JSD.
-    for (req, target, label_weight) in [
-        (Requirement::Minimise, FairTarget::Penalty, 0.0f32),
-        (Requirement::Fairness, FairTarget::Penalty, 0.0),
-        (Requirement::Fairness, FairTarget::Shift, 0.0),
-        (Requirement::Fairness, FairTarget::DropAttribute, 0.0),
-        (Requirement::Minimise, FairTarget::Penalty, 0.7),
+    // The last cases add the labels' cross-entropy (weight 0.7) to the JSD: binary, then three
+    // classes (softmax).
+    for (req, target, label_weight, classes) in [
+        (Requirement::Minimise, FairTarget::Penalty, 0.0f32, 1),
+        (Requirement::Fairness, FairTarget::Penalty, 0.0, 1),
+        (Requirement::Fairness, FairTarget::Shift, 0.0, 1),
+        (Requirement::Fairness, FairTarget::DropAttribute, 0.0, 1),
+        (Requirement::Minimise, FairTarget::Penalty, 0.7, 1),
+        (Requirement::Minimise, FairTarget::Penalty, 0.7, 3),
     ] {
+        let shape = MlpShape::new(&[6, 4, classes], Activation::Tanh);
+        let params: Vec<Vec<f32>> = (0..2).map(|i| init_params(&shape, 10 + i)).collect();
+        let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+        let labels = classes.max(2);
+        let y: Vec<f32> = (0..rows).map(|r| (r % labels) as f32).collect();
         let ed = editor_of(&dev, 5, &mut rng);
         let spec = EditSpec {
             requirement: req,
@@ -458,9 +461,15 @@ fn training_step_gradients_match_finite_differences() {
             // The labels' mean cross-entropy per model, on the host.
             let logits = b.read_edited_logits(&dev).unwrap();
             let ce: f64 = logits
-                .iter()
+                .chunks(classes)
                 .zip(y.iter().cycle())
-                .map(|(&s, &t)| regop::engine::kernels::bce::bce_loss(s, t) as f64)
+                .map(|(s, &t)| match classes {
+                    1 => regop::engine::kernels::bce::bce_loss(s[0], t) as f64,
+                    _ => {
+                        let lse = s.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+                        lse - s[t as usize] as f64
+                    }
+                })
                 .sum::<f64>()
                 / rows as f64;
             b.read_losses(&dev)
@@ -494,7 +503,7 @@ fn training_step_gradients_match_finite_differences() {
         }
         let rel = (num / den).sqrt();
         eprintln!(
-            "{req:?} {target:?}, labels {label_weight}: relative error {rel:e} over {} parameters",
+            "{req:?} {target:?}, labels {label_weight}, {classes} outputs: relative error {rel:e} over {} parameters",
             picks.len()
         );
         assert!(den > 1e-8, "{req:?} {target:?}: gradient vanishes");

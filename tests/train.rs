@@ -1061,3 +1061,66 @@ fn training_records_the_step_search_and_edit_follows_it() {
         }
     }
 }
+
+/// Minimise editors of images remove a rectangle of pixels per training ask: never empty,
+/// one side up to the whole image and the other up to half of it, so that strips of whole
+/// rows or columns are drawn in both orientations as well as patches.
+#[test]
+fn image_asks_remove_rectangles_and_whole_strips() {
+    use rand::SeedableRng;
+    use regop::io::data::{Feature, FeatureKind, Schema};
+    use regop::workflows::train::{draw_ask, TrainConfig};
+    let side = 8;
+    let features = (0..side * side)
+        .map(|i| Feature {
+            name: format!("p{}_{}", i / side, i % side),
+            kind: FeatureKind::Numeric {
+                mean: 0.0,
+                std: 1.0,
+            },
+            start: i,
+            width: 1,
+        })
+        .collect();
+    let schema = Schema {
+        dataset: "pixels".into(),
+        features,
+        label: "digit".into(),
+        positive: vec![],
+        sensitive: None,
+        sensitive_rule: None,
+        groups: vec![],
+        classes: (0..10).map(|c| c.to_string()).collect(),
+    };
+    assert_eq!(schema.image_side(), Some(side));
+    let cfg = TrainConfig::new(regop::requirement::Requirement::Minimise);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let (mut tall, mut wide) = (false, false);
+    for _ in 0..400 {
+        let removed = draw_ask(&mut rng, &cfg, &schema).removed;
+        let cells: Vec<(usize, usize)> = (0..side * side)
+            .filter(|&i| removed[i])
+            .map(|i| (i / side, i % side))
+            .collect();
+        assert!(!cells.is_empty(), "nothing removed");
+        let rows =
+            cells.iter().map(|c| c.0).max().unwrap() - cells.iter().map(|c| c.0).min().unwrap() + 1;
+        let cols =
+            cells.iter().map(|c| c.1).max().unwrap() - cells.iter().map(|c| c.1).min().unwrap() + 1;
+        assert_eq!(
+            cells.len(),
+            rows * cols,
+            "not a filled rectangle: {cells:?}"
+        );
+        assert!(
+            rows.min(cols) <= side / 2,
+            "{rows} x {cols}: both sides over half"
+        );
+        tall |= rows == side;
+        wide |= cols == side;
+    }
+    assert!(
+        tall && wide,
+        "whole columns drawn: {tall}, whole rows drawn: {wide}"
+    );
+}

@@ -93,7 +93,7 @@ pub struct TrainConfig {
     /// from `sparsity` (configs saved before it existed: none).
     #[serde(default)]
     pub also_prune: bool,
-    /// Weight of a cross-entropy to the labels added to the training loss (binary data; configs
+    /// Weight of a cross-entropy to the labels added to the training loss (sigmoid or softmax; configs
     /// saved before it existed: 0, the JSD alone).
     #[serde(default)]
     pub label_weight: f32,
@@ -219,10 +219,13 @@ impl TrainConfig {
 /// features.
 fn draw_removed(rng: &mut impl Rng, cfg: &TrainConfig, schema: &Schema, removed: &mut [bool]) {
     if let Some(side) = schema.image_side() {
-        let (h, w) = (
-            rng.random_range(1..=side / 2),
-            rng.random_range(1..=side / 2),
-        );
+        // A rectangle with one side up to the whole image and the other up to half of it:
+        // strips (a band of columns or rows) as well as patches.
+        let (long, short) = (rng.random_range(1..=side), rng.random_range(1..=side / 2));
+        let (h, w) = match rng.random_bool(0.5) {
+            true => (long, short),
+            false => (short, long),
+        };
         let (r0, c0) = (
             rng.random_range(0..=side - h),
             rng.random_range(0..=side - w),
@@ -406,12 +409,6 @@ impl<'a> Trainer<'a> {
         let train = index_split(zoo, manifest, ModelSplit::Train)?;
         if train.is_empty() {
             return Err(Error::input(zoo, "has no training models"));
-        }
-        if cfg.label_weight > 0.0 && train.values().flatten().any(|m| m.shape.outputs() != 1) {
-            return Err(Error::input(
-                zoo,
-                "--label-weight needs binary classifiers (one output)",
-            ));
         }
         if cfg.requirement == Requirement::Fairness
             && train.values().flatten().any(|m| m.shape.outputs() != 1)

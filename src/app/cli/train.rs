@@ -124,8 +124,9 @@ pub struct Args {
     /// edit starts; its mask is kept.
     #[arg(long)]
     pub also_prune: bool,
-    /// Weight of a cross-entropy to the training rows' labels added to the loss (binary data):
-    /// the JSD to the original alone rewards imitating it, labels reward being right.
+    /// Weight of a cross-entropy to the training rows' labels added to the loss (sigmoid for
+    /// binary models, softmax for several classes): the JSD to the original alone rewards
+    /// imitating it, labels reward being right.
     #[arg(long, default_value_t = 0.0)]
     pub label_weight: f32,
     /// Whether edits pick their step along the editor's edit on the training rows (minimise and

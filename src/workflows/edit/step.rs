@@ -10,6 +10,7 @@ use crate::engine::device::Device;
 use crate::engine::kernels::apply_edit::{apply_edit_backward, apply_edit_forward, KEEP_ALL};
 use crate::engine::kernels::axpy::{axpy, copy};
 use crate::engine::kernels::bce::{bce_backward, Bce};
+use crate::engine::kernels::cross_entropy::{cross_entropy_backward, CrossEntropy};
 use crate::engine::kernels::fairness::fairness_penalty;
 use crate::engine::kernels::jsd::jsd;
 use crate::engine::kernels::reduce::{reduce, Axis, Reduce};
@@ -22,7 +23,7 @@ use crate::requirement::{Ask, Columns, EditSpec, FairTarget, Requirement};
 /// The training loss gradient of a step's models, summed over models, into `editor.grads`:
 /// computed in pieces of at most `piece` models and added up, a piece halved while the device
 /// has no room for it. `batch` is the step's (x [rows, in], labels, groups); `label_weight`
-/// weighs a cross-entropy to the labels added to the loss (binary models; 0: none). Returns
+/// weighs a cross-entropy to the labels added to the loss (0: none). Returns
 /// each model's (JSD, fairness penalty).
 #[allow(clippy::too_many_arguments)]
 pub fn step_gradient(
@@ -113,7 +114,8 @@ pub struct TrainBatch {
     /// JSD per row [M, rows], JSD per model [M], fairness penalty per model [M].
     losses: Buf,
     /// Weight of the mean cross-entropy of the edited logits to the labels, added to the loss
-    /// (binary models; 0: the JSD alone). `label_grad` [M, rows] holds its gradient.
+    /// (sigmoid for one output, softmax for several; 0: the JSD alone). `label_grad`
+    /// [M, rows, outputs] holds its gradient.
     pub label_weight: f32,
     label_grad: Buf,
     orig_host: Vec<f32>,
@@ -157,7 +159,7 @@ impl TrainBatch {
             shift: dev.alloc(m * rows)?,
             losses: dev.alloc(m * rows + 2 * m)?,
             label_weight: 0.0,
-            label_grad: dev.alloc(m * rows)?,
+            label_grad: dev.alloc(m * rows * shape.outputs())?,
             pm,
             dg,
             tape,
@@ -271,26 +273,38 @@ impl TrainBatch {
             ..Reduce::new(Axis::Rows, 1, m, rows)
         };
         reduce(dev, &mean, row_losses, self.losses.view(m * rows, m))?;
-        if self.label_weight > 0.0 && k == 1 {
-            let labels: Vec<f32> = (0..m).flat_map(|_| y.iter().copied()).collect();
-            dev.write(&self.fair, 0, &labels)?;
-            let each = Bce {
-                batch: m,
-                n: rows,
-                s_stride: rows,
-                t_stride: rows,
-                out_stride: rows,
-            };
-            let scale = self.label_weight / rows as f32;
-            let targets = self.fair.view(0, m * rows);
-            bce_backward(
-                dev,
-                &each,
-                scale,
-                self.edited.logits(),
-                targets,
-                self.label_grad.all(),
-            )?;
+        if self.label_weight > 0.0 {
+            // Every model reads the same labels: the first `rows` of `fair`.
+            dev.write(&self.fair, 0, y)?;
+            let (scale, labels) = (self.label_weight / rows as f32, self.fair.view(0, rows));
+            if k == 1 {
+                let each = Bce::shared_targets(m, rows);
+                bce_backward(
+                    dev,
+                    &each,
+                    scale,
+                    self.edited.logits(),
+                    labels,
+                    self.label_grad.all(),
+                )?;
+            } else {
+                let each = CrossEntropy {
+                    batch: m,
+                    rows,
+                    classes: k,
+                    s_stride: rows * k,
+                    l_stride: 0,
+                    out_stride: rows * k,
+                };
+                cross_entropy_backward(
+                    dev,
+                    &each,
+                    scale,
+                    self.edited.logits(),
+                    labels,
+                    self.label_grad.all(),
+                )?;
+            }
             axpy(dev, 1.0, self.label_grad.all(), 1.0, dlogits)?;
         }
         if self.spec.requirement == Requirement::Fairness && !shifting {
