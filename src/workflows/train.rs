@@ -93,8 +93,8 @@ pub struct TrainConfig {
     /// from `sparsity` (configs saved before it existed: none).
     #[serde(default)]
     pub also_prune: bool,
-    /// Weight of a cross-entropy to the labels added to the training loss (sigmoid or softmax; configs
-    /// saved before it existed: 0, the JSD alone).
+    /// Weight of a cross-entropy to the labels added to the training loss (sigmoid or softmax;
+    /// configs saved before it existed: 0, the JSD alone).
     #[serde(default)]
     pub label_weight: f32,
     /// Whether the editor's edits pick their step on training rows: as its validation models
