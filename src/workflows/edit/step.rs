@@ -277,16 +277,10 @@ impl TrainBatch {
             // Every model reads the same labels: the first `rows` of `fair`.
             dev.write(&self.fair, 0, y)?;
             let (scale, labels) = (self.label_weight / rows as f32, self.fair.view(0, rows));
+            let (logits, grad) = (self.edited.logits(), self.label_grad.all());
             if k == 1 {
                 let each = Bce::shared_targets(m, rows);
-                bce_backward(
-                    dev,
-                    &each,
-                    scale,
-                    self.edited.logits(),
-                    labels,
-                    self.label_grad.all(),
-                )?;
+                bce_backward(dev, &each, scale, logits, labels, grad)?;
             } else {
                 let each = CrossEntropy {
                     batch: m,
@@ -296,14 +290,7 @@ impl TrainBatch {
                     l_stride: 0,
                     out_stride: rows * k,
                 };
-                cross_entropy_backward(
-                    dev,
-                    &each,
-                    scale,
-                    self.edited.logits(),
-                    labels,
-                    self.label_grad.all(),
-                )?;
+                cross_entropy_backward(dev, &each, scale, logits, labels, grad)?;
             }
             axpy(dev, 1.0, self.label_grad.all(), 1.0, dlogits)?;
         }
