@@ -4,8 +4,8 @@
 # requirement on the zoo, and compares each with every baseline on the sealed zoo's models.
 # DATASET is adult, bank or mnist_5k (read from ../shared/datasets unless DATA says otherwise).
 # REGOP (default target/release/regop), DEVICE (default cpu), STEPS_PRUNE, STEPS_NEURONS,
-# STEPS_MINIMISE, STEPS_FAIRNESS, STEPS_BLIND, STEPS_PRUNE_LR (mnist_5k) and COUNT/SEALED can be
-# set in the environment.
+# STEPS_MINIMISE, STEPS_FAIRNESS, STEPS_BLIND, STEPS_PRUNE_LR (mnist_5k), STEPS_BIG and STEPS_09
+# (BIG=1) and COUNT/SEALED can be set in the environment.
 # BIG=1 (adult, bank) also builds a 1,024-model zoo (BIG_COUNT) and trains on it the prune
 # editor BENCHMARKS leads with (STEPS_BIG steps at sparsities 0.9-0.95; Adult 3,000, Bank
 # 8,000 from LAMP + reconstruction, and on Bank one more at 0.9 alone): an hour or more.
