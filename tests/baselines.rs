@@ -725,6 +725,93 @@ fn least_squares_fold_chooses_its_ridge_on_held_out_rows() {
     assert_eq!(few.moments().ridge(), regop::engine::linalg::RIDGE_GRID[0]);
 }
 
+/// The closer fold keeps whichever fold the calibration rows show closer to the model: the
+/// least-squares fold where its prediction holds on them (column 1 = column 0), the mean fold
+/// where the moments it was fitted on say otherwise than the rows (column 1 = -4 x column 0);
+/// on random models, always the one of lower JSD.
+#[test]
+fn closer_fold_picks_the_fold_the_calibration_rows_agree_with() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let (rows, d) = (400, 4);
+    let mut rows_with = |sign: f32| -> regop::io::data::Split {
+        let x: Vec<f32> = (0..rows)
+            .flat_map(|_| {
+                let a: f32 = rng.random_range(-2.0..2.0);
+                let rest: [f32; 2] = [rng.random_range(-1.0..1.0), rng.random_range(-1.0..1.0)];
+                [a, sign * a, rest[0], rest[1]]
+            })
+            .collect();
+        regop::io::data::Split {
+            x,
+            y: vec![0.0; rows],
+            group: vec![0; rows],
+        }
+    };
+    let (same, flipped) = (rows_with(1.0), rows_with(-4.0));
+    // A linear model for the two set cases: its logits move along one direction, five times
+    // as far for the wrong prediction as for the mean.
+    let shape = MlpShape::new(&[d, 8, 3], Activation::Identity);
+    let mut p = init_params(&shape, rand::random());
+    for o in 0..8 {
+        p[o * d + 1] = 1.5 * if o % 2 == 0 { 1.0 } else { -1.0 };
+    }
+    let removed = [false, true, false, false];
+    let means = vec![0.0f32; d];
+    let jsd = |q: &[f32], x: &[f32]| {
+        let own = regop::networks::mlp::forward_host(&shape, &p, x, rows);
+        let edited = regop::networks::mlp::forward_host(&shape, q, x, rows);
+        regop::engine::kernels::jsd::mean_jsd_host(3, &own, &edited)
+    };
+    let mean = apply(
+        &fold_removed_means(&shape, &p, &removed, &means),
+        &removed_mask(&shape, &removed),
+    );
+    // Moments and rows alike: the least-squares fold is (nearly) exact and is kept.
+    let ls = least_squares_fold(&shape, &p, &removed, &same.moments());
+    let kept = closer_fold(&shape, &p, &removed, &means, &same.moments(), &same.x, rows);
+    assert_eq!(kept, ls);
+    assert!(jsd(&ls, &same.x) < jsd(&mean, &same.x));
+    // Moments of other rows (column 1 = -4 x column 0): on these rows that prediction is wrong.
+    let wrong = least_squares_fold(&shape, &p, &removed, &flipped.moments());
+    let kept = closer_fold(
+        &shape,
+        &p,
+        &removed,
+        &means,
+        &flipped.moments(),
+        &same.x,
+        rows,
+    );
+    assert_eq!(kept, mean);
+    assert!(jsd(&mean, &same.x) < jsd(&wrong, &same.x));
+    // Random ReLU models and moments of random rows: the kept fold is one of the two, the
+    // closer.
+    let shape = MlpShape::new(&[d, 8, 3], Activation::Relu);
+    let moments = rows_with(rand::random_range(-2.0..2.0)).moments();
+    for seed in 0..8 {
+        let q = init_params(&shape, rand::random::<u64>() ^ seed);
+        let folds = [
+            apply(
+                &fold_removed_means(&shape, &q, &removed, &means),
+                &removed_mask(&shape, &removed),
+            ),
+            least_squares_fold(&shape, &q, &removed, &moments),
+        ];
+        let kept = closer_fold(&shape, &q, &removed, &means, &moments, &same.x, rows);
+        let at = |f: &[f32]| {
+            let own = regop::networks::mlp::forward_host(&shape, &q, &same.x, rows);
+            let edited = regop::networks::mlp::forward_host(&shape, f, &same.x, rows);
+            regop::engine::kernels::jsd::mean_jsd_host(3, &own, &edited)
+        };
+        let i = folds
+            .iter()
+            .position(|f| *f == kept)
+            .expect("one of the two folds");
+        assert!(at(&folds[i]) <= at(&folds[1 - i]));
+    }
+}
+
 /// The first-layer mask of `removed` columns (weights out of them zero).
 fn removed_mask(shape: &MlpShape, removed: &[bool]) -> Vec<f32> {
     let mut m = vec![1.0f32; shape.n_params()];

@@ -132,8 +132,10 @@ impl PruneScore {
 }
 
 /// Where a minimisation edit starts: the removed columns' training means folded into the
-/// first-layer biases, or each removed column's least-squares prediction from the kept ones
-/// folded into their weights (`baselines::least_squares_fold`; edits then need the data).
+/// first-layer biases, each removed column's least-squares prediction from the kept ones
+/// folded into their weights (`baselines::least_squares_fold`; edits then need the data), or
+/// per model and ask whichever of the two stays closer to the model on the calibration batch
+/// (`baselines::closer_fold`; edits need the data).
 #[derive(
     Clone,
     Copy,
@@ -150,6 +152,14 @@ pub enum MinimiseBase {
     #[default]
     Mean,
     LeastSquares,
+    Closer,
+}
+
+impl MinimiseBase {
+    /// Whether edits from this fold read the data (its column moments, its calibration batch).
+    pub fn needs_data(self) -> bool {
+        self != MinimiseBase::Mean
+    }
 }
 
 /// How an editor edits (saved with it): the requirement it was trained for and the edit's

@@ -80,9 +80,10 @@ pub struct Args {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub signals: Option<bool>,
     /// Where a minimisation edit (or a drop-attribute fairness edit) starts: the removed
-    /// columns' means folded into the biases (`mean`), or their least-squares prediction from
-    /// the kept columns folded into those columns' weights (`least-squares`; its edits then
-    /// need --data). Default: least-squares for minimise; mean for drop-attribute, since
+    /// columns' means folded into the biases (`mean`), their least-squares prediction from
+    /// the kept columns folded into those columns' weights (`least-squares`), or per model
+    /// whichever of the two stays closer to it on the calibration batch (`closer`); edits
+    /// from either of the last two need --data. Default: least-squares for minimise; mean for drop-attribute, since
     /// predicting the attribute from its proxies keeps the gap it is dropped to close (on
     /// Adult's validation models the mean fold complies on 81%, the least-squares fold on 0%).
     #[arg(long, value_enum)]

@@ -67,6 +67,21 @@ fn row(p: &[f32], q: &[f32], dq: &mut [f32], scale: f32) -> f32 {
     total.max(0.0) // rounding can leave -1e-8 where P = Q
 }
 
+/// Mean JSD(P || Q) over the rows of logits `p` and `q` [rows, classes], on the host: for
+/// choices that compare a few candidate models on a calibration batch.
+pub fn mean_jsd_host(classes: usize, p: &[f32], q: &[f32]) -> f64 {
+    assert!(p.len() == q.len() && classes >= 1, "mean_jsd_host: shapes");
+    let rows = p.len() / classes;
+    let mut dq = vec![0.0f32; classes];
+    let total: f64 = (0..rows)
+        .map(|r| {
+            let s = r * classes..(r + 1) * classes;
+            row(&p[s.clone()], &q[s], &mut dq, 0.0) as f64
+        })
+        .sum();
+    total / rows.max(1) as f64
+}
+
 /// For `loss.len()` rows of `classes` logits: per-row JSD(P || Q) into `loss` and `scale` times
 /// its gradient with respect to the logits `q` into `dq` (overwritten).
 pub fn jsd(

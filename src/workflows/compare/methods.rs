@@ -118,7 +118,8 @@ impl<'a> Subject<'a> {
     }
 
     /// Zero the removed columns; with their means, or their least-squares prediction from the
-    /// kept columns, folded in; fine-tune after; retrain from scratch without them.
+    /// kept columns, folded in, or per model the one of those two folds that stays closer to it
+    /// on the calibration batch; fine-tune after; retrain from scratch without them.
     fn minimise(&'a self) -> Result<Vec<Method<'a>>> {
         let (dev, data, shape, params) = (self.dev, self.data, &self.shape, &self.params);
         let mask = drop_mask(shape, &data.schema, &self.cfg.drop).map_err(Error::Usage)?;
@@ -136,9 +137,11 @@ impl<'a> Subject<'a> {
             mask.clone(),
             &self.columns.means,
         );
-        let (r2, moments) = (removed.clone(), &self.columns.moments);
+        let (r2, r3, moments) = (removed.clone(), removed.clone(), &self.columns.moments);
         let least_squares = move || Ok(least_squares_fold(shape, params, &r2, moments));
         let ls = least_squares.clone();
+        let (cx, cn) = self.calib;
+        let closer = move || Ok(closer_fold(shape, params, &r3, means, moments, cx, *cn));
         Ok(vec![
             edit("zero columns", Kind::OneShot, None, move || {
                 Ok(apply(params, &m1))
@@ -148,6 +151,12 @@ impl<'a> Subject<'a> {
                 Ok(apply(&folded, &mask))
             }),
             edit("least-squares fold", Kind::OneShot, None, least_squares),
+            edit(
+                "closer fold (on calibration rows)",
+                Kind::OneShot,
+                None,
+                closer,
+            ),
             edit(
                 format!("zero + fine-tune ({} ep)", self.cfg.ft_epochs),
                 Kind::FineTuned,

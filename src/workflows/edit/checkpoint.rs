@@ -277,12 +277,12 @@ impl EditorFile {
 
     /// Whether its edits read data (a calibration batch of training rows).
     pub fn needs_data(&self) -> bool {
-        use crate::requirement::{MinimiseBase, Requirement};
+        use crate::requirement::Requirement;
         let s = &self.spec;
         s.signals
             || s.keeps_rule_mask()
             || ((s.requirement == Requirement::Minimise || s.drops_attribute())
-                && s.minimise_base == MinimiseBase::LeastSquares)
+                && s.minimise_base.needs_data())
     }
 
     /// Give it its data's calibration batch and column moments (the data must be the

@@ -18,8 +18,8 @@ use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
 use crate::workflows::baselines::{
-    fold_removed_means, lamp_reconstruction, least_squares_fold, neuron_reconstruct, obs_prune,
-    zero_batch_columns, zero_columns,
+    closer_fold, fold_removed_means, lamp_reconstruction, least_squares_fold, neuron_reconstruct,
+    obs_prune, zero_batch_columns, zero_columns,
 };
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -163,17 +163,8 @@ fn base_params(
         });
     }
     let folds = spec.requirement == Requirement::Minimise || spec.drops_attribute();
-    let least_squares = folds && spec.minimise_base == MinimiseBase::LeastSquares;
     Ok(match (spec.requirement, &ask.shift) {
-        _ if least_squares => {
-            if cols.moments.mean.is_empty() {
-                return Err(Error::Usage(
-                    "this editor starts from a least-squares fold, which reads its data: pass --data".into(),
-                ));
-            }
-            least_squares_fold(shape, params, &ask.removed, &cols.moments)
-        }
-        _ if folds => fold_removed_means(shape, params, &ask.removed, &cols.means),
+        _ if folds => fold(spec.minimise_base, shape, params, &ask.removed, cols)?,
         (Requirement::Fairness, Some(shift)) if !shift.is_empty() => {
             let mut p = params.to_vec();
             let mean = shift.iter().sum::<f32>() / shift.len() as f32;
@@ -200,21 +191,39 @@ fn drop_before_pruning(
     if !ask.removed.contains(&true) {
         return Ok((params.to_vec(), x.clone()));
     }
-    let folded = match spec.minimise_base {
-        MinimiseBase::LeastSquares if cols.moments.mean.is_empty() => {
-            return Err(Error::Usage(
-                "this editor folds removed features by least squares, which reads its data: pass --data".into(),
-            ))
-        }
-        MinimiseBase::LeastSquares => {
-            least_squares_fold(shape, params, &ask.removed, &cols.moments)
-        }
-        MinimiseBase::Mean => fold_removed_means(shape, params, &ask.removed, &cols.means),
-    };
+    let folded = fold(spec.minimise_base, shape, params, &ask.removed, cols)?;
     Ok((
         zero_columns(shape, &folded, &ask.removed),
         zero_batch_columns(x, &ask.removed),
     ))
+}
+
+/// The model with the `removed` columns folded as `base` says (`MinimiseBase`).
+fn fold(
+    base: MinimiseBase,
+    shape: &MlpShape,
+    params: &[f32],
+    removed: &[bool],
+    cols: &Columns,
+) -> Result<Vec<f32>> {
+    let (x, rows) = (&cols.calibration.x, cols.calibration.rows());
+    let lacks = match base {
+        MinimiseBase::Mean => false,
+        MinimiseBase::LeastSquares => cols.moments.mean.is_empty(),
+        MinimiseBase::Closer => cols.moments.mean.is_empty() || rows == 0,
+    };
+    if lacks {
+        return Err(Error::Usage(
+            "this editor folds removed features from what it reads of its data: pass --data".into(),
+        ));
+    }
+    Ok(match base {
+        MinimiseBase::Mean => fold_removed_means(shape, params, removed, &cols.means),
+        MinimiseBase::LeastSquares => least_squares_fold(shape, params, removed, &cols.moments),
+        MinimiseBase::Closer => {
+            closer_fold(shape, params, removed, &cols.means, &cols.moments, x, rows)
+        }
+    })
 }
 
 /// Number of weights a model keeps at `sparsity` (the rest, round(sparsity * weights), are zero).
