@@ -83,9 +83,10 @@ pub struct Args {
     /// columns' means folded into the biases (`mean`), their least-squares prediction from
     /// the kept columns folded into those columns' weights (`least-squares`), or per model
     /// whichever of the two stays closer to it on the calibration batch (`closer`); edits
-    /// from either of the last two need --data. Default: least-squares for minimise; mean for drop-attribute, since
-    /// predicting the attribute from its proxies keeps the gap it is dropped to close (on
-    /// Adult's validation models the mean fold complies on 81%, the least-squares fold on 0%).
+    /// from either of the last two need --data. Default: least-squares for minimise; mean for
+    /// drop-attribute, since predicting the attribute from its proxies keeps the gap it is
+    /// dropped to close (on Adult's validation models the mean fold complies on 81%, the
+    /// least-squares fold on 0%).
     #[arg(long, value_enum)]
     pub minimise_base: Option<crate::requirement::MinimiseBase>,
     /// Per-group logit shifts drawn in training, uniformly ("LO,HI"; shift editors).
