@@ -758,11 +758,13 @@ fn closer_fold_picks_the_fold_the_calibration_rows_agree_with() {
     }
     let removed = [false, true, false, false];
     let means = vec![0.0f32; d];
-    let jsd = |q: &[f32], x: &[f32]| {
-        let own = regop::networks::mlp::forward_host(&shape, &p, x, rows);
-        let edited = regop::networks::mlp::forward_host(&shape, q, x, rows);
+    // Mean JSD of model `b`'s predictions from model `a`'s on the rows `x`.
+    let jsd_from = |shape: &MlpShape, a: &[f32], b: &[f32], x: &[f32]| {
+        let own = regop::networks::mlp::forward_host(shape, a, x, rows);
+        let edited = regop::networks::mlp::forward_host(shape, b, x, rows);
         regop::engine::kernels::jsd::mean_jsd_host(3, &own, &edited)
     };
+    let jsd = |q: &[f32], x: &[f32]| jsd_from(&shape, &p, q, x);
     let mean = apply(
         &fold_removed_means(&shape, &p, &removed, &means),
         &removed_mask(&shape, &removed),
@@ -799,11 +801,7 @@ fn closer_fold_picks_the_fold_the_calibration_rows_agree_with() {
             least_squares_fold(&shape, &q, &removed, &moments),
         ];
         let kept = closer_fold(&shape, &q, &removed, &means, &moments, &same.x, rows);
-        let at = |f: &[f32]| {
-            let own = regop::networks::mlp::forward_host(&shape, &q, &same.x, rows);
-            let edited = regop::networks::mlp::forward_host(&shape, f, &same.x, rows);
-            regop::engine::kernels::jsd::mean_jsd_host(3, &own, &edited)
-        };
+        let at = |f: &[f32]| jsd_from(&shape, &q, f, &same.x);
         let i = folds
             .iter()
             .position(|f| *f == kept)
