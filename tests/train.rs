@@ -1124,3 +1124,70 @@ fn image_asks_remove_rectangles_and_whole_strips() {
         "whole columns drawn: {tall}, whole rows drawn: {wide}"
     );
 }
+
+/// Off a terminal (stderr captured, as in a log file) long work says how far it is: `zoo` a
+/// line at each tenth of its model-epochs, `train` a line per validation with the step out of
+/// the total; `--quiet` silences both.
+#[test]
+fn long_work_reports_progress_in_a_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = dir.path().join("zoo");
+    let zoo_args = [
+        "zoo",
+        "--count",
+        "12",
+        "--widths",
+        "16",
+        "--epochs",
+        "3",
+        "--out",
+        p(&z),
+    ];
+    let out = regop(&zoo_args);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tenths: Vec<u32> = err
+        .lines()
+        .filter_map(|l| l.split_once("% of the model-epochs"))
+        .map(|(pct, _)| pct.parse().unwrap())
+        .collect();
+    assert_eq!(tenths.last(), Some(&100), "{err}");
+    assert!(tenths.windows(2).all(|w| w[0] < w[1]), "{err}");
+
+    let ed = dir.path().join("ed");
+    let train = |quiet: bool| {
+        let mut args = vec![
+            "train",
+            "--zoo",
+            p(&z),
+            "--requirement",
+            "prune",
+            "--steps",
+            "20",
+        ];
+        args.extend(["--eval-every", "10", "--force", "--out", p(&ed)]);
+        if quiet {
+            args.insert(0, "-q");
+        }
+        let out = regop(&args);
+        ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = train(false);
+    // Validation lines: "step N/20 ...", not the step search's line.
+    let steps: Vec<&str> = err.lines().filter(|l| l.contains("/20 (")).collect();
+    assert_eq!(steps.len(), 3, "{err}");
+    for (line, at) in steps
+        .iter()
+        .zip(["step 0/20 ", "step 10/20 ", "step 20/20 "])
+    {
+        assert!(line.starts_with(at) && line.contains("val loss"), "{line}");
+    }
+    // No step has run at the first validation: no training loss to report yet.
+    assert!(!steps[0].contains("train loss") && steps[1].contains("train loss"));
+    let err = train(true);
+    assert!(
+        !err.contains("/20 (") && !err.contains("model-epochs"),
+        "{err}"
+    );
+}

@@ -100,6 +100,14 @@ impl Printer {
             eprintln!("{msg}");
         }
     }
+    /// Progress of long work as plain lines: where stderr is a log file rather than a
+    /// terminal, a progress bar is not drawn, so a long run would otherwise say nothing.
+    pub fn progress_line(&self, msg: &str) {
+        use std::io::IsTerminal;
+        if !self.verbose && !self.quiet && !self.json && !std::io::stderr().is_terminal() {
+            eprintln!("{msg}");
+        }
+    }
     /// A result on stdout.
     pub fn result(&self, text: &str) {
         if !self.silent {

@@ -365,7 +365,7 @@ pub fn describe(cfg: &TrainConfig, v: &Validation) -> String {
 }
 
 /// `train` with a progress bar on stderr (hidden when quiet or in JSON mode) and, with
-/// `--verbose`, a line per validation.
+/// `--verbose` or where stderr is not a terminal, a line per validation.
 pub fn train_with_progress(
     p: &Printer,
     dev: &Device,
@@ -388,6 +388,7 @@ pub fn train_with_progress(
     );
     let (mut ema, mut val_msg) = (None::<f64>, String::new());
     let (mut since_sum, mut since_n) = (0.0f64, 0usize);
+    let t0 = std::time::Instant::now();
     let best = train(dev, trainer, manifest, out, resume, &mut |e| match e {
         Event::Step { step, loss } => {
             let m = ema.map_or(loss, |m| 0.95 * m + 0.05 * loss);
@@ -409,15 +410,23 @@ pub fn train_with_progress(
         }
         Event::Validated(v, better) => {
             val_msg = format!("val {:.5}{}", v.loss, if better { " *" } else { "" });
-            let train_loss = since_sum / since_n.max(1) as f64;
-            (since_sum, since_n) = (0.0, 0);
-            bar.suspend(|| {
-                p.detail(&format!(
-                    "step {}: train loss {train_loss:.5}, {}",
-                    v.step,
+            // Before the first step there is no training loss to report.
+            let line = match since_n {
+                0 => describe(cfg, v),
+                n => format!(
+                    "train loss {:.5}, {}",
+                    since_sum / n as f64,
                     describe(cfg, v)
-                ))
-            });
+                ),
+            };
+            (since_sum, since_n) = (0.0, 0);
+            bar.suspend(|| p.detail(&format!("step {}: {line}", v.step)));
+            p.progress_line(&format!(
+                "step {}/{} ({}): {line}",
+                v.step,
+                cfg.steps,
+                indicatif::HumanDuration(t0.elapsed())
+            ));
         }
     })?;
     bar.finish_and_clear();

@@ -256,7 +256,8 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
     Ok(0)
 }
 
-/// `build` with a progress bar on stderr (hidden when quiet, in JSON mode or off a terminal).
+/// `build` with a progress bar on stderr (hidden when quiet, in JSON mode or off a terminal;
+/// off a terminal, a line at each tenth of the work instead).
 pub fn build_with_progress(
     p: &Printer,
     dev: &Device,
@@ -276,7 +277,7 @@ pub fn build_with_progress(
         )
         .unwrap(),
     );
-    let (t0, mut total) = (Instant::now(), 0);
+    let (t0, mut total, mut planned, mut logged) = (Instant::now(), 0, 0, 0);
     build(dev, data, manifest, out, opts, &mut |e| match e {
         BuildEvent::Resuming { done, planned } => p.status(&format!(
             "resuming: {done} of {planned} models already trained"
@@ -287,7 +288,7 @@ pub fn build_with_progress(
             batches,
             model_epochs,
         } => {
-            total = models;
+            (total, planned) = (models, model_epochs);
             bar.set_length(model_epochs as u64);
             p.status(&format!(
                 "training {models} models: {architectures} architectures, {batches} batches"
@@ -297,11 +298,18 @@ pub fn build_with_progress(
             model_epochs,
             models,
         } => {
-            bar.set_position(model_epochs as u64);
-            bar.set_message(format!(
+            let msg = format!(
                 "{models}/{total} models, {:.2} models/s",
                 models as f64 / t0.elapsed().as_secs_f64()
-            ));
+            );
+            bar.set_position(model_epochs as u64);
+            // Off a terminal, a line at each tenth of the model-epochs.
+            let tenth = 10 * model_epochs / planned.max(1);
+            if tenth > logged {
+                logged = tenth;
+                p.progress_line(&format!("{}% of the model-epochs: {msg}", 10 * tenth));
+            }
+            bar.set_message(msg);
         }
     })?;
     bar.finish_and_clear();

@@ -417,7 +417,7 @@ struct RuleStarts {
 }
 
 static RULE_STARTS: Mutex<Option<RuleStarts>> = Mutex::new(None);
-const RULE_STARTS_MAX: usize = 64 << 20;
+const RULE_STARTS_MAX: usize = 512 << 20;
 
 /// Forget every remembered start (`rule_start`), so that the next edit pays for its own.
 pub fn forget_rule_starts() {
