@@ -1127,32 +1127,28 @@ fn image_asks_remove_rectangles_and_whole_strips() {
 
 /// Off a terminal (stderr captured, as in a log file) long work says how far it is: `zoo` a
 /// line at each tenth of its model-epochs, `train` a line per validation with the step out of
-/// the total; `--quiet` silences both.
+/// the total; `--verbose` keeps the zoo's lines; `--quiet` silences both.
 #[test]
 fn long_work_reports_progress_in_a_log() {
     let dir = tempfile::tempdir().unwrap();
     let z = dir.path().join("zoo");
-    let zoo_args = [
-        "zoo",
-        "--count",
-        "12",
-        "--widths",
-        "16",
-        "--epochs",
-        "3",
-        "--out",
-        p(&z),
-    ];
-    let out = regop(&zoo_args);
-    ok(&out);
-    let err = String::from_utf8_lossy(&out.stderr);
-    let tenths: Vec<u32> = err
-        .lines()
-        .filter_map(|l| l.split_once("% of the model-epochs"))
-        .map(|(pct, _)| pct.parse().unwrap())
-        .collect();
-    assert_eq!(tenths.last(), Some(&100), "{err}");
-    assert!(tenths.windows(2).all(|w| w[0] < w[1]), "{err}");
+    for verbose in [true, false] {
+        let mut zoo_args = vec!["zoo", "--count", "12", "--widths", "16", "--epochs", "3"];
+        zoo_args.extend(["--force", "--out", p(&z)]);
+        if verbose {
+            zoo_args.insert(0, "-v");
+        }
+        let out = regop(&zoo_args);
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tenths: Vec<u32> = err
+            .lines()
+            .filter_map(|l| l.split_once("% of the model-epochs"))
+            .map(|(pct, _)| pct.parse().unwrap())
+            .collect();
+        assert_eq!(tenths.last(), Some(&100), "verbose {verbose}: {err}");
+        assert!(tenths.windows(2).all(|w| w[0] < w[1]), "{err}");
+    }
 
     let ed = dir.path().join("ed");
     let train = |quiet: bool| {

@@ -104,7 +104,7 @@ impl Printer {
     /// terminal, a progress bar is not drawn, so a long run would otherwise say nothing.
     pub fn progress_line(&self, msg: &str) {
         use std::io::IsTerminal;
-        if !self.verbose && !self.quiet && !self.json && !std::io::stderr().is_terminal() {
+        if !self.quiet && !self.json && !std::io::stderr().is_terminal() {
             eprintln!("{msg}");
         }
     }

@@ -421,12 +421,15 @@ pub fn train_with_progress(
             };
             (since_sum, since_n) = (0.0, 0);
             bar.suspend(|| p.detail(&format!("step {}: {line}", v.step)));
-            p.progress_line(&format!(
-                "step {}/{} ({}): {line}",
-                v.step,
-                cfg.steps,
-                indicatif::HumanDuration(t0.elapsed())
-            ));
+            // With --verbose the line above already says it.
+            if !p.verbose {
+                p.progress_line(&format!(
+                    "step {}/{} ({}): {line}",
+                    v.step,
+                    cfg.steps,
+                    indicatif::HumanDuration(t0.elapsed())
+                ));
+            }
         }
     })?;
     bar.finish_and_clear();
