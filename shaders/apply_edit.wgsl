@@ -80,3 +80,50 @@ fn apply_edit_backward(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(wo
     out[p.out_off + 2u * h] = dd;
     out[p.out_off + 2u * h + 1u] = dl;
 }
+
+// Holding the mask's count while training a learned mask (tau > 0). The mask keeps k weights of
+// each model whatever the logits: as a soft mask whose threshold moves to keep its sum at k, a
+// score's gradient is its straight-through gradient dl less its surrogate weight
+// w = sig'((s - thr) / tau) / tau times (sum of dl) / (sum of w) over the model's weights.
+// Both entries run per parameter p (n = P), a weight of model km >> 2 with head row map[p]:
+//   mask_count_terms: out[2p] = dhead[2 map[p] + 1], out[2p + 1] = w (both 0 off weights);
+//     the dout binding is dhead. `reduce` then sums them per model.
+//   mask_count_hold: dhead[2 map[p] + 1] -= w * sums[2z] / sums[2z + 1] where the latter is
+//     above 0; the out binding is dhead, dout is sums [models, 2].
+
+fn surrogate_weight(i: u32, h: u32, km: u32) -> f32 {
+    let s = data[p.prior_off + i] + head[p.head_off + 2u * h + 1u];
+    let t = data[p.thr_off + (km >> 2u)];
+    return dsig((s - t) / p.tau) / p.tau;
+}
+
+@compute @workgroup_size(WG)
+fn mask_count_terms(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                    @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = global_index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let h = idx[p.map_off + i];
+    let km = idx[p.kind_off + i];
+    var dl = 0.0;
+    var w = 0.0;
+    if ((km & 3u) == 1u) {
+        dl = dout[p.dout_off + 2u * h + 1u];
+        w = surrogate_weight(i, h, km);
+    }
+    out[p.out_off + 2u * i] = dl;
+    out[p.out_off + 2u * i + 1u] = w;
+}
+
+@compute @workgroup_size(WG)
+fn mask_count_hold(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+                   @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = global_index(wid, nwg, lid);
+    if (i >= p.n) { return; }
+    let h = idx[p.map_off + i];
+    let km = idx[p.kind_off + i];
+    let z = km >> 2u;
+    let total = dout[p.dout_off + 2u * z + 1u];
+    if ((km & 3u) != 1u || total <= 0.0) { return; }
+    let mean = dout[p.dout_off + 2u * z] / total;
+    out[p.out_off + 2u * h + 1u] -= surrogate_weight(i, h, km) * mean;
+}

@@ -281,6 +281,109 @@ fn edit_kernels_match_cpu_and_finite_differences() {
     }
 }
 
+/// Holding a learned mask's count: the per-parameter terms, their per-model sums and the held
+/// gradient match on both backends (terms and sums poisoned first); after it, each model's
+/// mask-logit gradients over its weights sum to zero, and no other head value moves.
+#[test]
+fn mask_count_kernels_match_cpu_and_hold_the_count() {
+    use regop::engine::kernels::apply_edit::{mask_count_hold, mask_count_terms};
+    use regop::engine::kernels::reduce::{reduce, Axis, Reduce};
+    let gpu = gpu();
+    let mut rng = fresh_rng("mask count kernels");
+    let o = ApplyOpts {
+        gamma: 0.7,
+        tau: 0.5,
+    };
+    for &(models, per, extra) in &[(1, 1, 0), (3, 7, 2), (4, 257, 33)] {
+        let pr = problem(&mut rng, models, per, extra, true);
+        let n = models * per;
+        let rows = n + extra;
+        let mut p = Packer::new();
+        let data = p.put([pr.orig.clone(), pr.prior.clone(), pr.thr.clone()].concat());
+        let head = p.put(pr.head.clone());
+        let idx = p.put(bits(
+            &[pr.map.clone(), pr.kind.clone(), pr.inv.clone()].concat(),
+        ));
+        let dhead_start = random(&mut rng, 2 * rows);
+        let dhead = p.put(dhead_start.clone());
+        let terms = p.poison(2 * n);
+        let sums = p.poison(2 * models);
+        let init = p.finish();
+        let run = |dev: &Device, buf: &regop::Buf| {
+            let v = |r: &std::ops::Range<usize>| buf.view(r.start, r.len());
+            let (d, ix) = (v(&data), v(&idx));
+            let (prior, thr) = (d.sub(n, n), d.sub(2 * n, models));
+            let (map, kind) = (ix.sub(0, n), ix.sub(n, n));
+            mask_count_terms(
+                dev,
+                &o,
+                prior,
+                v(&head),
+                map,
+                kind,
+                thr,
+                v(&dhead),
+                v(&terms),
+            )?;
+            reduce(
+                dev,
+                &Reduce::new(Axis::Cols, models, per, 2),
+                v(&terms),
+                v(&sums),
+            )?;
+            mask_count_hold(
+                dev,
+                &o,
+                prior,
+                v(&head),
+                map,
+                kind,
+                thr,
+                v(&sums),
+                v(&dhead),
+            )
+        };
+        let (cpu, g) = on_both(&gpu, &init, run);
+        let what = format!("mask count {models}x{per}+{extra}");
+        compare(
+            &what,
+            &cpu,
+            &g,
+            &[terms.clone(), sums.clone(), dhead.clone()],
+        );
+        let held = &cpu[dhead.clone()];
+        for z in 0..models {
+            let (mut sum, mut scale) = (0.0f64, 0.0f64);
+            for i in z * per..(z + 1) * per {
+                let h = pr.map[i] as usize;
+                if pr.kind[i] & 3 == 1 {
+                    sum += held[2 * h + 1] as f64;
+                    scale += (dhead_start[2 * h + 1] as f64).abs();
+                }
+            }
+            assert!(
+                sum.abs() <= 1e-5 * scale.max(1.0),
+                "{what}: model {z} sums to {sum}"
+            );
+        }
+        for h in 0..rows {
+            let weight = pr.inv[h] != u32::MAX && pr.kind[pr.inv[h] as usize] & 3 == 1;
+            assert_eq!(
+                held[2 * h],
+                dhead_start[2 * h],
+                "{what}: delta gradient {h} moved"
+            );
+            if !weight {
+                assert_eq!(
+                    held[2 * h + 1],
+                    dhead_start[2 * h + 1],
+                    "{what}: row {h} moved"
+                );
+            }
+        }
+    }
+}
+
 const POS: PosIds = PosIds {
     max_inputs: 6,
     max_hidden_layers: 2,
@@ -293,6 +396,7 @@ fn editor_of(dev: &Device, hidden: usize, rng: &mut impl Rng) -> Editor {
         layers: 2,
         cond_dim: COND_DIM,
         pos: POS,
+        edge_features: regop::networks::graph::EDGE_FEATURES,
     };
     random_editor(dev, &cfg, rng)
 }
@@ -701,6 +805,76 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
     }
 }
 
+/// A learned mask keeps k weights of each model whatever its logits: raising every score of a
+/// model alike changes nothing, so the step's gradient along it is zero. The mask logits' bias
+/// in the edge head moves every score alike: its gradient vanishes.
+/// LAMP's mask learned from the model, and LAMP's mask re-solved and moved; on both backends.
+#[test]
+fn a_learned_mask_gets_no_gradient_from_raising_every_score() {
+    let mut rng = fresh_rng("mask count held");
+    let Step {
+        shape,
+        params,
+        mut cols,
+        rows,
+        x,
+        y,
+        group,
+    } = step_problem(&mut rng, 3);
+    cols.calibration = regop::io::data::Split {
+        x: x.clone(),
+        y: y.clone(),
+        group: group.clone(),
+    };
+    let refs: Vec<&[f32]> = params.iter().map(|p| p.as_slice()).collect();
+    let devices = [Device::cpu(), gpu()];
+    let cases = [PruneScore::Lamp, PruneScore::LampReconstruction]
+        .into_iter()
+        .flat_map(|s| devices.iter().map(move |d| (d, s)));
+    for (dev, score) in cases {
+        let spec = EditSpec {
+            tau: 0.5,
+            ..plain_spec(Requirement::Prune, score)
+        };
+        let cfg = EditorConfig {
+            hidden: 6,
+            layers: 2,
+            cond_dim: COND_DIM,
+            pos: POS,
+            edge_features: spec.edge_features(),
+        };
+        let ed = random_editor(dev, &cfg, &mut rng);
+        let asks: Vec<Ask> = [0.4f32, 0.6, 0.8]
+            .iter()
+            .map(|&s| Ask {
+                sparsity: s,
+                ..Ask::new(6)
+            })
+            .collect();
+        let b = TrainBatch::new(dev, &ed, &spec, &shape, &refs, &asks, &cols, rows).unwrap();
+        b.forward(dev, &ed).unwrap();
+        b.loss(dev, &x, &y, &group).unwrap();
+        b.backward(dev, &ed).unwrap();
+        let grads = dev.read_all(&ed.grads).unwrap();
+        let b2 = ed
+            .layout
+            .entries
+            .iter()
+            .find(|e| e.name == "edge_head.b2")
+            .unwrap()
+            .span
+            .offset;
+        let norm = grads.iter().map(|g| g * g).sum::<f32>().sqrt();
+        assert!(norm > 1e-6, "{}, {score:?}: no gradient at all", dev.name());
+        let logit = grads[b2 + 1];
+        assert!(
+            logit.abs() < 1e-5 * norm.max(1.0),
+            "{}, {score:?}: raising every score has gradient {logit} (all: {norm})",
+            dev.name()
+        );
+    }
+}
+
 #[test]
 fn the_mean_fold_moves_removed_columns_into_the_biases() {
     let shape = MlpShape::new(&[3, 2, 1], Activation::Relu);
@@ -750,6 +924,7 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
         layers: 2,
         cond_dim: COND_DIM,
         pos: POS,
+        edge_features: regop::networks::graph::EDGE_FEATURES,
     };
     let ed = Editor::new(&dev, &cfg, 3).unwrap();
     let shape = MlpShape::new(&[6, 5, 4, 1], Activation::Relu);

@@ -6,9 +6,7 @@ use common::*;
 use rand::Rng;
 use regop::engine::kernels::activation::Activation;
 use regop::networks::editor::{DeviceGraph, Editor, EditorConfig, InferBuffers, Tape, HEAD_OUT};
-use regop::networks::graph::{
-    GraphBatch, ModelInput, PosIds, Signals, EDGE_FEATURES, NODE_FEATURES,
-};
+use regop::networks::graph::{GraphBatch, ModelInput, PosIds, Signals, NODE_FEATURES};
 use regop::networks::mlp::{init_params, MlpShape};
 use regop::Device;
 
@@ -24,6 +22,7 @@ fn cfg(hidden: usize) -> EditorConfig {
         layers: 2,
         cond_dim: 3,
         pos: POS,
+        edge_features: regop::networks::graph::EDGE_FEATURES,
     }
 }
 
@@ -35,6 +34,8 @@ struct Case {
     sensitive: Vec<bool>,
     cond: Vec<f32>,
     signals: Signals,
+    /// The values pruned weights return with (editors that move a rule's mask).
+    returns: Option<Vec<f32>>,
 }
 
 fn case(rng: &mut impl Rng, dims: &[usize], seed: u64) -> Case {
@@ -49,6 +50,7 @@ fn case(rng: &mut impl Rng, dims: &[usize], seed: u64) -> Case {
             log_scale: rng.random_range(-3.0..0.0),
             activations: random(rng, 2 * (dims[0] + dims[1..].iter().sum::<usize>())),
         },
+        returns: None,
         shape,
     }
 }
@@ -62,6 +64,7 @@ impl Case {
             sensitive: &self.sensitive,
             cond: &self.cond,
             signals: Some(&self.signals),
+            returns: self.returns.as_deref(),
         }
     }
 }
@@ -260,23 +263,37 @@ fn inference_in_edge_slices_matches_the_whole_forward() {
     }
 }
 
+/// Every gradient of the editor, also for editors that read a third edge feature (the values
+/// pruned weights return with).
 #[test]
 fn editor_gradients_match_finite_differences() {
-    let dev = Device::cpu();
     let mut rng = fresh_rng("editor gradcheck");
-    let cases = vec![
-        case(&mut rng, &[4, 3, 2], 1),
-        case(&mut rng, &[3, 2, 2, 1], 2),
-    ];
-    let g = graph(&cases);
+    for returns in [false, true] {
+        let mut cases = vec![
+            case(&mut rng, &[4, 3, 2], 1),
+            case(&mut rng, &[3, 2, 2, 1], 2),
+        ];
+        if returns {
+            for c in &mut cases {
+                c.returns = Some(random(&mut rng, c.shape.n_params()));
+            }
+        }
+        editor_gradcheck(&mut rng, &graph(&cases));
+    }
+}
+
+fn editor_gradcheck(rng: &mut impl Rng, g: &GraphBatch) {
+    let dev = Device::cpu();
+    let g = g.clone();
     let cfg = EditorConfig {
         hidden: 6,
+        edge_features: g.edge_features,
         ..cfg(6)
     };
-    let ed = random_editor(&dev, &cfg, &mut rng);
+    let ed = random_editor(&dev, &cfg, rng);
     let params = dev.read_all(&ed.params).unwrap();
-    let re = random(&mut rng, g.edges() * HEAD_OUT);
-    let rn = random(&mut rng, g.nodes() * HEAD_OUT);
+    let re = random(rng, g.edges() * HEAD_OUT);
+    let rn = random(rng, g.nodes() * HEAD_OUT);
     let loss_of = |p: &[f32], gr: &GraphBatch| -> f64 {
         let e = Editor::from_params(&dev, &cfg, p).unwrap();
         let (eo, no) = run(&dev, &e, gr);
@@ -298,7 +315,7 @@ fn editor_gradients_match_finite_differences() {
         .read(
             &t.dacts,
             t.g(t.at.edge_feat).offset,
-            g.edges() * EDGE_FEATURES,
+            g.edges() * g.edge_features,
         )
         .unwrap();
     let d_node_feat = dev
@@ -340,7 +357,7 @@ fn editor_gradients_match_finite_differences() {
     check("parameters", &grads, &numeric);
     // Every edge input feature (weight, gradient) and every node input feature.
     let mut gg = g.clone();
-    let numeric: Vec<f64> = (0..g.edges() * EDGE_FEATURES)
+    let numeric: Vec<f64> = (0..g.edges() * g.edge_features)
         .map(|k| {
             gg.edge_feat[k] = g.edge_feat[k] + h;
             let up = loss_of(&params, &gg);
@@ -350,7 +367,11 @@ fn editor_gradients_match_finite_differences() {
             (up - down) / (2.0 * h as f64)
         })
         .collect();
-    check("edge inputs (weights, gradients)", &d_edge_feat, &numeric);
+    check(
+        "edge inputs (weights, gradients, returns)",
+        &d_edge_feat,
+        &numeric,
+    );
     let numeric: Vec<f64> = (0..g.nodes() * NODE_FEATURES)
         .map(|k| {
             gg.node_feat[k] = g.node_feat[k] + h;
@@ -429,6 +450,7 @@ fn permuting_hidden_neurons_permutes_the_edit() {
                 sensitive: c.sensitive.clone(),
                 cond: c.cond.clone(),
                 signals: signals.clone(),
+                returns: None,
             };
             let g = graph(&[cc]);
             let (eo, no) = run(&dev, &ed, &g);
@@ -468,6 +490,7 @@ fn a_mixed_batch_edits_each_model_as_alone() {
             sensitive: c.sensitive.clone(),
             cond: c.cond.clone(),
             signals: c.signals.clone(),
+            returns: None,
         };
         let g1 = graph(&[alone]);
         let (eo1, no1) = run(&dev, &ed, &g1);

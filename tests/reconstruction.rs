@@ -110,3 +110,109 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
     ]));
     assert!(msg.contains("--calibration-rows"), "{msg}");
 }
+
+/// Trained with a temperature, a LAMP + reconstruction editor may move the rule's mask: its
+/// file says it reads three features per edge; in `compare` the untrained editor is still the
+/// rule model by model, and the trained one meets the asked sparsity. A file whose edit settings
+/// do not match its editor is refused in one line naming it.
+#[test]
+fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
+    let dir = tempfile::tempdir().unwrap();
+    let zoo = synthetic_zoo(dir.path(), "6");
+    let ed = dir.path().join("ed");
+    ok(&regop_cpu(&[
+        "train",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--prune-score",
+        "lamp-reconstruction",
+        "--tau",
+        "0.5",
+        "--calibration-rows",
+        "64",
+        "--sparsity-range",
+        "0.7,0.9",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--val-models",
+        "2",
+        "--out",
+        arg(&ed),
+    ]));
+    let editor = ed.join("editor.safetensors");
+    let ef = EditorFile::load(&Device::cpu(), &editor).unwrap();
+    assert!(ef.spec.moves_rule_mask());
+    assert_eq!(ef.editor.cfg.edge_features, 3);
+
+    let report = dir.path().join("cmp");
+    ok(&regop_cpu(&[
+        "compare",
+        "--zoo",
+        arg(&zoo),
+        "--requirement",
+        "prune",
+        "--editor",
+        arg(&editor),
+        "--sparsity",
+        "0.8",
+        "--max-models",
+        "3",
+        "--val-models",
+        "2",
+        "--no-fine-tune",
+        "--out",
+        arg(&report),
+    ]));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("results.json")).unwrap()).unwrap();
+    let rows = results["rows"].as_array().unwrap();
+    let of = |method: &str| -> Vec<&serde_json::Value> {
+        rows.iter()
+            .filter(|r| r["method"].as_str().unwrap().starts_with(method))
+            .collect()
+    };
+    let agreement = |rs: Vec<&serde_json::Value>| -> Vec<(u64, f64)> {
+        rs.iter()
+            .map(|r| {
+                (
+                    r["model"].as_u64().unwrap(),
+                    r["agreement"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let rule = agreement(of("LAMP + reconstruction"));
+    assert_eq!(rule.len(), 3, "{rows:?}");
+    assert_eq!(agreement(of("editor, untrained")), rule);
+    let edits = of("editor (one inference)");
+    assert_eq!(edits.len(), 3, "{rows:?}");
+    for r in edits {
+        assert_eq!(r["satisfied"], true, "{r}");
+        let s = r["requirement_value"].as_f64().unwrap();
+        assert!((s - 0.8).abs() < 0.01, "sparsity {s}");
+    }
+
+    // The same file with edit settings that keep the mask (no temperature): refused.
+    let bytes = std::fs::read(&editor).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = meta.metadata().clone().unwrap();
+    let mut spec: serde_json::Value = serde_json::from_str(&meta["edit"]).unwrap();
+    spec["tau"] = serde_json::json!(0.0);
+    meta.insert("edit".into(), spec.to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    let bad = dir.path().join("bad.safetensors");
+    std::fs::write(&bad, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+    let msg = match EditorFile::load(&Device::cpu(), &bad) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a file whose editor reads other edge features loaded"),
+    };
+    assert!(
+        msg.contains("bad.safetensors") && msg.contains("features per edge"),
+        "{msg}"
+    );
+}

@@ -233,7 +233,13 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             requirement: Requirement::Prune,
             gap: Gap::Eo,
             gamma: 0.1,
-            tau: 1.0,
+            // A temperature lets a LAMP + reconstruction editor move the mask (the next test);
+            // OBS and neuron editors keep theirs whatever it is.
+            tau: if score == PruneScore::LampReconstruction {
+                0.0
+            } else {
+                1.0
+            },
             prune_score: score,
             fair_sharpness: 1.0,
             fair_target: FairTarget::Penalty,
@@ -307,6 +313,125 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
         };
         assert!(edit_models(&dev, &untrained, &spec, &models, &asks, &bare).is_err());
     }
+}
+
+/// A LAMP + reconstruction editor trained with a temperature may move the rule's mask: it reads
+/// a third edge feature (the values pruned weights return with); untrained, and at step 0 of
+/// any editor, it is the rule exactly; a random editor keeps exactly the asked number of
+/// weights, brings back weights the rule pruned at their own values plus its delta, and drops
+/// some the rule kept.
+#[test]
+fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
+    use regop::networks::editor::EditorConfig;
+    use regop::workflows::edit::edit_models_at;
+    let mut rng = fresh_rng("moving the rule's mask");
+    let dev = Device::cpu();
+    let (shapes, params) = small_relu_models(&mut rng);
+    let models: Vec<(&MlpShape, &[f32])> = shapes
+        .iter()
+        .zip(&params)
+        .map(|(s, p)| (s, p.as_slice()))
+        .collect();
+    let rows = 64;
+    let calib = Split {
+        x: random(&mut rng, rows * 6),
+        y: vec![0.0; rows],
+        group: vec![0; rows],
+    };
+    let cols = Columns {
+        sensitive: vec![false; 6],
+        means: vec![],
+        calibration: calib.clone(),
+        moments: Default::default(),
+    };
+    let spec = EditSpec {
+        requirement: Requirement::Prune,
+        gap: Gap::Eo,
+        gamma: 0.1,
+        tau: 0.5,
+        prune_score: PruneScore::LampReconstruction,
+        fair_sharpness: 1.0,
+        fair_target: FairTarget::Penalty,
+        signals: true,
+        minimise_base: MinimiseBase::Mean,
+        also_drops: false,
+        also_prunes: false,
+    };
+    assert!(spec.moves_rule_mask());
+    let cfg = EditorConfig {
+        edge_features: spec.edge_features(),
+        ..small_editor_cfg()
+    };
+    assert_eq!(cfg.edge_features, 3);
+    let asks: Vec<Ask> = [0.5f32, 0.8]
+        .iter()
+        .map(|&s| Ask {
+            sparsity: s,
+            ..Ask::new(6)
+        })
+        .collect();
+    let rule: Vec<Vec<f32>> = models
+        .iter()
+        .zip(&asks)
+        .map(|((s, p), a)| lamp_reconstruction(s, p, &calib.x, rows, a.sparsity as f64))
+        .collect();
+    let untrained = Editor::new(&dev, &cfg, 3).unwrap();
+    let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    assert_eq!(got, rule, "the untrained editor is not the rule");
+
+    // A random editor whose mask logits are large next to the gaps between LAMP priors, so
+    // that it moves the mask. The deltas are linear in the step: where a weight is kept at
+    // steps 1/2 and 1, twice the first less the second is the value it starts from, the rule's
+    // for the weights it kept and the model's own for those it pruned.
+    let random = random_editor(&dev, &cfg, &mut rng);
+    let mut p = dev.read_all(&random.params).unwrap();
+    let h = cfg.hidden;
+    for e in random
+        .layout
+        .entries
+        .iter()
+        .filter(|e| e.name == "edge_head.w2")
+    {
+        p[e.span.offset + h..e.span.offset + 2 * h]
+            .iter_mut()
+            .for_each(|v| *v *= 50.0);
+    }
+    let trained = Editor::from_params(&dev, &cfg, &p).unwrap();
+    let steps = [0.0, 0.5, 1.0];
+    let at = edit_models_at(&dev, &trained, &spec, &models, &asks, &cols, &steps).unwrap();
+    let (mut back, mut dropped, mut checked) = (0, 0, 0);
+    for (m, s) in shapes.iter().enumerate() {
+        assert_eq!(at[m][0], rule[m], "model {m}: step 0 is not the rule");
+        let (half, got) = (&at[m][1], &at[m][2]);
+        let weights = |v: &[f32]| -> Vec<usize> {
+            (0..s.layers())
+                .flat_map(|l| s.weight_offset(l)..s.bias_offset(l))
+                .filter(|&i| v[i] != 0.0)
+                .collect()
+        };
+        let (kept, ruled) = (weights(got), weights(&rule[m]));
+        assert_eq!(kept.len(), ruled.len(), "model {m}: not the asked sparsity");
+        assert_eq!(weights(half).len(), ruled.len(), "model {m}: step 1/2");
+        for &i in &kept {
+            let pruned = rule[m][i] == 0.0;
+            back += pruned as usize;
+            if half[i] != 0.0 {
+                let start = if pruned { params[m][i] } else { rule[m][i] };
+                let from = 2.0 * half[i] - got[i];
+                assert!(
+                    (from - start).abs() < 1e-5 * (1.0 + start.abs()),
+                    "model {m}: weight {i} (pruned by the rule: {pruned}) starts at {from}, not {start}"
+                );
+                checked += pruned as usize;
+            }
+        }
+        dropped += ruled.iter().filter(|&&i| got[i] == 0.0).count();
+    }
+    assert!(
+        back > 0 && back == dropped,
+        "{back} back, {dropped} dropped"
+    );
+    assert!(checked > 0, "no weight came back at both steps 1/2 and 1");
 }
 
 /// A minimisation editor that starts from the least-squares fold: untrained, it is the fold

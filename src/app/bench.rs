@@ -279,6 +279,7 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
             max_hidden_layers: 4,
             max_outputs: 4,
         },
+        edge_features: crate::networks::graph::EDGE_FEATURES,
     };
     let ed = Editor::new(dev, &cfg, opts.seed)?;
     let shape = MlpShape::new(&[100, 64, 64, 1], Activation::Relu);
@@ -298,6 +299,7 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
                 sensitive: &[false; 100],
                 cond: &[0.5; 8],
                 signals: None,
+                returns: None,
             }],
             &cfg.pos,
         )
@@ -329,6 +331,7 @@ pub fn bench_editor(dev: &Device, opts: &BenchOptions) -> Result<Vec<BenchResult
                 sensitive: &sensitive,
                 cond: &cond,
                 signals: None,
+                returns: None,
             })
             .collect();
         let g = GraphBatch::build(&inputs, &cfg.pos).map_err(crate::error::Error::Usage)?;

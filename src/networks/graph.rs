@@ -20,6 +20,10 @@ pub struct ModelInput<'a> {
     pub cond: &'a [f32],
     /// What the edit's data says of the model, for editors that read data (zeros without).
     pub signals: Option<&'a Signals>,
+    /// Editors that may bring back weights a rule pruned (`EditSpec::moves_rule_mask`): per
+    /// parameter, the value a pruned weight returns with (0 where the rule kept it), read as a
+    /// third edge feature.
+    pub returns: Option<&'a [f32]>,
 }
 
 /// What a calibration batch says of one model where an edit starts: the gradient of the edit's
@@ -52,8 +56,11 @@ impl PosIds {
 /// the signals: the bias's gradient, activation mean and standard deviation, the model's
 /// gradient scale (log10).
 pub const NODE_FEATURES: usize = 7;
-/// Edge input features per edge: the weight, and its gradient (a signal).
+/// Edge input features per edge: the weight, and its gradient (a signal); editors that may
+/// bring back pruned weights read a third, the value a pruned weight returns with
+/// (`ModelInput::returns`).
 pub const EDGE_FEATURES: usize = 2;
+pub const EDGE_FEATURES_WITH_RETURNS: usize = 3;
 
 /// See `GraphBatch::param_map`.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,8 +81,10 @@ pub struct GraphBatch {
     pub node_feat: Vec<f32>,
     pub node_pos: Vec<u32>,
     pub edge_weight: Vec<f32>,
-    /// Edge input features [E, EDGE_FEATURES].
+    /// Edge input features [E, edge_features].
     pub edge_feat: Vec<f32>,
+    /// `EDGE_FEATURES`, or `EDGE_FEATURES_WITH_RETURNS` where the models carry `returns`.
+    pub edge_features: usize,
     pub src: Vec<u32>,
     pub dst: Vec<u32>,
     /// CSR by destination: in-edges of node n are dst_offsets[n]..dst_offsets[n+1].
@@ -107,6 +116,11 @@ impl GraphBatch {
     /// Pack `inputs` into one graph. Errors name the model when it does not fit the id table.
     pub fn build(inputs: &[ModelInput], pos: &PosIds) -> Result<GraphBatch, String> {
         let cond_dim = inputs.first().map_or(0, |i| i.cond.len());
+        let returns = inputs.first().is_some_and(|i| i.returns.is_some());
+        assert!(
+            inputs.iter().all(|i| i.returns.is_some() == returns),
+            "returns: every model or none"
+        );
         let mut g = GraphBatch {
             shapes: vec![],
             node_offsets: vec![0],
@@ -116,6 +130,11 @@ impl GraphBatch {
             node_pos: vec![],
             edge_weight: vec![],
             edge_feat: vec![],
+            edge_features: if returns {
+                EDGE_FEATURES_WITH_RETURNS
+            } else {
+                EDGE_FEATURES
+            },
             src: vec![],
             dst: vec![],
             dst_offsets: vec![0],
@@ -209,6 +228,9 @@ impl GraphBatch {
                     self.edge_weight.push(w[j * fi + i]);
                     self.edge_feat
                         .extend([w[j * fi + i], sig.map_or(0.0, |s| s.grad[p])]);
+                    if let Some(r) = inp.returns {
+                        self.edge_feat.push(r[p]);
+                    }
                 }
             }
         }

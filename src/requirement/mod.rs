@@ -212,6 +212,26 @@ impl EditSpec {
             || self.also_prunes
     }
 
+    /// Whether the edit starts from LAMP's mask re-solved and the editor may move that mask
+    /// (trained with `tau` above 0): the rule's kept weights start re-solved, its pruned ones
+    /// at their own values, and exactly the top-k of the LAMP score prior plus the editor's mask
+    /// logit are kept.
+    pub fn moves_rule_mask(&self) -> bool {
+        self.requirement == Requirement::Prune
+            && self.prune_score == PruneScore::LampReconstruction
+            && self.tau > 0.0
+    }
+
+    /// Features per edge its editor reads: the value a pruned weight returns with, too, where
+    /// it may bring pruned weights back.
+    pub fn edge_features(&self) -> usize {
+        if self.moves_rule_mask() {
+            crate::networks::graph::EDGE_FEATURES_WITH_RETURNS
+        } else {
+            crate::networks::graph::EDGE_FEATURES
+        }
+    }
+
     /// Whether every edit removes the sensitive attribute's columns (fairness without the
     /// attribute).
     pub fn drops_attribute(&self) -> bool {

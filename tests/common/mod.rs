@@ -163,6 +163,7 @@ pub fn small_editor_cfg() -> regop::networks::editor::EditorConfig {
             max_hidden_layers: 2,
             max_outputs: 1,
         },
+        edge_features: regop::networks::graph::EDGE_FEATURES,
     }
 }
 

@@ -51,9 +51,10 @@ pub struct Args {
     /// Scale of the editor's weight deltas.
     #[arg(long, default_value_t = 0.1)]
     pub gamma: f32,
-    /// Temperature of the pruning mask's straight-through surrogate (on log-magnitude
-    /// scores). 0 keeps magnitude order and learns only the compensating deltas (stable);
-    /// above 0 the editor also learns which weights to keep.
+    /// Temperature of the pruning mask's straight-through surrogate (on log-magnitude or log
+    /// LAMP scores). 0 keeps the rule's mask and learns only the compensating deltas (stable);
+    /// above 0 the editor also learns which weights to keep (`lamp` and `magnitude`, and
+    /// `lamp-reconstruction`, whose pruned weights may then come back at their own values).
     #[arg(long, default_value_t = 0.0)]
     pub tau: f32,
     /// Where a pruning edit starts (prune): OBS reconstruction on a calibration batch of the
@@ -214,6 +215,14 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
     if a.also_drop && (a.requirement != Requirement::Prune || !a.prune_score.keeps_rule_mask()) {
         return Err(Error::Usage(
             "--also-drop applies to prune editors that start from a rule's mask (--prune-score obs or neurons)".into(),
+        ));
+    }
+    if a.also_drop
+        && a.tau > 0.0
+        && a.prune_score == crate::requirement::PruneScore::LampReconstruction
+    {
+        return Err(Error::Usage(
+            "--also-drop keeps the rule's mask: it does not go with --tau above 0 on --prune-score lamp-reconstruction".into(),
         ));
     }
     if a.also_prune

@@ -51,6 +51,7 @@ pub fn score(prior: f32, logit: f32) -> f32 {
     prior + logit
 }
 
+/// The derivative of the logistic sigmoid at `x`.
 fn dsig(x: f32) -> f32 {
     let e = (-x.abs()).exp();
     e / ((1.0 + e) * (1.0 + e))
@@ -258,6 +259,166 @@ pub fn apply_edit_backward(
                 "apply_edit_backward",
                 &p,
                 &[orig.buf, head.buf, inv.buf, dhead.buf, dedited.buf],
+                grid,
+            )
+        }
+    }
+}
+
+/// A weight's surrogate mask weight sig'((s - thr) / tau) / tau (tau > 0).
+fn surrogate_weight(o: &ApplyOpts, pl: (f32, f32), thr: f32) -> f32 {
+    dsig((score(pl.0, pl.1) - thr) / o.tau) / o.tau
+}
+
+/// First half of holding the mask's count (`mask_count_hold`): per parameter, `terms` [P, 2]
+/// (overwritten) gets its mask logit's gradient from `dhead` and its surrogate weight, both 0
+/// off weights. Summed per model (`reduce`), they make `mask_count_hold`'s `sums`.
+#[allow(clippy::too_many_arguments)]
+pub fn mask_count_terms(
+    dev: &Device,
+    o: &ApplyOpts,
+    prior: View,
+    head: View,
+    map: View,
+    kind: View,
+    thr: View,
+    dhead: View,
+    terms: View,
+) -> Result<()> {
+    let n = prior.len;
+    assert!(o.tau > 0.0, "mask_count_terms: a learned mask (tau > 0)");
+    assert!(
+        map.len == n && kind.len == n && terms.len == 2 * n && dhead.len == head.len,
+        "mask_count_terms: shapes"
+    );
+    assert_eq!(
+        prior.buf.id, thr.buf.id,
+        "mask_count_terms: prior and thr share a buffer"
+    );
+    assert_eq!(
+        map.buf.id, kind.buf.id,
+        "mask_count_terms: map and kind share a buffer"
+    );
+    let ops = check_disjoint([terms], [prior, head, map, kind, thr, dhead]);
+    match dev {
+        Device::Cpu(_) => {
+            let _time = crate::engine::profile::cpu_scope("mask_count_terms");
+            let ([out], [pv, hv, mv, kv, tv, dv]) = ops.cpu();
+            for i in 0..n {
+                let h = mv[i].to_bits() as usize;
+                let k = kv[i].to_bits();
+                let (dl, w) = if k & 3 == WEIGHT {
+                    let thr = tv[(k >> 2) as usize];
+                    (
+                        dv[2 * h + 1],
+                        surrogate_weight(o, (pv[i], hv[2 * h + 1]), thr),
+                    )
+                } else {
+                    (0.0, 0.0)
+                };
+                out[2 * i] = dl;
+                out[2 * i + 1] = w;
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                n: n as u32,
+                orig_off: 0,
+                head_off: head.off(),
+                map_off: map.off(),
+                kind_off: kind.off(),
+                thr_off: thr.off(),
+                out_off: terms.off(),
+                dout_off: dhead.off(),
+                gamma: o.gamma,
+                tau: o.tau,
+                prior_off: prior.off(),
+                _pad: 0,
+            };
+            let grid = g.grid(n);
+            g.launch(
+                "apply_edit",
+                SHADER,
+                "mask_count_terms",
+                &p,
+                &[prior.buf, head.buf, map.buf, terms.buf, dhead.buf],
+                grid,
+            )
+        }
+    }
+}
+
+/// Hold the mask's count in `dhead` (in place): the mask keeps k weights of each model
+/// whatever the logits, so as a soft mask whose threshold moves to keep its sum at k, every
+/// weight's mask-logit gradient loses its surrogate weight times its model's `sums` [M, 2]
+/// ratio (sum of those gradients over sum of surrogate weights, from `mask_count_terms`).
+/// Without it, logits that raise every score alike look like a gain and grow step after step.
+#[allow(clippy::too_many_arguments)]
+pub fn mask_count_hold(
+    dev: &Device,
+    o: &ApplyOpts,
+    prior: View,
+    head: View,
+    map: View,
+    kind: View,
+    thr: View,
+    sums: View,
+    dhead: View,
+) -> Result<()> {
+    let n = prior.len;
+    assert!(o.tau > 0.0, "mask_count_hold: a learned mask (tau > 0)");
+    assert!(
+        map.len == n && kind.len == n && sums.len == 2 * thr.len && dhead.len == head.len,
+        "mask_count_hold: shapes"
+    );
+    assert_eq!(
+        prior.buf.id, thr.buf.id,
+        "mask_count_hold: prior and thr share a buffer"
+    );
+    assert_eq!(
+        map.buf.id, kind.buf.id,
+        "mask_count_hold: map and kind share a buffer"
+    );
+    let ops = check_disjoint([dhead], [prior, head, map, kind, thr, sums]);
+    match dev {
+        Device::Cpu(_) => {
+            let _time = crate::engine::profile::cpu_scope("mask_count_hold");
+            let ([out], [pv, hv, mv, kv, tv, sv]) = ops.cpu();
+            for i in 0..n {
+                let h = mv[i].to_bits() as usize;
+                let k = kv[i].to_bits();
+                let z = (k >> 2) as usize;
+                if k & 3 != WEIGHT || sv[2 * z + 1] <= 0.0 {
+                    continue;
+                }
+                let mean = sv[2 * z] / sv[2 * z + 1];
+                out[2 * h + 1] -= surrogate_weight(o, (pv[i], hv[2 * h + 1]), tv[z]) * mean;
+            }
+            Ok(())
+        }
+        Device::Gpu(g) => {
+            let p = Params {
+                n: n as u32,
+                orig_off: 0,
+                head_off: head.off(),
+                map_off: map.off(),
+                kind_off: kind.off(),
+                thr_off: thr.off(),
+                out_off: dhead.off(),
+                dout_off: sums.off(),
+                gamma: o.gamma,
+                tau: o.tau,
+                prior_off: prior.off(),
+                _pad: 0,
+            };
+            let grid = g.grid(n);
+            g.launch(
+                "apply_edit",
+                SHADER,
+                "mask_count_hold",
+                &p,
+                &[prior.buf, head.buf, map.buf, dhead.buf, sums.buf],
                 grid,
             )
         }

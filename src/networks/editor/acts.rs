@@ -8,7 +8,7 @@ use super::{EditorConfig, HEAD_OUT};
 use crate::engine::buffer::{Buf, View};
 use crate::engine::device::Device;
 use crate::error::Result;
-use crate::networks::graph::{GraphBatch, EDGE_FEATURES, NODE_FEATURES};
+use crate::networks::graph::{GraphBatch, NODE_FEATURES};
 
 /// Lays spans out one after another in one buffer.
 #[derive(Default)]
@@ -144,7 +144,7 @@ impl DeviceGraph {
     pub fn node_offsets(&self) -> View<'_> {
         self.at.node_offsets.of(&self.idx)
     }
-    /// Node features [N, NODE_FEATURES], edge features [E, EDGE_FEATURES], 1 / degrees [N],
+    /// Node features [N, NODE_FEATURES], edge features [E, edge features], 1 / degrees [N],
     /// conditioning [M, c].
     pub fn node_feat(&self) -> View<'_> {
         self.at.node_feat.of(&self.data)
@@ -305,7 +305,7 @@ impl Tape {
             nh: p.add(n * h),
             edge_out: p.add(e * HEAD_OUT),
             node_out: p.add(n * HEAD_OUT),
-            edge_feat: p.add(e * EDGE_FEATURES),
+            edge_feat: p.add(e * cfg.edge_features),
             node_feat: p.add(n * NODE_FEATURES),
         };
         Ok(Tape {
@@ -337,7 +337,7 @@ impl Tape {
     pub(super) fn edge_slice(&self, i: usize) -> EdgeSlice<'_> {
         let e = self.at.edges[i];
         EdgeSlice {
-            range: 0..self.at.edge_feat.len / EDGE_FEATURES,
+            range: 0..self.at.edge_out.len / HEAD_OUT,
             e: self.a(self.at.e[i]),
             e1: self.a(self.at.e[i + 1]),
             z: self.a(e.z),

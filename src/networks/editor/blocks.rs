@@ -14,7 +14,7 @@ use crate::engine::kernels::gather::{gather_rows, gather_rows_with, GatherOpts};
 use crate::engine::kernels::layernorm::{layernorm_backward, layernorm_forward};
 use crate::engine::kernels::segment::{segment_reduce, SegmentOpts};
 use crate::error::Result;
-use crate::networks::graph::{EDGE_FEATURES, NODE_FEATURES};
+use crate::networks::graph::NODE_FEATURES;
 use crate::networks::linear::Linear;
 
 /// The activation of every MLP inside the editor.
@@ -54,7 +54,8 @@ impl Editor {
 
     pub(super) fn edge_input(&self, dev: &Device, feat: View, e0: View) -> Result<()> {
         let p = &self.layout;
-        let l = lin(feat.len / EDGE_FEATURES, EDGE_FEATURES, self.cfg.hidden);
+        let f = self.cfg.edge_features;
+        let l = lin(feat.len / f, f, self.cfg.hidden);
         l.forward(dev, feat, self.w(p.edge_in_w), self.w(p.edge_in_b), e0)
     }
 
@@ -63,7 +64,7 @@ impl Editor {
     pub(super) fn input_backward(&self, dev: &Device, g: &DeviceGraph, t: &Tape) -> Result<()> {
         let (n, e, h, p, at) = (g.n, g.e, self.cfg.hidden, &self.layout, &t.at);
         let (de0, dx0) = (t.g(at.e[0]), t.g(at.x[0]));
-        let l = lin(e, EDGE_FEATURES, h);
+        let l = lin(e, self.cfg.edge_features, h);
         l.backward_weight(dev, de0, g.edge_feat(), self.dw(p.edge_in_w))?;
         l.backward_bias(dev, de0, self.dw(p.edge_in_b))?;
         l.backward_input(dev, de0, self.w(p.edge_in_w), t.g(at.edge_feat), false)?;

@@ -35,6 +35,14 @@ pub struct EditorConfig {
     pub layers: usize,
     pub cond_dim: usize,
     pub pos: PosIds,
+    /// Features per edge it reads (`graph::EDGE_FEATURES`, or `EDGE_FEATURES_WITH_RETURNS`
+    /// for editors that may bring back pruned weights); editors saved before it existed read 2.
+    #[serde(default = "base_edge_features")]
+    pub edge_features: usize,
+}
+
+fn base_edge_features() -> usize {
+    EDGE_FEATURES
 }
 
 pub struct Editor {
@@ -86,6 +94,7 @@ impl Editor {
     /// tape's `edge_out` [E, 2] and `node_out` [N, 2] (`Tape::head`).
     pub fn forward(&self, dev: &Device, g: &DeviceGraph, t: &Tape) -> Result<()> {
         let (at, last) = (&t.at, self.cfg.layers);
+        self.check_edge_features(g);
         self.node_input(dev, g, t.a(at.x[0]))?;
         self.edge_input(dev, g.edge_feat(), t.a(at.e[0]))?;
         for i in 0..last {
@@ -100,19 +109,27 @@ impl Editor {
         self.head_forward(dev, nh, xl, t.a(at.nh_pre), t.a(at.nh), t.a(at.node_out))
     }
 
+    /// The graph was built for this editor: as many features per edge as it reads.
+    fn check_edge_features(&self, g: &DeviceGraph) {
+        assert_eq!(
+            g.edge_feat().len,
+            g.e * self.cfg.edge_features,
+            "the graph's edge features are not the editor's"
+        );
+    }
+
     /// The forward pass of an edit, without a tape: node state whole, edge state in slices of
     /// their own buffers (see `InferBuffers`). Returns what `forward` leaves in `Tape::head`:
     /// the head outputs of every edge, then of every node, [E + N, 2].
     pub fn infer(&self, dev: &Device, g: &DeviceGraph, b: &InferBuffers) -> Result<Vec<f32>> {
-        let (h, last) = (self.cfg.hidden, self.cfg.layers);
+        let (h, last, f) = (self.cfg.hidden, self.cfg.layers, self.cfg.edge_features);
+        self.check_edge_features(g);
         // Layer i reads node state x[i % 2] and edge state edges[i % 2], writes the other.
         let x = |i: usize| b.x[i % 2].of(&b.nodes);
         let acts = b.acts.of(&b.nodes);
         self.node_input(dev, g, x(0))?;
         for (r, buf) in b.slices.iter().zip(&b.edges[0]) {
-            let feat = g
-                .edge_feat()
-                .sub(r.start * EDGE_FEATURES, r.len() * EDGE_FEATURES);
+            let feat = g.edge_feat().sub(r.start * f, r.len() * f);
             self.edge_input(dev, feat, buf.all())?;
         }
         for i in 0..last {
@@ -132,7 +149,7 @@ impl Editor {
     }
 
     /// Backpropagate the output gradients the caller put in the gradient tape (`Tape::dhead`)
-    /// into `grads` (all overwritten) and into the inputs: the tape's `edge_feat` [E, 2] and
+    /// into `grads` (all overwritten) and into the inputs: the tape's `edge_feat` [E, edge features] and
     /// `node_feat` [N, 7] gradients. Needs the activations of the last `forward`.
     pub fn backward(&self, dev: &Device, g: &DeviceGraph, t: &Tape) -> Result<()> {
         let (at, last) = (&t.at, self.cfg.layers);

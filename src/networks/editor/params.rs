@@ -3,7 +3,7 @@
 
 use super::{EditorConfig, HEAD_OUT};
 use crate::engine::buffer::{Buf, View};
-use crate::networks::graph::{EDGE_FEATURES, NODE_FEATURES};
+use crate::networks::graph::NODE_FEATURES;
 
 /// `len` values at `offset` of a packed buffer: one tensor of the parameters (or of their
 /// gradients, which have the same layout), or one activation of a tape.
@@ -137,7 +137,7 @@ impl EditorParams {
         // Biases are drawn with the hidden width as their fan-in, as the first editors were.
         let node_in_w = p.weight("node_in.w", h, NODE_FEATURES);
         let node_in_b = p.bias("node_in.b", h, h);
-        let edge_in_w = p.weight("edge_in.w", h, EDGE_FEATURES);
+        let edge_in_w = p.weight("edge_in.w", h, cfg.edge_features);
         let edge_in_b = p.bias("edge_in.b", h, h);
         let layers = (0..cfg.layers)
             .map(|i| {

@@ -313,6 +313,16 @@ impl EditorFile {
             Some(m) => serde_json::from_str(m).map_err(|e| bad("column_means", e))?,
             None => Vec::new(),
         };
+        if editor.cfg.edge_features != spec.edge_features() {
+            return Err(Error::input(
+                path,
+                format!(
+                    "its editor reads {} features per edge; its edits give {}",
+                    editor.cfg.edge_features,
+                    spec.edge_features()
+                ),
+            ));
+        }
         if !means.is_empty() && means.len() != schema.n_columns() {
             return Err(Error::input(
                 path,

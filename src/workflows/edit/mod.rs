@@ -59,36 +59,59 @@ struct Bases {
     orig: Vec<f32>,
     prior: Vec<f32>,
     fixed: Vec<bool>,
+    /// Editors that move a rule's mask (`EditSpec::moves_rule_mask`): the value each weight
+    /// the rule pruned returns with, its own (0 where the rule kept it; `orig` holds the
+    /// returns too). Empty for other editors.
+    returns: Vec<f32>,
 }
 
 impl Bases {
-    /// The models as the editor sees them: where a rule's mask is kept (OBS), the rule's
-    /// result, so the editor knows what was pruned and what the rule re-solved; else the
-    /// models as they are.
-    fn seen<'a>(
-        &'a self,
-        spec: &EditSpec,
-        models: &[(&'a MlpShape, &'a [f32])],
-    ) -> Vec<(&'a MlpShape, &'a [f32])> {
-        if !spec.keeps_rule_mask() {
-            return models.to_vec();
+    /// Parameters `range` of the edit with no delta: `orig`, less what pruned weights would
+    /// return with (they are zero there).
+    fn start(&self, range: std::ops::Range<usize>) -> std::borrow::Cow<'_, [f32]> {
+        if self.returns.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.orig[range]);
         }
+        let (o, r) = (&self.orig[range.clone()], &self.returns[range]);
+        std::borrow::Cow::Owned(o.iter().zip(r).map(|(o, r)| o - r).collect())
+    }
+
+    /// Every model's start (`start`), in order.
+    fn starts(&self, models: &[(&MlpShape, &[f32])]) -> Vec<std::borrow::Cow<'_, [f32]>> {
         let mut at = 0;
         models
             .iter()
-            .map(|(s, p)| {
-                let own = &self.orig[at..at + p.len()];
+            .map(|(_, p)| {
                 at += p.len();
-                (*s, own)
+                self.start(at - p.len()..at)
             })
             .collect()
     }
 }
 
-/// Whether the edit keeps the top-k pruning scores of each model (a score rule), rather than
-/// a rule's own mask.
+/// The models as the editor sees them: where the edit starts from a rule's result (OBS), that
+/// result, so the editor knows what was pruned and what the rule re-solved; else the models as
+/// they are.
+fn seen<'a>(
+    spec: &EditSpec,
+    models: &[(&'a MlpShape, &'a [f32])],
+    starts: &'a [std::borrow::Cow<'a, [f32]>],
+) -> Vec<(&'a MlpShape, &'a [f32])> {
+    if !spec.keeps_rule_mask() {
+        return models.to_vec();
+    }
+    models
+        .iter()
+        .zip(starts)
+        .map(|((s, _), p)| (*s, &**p))
+        .collect()
+}
+
+/// Whether the edit keeps the top-k pruning scores of each model (a score rule, or a rule's
+/// mask the editor may move), rather than a rule's own mask.
 fn ranks_scores(spec: &EditSpec) -> bool {
-    spec.requirement == Requirement::Prune && !spec.prune_score.keeps_rule_mask()
+    spec.requirement == Requirement::Prune
+        && (!spec.prune_score.keeps_rule_mask() || spec.moves_rule_mask())
 }
 
 /// The parameters `fixed` holds at zero become `REMOVED` in the map (as removed input columns'
@@ -106,7 +129,16 @@ fn build_graph(
     asks: &[Ask],
     sensitive: &[bool],
     signals: Option<&[Signals]>,
+    returns: &[f32],
 ) -> Result<GraphBatch> {
+    let mut at = 0;
+    let returns: Vec<Option<&[f32]>> = models
+        .iter()
+        .map(|(_, p)| {
+            at += p.len();
+            (!returns.is_empty()).then(|| &returns[at - p.len()..at])
+        })
+        .collect();
     let conds: Vec<Vec<f32>> = asks.iter().map(|a| a.cond(req)).collect();
     let inputs: Vec<ModelInput> = models
         .iter()
@@ -120,6 +152,7 @@ fn build_graph(
             sensitive,
             cond,
             signals: signals.map(|s| &s[i]),
+            returns: returns[i],
         })
         .collect();
     GraphBatch::build(&inputs, &editor.cfg.pos).map_err(Error::Usage)
@@ -188,14 +221,71 @@ fn drop_before_pruning(
     cols: &Columns,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let x = &cols.calibration.x;
+    let own = pruned_model(spec, shape, params, ask, cols)?;
     if !ask.removed.contains(&true) {
-        return Ok((params.to_vec(), x.clone()));
+        return Ok((own, x.clone()));
+    }
+    Ok((own, zero_batch_columns(x, &ask.removed)))
+}
+
+/// The model a rule prunes (`drop_before_pruning`): with any removed columns folded and their
+/// weights zero.
+fn pruned_model(
+    spec: &EditSpec,
+    shape: &MlpShape,
+    params: &[f32],
+    ask: &Ask,
+    cols: &Columns,
+) -> Result<Vec<f32>> {
+    if !ask.removed.contains(&true) {
+        return Ok(params.to_vec());
     }
     let folded = fold(spec.minimise_base, shape, params, &ask.removed, cols)?;
-    Ok((
-        zero_columns(shape, &folded, &ask.removed),
-        zero_batch_columns(x, &ask.removed),
-    ))
+    Ok(zero_columns(shape, &folded, &ask.removed))
+}
+
+/// Scale of the log LAMP scores an editor that moves LAMP's mask adds its logits to: a logit
+/// of 1 moves a weight's score by a factor e^(1/scale). Near LAMP's threshold thousands of
+/// weights lie within a factor e of it, so that unscaled logits of order 1 swap most of them at
+/// once, and the training diverges.
+const MOVED_MASK_PRIOR_SCALE: f32 = 20.0;
+
+/// For an editor that moves LAMP's mask (`EditSpec::moves_rule_mask`), from the model the rule
+/// pruned (`own`) and its result (`start`, zero where pruned): the value each pruned weight
+/// returns with (its own; 0 where kept), and every weight's LAMP score prior, the pruned
+/// weights' held just under the kept ones' so that zero mask logits keep exactly the rule's
+/// mask (the f32 log can tie scores the rule told apart).
+fn rule_mask_returns(
+    spec: &EditSpec,
+    shape: &MlpShape,
+    own: &[f32],
+    start: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let lamp = EditSpec {
+        prune_score: PruneScore::Lamp,
+        ..*spec
+    };
+    let mut prior = prune_prior(&lamp, shape, own);
+    prior.iter_mut().for_each(|p| *p *= MOVED_MASK_PRIOR_SCALE);
+    let mut returns = vec![0.0f32; own.len()];
+    let mut lowest_kept = f32::INFINITY;
+    for l in 0..shape.layers() {
+        for i in shape.weight_offset(l)..shape.bias_offset(l) {
+            if start[i] == 0.0 {
+                returns[i] = own[i];
+            } else {
+                lowest_kept = lowest_kept.min(prior[i]);
+            }
+        }
+    }
+    for l in 0..shape.layers() {
+        for i in shape.weight_offset(l)..shape.bias_offset(l) {
+            if start[i] == 0.0 {
+                prior[i] = prior[i].min(lowest_kept.next_down());
+            }
+        }
+    }
+    (returns, prior)
 }
 
 /// The model with the `removed` columns folded as `base` says (`MinimiseBase`).
@@ -232,7 +322,8 @@ fn kept(weights: usize, sparsity: f32) -> usize {
 }
 
 /// The edited values of one model's parameters `range`, before any pruning mask, and the
-/// pruning scores of its weights (by parameter index within the model).
+/// pruning scores of its weights (by parameter index within the model), the mask logits
+/// scaled by `logit_scale`.
 fn values_and_scores(
     o: &ApplyOpts,
     pm: &ParamMap,
@@ -240,6 +331,7 @@ fn values_and_scores(
     orig: &[f32],
     prior: &[f32],
     m: usize,
+    logit_scale: f32,
 ) -> (Vec<f32>, Vec<(f32, usize)>) {
     let range = pm.model_offsets[m]..pm.model_offsets[m + 1];
     let mut values = Vec::with_capacity(range.len());
@@ -256,7 +348,7 @@ fn values_and_scores(
             KEEP_ALL,
         );
         if kind == WEIGHT {
-            scores.push((score(prior[p], head[2 * h + 1]), i));
+            scores.push((score(prior[p], logit_scale * head[2 * h + 1]), i));
         }
         values.push(v);
     }
@@ -373,9 +465,10 @@ fn batch_signals(
             "this editor reads a calibration batch of its data: pass --data".into(),
         ));
     }
-    let (mut at, mut starts, mut frozen) = (0, Vec::new(), Vec::new());
+    let owned = b.starts(models);
+    let starts: Vec<&[f32]> = owned.iter().map(|s| &**s).collect();
+    let (mut at, mut frozen) = (0, Vec::new());
     for ((s, p), a) in models.iter().zip(asks) {
-        starts.push(&b.orig[at..at + p.len()]);
         // What the edit cannot move: the rule's zeros and the removed columns' weights.
         let mut f = b.fixed[at..at + p.len()].to_vec();
         let d = s.fan_in(0);
@@ -470,6 +563,7 @@ fn bases(
         orig: Vec::new(),
         prior: Vec::new(),
         fixed: Vec::new(),
+        returns: Vec::new(),
     };
     let mut previous: Option<Vec<f32>> = None;
     for (i, ((s, p), a)) in models.iter().zip(asks).enumerate() {
@@ -481,6 +575,15 @@ fn bases(
             _ => base_params(spec, s, p, a, cols)?,
         };
         previous = Some(base.clone());
+        if spec.moves_rule_mask() {
+            let own = pruned_model(spec, s, p, a, cols)?;
+            let (returns, prior) = rule_mask_returns(spec, s, &own, &base);
+            b.orig.extend(base.iter().zip(&returns).map(|(v, r)| v + r));
+            b.returns.extend(returns);
+            b.prior.extend(prior);
+            b.fixed.extend(vec![false; base.len()]);
+            continue;
+        }
         b.prior.extend(prune_prior(spec, s, &base));
         let mut fixed = vec![false; base.len()];
         if spec.keeps_rule_mask() {
@@ -515,7 +618,12 @@ fn prepare(
 ) -> Result<(Bases, GraphBatch, ParamMap)> {
     let asks = &spec.effective_asks(asks, cols);
     let b = bases(spec, models, asks, cols)?;
-    let seen = b.seen(spec, models);
+    let starts = if spec.keeps_rule_mask() {
+        b.starts(models)
+    } else {
+        Vec::new()
+    };
+    let seen = seen(spec, models, &starts);
     let sig = batch_signals(dev, spec, models, &b, asks, cols)?;
     let g = build_graph(
         editor,
@@ -524,6 +632,7 @@ fn prepare(
         asks,
         &cols.sensitive,
         sig.as_deref(),
+        &b.returns,
     )?;
     let mut pm = g.param_map();
     fix_zeros(&mut pm, &b.fixed);
@@ -573,7 +682,8 @@ impl EditBatch {
     }
 
     /// `run` with the deltas scaled by each of `steps`: per model, its exact edit at every
-    /// step. The scores, and so the mask, do not depend on the step.
+    /// step. The scores, and so the mask, do not depend on the step, except where the editor
+    /// moves a rule's mask: there the mask logits are scaled too, so that step 0 is the rule.
     pub fn run_at(
         &self,
         dev: &Device,
@@ -587,8 +697,13 @@ impl EditBatch {
             for &step in steps {
                 let mut o = self.spec.opts();
                 o.gamma *= step;
+                let logit_scale = if self.spec.moves_rule_mask() {
+                    step
+                } else {
+                    1.0
+                };
                 let (mut values, mut scores) =
-                    values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m);
+                    values_and_scores(&o, &self.pm, &head, &self.orig, &self.prior, m, logit_scale);
                 if ranks_scores(&self.spec) {
                     let keep = kept(scores.len(), sparsity);
                     select_best(&mut scores, keep);

@@ -7,7 +7,9 @@ use super::{kept, prepare, ranks_scores};
 use super::{select_best, values_and_scores};
 use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
-use crate::engine::kernels::apply_edit::{apply_edit_backward, apply_edit_forward, KEEP_ALL};
+use crate::engine::kernels::apply_edit::{
+    apply_edit_backward, apply_edit_forward, mask_count_hold, mask_count_terms, KEEP_ALL,
+};
 use crate::engine::kernels::axpy::{axpy, copy};
 use crate::engine::kernels::bce::{bce_backward, Bce};
 use crate::engine::kernels::cross_entropy::{cross_entropy_backward, CrossEntropy};
@@ -118,6 +120,9 @@ pub struct TrainBatch {
     /// [M, rows, outputs] holds its gradient.
     pub label_weight: f32,
     label_grad: Buf,
+    /// A learned mask (scores ranked, tau > 0): per parameter its mask-logit gradient and
+    /// surrogate weight [P, 2], and their sums per model [M, 2] (`mask_count_hold`).
+    mask_count: Option<(Buf, Buf)>,
     orig_host: Vec<f32>,
     prior_host: Vec<f32>,
     asks: Vec<Ask>,
@@ -160,6 +165,11 @@ impl TrainBatch {
             losses: dev.alloc(m * rows + 2 * m)?,
             label_weight: 0.0,
             label_grad: dev.alloc(m * rows * shape.outputs())?,
+            mask_count: if ranks_scores(spec) && spec.tau > 0.0 {
+                Some((dev.alloc(2 * orig_host.len())?, dev.alloc(2 * m)?))
+            } else {
+                None
+            },
             pm,
             dg,
             tape,
@@ -201,6 +211,7 @@ impl TrainBatch {
                         &self.orig_host,
                         &self.prior_host,
                         z,
+                        1.0,
                     );
                     let keep = kept(scores.len(), self.asks[z].sparsity);
                     select_best(&mut scores, keep);
@@ -333,6 +344,17 @@ impl TrainBatch {
             self.edited.grads.all(),
             self.tape.dhead(),
         )?;
+        if let Some((terms, sums)) = &self.mask_count {
+            // A learned mask keeps k weights per model: the gradient that holds that count.
+            let o = self.spec.opts();
+            let (prior, thr) = (self.data.view(p, p), self.data.view(2 * p, m));
+            let (map, kind) = (self.idx.view(0, p), self.idx.view(p, p));
+            let (head, dhead) = (self.tape.head(), self.tape.dhead());
+            mask_count_terms(dev, &o, prior, head, map, kind, thr, dhead, terms.all())?;
+            let per_model = Reduce::new(Axis::Cols, m, p / m, 2);
+            reduce(dev, &per_model, terms.all(), sums.all())?;
+            mask_count_hold(dev, &o, prior, head, map, kind, thr, sums.all(), dhead)?;
+        }
         editor.backward(dev, &self.dg, &self.tape)
     }
 
