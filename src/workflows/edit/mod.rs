@@ -245,10 +245,10 @@ fn pruned_model(
 }
 
 /// Scale of the log LAMP scores an editor that moves LAMP's mask adds its logits to: a logit
-/// of 1 moves a weight's score by a factor e^(1/scale). Near LAMP's threshold thousands of
-/// weights lie within a factor e of it, so that unscaled logits of order 1 swap most of them at
-/// once, and the training diverges.
-const MOVED_MASK_PRIOR_SCALE: f32 = 20.0;
+/// of 1 moves a weight's score by a factor e^(1/scale). Chosen on validation models of
+/// mnist_5k among 20, 5 and 2 (BENCHMARKS, "A learned mask on LAMP + reconstruction"): the
+/// smaller, the more the mask moves.
+const MOVED_MASK_PRIOR_SCALE: f32 = 2.0;
 
 /// For an editor that moves LAMP's mask (`EditSpec::moves_rule_mask`), from the model the rule
 /// pruned (`own`) and its result (`start`, zero where pruned): the value each pruned weight
