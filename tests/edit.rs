@@ -286,7 +286,7 @@ fn edit_kernels_match_cpu_and_finite_differences() {
 /// mask-logit gradients over its weights sum to zero, and no other head value moves.
 #[test]
 fn mask_count_kernels_match_cpu_and_hold_the_count() {
-    use regop::engine::kernels::apply_edit::{mask_count_hold, mask_count_terms};
+    use regop::engine::kernels::apply_edit::{mask_count_hold, mask_count_terms, MaskScores};
     use regop::engine::kernels::reduce::{reduce, Axis, Reduce};
     let gpu = gpu();
     let mut rng = fresh_rng("mask count kernels");
@@ -312,36 +312,21 @@ fn mask_count_kernels_match_cpu_and_hold_the_count() {
         let run = |dev: &Device, buf: &regop::Buf| {
             let v = |r: &std::ops::Range<usize>| buf.view(r.start, r.len());
             let (d, ix) = (v(&data), v(&idx));
-            let (prior, thr) = (d.sub(n, n), d.sub(2 * n, models));
-            let (map, kind) = (ix.sub(0, n), ix.sub(n, n));
-            mask_count_terms(
-                dev,
-                &o,
-                prior,
-                v(&head),
-                map,
-                kind,
-                thr,
-                v(&dhead),
-                v(&terms),
-            )?;
+            let scores = MaskScores {
+                prior: d.sub(n, n),
+                thr: d.sub(2 * n, models),
+                head: v(&head),
+                map: ix.sub(0, n),
+                kind: ix.sub(n, n),
+            };
+            mask_count_terms(dev, &o, scores, v(&dhead), v(&terms))?;
             reduce(
                 dev,
                 &Reduce::new(Axis::Cols, models, per, 2),
                 v(&terms),
                 v(&sums),
             )?;
-            mask_count_hold(
-                dev,
-                &o,
-                prior,
-                v(&head),
-                map,
-                kind,
-                thr,
-                v(&sums),
-                v(&dhead),
-            )
+            mask_count_hold(dev, &o, scores, v(&sums), v(&dhead))
         };
         let (cpu, g) = on_both(&gpu, &init, run);
         let what = format!("mask count {models}x{per}+{extra}");

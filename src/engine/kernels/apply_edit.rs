@@ -270,157 +270,146 @@ fn surrogate_weight(o: &ApplyOpts, pl: (f32, f32), thr: f32) -> f32 {
     dsig((score(pl.0, pl.1) - thr) / o.tau) / o.tau
 }
 
-/// First half of holding the mask's count (`mask_count_hold`): per parameter, `terms` [P, 2]
-/// (overwritten) gets its mask logit's gradient from `dhead` and its surrogate weight, both 0
-/// off weights. Summed per model (`reduce`), they make `mask_count_hold`'s `sums`.
-#[allow(clippy::too_many_arguments)]
+/// What both halves of holding a learned mask's count read: each parameter's prior and each
+/// model's threshold (one buffer), the head outputs, and each parameter's head row and kind
+/// (one buffer).
+#[derive(Clone, Copy)]
+pub struct MaskScores<'a> {
+    pub prior: View<'a>,
+    pub thr: View<'a>,
+    pub head: View<'a>,
+    pub map: View<'a>,
+    pub kind: View<'a>,
+}
+
+impl MaskScores<'_> {
+    fn check(&self, o: &ApplyOpts, what: &str) {
+        let n = self.prior.len;
+        assert!(o.tau > 0.0, "{what}: a learned mask (tau > 0)");
+        assert!(self.map.len == n && self.kind.len == n, "{what}: shapes");
+        assert_eq!(
+            self.prior.buf.id, self.thr.buf.id,
+            "{what}: prior and thr share a buffer"
+        );
+        assert_eq!(
+            self.map.buf.id, self.kind.buf.id,
+            "{what}: map and kind share a buffer"
+        );
+    }
+
+    /// Each weight of the CPU views: (parameter, head row, model, surrogate weight).
+    fn weights<'v>(
+        o: &'v ApplyOpts,
+        [pv, tv, hv, mv, kv]: [&'v [f32]; 5],
+    ) -> impl Iterator<Item = (usize, usize, usize, f32)> + 'v {
+        (0..pv.len()).filter_map(move |i| {
+            let (h, k) = (mv[i].to_bits() as usize, kv[i].to_bits());
+            let z = (k >> 2) as usize;
+            (k & 3 == WEIGHT).then(|| (i, h, z, surrogate_weight(o, (pv[i], hv[2 * h + 1]), tv[z])))
+        })
+    }
+
+    /// Launch `entry` per parameter, `out` and `dout` bound as the shader says.
+    fn launch(
+        &self,
+        g: &crate::engine::gpu::GpuDevice,
+        o: &ApplyOpts,
+        entry: &'static str,
+        out: View,
+        dout: View,
+    ) -> Result<()> {
+        let p = Params {
+            n: self.prior.len as u32,
+            orig_off: 0,
+            head_off: self.head.off(),
+            map_off: self.map.off(),
+            kind_off: self.kind.off(),
+            thr_off: self.thr.off(),
+            out_off: out.off(),
+            dout_off: dout.off(),
+            gamma: o.gamma,
+            tau: o.tau,
+            prior_off: self.prior.off(),
+            _pad: 0,
+        };
+        let bufs = [
+            self.prior.buf,
+            self.head.buf,
+            self.map.buf,
+            out.buf,
+            dout.buf,
+        ];
+        g.launch(
+            "apply_edit",
+            SHADER,
+            entry,
+            &p,
+            &bufs,
+            g.grid(self.prior.len),
+        )
+    }
+}
+
+/// First half of holding a learned mask's count (`mask_count_hold`): per parameter, `terms`
+/// [P, 2] (overwritten) gets its mask logit's gradient from `dhead` and its surrogate weight,
+/// both 0 off weights. Summed per model (`reduce`), they make `mask_count_hold`'s `sums`.
 pub fn mask_count_terms(
     dev: &Device,
     o: &ApplyOpts,
-    prior: View,
-    head: View,
-    map: View,
-    kind: View,
-    thr: View,
+    m: MaskScores,
     dhead: View,
     terms: View,
 ) -> Result<()> {
-    let n = prior.len;
-    assert!(o.tau > 0.0, "mask_count_terms: a learned mask (tau > 0)");
+    m.check(o, "mask_count_terms");
     assert!(
-        map.len == n && kind.len == n && terms.len == 2 * n && dhead.len == head.len,
+        terms.len == 2 * m.prior.len && dhead.len == m.head.len,
         "mask_count_terms: shapes"
     );
-    assert_eq!(
-        prior.buf.id, thr.buf.id,
-        "mask_count_terms: prior and thr share a buffer"
-    );
-    assert_eq!(
-        map.buf.id, kind.buf.id,
-        "mask_count_terms: map and kind share a buffer"
-    );
-    let ops = check_disjoint([terms], [prior, head, map, kind, thr, dhead]);
+    let ops = check_disjoint([terms], [m.prior, m.thr, m.head, m.map, m.kind, dhead]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("mask_count_terms");
-            let ([out], [pv, hv, mv, kv, tv, dv]) = ops.cpu();
-            for i in 0..n {
-                let h = mv[i].to_bits() as usize;
-                let k = kv[i].to_bits();
-                let (dl, w) = if k & 3 == WEIGHT {
-                    let thr = tv[(k >> 2) as usize];
-                    (
-                        dv[2 * h + 1],
-                        surrogate_weight(o, (pv[i], hv[2 * h + 1]), thr),
-                    )
-                } else {
-                    (0.0, 0.0)
-                };
-                out[2 * i] = dl;
+            let ([out], [pv, tv, hv, mv, kv, dv]) = ops.cpu();
+            out.fill(0.0);
+            for (i, h, _, w) in MaskScores::weights(o, [pv, tv, hv, mv, kv]) {
+                out[2 * i] = dv[2 * h + 1];
                 out[2 * i + 1] = w;
             }
             Ok(())
         }
-        Device::Gpu(g) => {
-            let p = Params {
-                n: n as u32,
-                orig_off: 0,
-                head_off: head.off(),
-                map_off: map.off(),
-                kind_off: kind.off(),
-                thr_off: thr.off(),
-                out_off: terms.off(),
-                dout_off: dhead.off(),
-                gamma: o.gamma,
-                tau: o.tau,
-                prior_off: prior.off(),
-                _pad: 0,
-            };
-            let grid = g.grid(n);
-            g.launch(
-                "apply_edit",
-                SHADER,
-                "mask_count_terms",
-                &p,
-                &[prior.buf, head.buf, map.buf, terms.buf, dhead.buf],
-                grid,
-            )
-        }
+        Device::Gpu(g) => m.launch(g, o, "mask_count_terms", terms, dhead),
     }
 }
 
-/// Hold the mask's count in `dhead` (in place): the mask keeps k weights of each model
+/// Hold a learned mask's count in `dhead` (in place): the mask keeps k weights of each model
 /// whatever the logits, so as a soft mask whose threshold moves to keep its sum at k, every
 /// weight's mask-logit gradient loses its surrogate weight times its model's `sums` [M, 2]
 /// ratio (sum of those gradients over sum of surrogate weights, from `mask_count_terms`).
 /// Without it, logits that raise every score alike look like a gain and grow step after step.
-#[allow(clippy::too_many_arguments)]
 pub fn mask_count_hold(
     dev: &Device,
     o: &ApplyOpts,
-    prior: View,
-    head: View,
-    map: View,
-    kind: View,
-    thr: View,
+    m: MaskScores,
     sums: View,
     dhead: View,
 ) -> Result<()> {
-    let n = prior.len;
-    assert!(o.tau > 0.0, "mask_count_hold: a learned mask (tau > 0)");
+    m.check(o, "mask_count_hold");
     assert!(
-        map.len == n && kind.len == n && sums.len == 2 * thr.len && dhead.len == head.len,
+        sums.len == 2 * m.thr.len && dhead.len == m.head.len,
         "mask_count_hold: shapes"
     );
-    assert_eq!(
-        prior.buf.id, thr.buf.id,
-        "mask_count_hold: prior and thr share a buffer"
-    );
-    assert_eq!(
-        map.buf.id, kind.buf.id,
-        "mask_count_hold: map and kind share a buffer"
-    );
-    let ops = check_disjoint([dhead], [prior, head, map, kind, thr, sums]);
+    let ops = check_disjoint([dhead], [m.prior, m.thr, m.head, m.map, m.kind, sums]);
     match dev {
         Device::Cpu(_) => {
             let _time = crate::engine::profile::cpu_scope("mask_count_hold");
-            let ([out], [pv, hv, mv, kv, tv, sv]) = ops.cpu();
-            for i in 0..n {
-                let h = mv[i].to_bits() as usize;
-                let k = kv[i].to_bits();
-                let z = (k >> 2) as usize;
-                if k & 3 != WEIGHT || sv[2 * z + 1] <= 0.0 {
-                    continue;
+            let ([out], [pv, tv, hv, mv, kv, sv]) = ops.cpu();
+            for (_, h, z, w) in MaskScores::weights(o, [pv, tv, hv, mv, kv]) {
+                if sv[2 * z + 1] > 0.0 {
+                    out[2 * h + 1] -= w * (sv[2 * z] / sv[2 * z + 1]);
                 }
-                let mean = sv[2 * z] / sv[2 * z + 1];
-                out[2 * h + 1] -= surrogate_weight(o, (pv[i], hv[2 * h + 1]), tv[z]) * mean;
             }
             Ok(())
         }
-        Device::Gpu(g) => {
-            let p = Params {
-                n: n as u32,
-                orig_off: 0,
-                head_off: head.off(),
-                map_off: map.off(),
-                kind_off: kind.off(),
-                thr_off: thr.off(),
-                out_off: dhead.off(),
-                dout_off: sums.off(),
-                gamma: o.gamma,
-                tau: o.tau,
-                prior_off: prior.off(),
-                _pad: 0,
-            };
-            let grid = g.grid(n);
-            g.launch(
-                "apply_edit",
-                SHADER,
-                "mask_count_hold",
-                &p,
-                &[prior.buf, head.buf, map.buf, dhead.buf, sums.buf],
-                grid,
-            )
-        }
+        Device::Gpu(g) => m.launch(g, o, "mask_count_hold", dhead, sums),
     }
 }

@@ -8,7 +8,8 @@ use super::{select_best, values_and_scores};
 use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
 use crate::engine::kernels::apply_edit::{
-    apply_edit_backward, apply_edit_forward, mask_count_hold, mask_count_terms, KEEP_ALL,
+    apply_edit_backward, apply_edit_forward, mask_count_hold, mask_count_terms, MaskScores,
+    KEEP_ALL,
 };
 use crate::engine::kernels::axpy::{axpy, copy};
 use crate::engine::kernels::bce::{bce_backward, Bce};
@@ -347,13 +348,22 @@ impl TrainBatch {
         if let Some((terms, sums)) = &self.mask_count {
             // A learned mask keeps k weights per model: the gradient that holds that count.
             let o = self.spec.opts();
-            let (prior, thr) = (self.data.view(p, p), self.data.view(2 * p, m));
-            let (map, kind) = (self.idx.view(0, p), self.idx.view(p, p));
-            let (head, dhead) = (self.tape.head(), self.tape.dhead());
-            mask_count_terms(dev, &o, prior, head, map, kind, thr, dhead, terms.all())?;
-            let per_model = Reduce::new(Axis::Cols, m, p / m, 2);
-            reduce(dev, &per_model, terms.all(), sums.all())?;
-            mask_count_hold(dev, &o, prior, head, map, kind, thr, sums.all(), dhead)?;
+            let scores = MaskScores {
+                prior: self.data.view(p, p),
+                thr: self.data.view(2 * p, m),
+                head: self.tape.head(),
+                map: self.idx.view(0, p),
+                kind: self.idx.view(p, p),
+            };
+            let dhead = self.tape.dhead();
+            mask_count_terms(dev, &o, scores, dhead, terms.all())?;
+            reduce(
+                dev,
+                &Reduce::new(Axis::Cols, m, p / m, 2),
+                terms.all(),
+                sums.all(),
+            )?;
+            mask_count_hold(dev, &o, scores, sums.all(), dhead)?;
         }
         editor.backward(dev, &self.dg, &self.tape)
     }
