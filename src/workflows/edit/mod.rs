@@ -448,12 +448,14 @@ pub fn slice_edges(dev: &Device, cfg: &EditorConfig) -> usize {
     (bytes / (4 * cfg.hidden.max(1)) as u64) as usize
 }
 
-/// The signals of a batch's models (`signals`), for editors that read data; None for others.
+/// The signals of a batch's models (`signals`) at their `starts`, for editors that read data;
+/// None for others.
 fn batch_signals(
     dev: &Device,
     spec: &EditSpec,
     models: &[(&MlpShape, &[f32])],
     b: &Bases,
+    starts: &[std::borrow::Cow<'_, [f32]>],
     asks: &[Ask],
     cols: &Columns,
 ) -> Result<Option<Vec<Signals>>> {
@@ -465,8 +467,7 @@ fn batch_signals(
             "this editor reads a calibration batch of its data: pass --data".into(),
         ));
     }
-    let owned = b.starts(models);
-    let starts: Vec<&[f32]> = owned.iter().map(|s| &**s).collect();
+    let starts: Vec<&[f32]> = starts.iter().map(|s| &**s).collect();
     let (mut at, mut frozen) = (0, Vec::new());
     for ((s, p), a) in models.iter().zip(asks) {
         // What the edit cannot move: the rule's zeros and the removed columns' weights.
@@ -618,13 +619,9 @@ fn prepare(
 ) -> Result<(Bases, GraphBatch, ParamMap)> {
     let asks = &spec.effective_asks(asks, cols);
     let b = bases(spec, models, asks, cols)?;
-    let starts = if spec.keeps_rule_mask() {
-        b.starts(models)
-    } else {
-        Vec::new()
-    };
+    let starts = b.starts(models);
     let seen = seen(spec, models, &starts);
-    let sig = batch_signals(dev, spec, models, &b, asks, cols)?;
+    let sig = batch_signals(dev, spec, models, &b, &starts, asks, cols)?;
     let g = build_graph(
         editor,
         spec.requirement,
