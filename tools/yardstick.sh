@@ -30,12 +30,13 @@ case $name in
     prune_steps=1500; prune=(--sparsity-range 0.8,0.95 --lr-schedule 1000:2e-4)
     neuron_steps=1000; neurons=()
     big_steps=3000; big_prune=() ;;
-  # Bank's big editor starts from LAMP + reconstruction, whose masks leave more to learn there
-  # (BENCHMARKS, "LAMP + reconstruction").
+  # Bank's big editor starts from LAMP + reconstruction, whose masks leave more to learn there,
+  # and moves that mask (BENCHMARKS, "LAMP + reconstruction", "A learned mask on LAMP +
+  # reconstruction").
   bank) drop=age,marital,education; fairness=1
     prune_steps=1500; prune=(--sparsity-range 0.8,0.95 --lr-schedule 1000:2e-4)
     neuron_steps=1000; neurons=()
-    big_steps=8000; big_prune=(--prune-score lamp-reconstruction) ;;
+    big_steps=5000; big_prune=(--prune-score lamp-reconstruction --tau 1) ;;
   # OBS starts of 784-input models are computed once per model and grid point, not per ask.
   mnist_5k) drop=p0-27_0-9; fairness=0
     prune_steps=2000; prune=(--sparsity-range 0.8,0.95 --sparsity-grid 4 --lr-schedule 1500:2e-4)
