@@ -197,6 +197,21 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
     }
 }
 
+/// What a prune editor of 6-input models reads: a calibration batch of `rows` random rows, no
+/// sensitive columns, no means or moments.
+fn calibration_columns(rng: &mut impl Rng, rows: usize) -> Columns {
+    Columns {
+        sensitive: vec![false; 6],
+        means: vec![],
+        calibration: Split {
+            x: random(rng, rows * 6),
+            y: vec![0.0; rows],
+            group: vec![0; rows],
+        },
+        moments: Default::default(),
+    }
+}
+
 /// An OBS prune editor starts from the rule: untrained, it returns OBS reconstruction's edit;
 /// any editor keeps OBS's mask exactly (the weights the rule pruned stay zero, the sparsity is
 /// the asked one), with or without the signals.
@@ -211,17 +226,8 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
         .map(|(s, p)| (s, p.as_slice()))
         .collect();
     let rows = 64;
-    let calib = Split {
-        x: random(&mut rng, rows * 6),
-        y: vec![0.0; rows],
-        group: vec![0; rows],
-    };
-    let cols = Columns {
-        sensitive: vec![false; 6],
-        means: vec![],
-        calibration: calib.clone(),
-        moments: Default::default(),
-    };
+    let cols = calibration_columns(&mut rng, rows);
+    let calib = cols.calibration.clone();
     let cfg = small_editor_cfg();
     for (score, signals) in [
         (PruneScore::Obs, false),
@@ -333,17 +339,8 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
         .map(|(s, p)| (s, p.as_slice()))
         .collect();
     let rows = 64;
-    let calib = Split {
-        x: random(&mut rng, rows * 6),
-        y: vec![0.0; rows],
-        group: vec![0; rows],
-    };
-    let cols = Columns {
-        sensitive: vec![false; 6],
-        means: vec![],
-        calibration: calib.clone(),
-        moments: Default::default(),
-    };
+    let cols = calibration_columns(&mut rng, rows);
+    let calib = cols.calibration.clone();
     let spec = EditSpec {
         requirement: Requirement::Prune,
         gap: Gap::Eo,
