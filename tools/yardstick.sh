@@ -119,10 +119,13 @@ if [ "$fairness" = 1 ]; then
   train fairness "${STEPS_FAIRNESS:-1500}"
   compare fairness --gap eo --max-gap 0.05
   # Fairness without the attribute: the edit drops its columns and closes the gap in one pass.
+  # 800 steps at 1e-3, then 800 at 2e-4: with 800 at 1e-3 alone one training seed of two fell
+  # below 90% compliant (BENCHMARKS, "Several requirements in one edit").
   blind=$work/zoo/editor-fairness-blind
   [ -f "$blind/editor.safetensors" ] ||
     run --seed 0 train --zoo "$work/zoo" --data "$data" --requirement fairness \
-      --fair-target drop-attribute --steps "${STEPS_BLIND:-800}" --out "$blind"
+      --fair-target drop-attribute --steps "${STEPS_BLIND:-1600}" --lr-schedule 800:2e-4 \
+      --out "$blind"
   for bound in 0.05 0.03 0.08; do
     run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" \
       --requirement fairness --max-gap "$bound" --editor "$blind/editor.safetensors" \
