@@ -96,7 +96,8 @@ if [ "${BIG:-0}" = 1 ] && [ "$name" != mnist_5k ]; then
     run --seed 0 train --zoo "$big" --data "$data" --requirement prune \
       --sparsity-range 0.9,0.95 --steps "${STEPS_BIG:-$big_steps}" --lr-schedule 2200:2e-4 \
       "${big_prune[@]}" --out "$big/editor-prune-hi"
-  run compare --zoo "$big" --test-zoo "$work/sealed" --data "$data" --requirement prune \
+  # The rule is chosen on the validation models of the 256-model zoo, as for every other row.
+  run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" --requirement prune \
     --sparsity 0.9,0.95 --editor "$big/editor-prune-hi/editor.safetensors" \
     --out "$work/compare-prune-big" --force > "$work/compare-prune-big.txt"
 fi
