@@ -542,6 +542,7 @@ fn checkpoints_round_trip() {
     let (back, meta) = regop::workflows::edit::checkpoint::load_editor(&dev, &path).unwrap();
     assert_eq!(back.cfg, cfg);
     assert_eq!(back.step, 1);
+    assert!(back.average.is_none());
     assert_eq!(meta["schema"], extra["schema"]);
     assert_eq!(
         dev.read_all(&back.params).unwrap(),
@@ -560,6 +561,54 @@ fn checkpoints_round_trip() {
         .unwrap()
         .to_string();
     assert!(err.contains("not a regop editor"), "{err}");
+}
+
+/// The moving average of the parameters follows its formula on both backends: it starts at the
+/// parameters, then d avg + (1 - d) params with d = min(decay, (1 + t) / (10 + t)) after t
+/// steps; a checkpoint keeps it, and the averaged editor holds it as parameters.
+#[test]
+fn the_moving_average_of_the_parameters_follows_its_formula() {
+    let mut rng = fresh_rng("average");
+    let cfg = cfg(8);
+    let n = Editor::new(&Device::cpu(), &cfg, 0).unwrap().layout.total;
+    let draws: Vec<Vec<f32>> = (0..6).map(|_| random(&mut rng, n)).collect();
+    let decay = 0.5 + 0.45 * rng.random::<f32>();
+    let mut expected = draws[0].clone();
+    for (t, p) in draws.iter().enumerate().skip(1) {
+        let d = decay.min((2.0 + t as f32) / (11.0 + t as f32));
+        for (a, &x) in expected.iter_mut().zip(p) {
+            *a = d * *a + (1.0 - d) * x;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for dev in [Device::cpu(), gpu()] {
+        let mut ed = Editor::from_params(&dev, &cfg, &draws[0]).unwrap();
+        assert!(
+            ed.averaged(&dev).unwrap().is_none(),
+            "averaging before any step"
+        );
+        for p in &draws {
+            dev.write(&ed.params, 0, p).unwrap();
+            ed.step += 1;
+            ed.update_average(&dev, decay).unwrap();
+        }
+        let got = dev.read_all(ed.average.as_ref().unwrap()).unwrap();
+        let err = got
+            .iter()
+            .zip(&expected)
+            .map(|(g, e)| (g - e).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-5, "moving average off by {err} (decay {decay})");
+        let averaged = ed.averaged(&dev).unwrap().unwrap();
+        assert_eq!(dev.read_all(&averaged.params).unwrap(), got);
+        assert_eq!(averaged.step, ed.step);
+        let path = dir.path().join("averaging.safetensors");
+        let none = std::collections::BTreeMap::new();
+        regop::workflows::edit::checkpoint::save_editor(&dev, &ed, &path, &none, true).unwrap();
+        let (back, _) = regop::workflows::edit::checkpoint::load_editor(&dev, &path).unwrap();
+        assert_eq!(dev.read_all(back.average.as_ref().unwrap()).unwrap(), got);
+        assert_eq!(dev.read_all(&back.params).unwrap(), draws[5]);
+    }
 }
 
 /// A checkpoint from before the editor read signals (input layers `node_in.w` [h, 3] and

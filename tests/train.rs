@@ -911,6 +911,104 @@ fn a_finished_training_resumed_with_more_steps_is_the_longer_run() {
     }
 }
 
+/// `--average`: training runs as without it (the same parameters and optimiser state), while
+/// validation judges and the kept checkpoint holds the parameters' moving average, which the
+/// last checkpoint carries so that a resumed run continues it.
+#[test]
+fn an_averaging_training_keeps_the_average_and_resumes_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "7");
+    // A prune editor: its checkpoints are chosen by validation loss, which falls here.
+    let train = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--seed",
+            "3",
+            "train",
+            "--zoo",
+            p(&z),
+            "--requirement",
+            "prune",
+        ];
+        args.extend(["--steps", steps, "--eval-every", "10", "--out", p(out)]);
+        args.extend(extra);
+        regop(&args)
+    };
+    let (plain, averaged, extended) = (
+        dir.path().join("plain"),
+        dir.path().join("averaged"),
+        dir.path().join("extended"),
+    );
+    ok(&train(&plain, "40", &[]));
+    let out = train(&averaged, "40", &["--average", "0.9"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("moving average of the parameters (decay 0.9)"),
+        "{said}"
+    );
+    ok(&out);
+    ok(&train(&extended, "20", &["--average", "0.9"]));
+    ok(&train(&extended, "40", &["--resume", "--average", "0.9"]));
+    let last = |dir: &Path| std::fs::read(dir.join("last.safetensors")).unwrap();
+    assert!(
+        last(&averaged) == last(&extended),
+        "20 averaged steps then 20 more differ from 40"
+    );
+    let dev = regop::Device::cpu();
+    let load =
+        |path: PathBuf| regop::workflows::edit::checkpoint::load_editor(&dev, &path).unwrap();
+    let read = |b: &regop::Buf| dev.read_all(b).unwrap();
+    let (raw, _) = load(plain.join("last.safetensors"));
+    let (avg, meta) = load(averaged.join("last.safetensors"));
+    assert!(raw.average.is_none());
+    assert_eq!(
+        read(&raw.params),
+        read(&avg.params),
+        "averaging changed training"
+    );
+    assert_eq!(read(&raw.opt_state), read(&avg.opt_state));
+    let average = read(avg.average.as_ref().expect("the average is saved"));
+    assert_ne!(average, read(&avg.params));
+    // What is validated is the average: the same steps score otherwise.
+    let history = |meta: &std::collections::BTreeMap<String, String>| {
+        serde_json::from_str::<Vec<regop::workflows::train::Validation>>(&meta["history"]).unwrap()
+    };
+    let (_, plain_meta) = load(plain.join("last.safetensors"));
+    let (h_avg, h_plain) = (history(&meta), history(&plain_meta));
+    assert_eq!(
+        h_avg[0].loss, h_plain[0].loss,
+        "the untrained editor differs"
+    );
+    assert_ne!(
+        h_avg[4].loss, h_plain[4].loss,
+        "step 40 validated the raw parameters"
+    );
+    // The kept editor is the average at its step (a run of that many steps ends on the same
+    // average), without optimiser state to resume.
+    let best: regop::workflows::train::Validation = serde_json::from_str(&meta["best"]).unwrap();
+    assert!(best.step > 0, "the editor did not learn: {h_avg:?}");
+    let short = dir.path().join("short");
+    ok(&train(
+        &short,
+        &best.step.to_string(),
+        &["--average", "0.9"],
+    ));
+    let (at_best, _) = load(short.join("last.safetensors"));
+    let (kept, _) = load(averaged.join("editor.safetensors"));
+    assert_eq!(read(&kept.params), read(at_best.average.as_ref().unwrap()));
+    assert!(kept.average.is_none());
+    for bad in ["1", "-0.1", "nan"] {
+        let out = train(
+            &dir.path().join("bad"),
+            "40",
+            &[&format!("--average={bad}")],
+        );
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--average"), "{bad}: {err}");
+        assert!(!dir.path().join("bad").exists(), "{bad}: files written");
+    }
+}
+
 #[test]
 fn a_finished_training_resumed_at_a_lower_rate_is_the_scheduled_run() {
     let dir = tempfile::tempdir().unwrap();

@@ -97,6 +97,11 @@ pub struct TrainConfig {
     /// configs saved before it existed: 0, the JSD alone).
     #[serde(default)]
     pub label_weight: f32,
+    /// Decay of the moving average of the editor's parameters that validation reads and the
+    /// kept checkpoint holds (`Editor::update_average`); 0: none, the parameters as trained
+    /// (configs saved before it existed: 0).
+    #[serde(default)]
+    pub average: f32,
     /// Whether the editor's edits pick their step on training rows: as its validation models
     /// say (auto), or forced (configs saved before it existed: auto).
     #[serde(default)]
@@ -182,6 +187,7 @@ impl TrainConfig {
             also_drop: false,
             also_prune: false,
             label_weight: 0.0,
+            average: 0.0,
             step_search: StepSearchMode::Auto,
             calibration_rows: crate::io::data::CALIBRATION_ROWS,
             eval_every: 100,
@@ -539,6 +545,9 @@ impl<'a> Trainer<'a> {
             ..Adam::default()
         };
         editor.adam_step(dev, &opt)?;
+        if self.cfg.average > 0.0 {
+            editor.update_average(dev, self.cfg.average)?;
+        }
         Ok(losses
             .iter()
             .zip(&asks)
@@ -798,7 +807,9 @@ pub fn train(
         });
         let done = step + 1;
         if done % trainer.cfg.eval_every == 0 || done == trainer.cfg.steps {
-            let v = trainer.validate(dev, &editor, done)?;
+            let averaged = editor.averaged(dev)?;
+            let judged = averaged.as_ref().unwrap_or(&editor);
+            let v = trainer.validate(dev, judged, done)?;
             let better = best
                 .as_ref()
                 .is_none_or(|b| v.better_than(b, trainer.cfg.requirement));
@@ -806,7 +817,7 @@ pub fn train(
             history.push(v.clone());
             if better {
                 best = Some(v.clone());
-                save(&editor, &out.join(BEST), best.as_ref(), &history)?;
+                save(judged, &out.join(BEST), best.as_ref(), &history)?;
             } else if let Some(params) = &untrained_best {
                 let untrained = Editor::from_params(dev, &trainer.editor_cfg, params)?;
                 save(&untrained, &out.join(BEST), best.as_ref(), &history)?;

@@ -132,6 +132,11 @@ pub struct Args {
     /// imitating it, labels reward being right.
     #[arg(long, default_value_t = 0.0)]
     pub label_weight: f32,
+    /// Validate and keep the moving average of the editor's parameters, with this decay per
+    /// step (0.995: about the last 200 steps), instead of the parameters of the last step:
+    /// averaging smooths the noise of single steps. 0: off.
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
+    pub average: f32,
     /// Whether edits pick their step along the editor's edit on the training rows (minimise and
     /// prune editors): auto turns it on where it raises the validation models' accuracy on
     /// the validation split; the choice is saved with the editor.
@@ -235,6 +240,9 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
     if !(a.label_weight >= 0.0 && a.label_weight.is_finite()) {
         return Err(Error::Usage("--label-weight must be a number >= 0".into()));
     }
+    if !(0.0..1.0).contains(&a.average) {
+        return Err(Error::Usage("--average must be in [0, 1)".into()));
+    }
     if !(a.max_gap > 0.0 && a.max_gap < 1.0) {
         return Err(Error::Usage("--max-gap must be in (0, 1)".into()));
     }
@@ -281,6 +289,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         also_drop: a.also_drop,
         also_prune: a.also_prune,
         label_weight: a.label_weight,
+        average: a.average,
         step_search: a.step_search,
         calibration_rows: match a.calibration_rows {
             0 => return Err(Error::Usage("--calibration-rows: at least 1 row".into())),
@@ -339,6 +348,12 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             "learning rate {:e}, then {}",
             cfg.lr,
             phases.join(", ")
+        ));
+    }
+    if cfg.average > 0.0 {
+        p.status(&format!(
+            "validating and keeping the moving average of the parameters (decay {})",
+            cfg.average
         ));
     }
     let best = train_with_progress(p, &dev, &trainer, &manifest, &out, a.resume).map_err(room)?;

@@ -22,6 +22,7 @@ pub use params::{EditorParams, Entry, HeadParams, Init, LayerParams, Span};
 use crate::engine::buffer::Buf;
 use crate::engine::device::Device;
 use crate::engine::kernels::adam::{adam_step, Adam};
+use crate::engine::kernels::axpy::{axpy, copy};
 use crate::error::Result;
 use crate::networks::graph::{PosIds, EDGE_FEATURES};
 use rand::{Rng, SeedableRng};
@@ -52,6 +53,9 @@ pub struct Editor {
     pub grads: Buf,
     /// Adam moments: m for every parameter, then v.
     pub opt_state: Buf,
+    /// Training with averaging: the exponential moving average of the parameters after each
+    /// step (`update_average`), which validation reads and the kept checkpoint holds.
+    pub average: Option<Buf>,
     pub step: u32,
 }
 
@@ -85,6 +89,7 @@ impl Editor {
             params: dev.upload(params)?,
             grads: dev.alloc(layout.total)?,
             opt_state: dev.alloc(2 * layout.total)?,
+            average: None,
             layout,
             step: 0,
         })
@@ -178,5 +183,33 @@ impl Editor {
             self.opt_state.view(0, n),
             self.opt_state.view(n, n),
         )
+    }
+
+    /// Fold the parameters into their moving average (started at the parameters, if none):
+    /// average <- d average + (1 - d) params, with d = min(decay, (1 + t) / (10 + t)) after t
+    /// steps, so that the first steps' parameters do not linger in it.
+    pub fn update_average(&mut self, dev: &Device, decay: f32) -> Result<()> {
+        let t = self.step as f32;
+        let d = decay.min((1.0 + t) / (10.0 + t));
+        match &self.average {
+            Some(avg) => axpy(dev, 1.0 - d, self.params.all(), d, avg.all()),
+            None => {
+                let avg = dev.alloc(self.layout.total)?;
+                copy(dev, self.params.all(), avg.all())?;
+                self.average = Some(avg);
+                Ok(())
+            }
+        }
+    }
+
+    /// The editor with the averaged parameters, if averaging: what training then validates and
+    /// keeps.
+    pub fn averaged(&self, dev: &Device) -> Result<Option<Editor>> {
+        let Some(avg) = &self.average else {
+            return Ok(None);
+        };
+        let mut ed = Editor::from_params(dev, &self.cfg, &dev.read_all(avg)?)?;
+        ed.step = self.step;
+        Ok(Some(ed))
     }
 }

@@ -14,6 +14,10 @@ pub const FORMAT: &str = "regop-editor/1";
 /// Metadata key of `StepSearch`.
 pub const STEP_SEARCH: &str = "step_search";
 
+/// The moving average of a checkpoint trained with averaging (`Editor::average`), kept with the
+/// optimiser state so that a resumed run continues it.
+const AVERAGE: &str = "optimizer.average";
+
 /// Save the editor's parameters, optimiser state and configuration, with the caller's metadata
 /// (how it edits, the data schema...).
 pub fn save_editor(
@@ -38,6 +42,10 @@ pub fn save_editor(
         .collect();
     data.push(("optimizer.m".into(), vec![n], bytes(&state[..n])));
     data.push(("optimizer.v".into(), vec![n], bytes(&state[n..])));
+    if let Some(avg) = &editor.average {
+        let avg = dev.read_all(avg)?;
+        data.push((AVERAGE.into(), vec![n], bytes(&avg)));
+    }
     let views: Vec<(String, safetensors::tensor::TensorView)> = data
         .iter()
         .map(|(k, s, b)| {
@@ -146,6 +154,9 @@ pub fn load_editor(dev: &Device, path: &Path) -> Result<(Editor, BTreeMap<String
         .concat()
     };
     dev.write(&ed.opt_state, 0, &state)?;
+    if st.names().contains(&AVERAGE) && !widened {
+        ed.average = Some(dev.upload(&read(AVERAGE, layout.total)?)?);
+    }
     ed.step = meta.get("step").and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok((ed, meta))
 }
