@@ -132,9 +132,10 @@ pub struct Args {
     /// imitating it, labels reward being right.
     #[arg(long, default_value_t = 0.0)]
     pub label_weight: f32,
-    /// Validate and keep the moving average of the editor's parameters, with this decay per
-    /// step (0.995: about the last 200 steps), instead of the parameters of the last step:
-    /// averaging smooths the noise of single steps. 0: off.
+    /// Validate and keep the moving average of the editor's parameters instead of the last
+    /// step's: averaging smooths the noise of single steps. The decay after t steps is
+    /// min(DECAY, (1 + t) / (10 + t)), so in runs of up to about 1,800 steps 0.995 leaves the
+    /// second in charge (the average leans on about the last tenth of the run). 0: off.
     #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
     pub average: f32,
     /// Whether edits pick their step along the editor's edit on the training rows (minimise and
