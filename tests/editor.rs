@@ -458,11 +458,7 @@ fn permuting_hidden_neurons_permutes_the_edit() {
         };
         let want = perm(&edit((&c.params, &c.signals)));
         let got = edit((&permuted.0, &permuted.1));
-        let err = want
-            .iter()
-            .zip(&got)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let err = max_abs_diff(&want, &got);
         let scale = want.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
         assert!(scale > 1e-3, "edit is trivially zero");
         assert!(
@@ -495,11 +491,7 @@ fn a_mixed_batch_edits_each_model_as_alone() {
         let g1 = graph(&[alone]);
         let (eo1, no1) = run(&dev, &ed, &g1);
         let one = g1.unpack(&col0(&eo1), &col0(&no1)).remove(0);
-        let err = one
-            .iter()
-            .zip(&together[k])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let err = max_abs_diff(&one, &together[k]);
         assert!(
             err < 1e-5,
             "model {k}: batched edit differs from its edit alone by {err}"
@@ -593,11 +585,7 @@ fn the_moving_average_of_the_parameters_follows_its_formula() {
             ed.update_average(&dev, decay).unwrap();
         }
         let got = dev.read_all(ed.average.as_ref().unwrap()).unwrap();
-        let err = got
-            .iter()
-            .zip(&expected)
-            .map(|(g, e)| (g - e).abs())
-            .fold(0.0f32, f32::max);
+        let err = max_abs_diff(&got, &expected);
         assert!(err < 1e-5, "moving average off by {err} (decay {decay})");
         let averaged = ed.averaged(&dev).unwrap().unwrap();
         assert_eq!(dev.read_all(&averaged.params).unwrap(), got);

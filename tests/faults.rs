@@ -180,11 +180,7 @@ fn a_device_lost_mid_job_leaves_no_output_and_training_resumes() {
             cpu.read_all(&a.params).unwrap(),
             cpu.read_all(&b.params).unwrap(),
         );
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let worst = common::max_abs_diff(&a, &b);
         assert!(worst < 1e-4, "{name}: resumed editor differs by {worst}");
     }
 }
@@ -246,11 +242,7 @@ fn a_zoo_whose_device_is_lost_resumes_to_the_unbroken_zoo() {
                 .flat_params()
         };
         let (a, b) = (load(&whole), load(&cut));
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let worst = common::max_abs_diff(&a, &b);
         assert!(worst < 1e-4, "{name} differs by {worst} after resuming");
     }
 }

@@ -33,6 +33,15 @@ pub fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
 }
 
+/// The largest |a - b| over the pairs of `a` and `b`.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "max_abs_diff: lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// Run `f` on a buffer initialised to `init`, on both backends; returns (cpu, gpu) final contents.
 pub fn on_both(
     gpu: &Device,
