@@ -957,7 +957,7 @@ fn an_averaging_training_keeps_the_average_and_resumes_to_it() {
     let load =
         |path: PathBuf| regop::workflows::edit::checkpoint::load_editor(&dev, &path).unwrap();
     let read = |b: &regop::Buf| dev.read_all(b).unwrap();
-    let (raw, _) = load(plain.join("last.safetensors"));
+    let (raw, plain_meta) = load(plain.join("last.safetensors"));
     let (avg, meta) = load(averaged.join("last.safetensors"));
     assert!(raw.average.is_none());
     assert_eq!(
@@ -972,7 +972,6 @@ fn an_averaging_training_keeps_the_average_and_resumes_to_it() {
     let history = |meta: &std::collections::BTreeMap<String, String>| {
         serde_json::from_str::<Vec<regop::workflows::train::Validation>>(&meta["history"]).unwrap()
     };
-    let (_, plain_meta) = load(plain.join("last.safetensors"));
     let (h_avg, h_plain) = (history(&meta), history(&plain_meta));
     assert_eq!(
         h_avg[0].loss, h_plain[0].loss,
