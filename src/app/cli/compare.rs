@@ -62,6 +62,10 @@ pub struct Args {
     /// A trained editor (from `regop train`) to compare with the baselines as one more method.
     #[arg(long)]
     pub editor: Option<PathBuf>,
+    /// Judge the editor at this step along its edit (0: the rule it starts from; 1: the edit as
+    /// trained) instead of its own choice (minimise and prune editors; needs --editor).
+    #[arg(long, requires = "editor")]
+    pub editor_step: Option<f32>,
     /// Compare at most this many test models.
     #[arg(long)]
     pub max_models: Option<usize>,
@@ -115,6 +119,7 @@ impl Args {
             max_drop: self.max_drop,
             no_fine_tune: self.no_fine_tune,
             calibration_rows: self.calibration_rows.unwrap_or(default.calibration_rows),
+            editor_step: self.editor_step,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::edit::search::{lambda_grid, pick_lambda, score_fairness};
 use crate::workflows::edit::search::{search_lambda, search_shift, search_steps};
-use crate::workflows::edit::{edit_models, forget_rule_starts};
+use crate::workflows::edit::{edit_models, edit_models_at, forget_rule_starts};
 use crate::workflows::fit::FitModel;
 use crate::workflows::zoo::ModelRecord;
 
@@ -461,11 +461,15 @@ impl<'a> Subject<'a> {
     /// method's edit of it (the untrained editor's) are forgotten first.
     pub fn editor(&'a self, ef: &'a EditorFile, kind: Kind) -> Result<Vec<Method<'a>>> {
         let (dev, shape, params, schema) = (self.dev, &self.shape, &self.params, &ef.schema);
-        let train_rows = &self.data.train;
+        let (train_rows, fixed_step) = (&self.data.train, self.cfg.editor_step);
         let edit_one = move |ask: Ask| -> Result<Vec<f32>> {
             forget_rule_starts();
             let models = [(shape, params.as_slice())];
             let (e, spec, cols) = (&ef.editor, &ef.spec, &ef.columns);
+            if let Some(step) = fixed_step {
+                let at = edit_models_at(dev, e, spec, &models, &[ask], cols, &[step])?;
+                return Ok(at.into_iter().next().expect("one edit").remove(0));
+            }
             if ef.searches_step() {
                 let found = search_steps(dev, e, spec, cols, &models, &[ask], train_rows)?;
                 return Ok(found.into_iter().next().expect("one edit").1);

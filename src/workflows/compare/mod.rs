@@ -60,6 +60,9 @@ pub struct CompareConfig {
     pub no_fine_tune: bool,
     /// Rows of the calibration batch the data-aware rules (and the editor) read.
     pub calibration_rows: usize,
+    /// Judge the editor at this step along its edit (0: the rule it starts from; 1: the edit
+    /// as trained) instead of its own choice (minimise and prune editors).
+    pub editor_step: Option<f32>,
 }
 
 impl CompareConfig {
@@ -81,6 +84,7 @@ impl CompareConfig {
             max_drop: MAX_DROP,
             no_fine_tune: false,
             calibration_rows: crate::io::data::CALIBRATION_ROWS,
+            editor_step: None,
         }
     }
 
@@ -123,6 +127,17 @@ impl CompareConfig {
                 return Err(Error::Usage(
                     "--without-attribute applies to --requirement fairness".into(),
                 ))
+            }
+            Requirement::Fairness if self.editor_step.is_some() => {
+                return Err(Error::Usage(
+                    "--editor-step applies to minimise and prune editors; fairness editors search a lambda or shifts".into(),
+                ))
+            }
+            _ if self.editor_step.is_some_and(|s| !(s >= 0.0 && s.is_finite())) => {
+                return Err(Error::Usage(format!(
+                    "--editor-step must be a finite step of at least 0, not {}",
+                    self.editor_step.unwrap()
+                )))
             }
             _ => {}
         }

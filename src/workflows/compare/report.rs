@@ -278,12 +278,18 @@ fn findings(c: &Comparison) -> String {
     if let Some(found) = &c.step_search {
         md += &format!(
             "\nThe editor's step along its edit: {}. Training measured picking it per model, among {} steps from 0 (the rule) to {}, on the training rows: {:+.4} accuracy on the validation split over the edit as trained, on {} validation models.\n",
-            if found.on { "picked per model on the training rows (the time per edit includes it)" } else { "1, as trained" },
+            match (c.cfg.editor_step, found.on) {
+                (Some(s), _) => format!("{s}, as asked (--editor-step)"),
+                (None, true) => "picked per model on the training rows (the time per edit includes it)".into(),
+                (None, false) => "1, as trained".into(),
+            },
             STEP_GRID.len(),
             STEP_GRID[STEP_GRID.len() - 1],
             found.gain,
             found.models
         );
+    } else if let Some(s) = c.cfg.editor_step {
+        md += &format!("\nThe editor's step along its edit: {s}, as asked (--editor-step).\n");
     }
     md
 }
