@@ -1161,8 +1161,8 @@ fn training_records_the_step_search_and_edit_follows_it() {
     // `compare --editor-step` judges the editor at a fixed step: the editor that picks its step,
     // held at step 1, edits as the one that does not (they share their parameters); at step 0
     // it edits as the untrained editor, the rule it starts from.
-    let compare = |editor: &str, extra: &[&str]| -> Vec<(u64, f64, f64, String)> {
-        let report = dir.path().join(format!("compare-{editor}"));
+    let compare = |editor: &str, report: &Path, extra: &[&str]| -> Output {
+        let editor = dir.path().join(editor).join("editor.safetensors");
         let mut args = vec![
             "--json",
             "compare",
@@ -1171,42 +1171,40 @@ fn training_records_the_step_search_and_edit_follows_it() {
             "--requirement",
             "minimise",
         ];
-        args.extend(["--drop", "proxy_num", "--no-fine-tune", "--force", "--out"]);
-        let editor = dir.path().join(editor).join("editor.safetensors");
-        args.extend([p(&report), "--editor", p(&editor)]);
-        let r = ok(&regop(&[args.as_slice(), extra].concat()));
+        args.extend(["--drop", "proxy_num", "--no-fine-tune", "--force"]);
+        args.extend(["--out", p(report), "--editor", p(&editor)]);
+        regop(&[args.as_slice(), extra].concat())
+    };
+    // Per test model, (model, accuracy, agreement) of the editor and of the untrained editor.
+    let judged = |editor: &str, extra: &[&str]| -> [Vec<(u64, f64, f64)>; 2] {
+        let report = dir.path().join(format!("compare-{editor}"));
+        let r = ok(&compare(editor, &report, extra));
         let md = std::fs::read_to_string(report.join("report.md")).unwrap();
-        let rows = r["rows"].as_array().unwrap().iter();
-        rows.filter(|x| x["kind"] != "one-shot-rule")
-            .map(|x| {
-                let (model, kind) = (x["model"].as_u64().unwrap(), x["kind"].to_string());
-                let (acc, agree) = (x["accuracy"].as_f64().unwrap(), x["agreement"].as_f64());
-                assert_eq!(md.contains("as asked (--editor-step)"), !extra.is_empty());
-                (model, acc, agree.unwrap(), kind)
-            })
-            .collect()
+        assert_eq!(md.contains("as asked (--editor-step)"), !extra.is_empty());
+        ["editor", "untrained-editor"].map(|kind| {
+            let rows = r["rows"].as_array().unwrap().iter();
+            rows.filter(|x| x["kind"] == kind)
+                .map(|x| {
+                    let model = x["model"].as_u64().unwrap();
+                    (
+                        model,
+                        x["accuracy"].as_f64().unwrap(),
+                        x["agreement"].as_f64().unwrap(),
+                    )
+                })
+                .collect()
+        })
     };
-    let editors = |rows: &[(u64, f64, f64, String)], kind: &str| -> Vec<(u64, f64, f64)> {
-        let of = rows.iter().filter(|r| r.3 == format!("\"{kind}\""));
-        of.map(|r| (r.0, r.1, r.2)).collect()
-    };
-    let (held, plain) = (compare("on", &["--editor-step", "1"]), compare("off", &[]));
-    assert!(!editors(&held, "editor").is_empty());
-    assert_eq!(editors(&held, "editor"), editors(&plain, "editor"));
-    let at_start = compare("on", &["--editor-step", "0"]);
-    let untrained = editors(&at_start, "untrained-editor");
-    assert_eq!(editors(&at_start, "editor"), untrained);
-    assert_ne!(
-        editors(&held, "editor"),
-        untrained,
-        "training changed no edit"
-    );
+    let [held, _] = judged("on", &["--editor-step", "1"]);
+    let [plain, _] = judged("off", &[]);
+    assert!(!held.is_empty());
+    assert_eq!(held, plain);
+    let [at_start, untrained] = judged("on", &["--editor-step", "0"]);
+    assert_eq!(at_start, untrained);
+    assert_ne!(held, untrained, "training changed no edit");
     for bad in ["--editor-step=-1", "--editor-step=inf"] {
         let report = dir.path().join("bad-step");
-        let mut args = vec!["compare", "--zoo", p(&z), "--requirement", "minimise"];
-        args.extend(["--drop", "proxy_num", "--no-fine-tune", "--out", p(&report)]);
-        let editor = dir.path().join("on").join("editor.safetensors");
-        let out = regop(&[args.as_slice(), &["--editor", p(&editor), bad]].concat());
+        let out = compare("on", &report, &[bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--editor-step must be"), "{bad}: {err}");
