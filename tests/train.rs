@@ -1065,25 +1065,34 @@ fn a_finished_training_resumed_at_a_lower_rate_is_the_scheduled_run() {
 fn training_records_the_step_search_and_edit_follows_it() {
     use regop::workflows::edit::checkpoint::EditorFile;
     use regop::workflows::edit::search::{search_steps, STEP_GRID};
+    use regop::workflows::zoo::ModelSplit;
     let dir = tempfile::tempdir().unwrap();
     let z = zoo(dir.path(), "11");
     let (manifest, data) = manifest_and_data(&z);
     let test = manifest
         .models
         .iter()
-        .find(|r| r.split == regop::workflows::zoo::ModelSplit::Test)
+        .find(|r| r.split == ModelSplit::Test)
         .expect("a test model");
     let model = z.join(&test.file);
     let dev = regop::Device::cpu();
     for mode in ["on", "off", "auto"] {
         let out = dir.path().join(mode);
-        ok(&train_minimise(&z, &out, "20", &["--step-search", mode]));
+        let flags = ["--step-search", mode, "--val-models", "2"];
+        ok(&train_minimise(&z, &out, "20", &flags));
         let editor = out.join("editor.safetensors");
         let mut ef = EditorFile::load(&dev, &editor).unwrap();
         let found = ef
             .step_search
             .expect("a minimise editor measures its step search");
-        assert!(found.models > 0 && found.gain.is_finite(), "{found:?}");
+        // Measured on every validation model of the zoo, not only the two that judge
+        // checkpoints.
+        let val = manifest
+            .models
+            .iter()
+            .filter(|r| r.split == ModelSplit::Val);
+        assert_eq!(found.models, val.count(), "{found:?}");
+        assert!(found.models > 2 && found.gain.is_finite(), "{found:?}");
         let on = match mode {
             "on" => true,
             "off" => false,

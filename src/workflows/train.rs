@@ -372,7 +372,12 @@ pub struct Trainer<'a> {
     pub schema: &'a Schema,
     pub data: &'a Dataset,
     pub train: BTreeMap<Vec<usize>, Vec<Stored>>,
+    /// The validation models that judge checkpoints (`TrainConfig::val_models`), each with its
+    /// ask.
     pub val: Vec<(Member, Ask)>,
+    /// The zoo's other validation models, with their asks: the step search measures on these
+    /// too, since its gain is small against the spread between models.
+    pub more_val: Vec<(Member, Ask)>,
     pub columns: Columns,
     pub editor_cfg: EditorConfig,
 }
@@ -428,11 +433,11 @@ impl<'a> Trainer<'a> {
         // Validation models drawn at random across architectures, not the smallest first.
         let mut val: Vec<Member> = load_models(zoo, manifest, ModelSplit::Val)?;
         val.shuffle(&mut rng);
-        val.truncate(cfg.val_models);
-        let val: Vec<(Member, Ask)> = val
+        let mut val: Vec<(Member, Ask)> = val
             .into_iter()
             .map(|m| (m, draw_ask(&mut rng, cfg, schema)))
             .collect();
+        let mut more_val = val.split_off(cfg.val_models.min(val.len()));
         if val.is_empty() {
             return Err(Error::input(
                 zoo,
@@ -454,6 +459,10 @@ impl<'a> Trainer<'a> {
                 .max(1),
             max_outputs: all.map(|s| s.outputs()).max().unwrap_or(1),
         };
+        // The step search may edit only models the editor takes.
+        more_val.retain(|(m, _)| {
+            m.shape.layers() - 1 <= pos.max_hidden_layers && m.shape.outputs() <= pos.max_outputs
+        });
         let spec = EditSpec {
             requirement: cfg.requirement,
             gap: cfg.gap,
@@ -481,6 +490,7 @@ impl<'a> Trainer<'a> {
             data,
             train,
             val,
+            more_val,
             columns: Columns::of(schema, &data.train, cfg.calibration_rows),
         })
     }
@@ -657,16 +667,17 @@ impl<'a> Trainer<'a> {
     }
 
     /// Whether `editor`'s edits should pick their step on training rows (`search::search_steps`):
-    /// each validation model edited at every step, the step picked on the training split, and
-    /// its accuracy on the validation split against step 1's. None for fairness editors, which
-    /// search a lambda instead.
+    /// each of the zoo's validation models edited at every step, the step picked on the
+    /// training split, and its accuracy on the validation split against step 1's. None for
+    /// fairness editors, which search a lambda instead.
     pub fn step_search(&self, dev: &Device, editor: &Editor) -> Result<Option<StepSearch>> {
         if self.cfg.requirement == Requirement::Fairness || self.val.is_empty() {
             return Ok(None);
         }
         let trained = STEP_GRID.iter().position(|&s| s == 1.0).expect("step 1");
+        let models = self.val.len() + self.more_val.len();
         let mut gain = 0.0;
-        for (member, ask) in &self.val {
+        for (member, ask) in self.val.iter().chain(&self.more_val) {
             let model = [(&member.shape, member.params.as_slice())];
             let (spec, cols) = (&self.spec, &self.columns);
             let at = edit_models_at(
@@ -683,7 +694,7 @@ impl<'a> Trainer<'a> {
             let picked = pick_step(&on_train);
             let chosen = [at[picked].clone(), at[trained].clone()];
             let on_val = step_accuracies(dev, &member.shape, &chosen, &self.data.val, usize::MAX)?;
-            gain += (on_val[0] - on_val[1]) / self.val.len() as f64;
+            gain += (on_val[0] - on_val[1]) / models as f64;
         }
         Ok(Some(StepSearch {
             on: match self.cfg.step_search {
@@ -692,7 +703,7 @@ impl<'a> Trainer<'a> {
                 StepSearchMode::Off => false,
             },
             gain,
-            models: self.val.len(),
+            models,
         }))
     }
 

@@ -139,8 +139,9 @@ pub struct Args {
     #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
     pub average: f32,
     /// Whether edits pick their step along the editor's edit on the training rows (minimise and
-    /// prune editors): auto turns it on where it raises the validation models' accuracy on
-    /// the validation split; the choice is saved with the editor.
+    /// prune editors): auto turns it on where it raises the accuracy of the zoo's validation
+    /// models (all of them, not only --val-models) on the validation split; the choice is saved
+    /// with the editor.
     #[arg(long, value_enum, default_value_t = StepSearchMode::Auto)]
     pub step_search: StepSearchMode,
     /// Rows of the calibration batch the edits read (the rules they start from: OBS, LAMP +
@@ -152,7 +153,7 @@ pub struct Args {
     /// Validate (and checkpoint) every this many steps.
     #[arg(long, default_value_t = 100)]
     pub eval_every: usize,
-    /// Validation models.
+    /// Validation models that judge checkpoints (the step search measures on all of the zoo's)
     #[arg(long, default_value_t = 16)]
     pub val_models: usize,
     /// Output directory (default ZOO/editor-REQUIREMENT): editor.safetensors (best) and
