@@ -154,40 +154,106 @@ impl Drop for Buf {
 
 /// Freed CPU buffers kept for reuse. A training step allocates the same large tapes every step;
 /// fresh pages cost the OS a page fault and a zeroing pass each, which took half of a step's
-/// time on two cores. A pooled buffer is zeroed by one parallel fill instead. Only buffers of
-/// at least POOL_MIN values are kept, POOL_MAX values in all (512 MiB), the oldest given up
-/// first: the bound on the memory a process holds beyond what it uses.
-const POOL_MIN: usize = 1 << 18;
-const POOL_MAX: usize = 1 << 27;
-static POOL: std::sync::Mutex<Vec<Box<[UnsafeCell<f32>]>>> = std::sync::Mutex::new(Vec::new());
-
-fn pool_give(cells: Box<[UnsafeCell<f32>]>) {
-    if cells.len() < POOL_MIN {
-        return;
-    }
-    if cells.len() > POOL_MAX {
-        return;
-    }
-    let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-    let mut held: usize = pool.iter().map(|c| c.len()).sum();
-    while held + cells.len() > POOL_MAX {
-        held -= pool.remove(0).len();
-    }
-    pool.push(cells);
+/// time on two cores. A pooled buffer is zeroed by one parallel fill instead.
+///
+/// Only buffers of at least `min` values are kept. A pooled buffer serves any request up to
+/// POOL_SPAN times smaller: a step's tapes change size with the architecture it draws
+/// (four-fold on mnist_5k's zoo), and a pool that kept only near sizes missed most steps. The
+/// pool holds at most what the live buffers are short of their peak (`live`, `peak`: values
+/// of whole allocations), the oldest given up first: the live buffers and the pool together
+/// never hold more than the process once held live.
+struct Pool {
+    free: Vec<Box<[UnsafeCell<f32>]>>,
+    min: usize,
+    live: usize,
+    peak: usize,
 }
 
-/// The smallest pooled buffer that holds `len` values (at most twice that), zero-filled.
-pub(crate) fn pool_take(len: usize) -> Option<Box<[UnsafeCell<f32>]>> {
-    if len < POOL_MIN {
-        return None;
+const POOL_MIN: usize = 1 << 18;
+const POOL_SPAN: usize = 8;
+
+// SAFETY: the pool owns its boxes outright; nothing else points into a freed buffer, and the
+// mutex around the pool serialises every access.
+unsafe impl Send for Pool {}
+
+static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool::new(POOL_MIN));
+
+impl Pool {
+    const fn new(min: usize) -> Pool {
+        Pool {
+            free: Vec::new(),
+            min,
+            live: 0,
+            peak: 0,
+        }
     }
-    let cells = {
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        let best = (0..pool.len())
-            .filter(|&i| (len..=2 * len).contains(&pool[i].len()))
-            .min_by_key(|&i| pool[i].len())?;
-        pool.remove(best)
-    };
+
+    fn held(&self) -> usize {
+        self.free.iter().map(|c| c.len()).sum()
+    }
+
+    /// The smallest pooled buffer that holds `len` values and at most POOL_SPAN times that,
+    /// counted live, its contents as they were left.
+    fn take(&mut self, len: usize) -> Option<Box<[UnsafeCell<f32>]>> {
+        if len < self.min {
+            return None;
+        }
+        let best = (0..self.free.len())
+            .filter(|&i| (len..=POOL_SPAN * len).contains(&self.free[i].len()))
+            .min_by_key(|&i| self.free[i].len())?;
+        let cells = self.free.remove(best);
+        self.note_live(cells.len());
+        Some(cells)
+    }
+
+    /// Count a fresh allocation of `len` values as live, giving up pooled buffers so that the
+    /// pool and the live buffers still hold no more than the peak.
+    fn note_live(&mut self, len: usize) {
+        self.live += len;
+        self.peak = self.peak.max(self.live);
+        self.make_room(0);
+    }
+
+    /// A buffer freed: kept if it is large enough and fits under the peak.
+    fn give(&mut self, cells: Box<[UnsafeCell<f32>]>) {
+        self.live -= cells.len();
+        if cells.len() >= self.min && self.make_room(cells.len()) {
+            self.free.push(cells);
+        }
+    }
+
+    /// Give up the oldest pooled buffers until `extra` more values fit with the pool and the
+    /// live buffers under the peak; false (nothing given up) if `extra` alone does not fit.
+    fn make_room(&mut self, extra: usize) -> bool {
+        let room = self.peak - self.live;
+        if extra > room {
+            return false;
+        }
+        let mut held = self.held();
+        while held + extra > room {
+            held -= self.free.remove(0).len();
+        }
+        true
+    }
+}
+
+fn pool() -> std::sync::MutexGuard<'static, Pool> {
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn pool_give(cells: Box<[UnsafeCell<f32>]>) {
+    pool().give(cells);
+}
+
+/// Count a fresh CPU allocation of `len` values as live (`Pool`).
+pub(crate) fn note_live(len: usize) {
+    pool().note_live(len);
+}
+
+/// A pooled buffer that holds `len` values (`Pool::take`), counted live, its first `len`
+/// values zero-filled.
+pub(crate) fn pool_take(len: usize) -> Option<Box<[UnsafeCell<f32>]>> {
+    let cells = pool().take(len)?;
     use rayon::prelude::*;
     let p = SendPtr(UnsafeCell::raw_get(cells.as_ptr()));
     (0..len.div_ceil(1 << 16)).into_par_iter().for_each(|c| {
@@ -213,4 +279,70 @@ static NEXT_CPU_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// CPU buffer ids live in their own range so they never collide with GPU ones.
 pub(crate) fn next_cpu_id() -> u64 {
     NEXT_CPU_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(pool: &mut Pool, len: usize) -> Box<[UnsafeCell<f32>]> {
+        pool.take(len).unwrap_or_else(|| {
+            pool.note_live(len);
+            (0..len).map(|_| UnsafeCell::new(0.0)).collect()
+        })
+    }
+
+    #[test]
+    fn steps_of_other_sizes_reuse_the_last_steps_buffers() {
+        let mut pool = Pool::new(16);
+        // A step of the largest architecture first, then steps whose buffers are up to four
+        // times smaller: each is served from the pool, with no fresh allocation.
+        let first: Vec<_> = [400, 1600, 1600]
+            .iter()
+            .map(|&n| fresh(&mut pool, n))
+            .collect();
+        first.into_iter().for_each(|c| pool.give(c));
+        for sizes in [[100, 400, 400], [300, 1200, 1200], [150, 500, 700]] {
+            let peak = pool.peak;
+            let step: Vec<_> = sizes.iter().map(|&n| pool.take(n)).collect();
+            assert!(
+                step.iter().all(|c| c.is_some()),
+                "{sizes:?} missed the pool"
+            );
+            assert_eq!(pool.peak, peak, "a served step raised the peak");
+            step.into_iter().flatten().for_each(|c| pool.give(c));
+        }
+        // Too small to keep; and a buffer serves requests down to POOL_SPAN times smaller.
+        assert!(pool.take(8).is_none());
+        let mut pool = Pool::new(16);
+        let big = fresh(&mut pool, 1600);
+        pool.give(big);
+        assert!(pool.take(1600 / POOL_SPAN - 1).is_none());
+        assert!(pool.take(1600 / POOL_SPAN).is_some());
+    }
+
+    #[test]
+    fn the_pool_and_the_live_buffers_never_hold_more_than_the_peak() {
+        let mut pool = Pool::new(16);
+        let mut state = 12345u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let mut live: Vec<Box<[UnsafeCell<f32>]>> = Vec::new();
+        for _ in 0..2000 {
+            if live.is_empty() || next(3) > 0 {
+                let len = 1 + next(5000) as usize;
+                live.push(fresh(&mut pool, len));
+            } else {
+                let i = next(live.len() as u64) as usize;
+                pool.give(live.swap_remove(i));
+            }
+            let in_use: usize = live.iter().map(|c| c.len()).sum();
+            assert_eq!(pool.live, in_use);
+            assert!(pool.held() + pool.live <= pool.peak);
+        }
+    }
 }

@@ -178,6 +178,7 @@ impl Device {
                 let cells = match crate::engine::buffer::pool_take(len) {
                     Some(cells) => cells,
                     None => {
+                        crate::engine::buffer::note_live(len);
                         // A zeroed allocation (calloc): the pages are zeroed lazily by the OS
                         // instead of by a pass over the buffer.
                         let zeros: Box<[f32]> = vec![0.0f32; len].into_boxed_slice();
