@@ -164,6 +164,8 @@ impl Drop for Buf {
 /// never hold more than the process once held live.
 struct Pool {
     free: Vec<Box<[UnsafeCell<f32>]>>,
+    /// Values in `free`.
+    held: usize,
     min: usize,
     live: usize,
     peak: usize,
@@ -172,24 +174,17 @@ struct Pool {
 const POOL_MIN: usize = 1 << 18;
 const POOL_SPAN: usize = 8;
 
-// SAFETY: the pool owns its boxes outright; nothing else points into a freed buffer, and the
-// mutex around the pool serialises every access.
-unsafe impl Send for Pool {}
-
 static POOL: std::sync::Mutex<Pool> = std::sync::Mutex::new(Pool::new(POOL_MIN));
 
 impl Pool {
     const fn new(min: usize) -> Pool {
         Pool {
             free: Vec::new(),
+            held: 0,
             min,
             live: 0,
             peak: 0,
         }
-    }
-
-    fn held(&self) -> usize {
-        self.free.iter().map(|c| c.len()).sum()
     }
 
     /// The smallest pooled buffer that holds `len` values and at most POOL_SPAN times that,
@@ -202,6 +197,7 @@ impl Pool {
             .filter(|&i| (len..=POOL_SPAN * len).contains(&self.free[i].len()))
             .min_by_key(|&i| self.free[i].len())?;
         let cells = self.free.remove(best);
+        self.held -= cells.len();
         self.note_live(cells.len());
         Some(cells)
     }
@@ -218,6 +214,7 @@ impl Pool {
     fn give(&mut self, cells: Box<[UnsafeCell<f32>]>) {
         self.live -= cells.len();
         if cells.len() >= self.min && self.make_room(cells.len()) {
+            self.held += cells.len();
             self.free.push(cells);
         }
     }
@@ -229,9 +226,8 @@ impl Pool {
         if extra > room {
             return false;
         }
-        let mut held = self.held();
-        while held + extra > room {
-            held -= self.free.remove(0).len();
+        while self.held + extra > room {
+            self.held -= self.free.remove(0).len();
         }
         true
     }
@@ -342,7 +338,9 @@ mod tests {
             }
             let in_use: usize = live.iter().map(|c| c.len()).sum();
             assert_eq!(pool.live, in_use);
-            assert!(pool.held() + pool.live <= pool.peak);
+            let held: usize = pool.free.iter().map(|c| c.len()).sum();
+            assert_eq!(pool.held, held);
+            assert!(pool.held + pool.live <= pool.peak);
         }
     }
 }
