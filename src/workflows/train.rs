@@ -24,8 +24,8 @@ use crate::workflows::edit::checkpoint::{load_editor, save_editor, StepSearch, S
 use crate::workflows::edit::edit_models_at;
 use crate::workflows::edit::search::{pick_step, step_accuracies, STEP_GRID, STEP_ROWS};
 use crate::workflows::edit::step::{step_gradient, TrainBatch};
-use crate::workflows::zoo::load::{index_split, load_models, Member, Stored};
-use crate::workflows::zoo::{Manifest, ModelSplit};
+use crate::workflows::zoo::load::{index_split, Member, Stored};
+use crate::workflows::zoo::{Manifest, ModelRecord, ModelSplit};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -376,8 +376,8 @@ pub struct Trainer<'a> {
     /// ask.
     pub val: Vec<(Member, Ask)>,
     /// The zoo's other validation models, with their asks: the step search measures on these
-    /// too, since its gain is small against the spread between models.
-    pub more_val: Vec<(Member, Ask)>,
+    /// too, since its gain is small against the spread between models. Read when it does.
+    pub more_val: Vec<(Stored, Ask)>,
     pub columns: Columns,
     pub editor_cfg: EditorConfig,
 }
@@ -431,13 +431,21 @@ impl<'a> Trainer<'a> {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed_7a1d);
         // Validation models drawn at random across architectures, not the smallest first.
-        let mut val: Vec<Member> = load_models(zoo, manifest, ModelSplit::Val)?;
-        val.shuffle(&mut rng);
-        let mut val: Vec<(Member, Ask)> = val
-            .into_iter()
-            .map(|m| (m, draw_ask(&mut rng, cfg, schema)))
+        let mut records: Vec<&ModelRecord> = (manifest.models.iter())
+            .filter(|r| r.split == ModelSplit::Val)
             .collect();
-        let mut more_val = val.split_off(cfg.val_models.min(val.len()));
+        records.shuffle(&mut rng);
+        let mut asks: Vec<Ask> = (records.iter())
+            .map(|_| draw_ask(&mut rng, cfg, schema))
+            .collect();
+        let more_asks = asks.split_off(cfg.val_models.min(records.len()));
+        let (records, more_records) = records.split_at(asks.len());
+        let val: Vec<(Member, Ask)> = (records.iter().zip(asks))
+            .map(|(r, ask)| Ok((Member::load(zoo, r)?, ask)))
+            .collect::<Result<_>>()?;
+        let mut more_val: Vec<(Stored, Ask)> = (more_records.iter().zip(more_asks))
+            .map(|(r, ask)| Ok((Stored::index(zoo, r)?, ask)))
+            .collect::<Result<_>>()?;
         if val.is_empty() {
             return Err(Error::input(
                 zoo,
@@ -677,8 +685,14 @@ impl<'a> Trainer<'a> {
         let trained = STEP_GRID.iter().position(|&s| s == 1.0).expect("step 1");
         let models = self.val.len() + self.more_val.len();
         let mut gain = 0.0;
-        for (member, ask) in self.val.iter().chain(&self.more_val) {
-            let model = [(&member.shape, member.params.as_slice())];
+        use std::borrow::Cow;
+        let held = (self.val.iter())
+            .map(|(m, ask)| Ok((&m.shape, Cow::Borrowed(m.params.as_slice()), ask)));
+        let stored =
+            (self.more_val.iter()).map(|(m, ask)| Ok((&m.shape, Cow::Owned(m.params()?), ask)));
+        for model in held.chain(stored) {
+            let (shape, params, ask): (&MlpShape, Cow<[f32]>, &Ask) = model?;
+            let model = [(shape, &*params)];
             let (spec, cols) = (&self.spec, &self.columns);
             let at = edit_models_at(
                 dev,
@@ -690,10 +704,10 @@ impl<'a> Trainer<'a> {
                 &STEP_GRID,
             )?
             .remove(0);
-            let on_train = step_accuracies(dev, &member.shape, &at, &self.data.train, STEP_ROWS)?;
+            let on_train = step_accuracies(dev, shape, &at, &self.data.train, STEP_ROWS)?;
             let picked = pick_step(&on_train);
             let chosen = [at[picked].clone(), at[trained].clone()];
-            let on_val = step_accuracies(dev, &member.shape, &chosen, &self.data.val, usize::MAX)?;
+            let on_val = step_accuracies(dev, shape, &chosen, &self.data.val, usize::MAX)?;
             gain += (on_val[0] - on_val[1]) / models as f64;
         }
         Ok(Some(StepSearch {

@@ -52,6 +52,18 @@ pub struct Stored {
 }
 
 impl Stored {
+    /// The model of manifest record `rec` in the zoo `dir`, read once to check it and learn
+    /// its shape.
+    pub fn index(dir: &Path, rec: &ModelRecord) -> Result<Stored> {
+        let path = dir.join(&rec.file);
+        let shape = Model::load(&path)?.shape();
+        Ok(Stored {
+            id: rec.id,
+            shape,
+            path,
+        })
+    }
+
     /// Its parameters, read from its file (which must still hold the same architecture).
     pub fn params(&self) -> Result<Vec<f32>> {
         let m = Model::load(&self.path)?;
@@ -78,13 +90,9 @@ pub fn index_split(
 ) -> Result<BTreeMap<Vec<usize>, Vec<Stored>>> {
     let mut out: BTreeMap<Vec<usize>, Vec<Stored>> = BTreeMap::new();
     for r in m.models.iter().filter(|r| r.split == split) {
-        let path = dir.join(&r.file);
-        let shape = Model::load(&path)?.shape();
-        out.entry(r.dims.clone()).or_default().push(Stored {
-            id: r.id,
-            shape,
-            path,
-        });
+        out.entry(r.dims.clone())
+            .or_default()
+            .push(Stored::index(dir, r)?);
     }
     Ok(out)
 }
