@@ -9,12 +9,22 @@ pub fn layer_pre(shape: &MlpShape, params: &[f32], l: usize, x: &[f32], rows: us
     let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
     let w = &params[shape.weight_offset(l)..][..fi * fo];
     let b = &params[shape.bias_offset(l)..][..fo];
+    // Pruned layers are mostly zeros: each neuron's non-zero weights, gathered once, are all
+    // its sum needs (the same sum, in the same order).
+    let live: Vec<Vec<(usize, f64)>> = w
+        .chunks_exact(fi)
+        .map(|wj| {
+            (wj.iter().enumerate())
+                .filter(|(_, v)| **v != 0.0)
+                .map(|(i, v)| (i, *v as f64))
+                .collect()
+        })
+        .collect();
     let mut out = vec![0.0f32; rows * fo];
     for r in 0..rows {
         let xr = &x[r * fi..(r + 1) * fi];
-        for j in 0..fo {
-            let wj = &w[j * fi..(j + 1) * fi];
-            let acc: f64 = xr.iter().zip(wj).map(|(&a, &b)| a as f64 * b as f64).sum();
+        for (j, wj) in live.iter().enumerate() {
+            let acc: f64 = wj.iter().map(|&(i, v)| xr[i] as f64 * v).sum();
             out[r * fo + j] = (acc + b[j] as f64) as f32;
         }
     }
