@@ -37,6 +37,7 @@ fn prune_spec(score: PruneScore) -> EditSpec {
         minimise_base: MinimiseBase::LeastSquares,
         also_drops: true,
         also_prunes: false,
+        resolve_mask: false,
     }
 }
 

@@ -401,6 +401,7 @@ fn plain_spec(req: Requirement, prune_score: PruneScore) -> EditSpec {
         minimise_base: MinimiseBase::Mean,
         also_drops: false,
         also_prunes: false,
+        resolve_mask: false,
     }
 }
 
@@ -530,6 +531,7 @@ fn training_step_gradients_match_finite_differences() {
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
             also_prunes: false,
+            resolve_mask: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -667,6 +669,7 @@ fn training_step_agrees_across_backends() {
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
             also_prunes: false,
+            resolve_mask: false,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {
@@ -746,6 +749,7 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
                 minimise_base: MinimiseBase::Mean,
                 also_drops: false,
                 also_prunes: false,
+                resolve_mask: false,
             };
             let asks: Vec<Ask> = (0..5)
                 .map(|i| Ask {
@@ -926,6 +930,7 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
         minimise_base: MinimiseBase::Mean,
         also_drops: false,
         also_prunes: false,
+        resolve_mask: false,
     };
     let cols = Columns {
         sensitive: vec![false, true, false, false, false, false],

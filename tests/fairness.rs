@@ -32,6 +32,7 @@ fn spec(target: FairTarget, base: MinimiseBase) -> EditSpec {
         minimise_base: base,
         also_drops: false,
         also_prunes: false,
+        resolve_mask: false,
     }
 }
 
@@ -174,6 +175,7 @@ fn a_drop_attribute_editor_that_also_prunes_starts_from_obs_of_the_fold() {
     let cfg = small_editor_cfg();
     let spec = EditSpec {
         also_prunes: true,
+        resolve_mask: false,
         ..spec(FairTarget::DropAttribute, MinimiseBase::Mean)
     };
     let models: Vec<(&MlpShape, &[f32])> = (0..4)

@@ -112,41 +112,58 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
 }
 
 /// Trained with a temperature, a LAMP + reconstruction editor may move the rule's mask: its
-/// file says it reads three features per edge; in `compare` the untrained editor is still the
-/// rule model by model, and the trained one meets the asked sparsity. A file whose edit settings
+/// file says it reads three features per edge, and whether its edits re-solve the kept weights
+/// on its mask; in `compare` (re-solving) the untrained editor is still the rule model by
+/// model, and the trained one meets the asked sparsity. A file whose edit settings
 /// do not match its editor is refused in one line naming it.
 #[test]
 fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
     let dir = tempfile::tempdir().unwrap();
     let zoo = synthetic_zoo(dir.path(), "6");
     let ed = dir.path().join("ed");
-    ok(&regop_cpu(&[
-        "train",
-        "--zoo",
-        arg(&zoo),
-        "--requirement",
-        "prune",
-        "--prune-score",
-        "lamp-reconstruction",
-        "--tau",
-        "0.5",
-        "--calibration-rows",
-        "64",
-        "--sparsity-range",
-        "0.7,0.9",
-        "--steps",
-        "4",
-        "--eval-every",
-        "2",
-        "--val-models",
-        "2",
-        "--out",
-        arg(&ed),
-    ]));
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--zoo",
+            arg(&zoo),
+            "--requirement",
+            "prune",
+            "--prune-score",
+            "lamp-reconstruction",
+            "--tau",
+            "0.5",
+            "--calibration-rows",
+            "64",
+            "--sparsity-range",
+            "0.7,0.9",
+            "--steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--val-models",
+            "2",
+            "--out",
+            arg(&ed),
+        ];
+        args.extend_from_slice(extra);
+        ok(&regop_cpu(&args));
+    };
+    train(&[]);
     let editor = ed.join("editor.safetensors");
     let ef = EditorFile::load(&Device::cpu(), &editor).unwrap();
     assert!(ef.spec.moves_rule_mask());
     assert_eq!(ef.editor.cfg.edge_features, 3);
+    // Training measured re-solving the kept weights on the editor's mask on its validation
+    // models, and the edits do as it decided; a resume may force it either way.
+    let found = ef.resolve_mask.expect("the re-solve measured");
+    assert_eq!(ef.spec.resolve_mask, found.on);
+    assert!(found.gain.is_finite() && found.models >= 2, "{found:?}");
+    for (mode, on) in [("off", false), ("on", true)] {
+        train(&["--resume", "--resolve-mask", mode]);
+        let ef = EditorFile::load(&Device::cpu(), &editor).unwrap();
+        assert_eq!(ef.spec.resolve_mask, on, "--resolve-mask {mode}");
+        assert_eq!(ef.resolve_mask.map(|d| d.on), Some(on));
+    }
 
     let report = dir.path().join("cmp");
     ok(&regop_cpu(&[
@@ -188,6 +205,8 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
     let rule = agreement(of("LAMP + reconstruction"));
     assert_eq!(rule.len(), 3, "{rows:?}");
     assert_eq!(agreement(of("editor, untrained")), rule);
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("re-solved on its mask"), "{md}");
     let edits = of("editor (one inference)");
     assert_eq!(edits.len(), 3, "{rows:?}");
     for r in edits {

@@ -16,8 +16,10 @@ use regop::requirement::verify::Target;
 use regop::requirement::{
     Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
 };
+use regop::workflows::baselines::calibration::layer_out;
 use regop::workflows::baselines::{
     fold_removed_means, lamp_reconstruction, least_squares_fold, neuron_reconstruct, obs_prune,
+    reconstruction_error,
 };
 use regop::workflows::edit::edit_models;
 use regop::workflows::edit::signals::signals;
@@ -253,6 +255,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
             also_prunes: false,
+            resolve_mask: false,
         };
         let asks: Vec<Ask> = [0.5f32, 0.8]
             .iter()
@@ -353,6 +356,7 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
         minimise_base: MinimiseBase::Mean,
         also_drops: false,
         also_prunes: false,
+        resolve_mask: false,
     };
     assert!(spec.moves_rule_mask());
     let cfg = EditorConfig {
@@ -429,6 +433,53 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
         "{back} back, {dropped} dropped"
     );
     assert!(checked > 0, "no weight came back at both steps 1/2 and 1");
+
+    // Keeping only the editor's mask (`resolve_mask`): step 0 is still the rule, and at step 1
+    // the same weights are kept, re-solved with the model's own biases, so that every layer
+    // reproduces the model's pre-activations on the calibration batch at least as well as the
+    // editor's values do on the same input (least squares over the kept weights).
+    let resolving = EditSpec {
+        resolve_mask: true,
+        ..spec
+    };
+    let solved = edit_models_at(&dev, &trained, &resolving, &models, &asks, &cols, &steps).unwrap();
+    let mut closer = 0;
+    for (m, s) in shapes.iter().enumerate() {
+        assert_eq!(
+            solved[m][0], rule[m],
+            "model {m}: step 0 re-solved is not the rule"
+        );
+        let (edit, re) = (&at[m][2], &solved[m][2]);
+        let mut editors = edit.clone();
+        for l in 0..s.layers() {
+            let (w, b) = (s.weight_offset(l)..s.bias_offset(l), s.bias_offset(l));
+            let kept =
+                |v: &[f32]| -> Vec<bool> { v[w.clone()].iter().map(|x| *x != 0.0).collect() };
+            assert_eq!(kept(re), kept(edit), "model {m}, layer {l}: another mask");
+            let biases = b..b + s.fan_out(l);
+            assert_eq!(
+                re[biases.clone()],
+                params[m][biases.clone()],
+                "model {m}, layer {l}"
+            );
+            editors[biases.clone()].copy_from_slice(&params[m][biases]);
+        }
+        let mut x = calib.x.clone();
+        for l in 0..s.layers() {
+            let by_editor = reconstruction_error(s, &params[m], &editors, l, &x, rows);
+            let by_resolve = reconstruction_error(s, &params[m], re, l, &x, rows);
+            assert!(
+                by_resolve <= by_editor * (1.0 + 1e-4) + 1e-6,
+                "model {m}, layer {l}: re-solved error {by_resolve} above the editor's {by_editor}"
+            );
+            closer += (by_resolve < 0.999 * by_editor) as usize;
+            x = layer_out(s, re, l, &x, rows);
+        }
+    }
+    assert!(
+        closer > 0,
+        "the re-solve never came closer than the editor's values"
+    );
 }
 
 /// A minimisation editor that starts from the least-squares fold: untrained, it is the fold
@@ -475,6 +526,7 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
         minimise_base: MinimiseBase::LeastSquares,
         also_drops: false,
         also_prunes: false,
+        resolve_mask: false,
     };
     let mut asks: Vec<Ask> = (0..2).map(|_| Ask::new(6)).collect();
     asks[0].removed[3] = true;

@@ -198,6 +198,13 @@ pub struct EditSpec {
     /// that carry a sparsity): OBS reconstruction prunes the folded model, its mask is kept.
     #[serde(default)]
     pub also_prunes: bool,
+    /// An editor that moves LAMP's mask (`moves_rule_mask`) keeps only its mask: the kept
+    /// weights are then re-solved on the calibration batch as the rule re-solves its own
+    /// (`edit::resolve_kept`). Training decides it on validation models after training and
+    /// saves it as its own record (`checkpoint::RESOLVE_MASK`), which sets it on loading;
+    /// editors without the record keep the editor's values.
+    #[serde(skip)]
+    pub resolve_mask: bool,
 }
 
 pub fn one() -> f32 {

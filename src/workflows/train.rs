@@ -20,10 +20,12 @@ use crate::requirement::{
     Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
 };
 use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_SHIFT_GROUPS, SEARCH_MARGIN, SHIFT_RANGE};
-use crate::workflows::edit::checkpoint::{load_editor, save_editor, StepSearch, STEP_SEARCH};
-use crate::workflows::edit::edit_models_at;
+use crate::workflows::edit::checkpoint::{
+    load_editor, save_editor, Decided, RESOLVE_MASK, STEP_SEARCH,
+};
 use crate::workflows::edit::search::{pick_step, step_accuracies, STEP_GRID, STEP_ROWS};
 use crate::workflows::edit::step::{step_gradient, TrainBatch};
+use crate::workflows::edit::{edit_models, edit_models_at, resolve_kept};
 use crate::workflows::zoo::load::{index_split, Member, Stored};
 use crate::workflows::zoo::{Manifest, ModelRecord, ModelSplit};
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -105,7 +107,12 @@ pub struct TrainConfig {
     /// Whether the editor's edits pick their step on training rows: as its validation models
     /// say (auto), or forced (configs saved before it existed: auto).
     #[serde(default)]
-    pub step_search: StepSearchMode,
+    pub step_search: Decision,
+    /// Whether an editor that moves LAMP's mask keeps only its mask and re-solves the kept
+    /// weights (`EditSpec::resolve_mask`): as its validation models say (auto), or forced
+    /// (configs saved before it existed: auto).
+    #[serde(default)]
+    pub resolve_mask: Decision,
     /// Rows of the calibration batch the edits' rules and signals read (OBS and neuron
     /// reconstruction, Wanda): the edits of the trained editor read as many.
     #[serde(default = "default_calibration_rows")]
@@ -117,7 +124,8 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
-/// How training sets an editor's step search (`checkpoint::StepSearch`).
+/// How training sets a choice it makes on its validation models after training
+/// (`checkpoint::Decided`: the step search, the mask's re-solve).
 #[derive(
     Clone,
     Copy,
@@ -130,14 +138,25 @@ pub struct TrainConfig {
     serde::Deserialize,
 )]
 #[serde(rename_all = "lowercase")]
-pub enum StepSearchMode {
+pub enum Decision {
     /// On where it raises the validation models' accuracy on the validation split.
     #[default]
     Auto,
     /// Always on.
     On,
-    /// Always off: edits take the editor's step as trained.
+    /// Always off.
     Off,
+}
+
+impl Decision {
+    /// On or off, for a measured gain of `gain`.
+    pub fn decide(self, gain: f64) -> bool {
+        match self {
+            Decision::Auto => gain > 0.0,
+            Decision::On => true,
+            Decision::Off => false,
+        }
+    }
 }
 
 fn default_max_gap() -> f64 {
@@ -188,7 +207,8 @@ impl TrainConfig {
             also_prune: false,
             label_weight: 0.0,
             average: 0.0,
-            step_search: StepSearchMode::Auto,
+            step_search: Decision::Auto,
+            resolve_mask: Decision::Auto,
             calibration_rows: crate::io::data::CALIBRATION_ROWS,
             eval_every: 100,
             val_models: 16,
@@ -207,13 +227,14 @@ impl TrainConfig {
     }
 
     /// Whether a run saved with `saved` that has done `done` steps continues as this one: the
-    /// same settings but for more steps, learning rates of steps not yet done, and the step
-    /// search (decided after training, so it may change on any resume).
+    /// same settings but for more steps, learning rates of steps not yet done, the step search
+    /// and the mask's re-solve (decided after training, so they may change on any resume).
     pub fn continues(&self, saved: &TrainConfig, done: usize) -> bool {
         let same = TrainConfig {
             steps: self.steps,
             lr_schedule: self.lr_schedule.clone(),
             step_search: self.step_search,
+            resolve_mask: self.resolve_mask,
             ..saved.clone()
         } == *self;
         same && done <= self.steps && (0..done).all(|s| saved.lr_at(s) == self.lr_at(s))
@@ -363,7 +384,8 @@ impl Validation {
 pub enum Event<'a> {
     Step { step: usize, loss: f64 },
     Validated(&'a Validation, bool),
-    StepSearch(&'a StepSearch),
+    StepSearch(&'a Decided),
+    ResolveMask(&'a Decided),
 }
 
 pub struct Trainer<'a> {
@@ -483,6 +505,8 @@ impl<'a> Trainer<'a> {
             minimise_base: cfg.minimise_base,
             also_drops: cfg.also_drop && cfg.requirement == Requirement::Prune,
             also_prunes: cfg.also_prune && cfg.fair_target == FairTarget::DropAttribute,
+            // Decided on validation models after training (`Trainer::resolve_mask`).
+            resolve_mask: false,
         };
         Ok(Trainer {
             spec,
@@ -674,48 +698,82 @@ impl<'a> Trainer<'a> {
         Ok((compliant(verdict.met, base, acc, MAX_DROP), verdict.value))
     }
 
+    /// Every validation model of the zoo with its ask: those that judge checkpoints, held in
+    /// memory, then the others, read as they come.
+    fn each_val_model(
+        &self,
+        mut f: impl FnMut(&MlpShape, &[f32], &Ask) -> Result<()>,
+    ) -> Result<()> {
+        for (m, ask) in &self.val {
+            f(&m.shape, &m.params, ask)?;
+        }
+        for (m, ask) in &self.more_val {
+            f(&m.shape, &m.params()?, ask)?;
+        }
+        Ok(())
+    }
+
     /// Whether `editor`'s edits should pick their step on training rows (`search::search_steps`):
     /// each of the zoo's validation models edited at every step, the step picked on the
-    /// training split, and its accuracy on the validation split against step 1's. None for
+    /// training split, and its accuracy on the validation split against step 1's, the edits
+    /// made as `spec` says (the trainer's, with the mask's re-solve as decided). None for
     /// fairness editors, which search a lambda instead.
-    pub fn step_search(&self, dev: &Device, editor: &Editor) -> Result<Option<StepSearch>> {
+    pub fn step_search(
+        &self,
+        dev: &Device,
+        editor: &Editor,
+        spec: &EditSpec,
+    ) -> Result<Option<Decided>> {
         if self.cfg.requirement == Requirement::Fairness || self.val.is_empty() {
             return Ok(None);
         }
         let trained = STEP_GRID.iter().position(|&s| s == 1.0).expect("step 1");
         let models = self.val.len() + self.more_val.len();
         let mut gain = 0.0;
-        use std::borrow::Cow;
-        let held = (self.val.iter())
-            .map(|(m, ask)| Ok((&m.shape, Cow::Borrowed(m.params.as_slice()), ask)));
-        let stored =
-            (self.more_val.iter()).map(|(m, ask)| Ok((&m.shape, Cow::Owned(m.params()?), ask)));
-        for model in held.chain(stored) {
-            let (shape, params, ask): (&MlpShape, Cow<[f32]>, &Ask) = model?;
-            let model = [(shape, &*params)];
-            let (spec, cols) = (&self.spec, &self.columns);
-            let at = edit_models_at(
-                dev,
-                editor,
-                spec,
-                &model,
-                std::slice::from_ref(ask),
-                cols,
-                &STEP_GRID,
-            )?
-            .remove(0);
+        self.each_val_model(|shape, params, ask| {
+            let model = [(shape, params)];
+            let (cols, ask) = (&self.columns, std::slice::from_ref(ask));
+            let at = edit_models_at(dev, editor, spec, &model, ask, cols, &STEP_GRID)?.remove(0);
             let on_train = step_accuracies(dev, shape, &at, &self.data.train, STEP_ROWS)?;
             let picked = pick_step(&on_train);
             let chosen = [at[picked].clone(), at[trained].clone()];
             let on_val = step_accuracies(dev, shape, &chosen, &self.data.val, usize::MAX)?;
             gain += (on_val[0] - on_val[1]) / models as f64;
+            Ok(())
+        })?;
+        Ok(Some(Decided {
+            on: self.cfg.step_search.decide(gain),
+            gain,
+            models,
+        }))
+    }
+
+    /// Whether `editor`'s edits should keep only its mask, the kept weights re-solved
+    /// (`EditSpec::resolve_mask`): each of the zoo's validation models edited as trained
+    /// (step 1), its accuracy on the validation split with the re-solve against without. None
+    /// for editors that do not move LAMP's mask.
+    pub fn resolve_mask(&self, dev: &Device, editor: &Editor) -> Result<Option<Decided>> {
+        if !self.spec.moves_rule_mask() || self.val.is_empty() {
+            return Ok(None);
         }
-        Ok(Some(StepSearch {
-            on: match self.cfg.step_search {
-                StepSearchMode::Auto => gain > 0.0,
-                StepSearchMode::On => true,
-                StepSearchMode::Off => false,
-            },
+        let spec = EditSpec {
+            resolve_mask: false,
+            ..self.spec
+        };
+        let models = self.val.len() + self.more_val.len();
+        let mut gain = 0.0;
+        self.each_val_model(|shape, params, ask| {
+            let (cols, ask) = (&self.columns, std::slice::from_ref(ask));
+            let mut at = edit_models(dev, editor, &spec, &[(shape, params)], ask, cols)?;
+            let mut resolved = at.clone();
+            resolve_kept(&spec, (shape, params), &ask[0], cols, &mut resolved)?;
+            at.extend(resolved);
+            let on_val = step_accuracies(dev, shape, &at, &self.data.val, usize::MAX)?;
+            gain += (on_val[1] - on_val[0]) / models as f64;
+            Ok(())
+        })?;
+        Ok(Some(Decided {
+            on: self.cfg.resolve_mask.decide(gain),
             gain,
             models,
         }))
@@ -851,11 +909,19 @@ pub fn train(
             save(&editor, &last, best.as_ref(), &history)?;
         }
     }
-    // The kept checkpoint learns whether its edits pick their step.
+    // The kept checkpoint learns whether its edits re-solve the kept weights, then whether
+    // they pick their step (the step search edits as that decided).
     let kept = out.join(BEST);
     if kept.exists() {
         let (editor, mut meta) = load_editor(dev, &kept)?;
-        if let Some(found) = trainer.step_search(dev, &editor)? {
+        meta.remove(RESOLVE_MASK);
+        let mut spec = trainer.spec;
+        if let Some(found) = trainer.resolve_mask(dev, &editor)? {
+            on(Event::ResolveMask(&found));
+            meta.insert(RESOLVE_MASK.into(), serde_json::to_string(&found).unwrap());
+            spec.resolve_mask = found.on;
+        }
+        if let Some(found) = trainer.step_search(dev, &editor, &spec)? {
             on(Event::StepSearch(&found));
             meta.insert(STEP_SEARCH.into(), serde_json::to_string(&found).unwrap());
             save_editor(dev, &editor, &kept, &meta, true)?;
@@ -893,7 +959,7 @@ mod tests {
         ));
         // The step search is decided after training: another choice still continues the run.
         let searched = TrainConfig {
-            step_search: StepSearchMode::Off,
+            step_search: Decision::Off,
             ..longer.clone()
         };
         assert!(searched.continues(&saved, 10));

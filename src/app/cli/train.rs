@@ -8,7 +8,7 @@ use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
 use crate::requirement::{FairTarget, MinimiseBase, Requirement};
-use crate::workflows::train::{train, Event, StepSearchMode, TrainConfig, Trainer, Validation};
+use crate::workflows::train::{train, Decision, Event, TrainConfig, Trainer, Validation};
 use crate::workflows::train::{BEST, LAST};
 use crate::workflows::zoo::load::zoo_data;
 use crate::workflows::zoo::read_manifest;
@@ -142,8 +142,14 @@ pub struct Args {
     /// prune editors): auto turns it on where it raises the accuracy of the zoo's validation
     /// models (all of them, not only --val-models) on the validation split; the choice is saved
     /// with the editor.
-    #[arg(long, value_enum, default_value_t = StepSearchMode::Auto)]
-    pub step_search: StepSearchMode,
+    #[arg(long, value_enum, default_value_t = Decision::Auto)]
+    pub step_search: Decision,
+    /// Whether an editor that moves LAMP's mask (prune, --prune-score lamp-reconstruction,
+    /// --tau above 0) keeps only its mask, the kept weights re-solved on the calibration batch
+    /// as the rule re-solves its own: auto turns it on where it raises the accuracy of the
+    /// zoo's validation models on the validation split; the choice is saved with the editor.
+    #[arg(long, value_enum, default_value_t = Decision::Auto)]
+    pub resolve_mask: Decision,
     /// Rows of the calibration batch the edits read (the rules they start from: OBS, LAMP +
     /// reconstruction, neuron reconstruction; and the signals). A Gram matrix of d inputs needs
     /// more than d rows: on mnist_5k's 784 pixels, 2048 re-solves LAMP's mask far better than
@@ -293,6 +299,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         label_weight: a.label_weight,
         average: a.average,
         step_search: a.step_search,
+        resolve_mask: a.resolve_mask,
         calibration_rows: match a.calibration_rows {
             0 => return Err(Error::Usage("--calibration-rows: at least 1 row".into())),
             n => n,
@@ -428,6 +435,16 @@ pub fn train_with_progress(
             bar.suspend(|| {
                 p.status(&format!(
                     "step search on the training rows: {:+.4} accuracy on the validation split over {} validation models: {}",
+                    found.gain,
+                    found.models,
+                    if found.on { "on" } else { "off" }
+                ))
+            });
+        }
+        Event::ResolveMask(found) => {
+            bar.suspend(|| {
+                p.status(&format!(
+                    "the editor's mask with its kept weights re-solved: {:+.4} accuracy on the validation split over {} validation models: {}",
                     found.gain,
                     found.models,
                     if found.on { "on" } else { "off" }

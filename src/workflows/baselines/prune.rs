@@ -653,7 +653,7 @@ fn resolve_next_layer(
 
 /// Layer after layer, every row's weights kept by `mask` re-solved by least squares on the
 /// calibration inputs the layers already pruned pass on (`resolve_rows`); the others zero.
-fn masked_reconstruction(
+pub fn masked_reconstruction(
     shape: &MlpShape,
     params: &[f32],
     x: &[f32],

@@ -19,8 +19,8 @@ use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
 use crate::io::data::{Dataset, Schema};
 use crate::requirement::{Requirement, MAX_DROP};
+use crate::workflows::edit::checkpoint::Decided;
 use crate::workflows::edit::checkpoint::EditorFile;
-use crate::workflows::edit::checkpoint::StepSearch;
 use crate::workflows::zoo::{Manifest, ModelRecord, ModelSplit};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -296,8 +296,10 @@ pub struct Comparison {
     pub rows: Vec<Row>,
     pub summary: Vec<Summary>,
     pub findings: Vec<Finding>,
-    /// What the editor's training found of the step search (`StepSearch`), where it measured it.
-    pub step_search: Option<StepSearch>,
+    /// What the editor's training found of the step search and of re-solving its mask's kept
+    /// weights (`Decided`), where it measured them.
+    pub step_search: Option<Decided>,
+    pub resolve_mask: Option<Decided>,
 }
 
 /// The models a comparison runs on: validation models of the zoo the editor was trained on,
@@ -394,6 +396,7 @@ pub fn run(
         summary: summarise::summary(&rows),
         findings: summarise::findings(&rows, &choices),
         step_search: editor.and_then(|ef| ef.step_search),
+        resolve_mask: editor.and_then(|ef| ef.resolve_mask),
         choices,
         rows,
     })

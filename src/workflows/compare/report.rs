@@ -291,6 +291,18 @@ fn findings(c: &Comparison) -> String {
     } else if let Some(s) = c.cfg.editor_step {
         md += &format!("\nThe editor's step along its edit: {s}, as asked (--editor-step).\n");
     }
+    if let Some(found) = &c.resolve_mask {
+        md += &format!(
+            "\nThe editor's kept weights: {}. Training measured keeping only the editor's mask, its kept weights re-solved on the calibration batch as LAMP + reconstruction re-solves LAMP's: {:+.4} accuracy on the validation split over the editor's own values, on {} validation models.\n",
+            if found.on {
+                "re-solved on its mask (the time per edit includes it)"
+            } else {
+                "the editor's own"
+            },
+            found.gain,
+            found.models
+        );
+    }
     md
 }
 

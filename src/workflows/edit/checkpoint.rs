@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const FORMAT: &str = "regop-editor/1";
-/// Metadata key of `StepSearch`.
+/// Metadata keys of what training decided (`Decided`): the step search, the mask's re-solve.
 pub const STEP_SEARCH: &str = "step_search";
+pub const RESOLVE_MASK: &str = "resolve_mask";
 
 /// The moving average of a checkpoint trained with averaging (`Editor::average`), kept with the
 /// optimiser state so that a resumed run continues it.
@@ -212,13 +213,15 @@ impl SeenModels {
     }
 }
 
-/// Whether an editor's edits pick their step along the edit on training rows
-/// (`search::search_steps`), as training decided on its validation models.
+/// A choice of how an editor's edits run that training makes on its validation models after
+/// training: whether they pick their step along the edit on training rows
+/// (`search::search_steps`), whether they keep only the editor's mask and re-solve the kept
+/// weights (`EditSpec::resolve_mask`).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StepSearch {
+pub struct Decided {
     pub on: bool,
-    /// Mean accuracy change, on the validation split, of the searched edits over the edits as
-    /// trained (step 1), across the validation models.
+    /// Mean accuracy change, on the validation split, of the edits with it over the edits
+    /// without, across the validation models.
     pub gain: f64,
     /// Validation models it was measured on.
     pub models: usize,
@@ -243,7 +246,11 @@ pub struct EditorFile {
     pub seen: Option<SeenModels>,
     /// What training found of the step search; none where it was not measured (fairness
     /// editors, which search a lambda instead, and older files): edits take step 1.
-    pub step_search: Option<StepSearch>,
+    pub step_search: Option<Decided>,
+    /// What training found of re-solving the kept weights on the editor's mask (its `on` is
+    /// `spec.resolve_mask`); none where it was not measured (editors that do not move LAMP's
+    /// mask, and older files): edits keep the editor's values.
+    pub resolve_mask: Option<Decided>,
 }
 
 impl EditorFile {
@@ -263,6 +270,7 @@ impl EditorFile {
             columns: self.columns.clone(),
             seen: self.seen.clone(),
             step_search: self.step_search,
+            resolve_mask: self.resolve_mask,
         })
     }
 
@@ -317,7 +325,14 @@ impl EditorFile {
         };
         let bad =
             |k: &str, e: serde_json::Error| Error::input(path, format!("bad '{k}' metadata: {e}"));
-        let spec: EditSpec = serde_json::from_str(get("edit")?).map_err(|e| bad("edit", e))?;
+        let mut spec: EditSpec = serde_json::from_str(get("edit")?).map_err(|e| bad("edit", e))?;
+        let decided = |k: &str| -> Result<Option<Decided>> {
+            meta.get(k)
+                .map(|m| serde_json::from_str(m).map_err(|e| bad(k, e)))
+                .transpose()
+        };
+        let (step_search, resolve_mask) = (decided(STEP_SEARCH)?, decided(RESOLVE_MASK)?);
+        spec.resolve_mask = resolve_mask.is_some_and(|d| d.on);
         let train: TrainedOn = serde_json::from_str(get("train")?).map_err(|e| bad("train", e))?;
         let schema: Schema = serde_json::from_str(get("schema")?).map_err(|e| bad("schema", e))?;
         let means: Vec<f32> = match meta.get("column_means") {
@@ -362,10 +377,8 @@ impl EditorFile {
                 Some(m) => Some(serde_json::from_str(m).map_err(|e| bad("models", e))?),
                 None => None,
             },
-            step_search: match meta.get(STEP_SEARCH) {
-                Some(m) => Some(serde_json::from_str(m).map_err(|e| bad(STEP_SEARCH, e))?),
-                None => None,
-            },
+            step_search,
+            resolve_mask,
             editor,
         })
     }

@@ -18,8 +18,8 @@ use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
 use crate::workflows::baselines::{
-    closer_fold, fold_removed_means, lamp_reconstruction, least_squares_fold, neuron_reconstruct,
-    obs_prune, zero_batch_columns, zero_columns,
+    closer_fold, fold_removed_means, lamp_reconstruction, least_squares_fold,
+    masked_reconstruction, neuron_reconstruct, obs_prune, zero_batch_columns, zero_columns,
 };
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -399,7 +399,45 @@ pub fn edit_models_at(
     for range in edit_chunks(editor, models) {
         out.extend(fitting(range, slice_edges(dev, &editor.cfg), &edit)?);
     }
+    if spec.resolve_mask && spec.moves_rule_mask() {
+        for ((model, ask), at) in models.iter().zip(asks).zip(&mut out) {
+            resolve_kept(spec, *model, ask, cols, at)?;
+        }
+    }
     Ok(out)
+}
+
+/// `edits` of one model by an editor that moves LAMP's mask, each with only its mask kept: the
+/// kept weights re-solved by least squares on the calibration batch from the model the rule
+/// prunes, as the rule re-solves its own mask (`baselines::lamp_reconstruction`). Step 0 (the
+/// rule's mask) gives exactly the rule. Edits with the same mask share one re-solve; the
+/// others run side by side.
+pub fn resolve_kept(
+    spec: &EditSpec,
+    (shape, params): (&MlpShape, &[f32]),
+    ask: &Ask,
+    cols: &Columns,
+    edits: &mut [Vec<f32>],
+) -> Result<()> {
+    use rayon::prelude::*;
+    let (own, x) = drop_before_pruning(spec, shape, params, ask, cols)?;
+    let rows = cols.calibration.rows();
+    let masks: Vec<Vec<f32>> = (edits.iter())
+        .map(|e| e.iter().map(|&v| (v != 0.0) as u32 as f32).collect())
+        .collect();
+    // For each edit, the first edit with its mask.
+    let first: Vec<usize> = (0..masks.len())
+        .map(|i| (0..i).find(|&j| masks[j] == masks[i]).unwrap_or(i))
+        .collect();
+    let distinct: Vec<usize> = (0..masks.len()).filter(|&i| first[i] == i).collect();
+    let solved: Vec<Vec<f32>> = (distinct.par_iter())
+        .map(|&i| masked_reconstruction(shape, &own, &x, rows, &masks[i]))
+        .collect();
+    for (edit, f) in edits.iter_mut().zip(first) {
+        let k = distinct.binary_search(&f).expect("a first edit is distinct");
+        edit.clone_from(&solved[k]);
+    }
+    Ok(())
 }
 
 /// Run `edit` on `range`; while the device runs out of memory, halve the range, and for a
