@@ -914,7 +914,6 @@ pub fn train(
     let kept = out.join(BEST);
     if kept.exists() {
         let (editor, mut meta) = load_editor(dev, &kept)?;
-        meta.remove(RESOLVE_MASK);
         let mut spec = trainer.spec;
         if let Some(found) = trainer.resolve_mask(dev, &editor)? {
             on(Event::ResolveMask(&found));

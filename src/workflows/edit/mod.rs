@@ -434,7 +434,9 @@ pub fn resolve_kept(
         .map(|&i| masked_reconstruction(shape, &own, &x, rows, &masks[i]))
         .collect();
     for (edit, f) in edits.iter_mut().zip(first) {
-        let k = distinct.binary_search(&f).expect("a first edit is distinct");
+        let k = distinct
+            .binary_search(&f)
+            .expect("a first edit is distinct");
         edit.clone_from(&solved[k]);
     }
     Ok(())
