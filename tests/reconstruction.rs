@@ -146,9 +146,11 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
             arg(&ed),
         ];
         args.extend_from_slice(extra);
-        ok(&regop_cpu(&args));
+        let out = regop_cpu(&args);
+        ok(&out);
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
     };
-    train(&[]);
+    let printed = train(&[]);
     let editor = ed.join("editor.safetensors");
     let ef = EditorFile::load(&Device::cpu(), &editor).unwrap();
     assert!(ef.spec.moves_rule_mask());
@@ -157,6 +159,13 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
     // models, and the edits do as it decided; a resume may force it either way.
     let found = ef.resolve_mask.expect("the re-solve measured");
     assert_eq!(ef.spec.resolve_mask, found.on);
+    let line = format!(
+        "the editor's mask with its kept weights re-solved: {:+.4} accuracy on the validation split over {} validation models: {}",
+        found.gain,
+        found.models,
+        if found.on { "on" } else { "off" }
+    );
+    assert!(printed.contains(&line), "{printed}");
     assert!(found.gain.is_finite() && found.models >= 2, "{found:?}");
     for (mode, on) in [("off", false), ("on", true)] {
         train(&["--resume", "--resolve-mask", mode]);

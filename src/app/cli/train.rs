@@ -8,6 +8,7 @@ use crate::engine::device::Device;
 use crate::engine::kernels::fairness::Gap;
 use crate::error::{Error, Result};
 use crate::requirement::{FairTarget, MinimiseBase, Requirement};
+use crate::workflows::edit::checkpoint::Decided;
 use crate::workflows::train::{train, Decision, Event, TrainConfig, Trainer, Validation};
 use crate::workflows::train::{BEST, LAST};
 use crate::workflows::zoo::load::zoo_data;
@@ -432,24 +433,11 @@ pub fn train_with_progress(
             bar.set_message(format!("loss {m:.5}  {val_msg}"));
         }
         Event::StepSearch(found) => {
-            bar.suspend(|| {
-                p.status(&format!(
-                    "step search on the training rows: {:+.4} accuracy on the validation split over {} validation models: {}",
-                    found.gain,
-                    found.models,
-                    if found.on { "on" } else { "off" }
-                ))
-            });
+            bar.suspend(|| p.status(&decided("step search on the training rows", found)));
         }
         Event::ResolveMask(found) => {
-            bar.suspend(|| {
-                p.status(&format!(
-                    "the editor's mask with its kept weights re-solved: {:+.4} accuracy on the validation split over {} validation models: {}",
-                    found.gain,
-                    found.models,
-                    if found.on { "on" } else { "off" }
-                ))
-            });
+            let what = "the editor's mask with its kept weights re-solved";
+            bar.suspend(|| p.status(&decided(what, found)));
         }
         Event::Validated(v, better) => {
             val_msg = format!("val {:.5}{}", v.loss, if better { " *" } else { "" });
@@ -477,4 +465,14 @@ pub fn train_with_progress(
     })?;
     bar.finish_and_clear();
     Ok(best)
+}
+
+/// The line `train` prints for a choice it made on its validation models.
+fn decided(what: &str, found: &Decided) -> String {
+    format!(
+        "{what}: {:+.4} accuracy on the validation split over {} validation models: {}",
+        found.gain,
+        found.models,
+        if found.on { "on" } else { "off" }
+    )
 }
