@@ -400,9 +400,9 @@ pub fn edit_models_at(
         out.extend(fitting(range, slice_edges(dev, &editor.cfg), &edit)?);
     }
     if spec.resolve_mask && spec.moves_rule_mask() {
-        for ((model, ask), at) in models.iter().zip(asks).zip(&mut out) {
-            resolve_kept(spec, *model, ask, cols, at)?;
-        }
+        use rayon::prelude::*;
+        (out.par_iter_mut().zip(models).zip(asks))
+            .try_for_each(|((at, model), ask)| resolve_kept(spec, *model, ask, cols, at))?;
     }
     Ok(out)
 }
