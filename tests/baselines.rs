@@ -725,6 +725,66 @@ fn least_squares_fold_chooses_its_ridge_on_held_out_rows() {
     assert_eq!(few.moments().ridge(), regop::engine::linalg::RIDGE_GRID[0]);
 }
 
+/// The fold + reconstruction keeps the least-squares fold's first layer, the removed columns
+/// zero, and re-solves every later layer: from what the edited layers before it pass on, each
+/// reproduces the original model's pre-activations on the calibration batch better than its
+/// own weights do. With nothing removed it is the model itself.
+#[test]
+fn fold_reconstruction_keeps_the_fold_and_refits_later_layers_to_the_model() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+    let (rows, d) = (512, 20);
+    let x = correlated_rows(&mut rng, rows, d);
+    let split = regop::io::data::Split {
+        x: x.clone(),
+        y: vec![0.0; rows],
+        group: vec![0; rows],
+    };
+    let moments = split.moments();
+    let shape = MlpShape::new(&[d, 32, 16, 3], Activation::Relu);
+    let p = init_params(&shape, rand::random());
+    let removed: Vec<bool> = (0..d).map(|c| c % 3 == 1).collect();
+    let got = fold_reconstruction(&shape, &p, &removed, &moments, &x, rows);
+    let fold = least_squares_fold(&shape, &p, &removed, &moments);
+    assert_eq!(
+        got[..shape.weight_offset(1)],
+        fold[..shape.weight_offset(1)],
+        "the first layer is the fold's"
+    );
+    assert!(
+        weight_sparsity(&shape, &got) > 0.0,
+        "the removed columns stay zero"
+    );
+    let (mut seen, mut own) = (x.clone(), x.clone());
+    for l in 1..shape.layers() {
+        seen = calibration::layer_out(&shape, &got, l - 1, &seen, rows);
+        own = calibration::layer_out(&shape, &p, l - 1, &own, rows);
+        let target = calibration::layer_pre(&shape, &p, l, &own, rows);
+        let err = |q: &[f32]| -> f64 {
+            calibration::layer_pre(&shape, q, l, &seen, rows)
+                .iter()
+                .zip(&target)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum()
+        };
+        let (e_got, e_own) = (err(&got), err(&p));
+        assert!(
+            e_got < e_own,
+            "layer {l}: re-solved error {e_got} against {e_own} with its own weights"
+        );
+    }
+    for c in (0..d).filter(|&c| removed[c]) {
+        for o in 0..shape.fan_out(0) {
+            assert_eq!(got[o * d + c], 0.0, "removed column {c} is read");
+        }
+    }
+    let nothing = vec![false; d];
+    assert_eq!(
+        fold_reconstruction(&shape, &p, &nothing, &moments, &x, rows),
+        p
+    );
+}
+
 /// The closer fold keeps whichever fold the calibration rows show closer to the model: the
 /// least-squares fold where its prediction holds on them (column 1 = column 0), the mean fold
 /// where the moments it was fitted on say otherwise than the rows (column 1 = -4 x column 0);

@@ -18,8 +18,8 @@ use regop::requirement::{
 };
 use regop::workflows::baselines::calibration::layer_out;
 use regop::workflows::baselines::{
-    fold_removed_means, lamp_reconstruction, least_squares_fold, neuron_reconstruct, obs_prune,
-    reconstruction_error,
+    fold_reconstruction, fold_removed_means, lamp_reconstruction, least_squares_fold,
+    neuron_reconstruct, obs_prune, reconstruction_error,
 };
 use regop::workflows::edit::edit_models;
 use regop::workflows::edit::signals::signals;
@@ -482,8 +482,9 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
     );
 }
 
-/// A minimisation editor that starts from the least-squares fold: untrained, it is the fold
-/// (removed columns exactly zero); it refuses to edit without the data's moments.
+/// A minimisation editor that starts from the least-squares fold, or from the fold with the
+/// later layers refitted: untrained, it is that rule (removed columns exactly zero); it
+/// refuses to edit without the data's moments, or, refitting, without its calibration batch.
 #[test]
 fn a_least_squares_minimise_editor_starts_from_the_fold() {
     let mut rng = fresh_rng("least-squares editor");
@@ -514,7 +515,7 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
     };
     let cols = columns_from(&train, vec![false; 6]);
     let moments = cols.moments.clone();
-    let spec = EditSpec {
+    let mut spec = EditSpec {
         requirement: Requirement::Minimise,
         gap: Gap::Eo,
         gamma: 0.1,
@@ -535,12 +536,21 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
     let cfg = small_editor_cfg();
     let untrained = Editor::new(&dev, &cfg, 1).unwrap();
     let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    spec.minimise_base = MinimiseBase::Reconstruction;
+    let refitted = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    let (cx, crows) = (&cols.calibration.x, cols.calibration.rows());
     for (m, s) in shapes.iter().enumerate() {
         let want = least_squares_fold(s, &params[m], &asks[m].removed, &moments);
         assert_eq!(
             got[m], want,
             "model {m}: the untrained editor is not the fold"
         );
+        let want = fold_reconstruction(s, &params[m], &asks[m].removed, &moments, cx, crows);
+        assert_eq!(
+            refitted[m], want,
+            "model {m}: the untrained editor is not the fold + reconstruction"
+        );
+        assert_ne!(refitted[m], got[m], "model {m}: nothing was refitted");
         let mean = fold_removed_means(s, &params[m], &asks[m].removed, &cols.means);
         assert_ne!(got[m], mean, "model {m}: the fold is the mean fold");
         for o in 0..s.fan_out(0) {
@@ -551,6 +561,16 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
             );
         }
     }
+    let no_batch = Columns {
+        calibration: Split {
+            x: vec![],
+            y: vec![],
+            group: vec![],
+        },
+        ..cols.clone()
+    };
+    assert!(edit_models(&dev, &untrained, &spec, &models, &asks, &no_batch).is_err());
+    spec.minimise_base = MinimiseBase::LeastSquares;
     let bare = Columns {
         moments: Default::default(),
         ..cols.clone()

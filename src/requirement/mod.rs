@@ -135,7 +135,9 @@ impl PruneScore {
 /// first-layer biases, each removed column's least-squares prediction from the kept ones
 /// folded into their weights (`baselines::least_squares_fold`; edits then need the data), or
 /// per model and ask whichever of the two stays closer to the model on the calibration batch
-/// (`baselines::closer_fold`; edits need the data).
+/// (`baselines::closer_fold`; edits need the data), or the least-squares fold with every later
+/// layer refitted to the model on the calibration batch (`baselines::fold_reconstruction`;
+/// edits need the data).
 #[derive(
     Clone,
     Copy,
@@ -153,6 +155,7 @@ pub enum MinimiseBase {
     Mean,
     LeastSquares,
     Closer,
+    Reconstruction,
 }
 
 impl MinimiseBase {

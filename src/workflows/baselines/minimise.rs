@@ -5,6 +5,7 @@ use crate::engine::kernels::jsd::mean_jsd_host;
 use crate::engine::linalg;
 use crate::io::data::{ColumnMoments, Schema};
 use crate::networks::mlp::{forward_host, MlpShape};
+use crate::workflows::baselines::calibration;
 
 /// Mask that removes `features` (their input columns in the first layer).
 pub fn drop_mask(
@@ -157,5 +158,87 @@ pub fn closer_fold(
         mean
     } else {
         least_squares
+    }
+}
+
+/// The least-squares fold, then every later layer's weights and bias re-solved by least squares
+/// on the calibration batch `x` [rows, columns] so that, from what the edited layers before it
+/// pass on, it reproduces the pre-activations of the original model. The fold is the best
+/// linear stand-in for the first layer; what it misses comes out of the activation changed,
+/// and each later layer is refitted to the model's own values rather than passing the error on.
+pub fn fold_reconstruction(
+    shape: &MlpShape,
+    params: &[f32],
+    removed: &[bool],
+    moments: &ColumnMoments,
+    x: &[f32],
+    rows: usize,
+) -> Vec<f32> {
+    let mut out = least_squares_fold(shape, params, removed, moments);
+    if !removed.iter().any(|r| *r) {
+        return out;
+    }
+    let (mut seen, mut own) = (x.to_vec(), x.to_vec());
+    for l in 1..shape.layers() {
+        seen = calibration::layer_out(shape, &out, l - 1, &seen, rows);
+        own = calibration::layer_out(shape, params, l - 1, &own, rows);
+        let target = calibration::layer_pre(shape, params, l, &own, rows);
+        refit_layer(shape, &mut out, l, &seen, rows, &target);
+    }
+    out
+}
+
+/// Dampening of `refit_layer`'s solve, as a share of its Gram matrix's mean diagonal.
+const REFIT_DAMP: f64 = 0.01;
+
+/// Layer `l`'s weights and bias re-solved by least squares so that from `h` [rows, fan_in] it
+/// reproduces `target` [rows, fan_out]. The dampening pulls toward the layer's current values,
+/// not toward zero: where the batch says little (a neuron rarely active, few rows) the layer
+/// keeps what it had, and where `h` already gives `target` the layer is unchanged.
+fn refit_layer(
+    shape: &MlpShape,
+    params: &mut [f32],
+    l: usize,
+    h: &[f32],
+    rows: usize,
+    target: &[f32],
+) {
+    let (fi, fo, k) = (shape.fan_in(l), shape.fan_out(l), shape.fan_in(l) + 1);
+    let (w, b) = (shape.weight_offset(l), shape.bias_offset(l));
+    // The design: the layer's inputs and a column of ones (the bias); its current values.
+    let z: Vec<f32> = (0..rows)
+        .flat_map(|r| h[r * fi..(r + 1) * fi].iter().copied().chain([1.0]))
+        .collect();
+    let current = |a: usize, o: usize| -> f64 {
+        if a < fi {
+            params[w + o * fi + a] as f64
+        } else {
+            params[b + o] as f64
+        }
+    };
+    let mut g = linalg::gram(&z, rows, k);
+    let before: Vec<f64> = (0..k).map(|a| g[a * k + a]).collect();
+    linalg::dampen(&mut g, k, REFIT_DAMP);
+    let mut rhs = vec![0.0f64; k * fo];
+    for r in 0..rows {
+        for a in 0..k {
+            let za = z[r * k + a] as f64;
+            for o in 0..fo {
+                rhs[a * fo + o] += za * target[r * fo + o] as f64;
+            }
+        }
+    }
+    for a in 0..k {
+        for o in 0..fo {
+            rhs[a * fo + o] += (g[a * k + a] - before[a]) * current(a, o);
+        }
+    }
+    let chol = linalg::cholesky(&g, k).expect("dampened Gram matrix is positive definite");
+    linalg::cholesky_solve(&chol, k, &mut rhs, fo);
+    for o in 0..fo {
+        for a in 0..fi {
+            params[w + o * fi + a] = rhs[a * fo + o] as f32;
+        }
+        params[b + o] = rhs[fi * fo + o] as f32;
     }
 }

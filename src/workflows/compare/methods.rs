@@ -138,6 +138,7 @@ impl<'a> Subject<'a> {
             &self.columns.means,
         );
         let (r2, r3, moments) = (removed.clone(), removed.clone(), &self.columns.moments);
+        let r4 = removed.clone();
         let least_squares = move || Ok(least_squares_fold(shape, params, &r2, moments));
         let ls = least_squares.clone();
         let (cx, cn) = self.calib;
@@ -151,6 +152,12 @@ impl<'a> Subject<'a> {
                 Ok(apply(&folded, &mask))
             }),
             edit("least-squares fold", Kind::OneShot, None, least_squares),
+            edit(
+                "least-squares fold + reconstruction",
+                Kind::OneShot,
+                None,
+                move || Ok(fold_reconstruction(shape, params, &r4, moments, cx, *cn)),
+            ),
             edit(
                 "closer fold (on calibration rows)",
                 Kind::OneShot,

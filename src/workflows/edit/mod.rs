@@ -18,9 +18,10 @@ use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
 use crate::workflows::baselines::{
-    closer_fold, fold_removed_means, lamp_reconstruction, least_squares_fold,
+    closer_fold, fold_reconstruction, fold_removed_means, lamp_reconstruction, least_squares_fold,
     masked_reconstruction, neuron_reconstruct, obs_prune, zero_batch_columns, zero_columns,
 };
+use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -212,20 +213,20 @@ fn base_params(
 /// fairness editor that also prunes drops): the model with the
 /// removed columns folded (`minimise_base`) and their weights zero, and the calibration batch
 /// with those columns zero, so that the rule's re-solve cannot put weight back on them. With
-/// nothing removed, the model and the batch as they are.
-fn drop_before_pruning(
+/// nothing removed, the model and the batch as they are (the batch borrowed, not copied).
+fn drop_before_pruning<'c>(
     spec: &EditSpec,
     shape: &MlpShape,
     params: &[f32],
     ask: &Ask,
-    cols: &Columns,
-) -> Result<(Vec<f32>, Vec<f32>)> {
+    cols: &'c Columns,
+) -> Result<(Vec<f32>, Cow<'c, [f32]>)> {
     let x = &cols.calibration.x;
     let own = pruned_model(spec, shape, params, ask, cols)?;
     if !ask.removed.contains(&true) {
-        return Ok((own, x.clone()));
+        return Ok((own, Cow::Borrowed(x)));
     }
-    Ok((own, zero_batch_columns(x, &ask.removed)))
+    Ok((own, Cow::Owned(zero_batch_columns(x, &ask.removed))))
 }
 
 /// The model a rule prunes (`drop_before_pruning`): with any removed columns folded and their
@@ -300,7 +301,9 @@ fn fold(
     let lacks = match base {
         MinimiseBase::Mean => false,
         MinimiseBase::LeastSquares => cols.moments.mean.is_empty(),
-        MinimiseBase::Closer => cols.moments.mean.is_empty() || rows == 0,
+        MinimiseBase::Closer | MinimiseBase::Reconstruction => {
+            cols.moments.mean.is_empty() || rows == 0
+        }
     };
     if lacks {
         return Err(Error::Usage(
@@ -312,6 +315,9 @@ fn fold(
         MinimiseBase::LeastSquares => least_squares_fold(shape, params, removed, &cols.moments),
         MinimiseBase::Closer => {
             closer_fold(shape, params, removed, &cols.means, &cols.moments, x, rows)
+        }
+        MinimiseBase::Reconstruction => {
+            fold_reconstruction(shape, params, removed, &cols.moments, x, rows)
         }
     })
 }
