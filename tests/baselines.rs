@@ -721,6 +721,21 @@ fn least_squares_fold_chooses_its_ridge_on_held_out_rows() {
             .sum()
     };
     assert!(err(&ls) < err(&mean), "{} vs {}", err(&ls), err(&mean));
+    // The fold's coefficients are solved once per set of removed columns and then reused: the
+    // same fold again, after more sets than are kept, and from a clone (which solves afresh).
+    for sets in [0..10, 10..30] {
+        for first in sets {
+            let other: Vec<bool> = (0..d).map(|c| c == first || c == 30).collect();
+            let once = least_squares_fold(&shape, &p, &other, &moments);
+            assert_ne!(once, ls);
+            assert_eq!(least_squares_fold(&shape, &p, &other, &moments), once);
+        }
+        assert_eq!(least_squares_fold(&shape, &p, &removed, &moments), ls);
+    }
+    assert_eq!(
+        least_squares_fold(&shape, &p, &removed, &moments.clone()),
+        ls
+    );
     let few = split(rows_of(60));
     assert_eq!(few.moments().ridge(), regop::engine::linalg::RIDGE_GRID[0]);
 }

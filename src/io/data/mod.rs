@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A table of raw string cells, as read from a file.
 #[derive(Clone, Debug)]
@@ -208,6 +209,30 @@ pub struct ColumnMoments {
     /// held-out rows' second moments about that mean (empty when the split is too small).
     held_out: Option<(Vec<f64>, Vec<f64>)>,
     ridge: std::sync::OnceLock<f64>,
+    /// Least-squares fold coefficients already solved (`ColumnMoments::fold_coefficients`).
+    folds: FoldCache,
+}
+
+/// Most sets of removed columns whose fold coefficients are kept at once: training draws a new
+/// set at every ask, and on 784 pixels one set's coefficients take a megabyte.
+const FOLDS_KEPT: usize = 16;
+
+/// Fold coefficients by set of removed columns. They depend on the data alone, so every model
+/// that folds the same columns shares one solve. A cache, not part of the moments' value: a
+/// clone starts empty and any two compare equal.
+#[derive(Debug, Default)]
+struct FoldCache(std::sync::Mutex<std::collections::HashMap<Vec<bool>, Arc<Vec<f64>>>>);
+
+impl Clone for FoldCache {
+    fn clone(&self) -> Self {
+        FoldCache::default()
+    }
+}
+
+impl PartialEq for FoldCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Held-out rows a ridge choice needs; with fewer, folds use the smallest ridge.
@@ -224,6 +249,50 @@ impl ColumnMoments {
             Some((fit, held)) => crate::engine::linalg::held_out_ridge(fit, held, self.mean.len()),
             None => crate::engine::linalg::RIDGE_GRID[0],
         })
+    }
+
+    /// The least-squares prediction of the `removed` columns from the kept ones: A^T [removed,
+    /// kept], with (Xk^T Xk + ridge) A = Xk^T Xr on the centred columns (each removed column's
+    /// coefficients contiguous). Solved once per set of removed columns (the last `FOLDS_KEPT`
+    /// sets are kept).
+    pub fn fold_coefficients(&self, removed: &[bool]) -> Arc<Vec<f64>> {
+        let folds = self.folds.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = folds.get(removed) {
+            return a.clone();
+        }
+        drop(folds);
+        let a = Arc::new(self.solve_fold(removed));
+        let mut folds = self.folds.0.lock().unwrap_or_else(|e| e.into_inner());
+        if folds.len() >= FOLDS_KEPT {
+            folds.clear();
+        }
+        folds.insert(removed.to_vec(), a.clone());
+        a
+    }
+
+    fn solve_fold(&self, removed: &[bool]) -> Vec<f64> {
+        use crate::engine::linalg;
+        let d = self.mean.len();
+        let kept: Vec<usize> = (0..d).filter(|&c| !removed[c]).collect();
+        let gone: Vec<usize> = (0..d).filter(|&c| removed[c]).collect();
+        let (nk, nr, full) = (kept.len(), gone.len(), &self.gram);
+        let mut a: Vec<f64> = kept
+            .iter()
+            .flat_map(|&i| gone.iter().map(move |&j| full[i * d + j]))
+            .collect();
+        if nk > 0 && nr > 0 {
+            let mut g: Vec<f64> = kept
+                .iter()
+                .flat_map(|&i| kept.iter().map(move |&j| full[i * d + j]))
+                .collect();
+            linalg::dampen(&mut g, nk, self.ridge());
+            let chol = linalg::cholesky(&g, nk).expect("dampened Gram matrix is positive definite");
+            linalg::cholesky_solve(&chol, nk, &mut a, nr);
+        }
+        (0..nr)
+            .flat_map(|j| (0..nk).map(move |i| (i, j)))
+            .map(|(i, j)| a[i * nr + j])
+            .collect()
     }
 }
 
@@ -274,6 +343,7 @@ impl Split {
             gram,
             held_out,
             ridge: Default::default(),
+            folds: Default::default(),
         }
     }
 

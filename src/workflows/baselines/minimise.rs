@@ -93,22 +93,8 @@ pub fn least_squares_fold(
     if gone.is_empty() {
         return out;
     }
-    let (mean, full) = (&moments.mean, &moments.gram);
-    // A [kept, removed] from centred columns: (Xk^T Xk + ridge) A = Xk^T Xr.
-    let (nk, nr) = (kept.len(), gone.len());
-    let mut a: Vec<f64> = kept
-        .iter()
-        .flat_map(|&i| gone.iter().map(move |&j| full[i * d + j]))
-        .collect();
-    if nk > 0 {
-        let mut g: Vec<f64> = kept
-            .iter()
-            .flat_map(|&i| kept.iter().map(move |&j| full[i * d + j]))
-            .collect();
-        linalg::dampen(&mut g, nk, moments.ridge());
-        let chol = linalg::cholesky(&g, nk).expect("dampened Gram matrix is positive definite");
-        linalg::cholesky_solve(&chol, nk, &mut a, nr);
-    }
+    let (mean, nk) = (&moments.mean, kept.len());
+    let at = moments.fold_coefficients(removed);
     // x_removed ~ mean_r + A^T (x_kept - mean_k): fold it into each first-layer neuron.
     for o in 0..shape.fan_out(0) {
         let row = shape.weight_offset(0) + o * d;
@@ -116,8 +102,8 @@ pub fn least_squares_fold(
         for (j, &c) in gone.iter().enumerate() {
             let w = params[row + c] as f64;
             let mut through_kept = 0.0;
-            for (i, &k) in kept.iter().enumerate() {
-                let add = w * a[i * nr + j];
+            for (&k, &a) in kept.iter().zip(&at[j * nk..(j + 1) * nk]) {
+                let add = w * a;
                 out[row + k] += add as f32;
                 through_kept += add * mean[k];
             }
