@@ -160,13 +160,19 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
     let found = ef.resolve_mask.expect("the re-solve measured");
     assert_eq!(ef.spec.resolve_mask, found.on);
     let line = format!(
-        "the editor's mask with its kept weights re-solved: {:+.4} accuracy on the validation split over {} validation models: {}",
+        "the editor's mask with its kept weights re-solved: {:+.4} accuracy ({:.4} with it) on the validation split over {} validation models: {}",
         found.gain,
+        found.with_it,
         found.models,
         if found.on { "on" } else { "off" }
     );
     assert!(printed.contains(&line), "{printed}");
     assert!(found.gain.is_finite() && found.models >= 2, "{found:?}");
+    // The accuracy with it is a mean accuracy, and no lower than the gain says it raised.
+    assert!(
+        (0.0..=1.0).contains(&found.with_it) && found.with_it >= found.gain,
+        "{found:?}"
+    );
     for (mode, on) in [("off", false), ("on", true)] {
         train(&["--resume", "--resolve-mask", mode]);
         let ef = EditorFile::load(&Device::cpu(), &editor).unwrap();

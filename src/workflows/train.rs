@@ -729,7 +729,7 @@ impl<'a> Trainer<'a> {
         }
         let trained = STEP_GRID.iter().position(|&s| s == 1.0).expect("step 1");
         let models = self.val.len() + self.more_val.len();
-        let mut gain = 0.0;
+        let (mut gain, mut with_it) = (0.0, 0.0);
         self.each_val_model(|shape, params, ask| {
             let model = [(shape, params)];
             let (cols, ask) = (&self.columns, std::slice::from_ref(ask));
@@ -739,11 +739,13 @@ impl<'a> Trainer<'a> {
             let chosen = [at[picked].clone(), at[trained].clone()];
             let on_val = step_accuracies(dev, shape, &chosen, &self.data.val, usize::MAX)?;
             gain += (on_val[0] - on_val[1]) / models as f64;
+            with_it += on_val[0] / models as f64;
             Ok(())
         })?;
         Ok(Some(Decided {
             on: self.cfg.step_search.decide(gain),
             gain,
+            with_it,
             models,
         }))
     }
@@ -761,7 +763,7 @@ impl<'a> Trainer<'a> {
             ..self.spec
         };
         let models = self.val.len() + self.more_val.len();
-        let mut gain = 0.0;
+        let (mut gain, mut with_it) = (0.0, 0.0);
         self.each_val_model(|shape, params, ask| {
             let (cols, ask) = (&self.columns, std::slice::from_ref(ask));
             let mut at = edit_models(dev, editor, &spec, &[(shape, params)], ask, cols)?;
@@ -770,11 +772,13 @@ impl<'a> Trainer<'a> {
             at.extend(resolved);
             let on_val = step_accuracies(dev, shape, &at, &self.data.val, usize::MAX)?;
             gain += (on_val[1] - on_val[0]) / models as f64;
+            with_it += on_val[1] / models as f64;
             Ok(())
         })?;
         Ok(Some(Decided {
             on: self.cfg.resolve_mask.decide(gain),
             gain,
+            with_it,
             models,
         }))
     }

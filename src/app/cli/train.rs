@@ -472,8 +472,9 @@ pub fn train_with_progress(
 /// The line `train` prints for a choice it made on its validation models.
 fn decided(what: &str, found: &Decided) -> String {
     format!(
-        "{what}: {:+.4} accuracy on the validation split over {} validation models: {}",
+        "{what}: {:+.4} accuracy ({:.4} with it) on the validation split over {} validation models: {}",
         found.gain,
+        found.with_it,
         found.models,
         if found.on { "on" } else { "off" }
     )

@@ -223,6 +223,10 @@ pub struct Decided {
     /// Mean accuracy change, on the validation split, of the edits with it over the edits
     /// without, across the validation models.
     pub gain: f64,
+    /// Mean accuracy, on the validation split, of the edits with it: what editors trained
+    /// otherwise can be compared by, on the same validation models.
+    #[serde(default)]
+    pub with_it: f64,
     /// Validation models it was measured on.
     pub models: usize,
 }
