@@ -20,6 +20,21 @@ pub fn gram(x: &[f32], rows: usize, d: usize) -> Vec<f64> {
     g
 }
 
+/// X^T Y of `x` [rows, dx] and `y` [rows, dy] (f32, row-major): [dx, dy], the right-hand side
+/// of a least-squares fit of `y` from `x`.
+pub fn cross(x: &[f32], y: &[f32], rows: usize, dx: usize, dy: usize) -> Vec<f64> {
+    let mut c = vec![0.0f64; dx * dy];
+    for r in 0..rows {
+        let yr = &y[r * dy..(r + 1) * dy];
+        for (a, &xa) in x[r * dx..(r + 1) * dx].iter().enumerate() {
+            for (ca, &yo) in c[a * dy..(a + 1) * dy].iter_mut().zip(yr) {
+                *ca += xa as f64 * yo as f64;
+            }
+        }
+    }
+    c
+}
+
 /// Add `damp` times the mean of the diagonal to the diagonal, and 1 where a diagonal entry is
 /// zero (an input never active in the data): what keeps a Gram matrix invertible.
 pub fn dampen(g: &mut [f64], d: usize, damp: f64) {
@@ -173,6 +188,32 @@ mod tests {
             }
         }
         assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none(), "indefinite");
+    }
+
+    /// X^T Y is X's columns dotted with Y's, and X^T X is `gram`.
+    #[test]
+    fn cross_products_are_column_dot_products() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        let (rows, dx, dy) = (9, 4, 3);
+        let x: Vec<f32> = (0..rows * dx)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let y: Vec<f32> = (0..rows * dy)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let c = cross(&x, &y, rows, dx, dy);
+        for a in 0..dx {
+            for o in 0..dy {
+                let want: f64 = (0..rows)
+                    .map(|r| x[r * dx + a] as f64 * y[r * dy + o] as f64)
+                    .sum();
+                assert!((c[a * dy + o] - want).abs() < 1e-12, "({a},{o})");
+            }
+        }
+        let g = gram(&x, rows, dx);
+        for (p, q) in cross(&x, &x, rows, dx, dx).iter().zip(&g) {
+            assert!((p - q).abs() < 1e-12);
+        }
     }
 
     /// Column j's held-out error from the inverse is the error of regressing column j on the

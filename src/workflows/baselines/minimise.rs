@@ -205,15 +205,7 @@ fn refit_layer(
     let mut g = linalg::gram(&z, rows, k);
     let before: Vec<f64> = (0..k).map(|a| g[a * k + a]).collect();
     linalg::dampen(&mut g, k, REFIT_DAMP);
-    let mut rhs = vec![0.0f64; k * fo];
-    for r in 0..rows {
-        for a in 0..k {
-            let za = z[r * k + a] as f64;
-            for o in 0..fo {
-                rhs[a * fo + o] += za * target[r * fo + o] as f64;
-            }
-        }
-    }
+    let mut rhs = linalg::cross(&z, target, rows, k, fo);
     for a in 0..k {
         for o in 0..fo {
             rhs[a * fo + o] += (g[a * k + a] - before[a]) * current(a, o);

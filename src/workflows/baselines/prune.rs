@@ -632,15 +632,7 @@ fn resolve_next_layer(
         .collect();
     let mut g = linalg::gram(&z, rows, k);
     linalg::dampen(&mut g, k, OBS_DAMP);
-    let mut rhs = vec![0.0f64; k * fo];
-    for r in 0..rows {
-        for a in 0..k {
-            let za = z[r * k + a] as f64;
-            for o in 0..fo {
-                rhs[a * fo + o] += za * target[r * fo + o] as f64;
-            }
-        }
-    }
+    let mut rhs = linalg::cross(&z, target, rows, k, fo);
     let chol = linalg::cholesky(&g, k).expect("dampened Gram matrix is positive definite");
     linalg::cholesky_solve(&chol, k, &mut rhs, fo);
     for o in 0..fo {
