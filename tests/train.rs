@@ -761,6 +761,23 @@ fn the_demo_runs_end_to_end_and_writes_its_report() {
     ] {
         assert!(report.contains(line), "{line} in {report}");
     }
+    // The prune editor starts from the reconstruction rule its validation models chose
+    // (OBS reconstruction where they chose neither).
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("compare-prune/results.json")).unwrap(),
+    )
+    .unwrap();
+    let chosen = results["choices"][0]["rule"].as_str().unwrap().to_string();
+    let ef = regop::workflows::edit::checkpoint::EditorFile::load(
+        &regop::Device::cpu(),
+        &out.join("zoo/editor-prune/editor.safetensors"),
+    )
+    .unwrap();
+    let want = match chosen.as_str() {
+        "LAMP + reconstruction" => regop::requirement::PruneScore::LampReconstruction,
+        _ => regop::requirement::PruneScore::Obs,
+    };
+    assert_eq!(ef.spec.prune_score, want, "chosen on validation: {chosen}");
     // A second run needs --force.
     let again = regop(&["demo", "--out", p(&out)]);
     assert_eq!(again.status.code(), Some(2));

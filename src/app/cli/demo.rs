@@ -9,8 +9,10 @@ use crate::engine::device::Device;
 use crate::error::{Error, Result};
 use crate::io::data::loaders::{load, DataOptions, DatasetName};
 use crate::io::data::Dataset;
-use crate::requirement::Requirement;
-use crate::workflows::compare::{self, report::report, CompareConfig, Finding, Models, Summary};
+use crate::requirement::{PruneScore, Requirement};
+use crate::workflows::compare::methods::{LAMP_RECONSTRUCTION, OBS_RECONSTRUCTION};
+use crate::workflows::compare::Summary;
+use crate::workflows::compare::{self, report::report, Choice, CompareConfig, Finding, Models};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::train::{TrainConfig, Trainer, BEST};
 use crate::workflows::zoo::build::BuildOptions;
@@ -93,12 +95,27 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             a.steps,
             ed_dir.display()
         ));
-        let train_cfg = TrainConfig {
+        let models = Models {
+            zoo: &zoo,
+            manifest: &manifest,
+            test_zoo: None,
+        };
+        let mut train_cfg = TrainConfig {
             steps: a.steps,
             eval_every: 100,
             seed: g.seed,
             ..TrainConfig::new(cfg.requirement)
         };
+        // The prune editor starts from whichever reconstruction rule the validation models
+        // choose, so that untrained it is the rule it is judged against.
+        if cfg.requirement == Requirement::Prune {
+            let chosen = compare::choose_rules(&dev, &models, &data, cfg)?;
+            let (start, rule) = prune_start(&chosen);
+            train_cfg.prune_score = start;
+            p.status(&format!(
+                "      it starts from {rule}: of the rules it can start from, the one its validation models choose"
+            ));
+        }
         let trainer = Trainer::new(&train_cfg, &zoo, &manifest, &data)?;
         super::train::train_with_progress(p, &dev, &trainer, &manifest, &ed_dir, false)?;
         let cmp_dir = a.out.join(format!("compare-{task}"));
@@ -109,11 +126,6 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         ));
         let mut ef = EditorFile::load(&dev, &ed_dir.join(BEST))?;
         ef.attach_data(&data);
-        let models = Models {
-            zoo: &zoo,
-            manifest: &manifest,
-            test_zoo: None,
-        };
         let c = compare::run(&dev, &models, &data, Some(&ef), cfg, &mut |_, _, _| {})?;
         crate::app::report::write(&cmp_dir, &report(&c, &zoo))?;
         md += &section(&task, &c.summary);
@@ -135,6 +147,17 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         report.display()
     ));
     Ok(0)
+}
+
+/// Where a prune editor starts, from the rules chosen on validation models: LAMP +
+/// reconstruction where it is the chosen rule, else OBS reconstruction (the default start).
+fn prune_start(chosen: &[Choice]) -> (PruneScore, &'static str) {
+    match chosen.first() {
+        Some(c) if c.rule == LAMP_RECONSTRUCTION => {
+            (PruneScore::LampReconstruction, LAMP_RECONSTRUCTION)
+        }
+        _ => (PruneScore::Obs, OBS_RECONSTRUCTION),
+    }
 }
 
 /// The demo's zoo: 64 MLPs of one or two hidden layers of width 16 or 32, trained 4 to 8 epochs
@@ -226,4 +249,28 @@ fn verdict(task: &str, f: &Finding) -> String {
         p.ties,
         p.losses
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The start follows the chosen rule where an editor can start from it, else OBS.
+    #[test]
+    fn the_prune_start_is_the_chosen_reconstruction_rule() {
+        let choice = |rule: &str| Choice {
+            setting: None,
+            rule: rule.into(),
+            val_models: 16,
+            candidates: Vec::new(),
+        };
+        for (rule, want) in [
+            (LAMP_RECONSTRUCTION, PruneScore::LampReconstruction),
+            (OBS_RECONSTRUCTION, PruneScore::Obs),
+            ("LAMP", PruneScore::Obs),
+        ] {
+            assert_eq!(prune_start(&[choice(rule)]).0, want, "{rule}");
+        }
+        assert_eq!(prune_start(&[]).0, PruneScore::Obs);
+    }
 }

@@ -68,6 +68,11 @@ pub struct Subject<'a> {
     pub params: Vec<f32>,
 }
 
+/// Names of the pruning rules a prune editor can start from (`PruneScore::Obs`,
+/// `PruneScore::LampReconstruction`), as comparisons list them.
+pub const OBS_RECONSTRUCTION: &str = "OBS reconstruction";
+pub const LAMP_RECONSTRUCTION: &str = "LAMP + reconstruction";
+
 impl<'a> Subject<'a> {
     /// Fine-tuning at the model's own hyper-parameters (its seed moved, so that fine-tuning
     /// does not replay the model's own minibatch order).
@@ -203,8 +208,8 @@ impl<'a> Subject<'a> {
             one("layer-wise magnitude", layerwise_magnitude_mask),
             one("LAMP", lamp_mask),
             edit("Wanda", Kind::OneShot, at, wanda),
-            edit("OBS reconstruction", Kind::OneShot, at, obs),
-            edit("LAMP + reconstruction", Kind::OneShot, at, lamp_re),
+            edit(OBS_RECONSTRUCTION, Kind::OneShot, at, obs),
+            edit(LAMP_RECONSTRUCTION, Kind::OneShot, at, lamp_re),
             edit(
                 "global magnitude + fine-tune",
                 Kind::FineTuned,

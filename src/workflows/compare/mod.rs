@@ -348,6 +348,19 @@ impl Models<'_> {
 /// Run every method on the test models, and the editor when given (with its untrained self);
 /// first choose the best one-shot rule on validation models. `progress` hears (models done,
 /// models in all, model id) of the test models.
+/// The best one-shot rule of every setting of `cfg`, chosen on the zoo's validation models as
+/// `run` chooses it, without editing any test model.
+pub fn choose_rules(
+    dev: &Device,
+    models: &Models,
+    data: &Dataset,
+    cfg: &CompareConfig,
+) -> Result<Vec<Choice>> {
+    cfg.check(&data.schema)?;
+    let ctx = evaluate::Context::new(dev, data, None, None, cfg)?;
+    ctx.choose_rules(models.zoo, &models.validation(cfg.val_models))
+}
+
 pub fn run(
     dev: &Device,
     models: &Models,
