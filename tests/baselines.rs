@@ -274,6 +274,23 @@ fn compare_writes_results_and_reports() {
             }
             assert!(s["median_seconds"].as_f64().unwrap() >= 0.0);
         }
+        if req == "minimise" {
+            // Every minimisation rule, the fold + reconstruction among them, and the references.
+            let methods: Vec<&str> = summary
+                .iter()
+                .map(|s| s["method"].as_str().unwrap())
+                .collect();
+            for m in [
+                "zero columns",
+                "mean fold",
+                "least-squares fold",
+                "least-squares fold + reconstruction",
+                "closer fold (on calibration rows)",
+                "retrain without",
+            ] {
+                assert!(methods.contains(&m), "{m} in {methods:?}");
+            }
+        }
         if req == "prune" {
             // Two sparsities: one summary line per method and sparsity, and a front per method.
             assert_eq!(summary.len(), 22, "11 methods x 2 sparsities");
