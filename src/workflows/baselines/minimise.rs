@@ -95,20 +95,24 @@ pub fn least_squares_fold(
     }
     let (mean, nk) = (&moments.mean, kept.len());
     let at = moments.fold_coefficients(removed);
-    // x_removed ~ mean_r + A^T (x_kept - mean_k): fold it into each first-layer neuron.
+    // x_removed ~ mean_r + A^T (x_kept - mean_k): fold it into each first-layer neuron. Its
+    // kept weights gain sum over removed j of w_j A^T[j], accumulated as whole rows of A^T.
+    let mut gain = vec![0.0f64; nk];
     for o in 0..shape.fan_out(0) {
         let row = shape.weight_offset(0) + o * d;
+        gain.fill(0.0);
         let mut shift = 0.0f64;
         for (j, &c) in gone.iter().enumerate() {
             let w = params[row + c] as f64;
-            let mut through_kept = 0.0;
-            for (&k, &a) in kept.iter().zip(&at[j * nk..(j + 1) * nk]) {
-                let add = w * a;
-                out[row + k] += add as f32;
-                through_kept += add * mean[k];
+            for (g, &a) in gain.iter_mut().zip(&at[j * nk..(j + 1) * nk]) {
+                *g += w * a;
             }
-            shift += w * mean[c] - through_kept;
+            shift += w * mean[c];
             out[row + c] = 0.0;
+        }
+        for (&k, &g) in kept.iter().zip(&gain) {
+            out[row + k] += g as f32;
+            shift -= g * mean[k];
         }
         out[shape.bias_offset(0) + o] += shift as f32;
     }
