@@ -4,8 +4,8 @@
 # requirement on the zoo, and compares each with every baseline on the sealed zoo's models.
 # DATASET is adult, bank or mnist_5k (read from ../shared/datasets unless DATA says otherwise).
 # REGOP (default target/release/regop), DEVICE (default cpu), STEPS_PRUNE, STEPS_NEURONS,
-# STEPS_MINIMISE, STEPS_FAIRNESS, STEPS_BLIND, STEPS_PRUNE_LR (mnist_5k), STEPS_BIG and STEPS_09
-# (BIG=1) and COUNT/SEALED can be set in the environment.
+# STEPS_MINIMISE, STEPS_FAIRNESS, STEPS_BLIND, STEPS_THREE, STEPS_PRUNE_LR (mnist_5k),
+# STEPS_BIG and STEPS_09 (BIG=1) and COUNT/SEALED can be set in the environment.
 # BIG=1 (adult, bank) also builds a 1,024-model zoo (BIG_COUNT) and trains on it the prune
 # editor BENCHMARKS leads with (STEPS_BIG steps at sparsities 0.9-0.95; Adult 3,000, Bank
 # 8,000 from LAMP + reconstruction, and on Bank one more at 0.9 alone): an hour or more.
@@ -133,6 +133,17 @@ if [ "$fairness" = 1 ]; then
     run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" \
       --requirement fairness --max-gap "$bound" --editor "$blind/editor.safetensors" \
       --out "$work/compare-fairness-blind-$bound" --force > "$work/compare-fairness-blind-$bound.txt"
+  done
+  # All three in one pass: drop the attribute, close the gap and prune, judged at four
+  # sparsities (BENCHMARKS, "Several requirements in one edit").
+  three=$work/zoo/editor-fairness-prune
+  [ -f "$three/editor.safetensors" ] ||
+    run --seed 0 train --zoo "$work/zoo" --data "$data" --requirement fairness \
+      --fair-target drop-attribute --also-prune --steps "${STEPS_THREE:-800}" --out "$three"
+  for s in 0.5 0.7 0.8 0.9; do
+    run compare --zoo "$work/zoo" --test-zoo "$work/sealed" --data "$data" \
+      --requirement fairness --max-gap 0.05 --sparsity "$s" --editor "$three/editor.safetensors" \
+      --out "$work/compare-fairness-prune-$s" --force > "$work/compare-fairness-prune-$s.txt"
   done
 fi
 echo "done: $work" >&2
