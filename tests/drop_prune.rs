@@ -34,6 +34,7 @@ fn prune_spec(score: PruneScore) -> EditSpec {
         fair_sharpness: 1.0,
         fair_target: FairTarget::Penalty,
         signals: true,
+        signal_label_weight: 0.0,
         minimise_base: MinimiseBase::LeastSquares,
         also_drops: true,
         also_prunes: false,

@@ -29,6 +29,7 @@ fn spec(target: FairTarget, base: MinimiseBase) -> EditSpec {
         fair_sharpness: 4.0,
         fair_target: target,
         signals: false,
+        signal_label_weight: 0.0,
         minimise_base: base,
         also_drops: false,
         also_prunes: false,

@@ -47,8 +47,20 @@ fn jsd_host(p: &[f32], q: &[f32]) -> f64 {
         .sum()
 }
 
-/// Mean JSD over the rows between the original model and `base`.
-fn loss(shape: &MlpShape, original: &[f32], base: &[f32], calib: &Split) -> f64 {
+/// Cross-entropy (natural log) of logits `s` to class `label` (one logit: Bernoulli of its
+/// sigmoid, `label` 0 or 1).
+fn cross_entropy_host(s: &[f32], label: f32) -> f64 {
+    let s: Vec<f64> = match s.len() {
+        1 => vec![0.0, s[0] as f64],
+        _ => s.iter().map(|v| *v as f64).collect(),
+    };
+    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+    m + s.iter().map(|v| (v - m).exp()).sum::<f64>().ln() - s[label as usize]
+}
+
+/// Mean over the rows of the JSD between the original model and `base`, plus `label_weight`
+/// times `base`'s cross-entropy to the rows' labels.
+fn loss(shape: &MlpShape, original: &[f32], base: &[f32], calib: &Split, label_weight: f32) -> f64 {
     let rows = calib.rows();
     let (a, b) = (
         forward_host(shape, original, &calib.x, rows),
@@ -56,7 +68,10 @@ fn loss(shape: &MlpShape, original: &[f32], base: &[f32], calib: &Split) -> f64 
     );
     let k = shape.outputs();
     (0..rows)
-        .map(|r| jsd_host(&a[r * k..][..k], &b[r * k..][..k]))
+        .map(|r| {
+            let (a, b) = (&a[r * k..][..k], &b[r * k..][..k]);
+            jsd_host(a, b) + label_weight as f64 * cross_entropy_host(b, calib.y[r])
+        })
         .sum::<f64>()
         / rows as f64
 }
@@ -75,7 +90,18 @@ fn column_stats(v: &[f32], rows: usize, width: usize) -> Vec<f32> {
 
 #[test]
 fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
-    let mut rng = fresh_rng("signals");
+    check_signals("signals", 0.0);
+}
+
+#[test]
+fn signals_with_labels_carry_the_gradient_of_the_jsd_and_the_cross_entropy() {
+    check_signals("signals with labels", 0.7);
+}
+
+/// The signals of three models (two shapes, one with three classes) at random bases against
+/// the host loss with `label_weight`, on both backends.
+fn check_signals(name: &str, label_weight: f32) {
+    let mut rng = fresh_rng(name);
     let shapes = [
         MlpShape::new(&[4, 5, 1], Activation::Relu),
         MlpShape::new(&[4, 5, 1], Activation::Relu),
@@ -98,7 +124,8 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
     let rows = 24;
     let calib = Split {
         x: random(&mut rng, rows * 4),
-        y: vec![0.0; rows],
+        // Classes 0 and 1: labels of the binary models and of the three-class one alike.
+        y: (0..rows).map(|_| rng.random_range(0..2) as f32).collect(),
         group: (0..rows).map(|r| (r % 2) as u32).collect(),
     };
     let models: Vec<(&MlpShape, &[f32])> = shapes
@@ -107,7 +134,18 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
         .map(|(s, p)| (s, p.as_slice()))
         .collect();
     let base_refs: Vec<&[f32]> = bases.iter().map(Vec::as_slice).collect();
-    let on = |dev: &Device| signals(dev, &models, &base_refs, &frozen, &asks, &calib).unwrap();
+    let on = |dev: &Device| {
+        signals(
+            dev,
+            &models,
+            &base_refs,
+            &frozen,
+            &asks,
+            &calib,
+            label_weight,
+        )
+        .unwrap()
+    };
     let (cpu, gpu_sig) = (on(&Device::cpu()), on(&gpu()));
     for (m, shape) in shapes.iter().enumerate() {
         let s = &cpu[m];
@@ -116,7 +154,7 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
         // A small step: ReLU kinks within it would make the differences disagree.
         let h = 2e-3f32;
         let mut b = bases[m].clone();
-        let center = loss(shape, &params[m], &b, &calib);
+        let center = loss(shape, &params[m], &b, &calib, label_weight);
         let (mut num, mut den, mut kinked, mut live) = (0.0f64, 0.0f64, 0usize, 0usize);
         for i in 0..b.len() {
             if frozen[m][i] {
@@ -128,9 +166,9 @@ fn signals_are_the_scaled_loss_gradient_and_the_activation_statistics() {
             }
             live += 1;
             b[i] = bases[m][i] + h;
-            let up = loss(shape, &params[m], &b, &calib);
+            let up = loss(shape, &params[m], &b, &calib, label_weight);
             b[i] = bases[m][i] - h;
-            let down = loss(shape, &params[m], &b, &calib);
+            let down = loss(shape, &params[m], &b, &calib, label_weight);
             b[i] = bases[m][i];
             // A ReLU kink inside the step shows as one-sided slopes that disagree: there the
             // difference is no derivative to check against, so the parameter is skipped.
@@ -252,6 +290,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             fair_sharpness: 1.0,
             fair_target: FairTarget::Penalty,
             signals,
+            signal_label_weight: 0.0,
             minimise_base: MinimiseBase::Mean,
             also_drops: false,
             also_prunes: false,
@@ -353,6 +392,7 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
         fair_sharpness: 1.0,
         fair_target: FairTarget::Penalty,
         signals: true,
+        signal_label_weight: 0.0,
         minimise_base: MinimiseBase::Mean,
         also_drops: false,
         also_prunes: false,
@@ -524,6 +564,7 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
         fair_sharpness: 1.0,
         fair_target: FairTarget::Penalty,
         signals: false,
+        signal_label_weight: 0.0,
         minimise_base: MinimiseBase::LeastSquares,
         also_drops: false,
         also_prunes: false,

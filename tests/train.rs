@@ -815,6 +815,45 @@ fn training_models_are_read_when_a_step_draws_them() {
     );
 }
 
+/// An editor that reads data and is trained with labels in its loss reads their gradient too:
+/// its spec carries the training's label weight, one without signals or labels does not, and
+/// an editor saved before the field existed reads the JSD's gradient alone.
+#[test]
+fn the_signals_carry_the_label_weight_the_editor_is_trained_with() {
+    use regop::requirement::{EditSpec, Requirement};
+    use regop::workflows::train::{TrainConfig, Trainer};
+    let dir = tempfile::tempdir().unwrap();
+    let z = zoo(dir.path(), "7");
+    let (manifest, data) = manifest_and_data(&z);
+    let weight_of = |signals: bool, label_weight: f32| {
+        let cfg = TrainConfig {
+            signals,
+            label_weight,
+            ..TrainConfig::new(Requirement::Minimise)
+        };
+        let trainer = Trainer::new(&cfg, &z, &manifest, &data).unwrap();
+        trainer.spec.signal_label_weight
+    };
+    assert_eq!(weight_of(true, 0.5), 0.5);
+    assert_eq!(weight_of(true, 0.0), 0.0);
+    assert_eq!(weight_of(false, 0.5), 0.0);
+    let mut saved = serde_json::to_value(EditSpec {
+        signal_label_weight: 0.5,
+        ..Trainer::new(
+            &TrainConfig::new(Requirement::Minimise),
+            &z,
+            &manifest,
+            &data,
+        )
+        .unwrap()
+        .spec
+    })
+    .unwrap();
+    saved.as_object_mut().unwrap().remove("signal_label_weight");
+    let old: EditSpec = serde_json::from_value(saved).unwrap();
+    assert_eq!(old.signal_label_weight, 0.0);
+}
+
 /// `--sparsity-grid N`: every training ask's sparsity is one of N evenly spaced points of the
 /// range, each drawn; without it, sparsities take any value of the range.
 #[test]

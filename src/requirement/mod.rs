@@ -189,6 +189,11 @@ pub struct EditSpec {
     /// starts and the activations of every neuron (`edit::signals`). Edits then need the data.
     #[serde(default)]
     pub signals: bool,
+    /// Weight of the labels' cross-entropy in the loss whose gradient the signals carry: the
+    /// training loss's own (`train --label-weight`), so that an editor trained to be right
+    /// reads which way being right lies. Editors saved before it read the JSD's alone (0).
+    #[serde(default)]
+    pub signal_label_weight: f32,
     /// Where a minimisation edit, or a fairness edit that drops the attribute, starts (editors
     /// saved before it existed: the mean fold).
     #[serde(default)]

@@ -502,6 +502,7 @@ impl<'a> Trainer<'a> {
             fair_sharpness: cfg.fair_sharpness,
             fair_target: cfg.fair_target,
             signals: cfg.signals,
+            signal_label_weight: if cfg.signals { cfg.label_weight } else { 0.0 },
             minimise_base: cfg.minimise_base,
             also_drops: cfg.also_drop && cfg.requirement == Requirement::Prune,
             also_prunes: cfg.also_prune && cfg.fair_target == FairTarget::DropAttribute,

@@ -77,8 +77,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "shift")]
     pub fair_target: crate::requirement::FairTarget,
     /// The editor reads data: on a calibration batch, the gradient of its loss where the edit
-    /// starts and every neuron's activations (its edits then need --data, like the training).
-    /// Default: on for prune, off otherwise.
+    /// starts (with --label-weight, the labels' cross-entropy in it too) and every neuron's
+    /// activations (its edits then need --data, like the training). Default: on for prune, off
+    /// otherwise.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub signals: Option<bool>,
     /// Where a minimisation edit (or a drop-attribute fairness edit) starts: the removed
@@ -132,7 +133,10 @@ pub struct Args {
     pub also_prune: bool,
     /// Weight of a cross-entropy to the training rows' labels added to the loss (sigmoid for
     /// binary models, softmax for several classes): the JSD to the original alone rewards
-    /// imitating it, labels reward being right.
+    /// imitating it, labels reward being right. With --signals the editor also reads that
+    /// cross-entropy's gradient on the calibration batch: where the edit starts from a rule
+    /// that already imitates the model (mnist_5k's fold + reconstruction), it is the only
+    /// gradient left to read.
     #[arg(long, default_value_t = 0.0)]
     pub label_weight: f32,
     /// Validate and keep the moving average of the editor's parameters instead of the last

@@ -527,7 +527,9 @@ fn batch_signals(
         frozen.push(f);
         at += p.len();
     }
-    signals::signals(dev, models, &starts, &frozen, asks, &cols.calibration).map(Some)
+    let calib = &cols.calibration;
+    let label_weight = spec.signal_label_weight;
+    signals::signals(dev, models, &starts, &frozen, asks, calib, label_weight).map(Some)
 }
 
 /// Whether two edits start from the same base: the same model (the same parameters in memory)

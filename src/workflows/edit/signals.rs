@@ -1,11 +1,15 @@
 //! What an editor that reads data is told of each model where its edit starts (`Signals`): on
 //! the calibration batch, the gradient of the edit's own loss (JSD to the original, or to the
-//! original with its group shifts for a shift editor) with respect to every parameter of the
-//! base, scaled to unit RMS, and the activation mean and spread of every neuron. With them the
+//! original with its group shifts for a shift editor; plus the labels' cross-entropy for an
+//! editor trained with labels in its loss) with respect to every parameter of the base, scaled
+//! to unit RMS, and the activation mean and spread of every neuron. With them the
 //! editor can learn how far to move each weight, as an optimiser would, in one inference.
 //! Models run on the device in batches of one architecture.
 
 use crate::engine::device::Device;
+use crate::engine::kernels::axpy::axpy;
+use crate::engine::kernels::bce::{bce_backward, Bce};
+use crate::engine::kernels::cross_entropy::{cross_entropy_backward, CrossEntropy};
 use crate::engine::kernels::jsd::jsd;
 use crate::error::{Error, Result};
 use crate::io::data::Split;
@@ -15,7 +19,8 @@ use crate::requirement::Ask;
 use std::collections::BTreeMap;
 
 /// The signals of every model: `models` as they were, `bases` where their edits start (one per
-/// model), `frozen` the parameters the edit cannot move (their gradient is left out).
+/// model), `frozen` the parameters the edit cannot move (their gradient is left out). The loss
+/// adds `label_weight` times the cross-entropy to the batch's labels (0: the JSD alone).
 pub fn signals(
     dev: &Device,
     models: &[(&MlpShape, &[f32])],
@@ -23,7 +28,13 @@ pub fn signals(
     frozen: &[Vec<bool>],
     asks: &[Ask],
     calib: &Split,
+    label_weight: f32,
 ) -> Result<Vec<Signals>> {
+    let loss = Loss {
+        asks,
+        calib,
+        label_weight,
+    };
     let mut by_shape: BTreeMap<&[usize], Vec<usize>> = BTreeMap::new();
     for (i, (s, _)) in models.iter().enumerate() {
         by_shape.entry(&s.dims).or_default().push(i);
@@ -31,7 +42,7 @@ pub fn signals(
     let mut out = vec![Signals::default(); models.len()];
     for members in by_shape.values() {
         let shape = models[members[0]].0;
-        let (grads, acts) = gradients(dev, shape, members, models, bases, asks, calib)?;
+        let (grads, acts) = gradients(dev, shape, members, models, bases, &loss)?;
         let np = shape.n_params();
         for (z, &i) in members.iter().enumerate() {
             let mut g = grads[z * np..(z + 1) * np].to_vec();
@@ -46,6 +57,15 @@ pub fn signals(
         }
     }
     Ok(out)
+}
+
+/// What the signals' loss compares: each model's ask, and the calibration batch with the weight
+/// of its labels.
+#[derive(Clone, Copy)]
+struct Loss<'a> {
+    asks: &'a [Ask],
+    calib: &'a Split,
+    label_weight: f32,
 }
 
 /// Scale `g` to unit RMS (over its non-zero values); returns the log10 of the scale taken out.
@@ -76,10 +96,9 @@ fn gradients(
     members: &[usize],
     models: &[(&MlpShape, &[f32])],
     bases: &[&[f32]],
-    asks: &[Ask],
-    calib: &Split,
+    loss: &Loss,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    let (b, rows, np) = (members.len(), calib.rows(), shape.n_params());
+    let (b, rows, np) = (members.len(), loss.calib.rows(), shape.n_params());
     let floats = (dev.max_buffer_bytes() / 4) as usize;
     // Activations per model and row: each hidden layer's pre- and post-activation, the logits.
     let width = (0..shape.layers())
@@ -92,7 +111,7 @@ fn gradients(
         rows: (floats / (width * models_fit)).clamp(1, rows.max(1)),
     };
     loop {
-        match gradients_by(dev, shape, members, models, bases, asks, calib, piece) {
+        match gradients_by(dev, shape, members, models, bases, loss, piece) {
             Err(Error::NoRoom { .. }) if piece.rows > 1 => piece.rows /= 2,
             Err(Error::NoRoom { .. }) if piece.models > 1 => piece.models /= 2,
             result => return result,
@@ -101,18 +120,16 @@ fn gradients(
 }
 
 /// `gradients` in pieces of `piece`.
-#[allow(clippy::too_many_arguments)]
 fn gradients_by(
     dev: &Device,
     shape: &MlpShape,
     members: &[usize],
     models: &[(&MlpShape, &[f32])],
     bases: &[&[f32]],
-    asks: &[Ask],
-    calib: &Split,
+    loss: &Loss,
     piece: Piece,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
-    let (b, rows, np) = (members.len(), calib.rows(), shape.n_params());
+    let (b, rows, np) = (members.len(), loss.calib.rows(), shape.n_params());
     let mut grads = vec![0.0f32; b * np];
     let mut acts: Vec<Vec<f32>> = (0..shape.layers())
         .map(|l| vec![0.0f32; b * rows * shape.fan_out(l)])
@@ -121,7 +138,7 @@ fn gradients_by(
         let some = &members[z0..(z0 + piece.models).min(b)];
         for r0 in (0..rows).step_by(piece.rows) {
             let r1 = (r0 + piece.rows).min(rows);
-            let (g, a) = piece_gradients(dev, shape, some, models, bases, asks, calib, r0..r1)?;
+            let (g, a) = piece_gradients(dev, shape, some, models, bases, loss, r0..r1)?;
             for (dst, src) in grads[z0 * np..].iter_mut().zip(&g) {
                 *dst += src;
             }
@@ -140,18 +157,17 @@ fn gradients_by(
 
 /// The gradients and layer outputs of models `some` on calibration rows `range`, the loss
 /// scaled as a share of the whole batch's mean.
-#[allow(clippy::too_many_arguments)]
 fn piece_gradients(
     dev: &Device,
     shape: &MlpShape,
     some: &[usize],
     models: &[(&MlpShape, &[f32])],
     bases: &[&[f32]],
-    asks: &[Ask],
-    calib: &Split,
+    loss: &Loss,
     range: std::ops::Range<usize>,
 ) -> Result<(Vec<f32>, Vec<Vec<f32>>)> {
     let (b, rows, k, d) = (some.len(), range.len(), shape.outputs(), shape.dims[0]);
+    let (asks, calib) = (loss.asks, loss.calib);
     let originals: Vec<f32> = some.iter().flat_map(|&i| models[i].1.to_vec()).collect();
     let starts: Vec<f32> = some.iter().flat_map(|&i| bases[i].to_vec()).collect();
     let x = dev.upload(&calib.x[range.start * d..range.end * d])?;
@@ -186,6 +202,27 @@ fn piece_gradients(
         losses.all(),
         base.dlogits(),
     )?;
+    if loss.label_weight > 0.0 {
+        // Every model reads the same labels.
+        let labels = dev.upload(&calib.y[range.clone()])?;
+        let (logits, to_labels) = (base.logits(), dev.alloc(b * rows * k)?);
+        let scale = loss.label_weight * scale;
+        if k == 1 {
+            let each = Bce::shared_targets(b, rows);
+            bce_backward(dev, &each, scale, logits, labels.all(), to_labels.all())?;
+        } else {
+            let each = CrossEntropy {
+                batch: b,
+                rows,
+                classes: k,
+                s_stride: rows * k,
+                l_stride: 0,
+                out_stride: rows * k,
+            };
+            cross_entropy_backward(dev, &each, scale, logits, labels.all(), to_labels.all())?;
+        }
+        axpy(dev, 1.0, to_labels.all(), 1.0, base.dlogits())?;
+    }
     base.backward(dev, x.all(), 0)?;
     let grads = dev.read_all(&base.grads)?;
     let acts = (0..shape.layers())
