@@ -6,10 +6,9 @@
 //! editor can learn how far to move each weight, as an optimiser would, in one inference.
 //! Models run on the device in batches of one architecture.
 
+use super::step::label_gradient;
 use crate::engine::device::Device;
 use crate::engine::kernels::axpy::axpy;
-use crate::engine::kernels::bce::{bce_backward, Bce};
-use crate::engine::kernels::cross_entropy::{cross_entropy_backward, CrossEntropy};
 use crate::engine::kernels::jsd::jsd;
 use crate::error::{Error, Result};
 use crate::io::data::Split;
@@ -207,20 +206,14 @@ fn piece_gradients(
         let labels = dev.upload(&calib.y[range.clone()])?;
         let (logits, to_labels) = (base.logits(), dev.alloc(b * rows * k)?);
         let scale = loss.label_weight * scale;
-        if k == 1 {
-            let each = Bce::shared_targets(b, rows);
-            bce_backward(dev, &each, scale, logits, labels.all(), to_labels.all())?;
-        } else {
-            let each = CrossEntropy {
-                batch: b,
-                rows,
-                classes: k,
-                s_stride: rows * k,
-                l_stride: 0,
-                out_stride: rows * k,
-            };
-            cross_entropy_backward(dev, &each, scale, logits, labels.all(), to_labels.all())?;
-        }
+        label_gradient(
+            dev,
+            (b, rows, k),
+            scale,
+            logits,
+            labels.all(),
+            to_labels.all(),
+        )?;
         axpy(dev, 1.0, to_labels.all(), 1.0, base.dlogits())?;
     }
     base.backward(dev, x.all(), 0)?;

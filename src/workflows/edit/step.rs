@@ -5,7 +5,7 @@
 
 use super::{kept, prepare, ranks_scores};
 use super::{select_best, values_and_scores};
-use crate::engine::buffer::Buf;
+use crate::engine::buffer::{Buf, View};
 use crate::engine::device::Device;
 use crate::engine::kernels::apply_edit::{
     apply_edit_backward, apply_edit_forward, mask_count_hold, mask_count_terms, MaskScores,
@@ -290,20 +290,7 @@ impl TrainBatch {
             dev.write(&self.fair, 0, y)?;
             let (scale, labels) = (self.label_weight / rows as f32, self.fair.view(0, rows));
             let (logits, grad) = (self.edited.logits(), self.label_grad.all());
-            if k == 1 {
-                let each = Bce::shared_targets(m, rows);
-                bce_backward(dev, &each, scale, logits, labels, grad)?;
-            } else {
-                let each = CrossEntropy {
-                    batch: m,
-                    rows,
-                    classes: k,
-                    s_stride: rows * k,
-                    l_stride: 0,
-                    out_stride: rows * k,
-                };
-                cross_entropy_backward(dev, &each, scale, logits, labels, grad)?;
-            }
+            label_gradient(dev, (m, rows, k), scale, logits, labels, grad)?;
             axpy(dev, 1.0, self.label_grad.all(), 1.0, dlogits)?;
         }
         if self.spec.requirement == Requirement::Fairness && !shifting {
@@ -388,4 +375,31 @@ impl TrainBatch {
         let l = self.edited.logits();
         dev.read(l.buf, l.offset, l.len)
     }
+}
+
+/// `scale` times the gradient of the cross-entropy to `labels` [rows] at `logits` [models, rows,
+/// classes] (`dims`), into `out`: sigmoid for one logit, softmax for several. Every model reads
+/// the same labels.
+pub(crate) fn label_gradient(
+    dev: &Device,
+    dims: (usize, usize, usize),
+    scale: f32,
+    logits: View,
+    labels: View,
+    out: View,
+) -> Result<()> {
+    let (models, rows, classes) = dims;
+    if classes == 1 {
+        let each = Bce::shared_targets(models, rows);
+        return bce_backward(dev, &each, scale, logits, labels, out);
+    }
+    let each = CrossEntropy {
+        batch: models,
+        rows,
+        classes,
+        s_stride: rows * classes,
+        l_stride: 0,
+        out_stride: rows * classes,
+    };
+    cross_entropy_backward(dev, &each, scale, logits, labels, out)
 }
