@@ -3,6 +3,7 @@
 //! one layer is less work than a device round trip.
 
 use crate::networks::mlp::MlpShape;
+use rayon::prelude::*;
 
 /// Layer `l` of a model on `x` [rows, fan_in]: its pre-activation, [rows, fan_out].
 pub fn layer_pre(shape: &MlpShape, params: &[f32], l: usize, x: &[f32], rows: usize) -> Vec<f32> {
@@ -20,14 +21,16 @@ pub fn layer_pre(shape: &MlpShape, params: &[f32], l: usize, x: &[f32], rows: us
                 .collect()
         })
         .collect();
+    // Rows are independent: they run in parallel, each sum in the same order as one by one.
     let mut out = vec![0.0f32; rows * fo];
-    for r in 0..rows {
-        let xr = &x[r * fi..(r + 1) * fi];
-        for (j, wj) in live.iter().enumerate() {
-            let acc: f64 = wj.iter().map(|&(i, v)| xr[i] as f64 * v).sum();
-            out[r * fo + j] = (acc + b[j] as f64) as f32;
-        }
-    }
+    out.par_chunks_mut(fo.max(1))
+        .zip(x.par_chunks(fi.max(1)))
+        .for_each(|(row, xr)| {
+            for ((o, wj), bj) in row.iter_mut().zip(&live).zip(b) {
+                let acc: f64 = wj.iter().map(|&(i, v)| xr[i] as f64 * v).sum();
+                *o = (acc + *bj as f64) as f32;
+            }
+        });
     out
 }
 
