@@ -18,6 +18,7 @@ use crate::engine::kernels::reduce::{reduce, Axis, Reduce};
 use crate::error::{Error, Result};
 use crate::networks::linear::Linear;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 /// Layer widths, inputs first: `[in, hidden.., out]`. One output = binary logit.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -384,21 +385,24 @@ pub fn forward_host(shape: &MlpShape, params: &[f32], x: &[f32], rows: usize) ->
         let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
         let w = &params[shape.weight_offset(l)..][..fi * fo];
         let b = &params[shape.bias_offset(l)..][..fo];
+        // Rows are independent: they run in parallel, each sum in the same order.
         let mut out = vec![0.0f32; rows * fo];
-        for r in 0..rows {
-            for j in 0..fo {
-                let mut acc = b[j] as f64;
-                for i in 0..fi {
-                    acc += (h[r * fi + i] * w[j * fi + i]) as f64;
+        out.par_chunks_mut(fo.max(1))
+            .zip(h.par_chunks(fi.max(1)))
+            .for_each(|(row, hr)| {
+                for (j, o) in row.iter_mut().enumerate() {
+                    let mut acc = b[j] as f64;
+                    for (x, wv) in hr.iter().zip(&w[j * fi..(j + 1) * fi]) {
+                        acc += (x * wv) as f64;
+                    }
+                    let v = acc as f32;
+                    *o = if l + 1 < shape.layers() {
+                        shape.activation.apply(v)
+                    } else {
+                        v
+                    };
                 }
-                let v = acc as f32;
-                out[r * fo + j] = if l + 1 < shape.layers() {
-                    shape.activation.apply(v)
-                } else {
-                    v
-                };
-            }
-        }
+            });
         h = out;
     }
     h
