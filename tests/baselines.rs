@@ -953,3 +953,128 @@ fn neuron_rules_remove_whole_neurons_and_reconstruction_compensates() {
         );
     }
 }
+
+/// The natural step is, layer by layer, -step x S^-1 G A^-1 (both factors dampened): G and the
+/// per-row output gradients that S is made of taken by central differences of the host
+/// forward pass's cross-entropy (not the rule's backward pass), A from the layer's inputs.
+/// Weights out of removed columns stay zero. Softmax and sigmoid outputs.
+#[test]
+fn natural_step_is_the_kronecker_factored_step_by_finite_differences() {
+    use rand::{Rng, SeedableRng};
+    use regop::engine::linalg::{dampen, spd_inverse};
+    use regop::networks::mlp::forward_host;
+    use regop::workflows::baselines::calibration::layer_out;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    for k in [3usize, 1] {
+        let (rows, d, hidden) = (40, 5, 4);
+        let shape = MlpShape::new(&[d, hidden, k], Activation::Tanh);
+        let mut p = init_params(&shape, rng.random());
+        let removed = [false, true, false, false, false];
+        for o in 0..hidden {
+            p[shape.weight_offset(0) + o * d + 1] = 0.0;
+        }
+        let x: Vec<f32> = (0..rows * d).map(|_| rng.random_range(-1.5..1.5)).collect();
+        let y: Vec<f32> = (0..rows)
+            .map(|_| rng.random_range(0..k.max(2)) as f32)
+            .collect();
+        let split = regop::io::data::Split {
+            x: x.clone(),
+            y: y.clone(),
+            group: vec![0; rows],
+        };
+        let moved = natural_step(&shape, &p, &removed, &split.moments(), &split);
+        // Each row's cross-entropy, in f64 from the host logits.
+        let losses = |q: &[f32]| -> Vec<f64> {
+            let z = forward_host(&shape, q, &x, rows);
+            (0..rows)
+                .map(|r| {
+                    let zr: Vec<f64> = z[r * k..(r + 1) * k].iter().map(|&v| v as f64).collect();
+                    if k == 1 {
+                        let s = 1.0 / (1.0 + (-zr[0]).exp());
+                        -(y[r] as f64 * s.ln() + (1.0 - y[r] as f64) * (1.0 - s).ln())
+                    } else {
+                        let top = zr.iter().cloned().fold(f64::MIN, f64::max);
+                        let sum: f64 = zr.iter().map(|v| (v - top).exp()).sum();
+                        top + sum.ln() - zr[y[r] as usize]
+                    }
+                })
+                .collect()
+        };
+        let eps = 1e-2f32;
+        let slope = |i: usize| -> Vec<f64> {
+            let (mut up, mut down) = (p.clone(), p.clone());
+            up[i] += eps;
+            down[i] -= eps;
+            let (a, b) = (losses(&up), losses(&down));
+            a.iter()
+                .zip(&b)
+                .map(|(a, b)| (a - b) / (2.0 * eps as f64))
+                .collect()
+        };
+        let mean = |v: Vec<f64>| v.iter().sum::<f64>() / rows as f64;
+        let inputs = [x.clone(), layer_out(&shape, &p, 0, &x, rows)];
+        for (l, input) in inputs.iter().enumerate() {
+            let (fi, fo) = (shape.fan_in(l), shape.fan_out(l));
+            let read: Vec<usize> = (0..fi).filter(|&c| l > 0 || !removed[c]).collect();
+            let m = read.len() + 1;
+            let (w, b) = (shape.weight_offset(l), shape.bias_offset(l));
+            let at = |o: usize, a: usize| {
+                if a < read.len() {
+                    w + o * fi + read[a]
+                } else {
+                    b + o
+                }
+            };
+            let g: Vec<f64> = (0..fo * m).map(|i| mean(slope(at(i / m, i % m)))).collect();
+            // A row's loss moves with a bias as with that neuron's pre-activation.
+            let per_row: Vec<Vec<f64>> = (0..fo).map(|o| slope(b + o)).collect();
+            let mut s = vec![0.0f64; fo * fo];
+            let mut a = vec![0.0f64; m * m];
+            for r in 0..rows {
+                for (i, j) in (0..fo).flat_map(|i| (0..fo).map(move |j| (i, j))) {
+                    s[i * fo + j] += per_row[i][r] * per_row[j][r] / rows as f64;
+                }
+                let h = |a: usize| {
+                    if a < read.len() {
+                        input[r * fi + read[a]] as f64
+                    } else {
+                        1.0
+                    }
+                };
+                for (i, j) in (0..m).flat_map(|i| (0..m).map(move |j| (i, j))) {
+                    a[i * m + j] += h(i) * h(j) / rows as f64;
+                }
+            }
+            dampen(&mut s, fo, NATURAL_DAMP);
+            dampen(&mut a, m, NATURAL_DAMP);
+            let (si, ai) = (spd_inverse(&s, fo).unwrap(), spd_inverse(&a, m).unwrap());
+            let mut largest = 0.0f64;
+            let mut want = vec![0.0f64; fo * m];
+            for (o, c) in (0..fo).flat_map(|o| (0..m).map(move |c| (o, c))) {
+                let v: f64 = (0..fo)
+                    .flat_map(|j| (0..m).map(move |q| (j, q)))
+                    .map(|(j, q)| si[o * fo + j] * g[j * m + q] * ai[q * m + c])
+                    .sum();
+                want[o * m + c] = v;
+                largest = largest.max(v.abs());
+            }
+            for (o, c) in (0..fo).flat_map(|o| (0..m).map(move |c| (o, c))) {
+                let got = (p[at(o, c)] - moved[at(o, c)]) as f64 / NATURAL_STEP;
+                let err = (got - want[o * m + c]).abs();
+                assert!(
+                    err <= 2e-3 * largest + 1e-5,
+                    "{k} outputs, layer {l}, ({o}, {c}): step {got} against {}",
+                    want[o * m + c]
+                );
+            }
+        }
+        for o in 0..hidden {
+            assert_eq!(
+                moved[shape.weight_offset(0) + o * d + 1],
+                0.0,
+                "a removed column moved"
+            );
+        }
+        assert_ne!(moved, p, "no step was taken");
+    }
+}

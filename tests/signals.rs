@@ -18,8 +18,8 @@ use regop::requirement::{
 };
 use regop::workflows::baselines::calibration::layer_out;
 use regop::workflows::baselines::{
-    fold_reconstruction, fold_removed_means, lamp_reconstruction, least_squares_fold,
-    neuron_reconstruct, obs_prune, reconstruction_error,
+    fold_reconstruction, fold_reconstruction_step, fold_removed_means, lamp_reconstruction,
+    least_squares_fold, neuron_reconstruct, obs_prune, reconstruction_error,
 };
 use regop::workflows::edit::edit_models;
 use regop::workflows::edit::signals::signals;
@@ -579,6 +579,9 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
     let got = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
     spec.minimise_base = MinimiseBase::Reconstruction;
     let refitted = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    spec.minimise_base = MinimiseBase::ReconstructionStep;
+    let stepped = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    spec.minimise_base = MinimiseBase::Reconstruction;
     let (cx, crows) = (&cols.calibration.x, cols.calibration.rows());
     for (m, s) in shapes.iter().enumerate() {
         let want = least_squares_fold(s, &params[m], &asks[m].removed, &moments);
@@ -592,6 +595,13 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
             "model {m}: the untrained editor is not the fold + reconstruction"
         );
         assert_ne!(refitted[m], got[m], "model {m}: nothing was refitted");
+        let want =
+            fold_reconstruction_step(s, &params[m], &asks[m].removed, &moments, &cols.calibration);
+        assert_eq!(
+            stepped[m], want,
+            "model {m}: the untrained editor is not the fold + reconstruction + natural step"
+        );
+        assert_ne!(stepped[m], refitted[m], "model {m}: no step was taken");
         let mean = fold_removed_means(s, &params[m], &asks[m].removed, &cols.means);
         assert_ne!(got[m], mean, "model {m}: the fold is the mean fold");
         for o in 0..s.fan_out(0) {

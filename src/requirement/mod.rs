@@ -137,7 +137,8 @@ impl PruneScore {
 /// per model and ask whichever of the two stays closer to the model on the calibration batch
 /// (`baselines::closer_fold`; edits need the data), or the least-squares fold with every later
 /// layer refitted to the model on the calibration batch (`baselines::fold_reconstruction`;
-/// edits need the data).
+/// edits need the data), or that and one natural-gradient step on the batch's labels
+/// (`baselines::fold_reconstruction_step`; edits need the data).
 #[derive(
     Clone,
     Copy,
@@ -156,6 +157,7 @@ pub enum MinimiseBase {
     LeastSquares,
     Closer,
     Reconstruction,
+    ReconstructionStep,
 }
 
 impl MinimiseBase {

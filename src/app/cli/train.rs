@@ -87,8 +87,9 @@ pub struct Args {
     /// the kept columns folded into those columns' weights (`least-squares`), per model
     /// whichever of the two stays closer to it on the calibration batch (`closer`), or the
     /// least-squares fold with every later layer refitted on the calibration batch to the
-    /// model's own pre-activations (`reconstruction`); edits from all but the first need
-    /// --data. Default: least-squares for minimise; mean for
+    /// model's own pre-activations (`reconstruction`), or that and one natural-gradient step
+    /// on the calibration batch's labels (`reconstruction-step`); edits from all but the
+    /// first need --data. Default: least-squares for minimise; mean for
     /// drop-attribute, since predicting the attribute from its proxies keeps the gap it is
     /// dropped to close (on Adult's validation models the mean fold complies on 81%, the
     /// least-squares fold on 0%).

@@ -203,6 +203,8 @@ pub struct Split {
 /// ridge that keeps the prediction from fitting noise (`ridge`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ColumnMoments {
+    /// Rows the moments are of.
+    pub rows: usize,
     pub mean: Vec<f64>,
     pub gram: Vec<f64>,
     /// Every fifth row held out: the Gram matrix of the other rows about their mean, and the
@@ -339,6 +341,7 @@ impl Split {
         let held_out =
             (held.len() >= MIN_HELD_OUT_ROWS).then(|| self.held_out_moments(&held, &mean, &gram));
         ColumnMoments {
+            rows,
             mean,
             gram,
             held_out,

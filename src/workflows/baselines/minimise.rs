@@ -3,9 +3,10 @@
 
 use crate::engine::kernels::jsd::mean_jsd_host;
 use crate::engine::linalg;
-use crate::io::data::{ColumnMoments, Schema};
+use crate::io::data::{ColumnMoments, Schema, Split};
 use crate::networks::mlp::{forward_host, MlpShape};
 use crate::workflows::baselines::calibration;
+use crate::workflows::baselines::natural_step::natural_step;
 
 /// Mask that removes `features` (their input columns in the first layer).
 pub fn drop_mask(
@@ -176,6 +177,23 @@ pub fn fold_reconstruction(
         refit_layer(shape, &mut out, l, &seen, rows, &target);
     }
     out
+}
+
+/// The fold + reconstruction, then one natural-gradient step on the calibration batch's labels
+/// (`natural_step`): the fold and the refit keep what the model did without the features; the
+/// step moves it toward what the labels say, as retraining without them would.
+pub fn fold_reconstruction_step(
+    shape: &MlpShape,
+    params: &[f32],
+    removed: &[bool],
+    moments: &ColumnMoments,
+    calib: &Split,
+) -> Vec<f32> {
+    let rebuilt = fold_reconstruction(shape, params, removed, moments, &calib.x, calib.rows());
+    if !removed.iter().any(|r| *r) {
+        return rebuilt;
+    }
+    natural_step(shape, &rebuilt, removed, moments, calib)
 }
 
 /// Dampening of `refit_layer`'s solve, as a share of its Gram matrix's mean diagonal.

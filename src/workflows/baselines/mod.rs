@@ -7,11 +7,13 @@
 pub mod calibration;
 pub mod fairness;
 pub mod minimise;
+pub mod natural_step;
 pub mod postprocess;
 pub mod prune;
 
 pub use fairness::*;
 pub use minimise::*;
+pub use natural_step::*;
 pub use prune::*;
 
 use crate::engine::device::Device;

@@ -143,7 +143,7 @@ impl<'a> Subject<'a> {
             &self.columns.means,
         );
         let (r2, r3, moments) = (removed.clone(), removed.clone(), &self.columns.moments);
-        let r4 = removed.clone();
+        let (r4, r5, labelled) = (removed.clone(), removed.clone(), &self.columns.calibration);
         let least_squares = move || Ok(least_squares_fold(shape, params, &r2, moments));
         let ls = least_squares.clone();
         let (cx, cn) = self.calib;
@@ -162,6 +162,16 @@ impl<'a> Subject<'a> {
                 Kind::OneShot,
                 None,
                 move || Ok(fold_reconstruction(shape, params, &r4, moments, cx, *cn)),
+            ),
+            edit(
+                "least-squares fold + reconstruction + natural step",
+                Kind::OneShot,
+                None,
+                move || {
+                    Ok(fold_reconstruction_step(
+                        shape, params, &r5, moments, labelled,
+                    ))
+                },
             ),
             edit(
                 "closer fold (on calibration rows)",

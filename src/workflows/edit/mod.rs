@@ -18,8 +18,9 @@ use crate::networks::graph::{GraphBatch, ModelInput, ParamMap, Signals};
 use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
 use crate::workflows::baselines::{
-    closer_fold, fold_reconstruction, fold_removed_means, lamp_reconstruction, least_squares_fold,
-    masked_reconstruction, neuron_reconstruct, obs_prune, zero_batch_columns, zero_columns,
+    closer_fold, fold_reconstruction, fold_reconstruction_step, fold_removed_means,
+    lamp_reconstruction, least_squares_fold, masked_reconstruction, neuron_reconstruct, obs_prune,
+    zero_batch_columns, zero_columns,
 };
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
@@ -301,7 +302,7 @@ fn fold(
     let lacks = match base {
         MinimiseBase::Mean => false,
         MinimiseBase::LeastSquares => cols.moments.mean.is_empty(),
-        MinimiseBase::Closer | MinimiseBase::Reconstruction => {
+        MinimiseBase::Closer | MinimiseBase::Reconstruction | MinimiseBase::ReconstructionStep => {
             cols.moments.mean.is_empty() || rows == 0
         }
     };
@@ -318,6 +319,9 @@ fn fold(
         }
         MinimiseBase::Reconstruction => {
             fold_reconstruction(shape, params, removed, &cols.moments, x, rows)
+        }
+        MinimiseBase::ReconstructionStep => {
+            fold_reconstruction_step(shape, params, removed, &cols.moments, &cols.calibration)
         }
     })
 }
