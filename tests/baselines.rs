@@ -285,6 +285,7 @@ fn compare_writes_results_and_reports() {
                 "mean fold",
                 "least-squares fold",
                 "least-squares fold + reconstruction",
+                "least-squares fold + reconstruction + natural step",
                 "closer fold (on calibration rows)",
                 "retrain without",
             ] {
@@ -293,7 +294,7 @@ fn compare_writes_results_and_reports() {
         }
         if req == "prune" {
             // Two sparsities: one summary line per method and sparsity, and a front per method.
-            assert_eq!(summary.len(), 22, "11 methods x 2 sparsities");
+            assert_eq!(summary.len(), 26, "13 methods x 2 sparsities");
             assert!(rdir.join("pareto.svg").exists());
         }
         if req == "fairness" {
@@ -1076,5 +1077,16 @@ fn natural_step_is_the_kronecker_factored_step_by_finite_differences() {
             );
         }
         assert_ne!(moved, p, "no step was taken");
+        // A pruned weight stays pruned; the weights beside it move.
+        let pruned = shape.weight_offset(1) + 2;
+        let mut q = p.clone();
+        q[pruned] = 0.0;
+        let stepped = natural_step(&shape, &q, &[], &split.moments(), &split);
+        assert_eq!(stepped[pruned], 0.0, "a pruned weight came back");
+        assert_ne!(
+            stepped[pruned + 1],
+            q[pruned + 1],
+            "its neighbour did not move"
+        );
     }
 }

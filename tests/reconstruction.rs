@@ -72,7 +72,11 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
     let rows = results["rows"].as_array().unwrap();
     let of = |method: &str| -> Vec<(u64, f64)> {
         rows.iter()
-            .filter(|r| r["method"].as_str().unwrap().starts_with(method))
+            // The rule by its whole name: another starts with it (the rule + natural step).
+            .filter(|r| {
+                let name = r["method"].as_str().unwrap();
+                name == method || (name.starts_with(method) && !name.contains("natural step"))
+            })
             .map(|r| {
                 (
                     r["model"].as_u64().unwrap(),
@@ -204,7 +208,11 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
     let rows = results["rows"].as_array().unwrap();
     let of = |method: &str| -> Vec<&serde_json::Value> {
         rows.iter()
-            .filter(|r| r["method"].as_str().unwrap().starts_with(method))
+            // The rule by its whole name: another starts with it (the rule + natural step).
+            .filter(|r| {
+                let name = r["method"].as_str().unwrap();
+                name == method || (name.starts_with(method) && !name.contains("natural step"))
+            })
             .collect()
     };
     let agreement = |rs: Vec<&serde_json::Value>| -> Vec<(u64, f64)> {

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::io::data::loaders::{load, DataOptions, DatasetName};
 use crate::io::data::Dataset;
 use crate::requirement::{PruneScore, Requirement};
-use crate::workflows::compare::methods::{LAMP_RECONSTRUCTION, OBS_RECONSTRUCTION};
+use crate::workflows::compare::methods::{LAMP_RECONSTRUCTION, LAMP_STEP, OBS_RECONSTRUCTION};
 use crate::workflows::compare::Summary;
 use crate::workflows::compare::{self, report::report, Choice, CompareConfig, Finding, Models};
 use crate::workflows::edit::checkpoint::EditorFile;
@@ -150,10 +150,11 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
 }
 
 /// Where a prune editor starts, from the rules chosen on validation models: LAMP +
-/// reconstruction where it is the chosen rule, else OBS reconstruction (the default start).
+/// reconstruction where the chosen rule is built on it (alone or with the natural step), else
+/// OBS reconstruction (the default start).
 fn prune_start(chosen: &[Choice]) -> (PruneScore, &'static str) {
     match chosen.first() {
-        Some(c) if c.rule == LAMP_RECONSTRUCTION => {
+        Some(c) if c.rule == LAMP_RECONSTRUCTION || c.rule == LAMP_STEP => {
             (PruneScore::LampReconstruction, LAMP_RECONSTRUCTION)
         }
         _ => (PruneScore::Obs, OBS_RECONSTRUCTION),
@@ -266,6 +267,7 @@ mod tests {
         };
         for (rule, want) in [
             (LAMP_RECONSTRUCTION, PruneScore::LampReconstruction),
+            (LAMP_STEP, PruneScore::LampReconstruction),
             (OBS_RECONSTRUCTION, PruneScore::Obs),
             ("LAMP", PruneScore::Obs),
         ] {

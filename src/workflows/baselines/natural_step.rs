@@ -18,10 +18,10 @@ pub const NATURAL_DAMP: f64 = 0.3;
 pub const NATURAL_STEP: f64 = 0.1;
 
 /// `params` moved one natural-gradient step down the mean cross-entropy of `calib`'s labels
-/// (softmax over several outputs, sigmoid over one). The weights out of `removed` input
-/// columns stay as they are (zero after a fold). The first layer's input factor is the
-/// training split's `moments` (the same for every model); the others are the calibration
-/// batch's.
+/// (softmax over several outputs, sigmoid over one). Zero weights stay zero: those out of
+/// `removed` input columns after a fold, which the first layer's input factor leaves out,
+/// and those a pruning mask removed. The first layer's input factor is the training split's
+/// `moments` (the same for every model); the others are the calibration batch's.
 pub fn natural_step(
     shape: &MlpShape,
     params: &[f32],
@@ -64,7 +64,9 @@ pub fn natural_step(
         let (w, b, m) = (shape.weight_offset(l), shape.bias_offset(l), read.len() + 1);
         for o in 0..fo {
             for (a, &c) in read.iter().enumerate() {
-                out[w + o * fi + c] -= (NATURAL_STEP * step[o * m + a]) as f32;
+                if params[w + o * fi + c] != 0.0 {
+                    out[w + o * fi + c] -= (NATURAL_STEP * step[o * m + a]) as f32;
+                }
             }
             out[b + o] -= (NATURAL_STEP * step[o * m + m - 1]) as f32;
         }

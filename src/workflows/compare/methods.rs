@@ -72,6 +72,10 @@ pub struct Subject<'a> {
 /// `PruneScore::LampReconstruction`), as comparisons list them.
 pub const OBS_RECONSTRUCTION: &str = "OBS reconstruction";
 pub const LAMP_RECONSTRUCTION: &str = "LAMP + reconstruction";
+/// The two reconstructions, then one natural-gradient step on the calibration batch's labels
+/// (`baselines::natural_step`), the pruned weights held at zero.
+pub const OBS_STEP: &str = "OBS reconstruction + natural step";
+pub const LAMP_STEP: &str = "LAMP + reconstruction + natural step";
 
 impl<'a> Subject<'a> {
     /// Fine-tuning at the model's own hyper-parameters (its seed moved, so that fine-tuning
@@ -212,6 +216,8 @@ impl<'a> Subject<'a> {
         let lamp_re = move || Ok(lamp_reconstruction(shape, params, cx, *cn, s));
         let global = move || Ok(apply(params, &global_magnitude_mask(shape, params, s)));
         let lamp = move || Ok(apply(params, &lamp_mask(shape, params, s)));
+        let (moments, labelled) = (&self.columns.moments, &self.columns.calibration);
+        let stepped = move |pruned: Vec<f32>| natural_step(shape, &pruned, &[], moments, labelled);
         let (dev, data, ft) = (self.dev, self.data, self.fine_tune());
         vec![
             one("global magnitude", global_magnitude_mask),
@@ -220,6 +226,10 @@ impl<'a> Subject<'a> {
             edit("Wanda", Kind::OneShot, at, wanda),
             edit(OBS_RECONSTRUCTION, Kind::OneShot, at, obs),
             edit(LAMP_RECONSTRUCTION, Kind::OneShot, at, lamp_re),
+            edit(OBS_STEP, Kind::OneShot, at, move || Ok(stepped(obs()?))),
+            edit(LAMP_STEP, Kind::OneShot, at, move || {
+                Ok(stepped(lamp_re()?))
+            }),
             edit(
                 "global magnitude + fine-tune",
                 Kind::FineTuned,
