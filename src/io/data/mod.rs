@@ -212,26 +212,53 @@ pub struct ColumnMoments {
     held_out: Option<(Vec<f64>, Vec<f64>)>,
     ridge: std::sync::OnceLock<f64>,
     /// Least-squares fold coefficients already solved (`ColumnMoments::fold_coefficients`).
-    folds: FoldCache,
+    folds: SolveCache<Vec<bool>>,
+    /// Input factors already factorised (`ColumnMoments::input_factor`), by removed columns
+    /// and the dampening's bits.
+    factors: SolveCache<(Vec<bool>, u64)>,
 }
 
-/// Most sets of removed columns whose fold coefficients are kept at once: training draws a new
-/// set at every ask, and on 784 pixels one set's coefficients take a megabyte.
-const FOLDS_KEPT: usize = 16;
+/// Most solves of each kind kept at once: training draws a new set of removed columns at every
+/// ask, and on 784 pixels one set's fold coefficients take a megabyte.
+const SOLVES_KEPT: usize = 16;
 
-/// Fold coefficients by set of removed columns. They depend on the data alone, so every model
-/// that folds the same columns shares one solve. A cache, not part of the moments' value: a
+/// Solves from the moments by set of removed columns. They depend on the data alone, so every
+/// model that removes the same columns shares one. A cache, not part of the moments' value: a
 /// clone starts empty and any two compare equal.
-#[derive(Debug, Default)]
-struct FoldCache(std::sync::Mutex<std::collections::HashMap<Vec<bool>, Arc<Vec<f64>>>>);
+#[derive(Debug)]
+struct SolveCache<K>(std::sync::Mutex<std::collections::HashMap<K, Arc<Vec<f64>>>>);
 
-impl Clone for FoldCache {
-    fn clone(&self) -> Self {
-        FoldCache::default()
+impl<K: std::hash::Hash + Eq + Clone> SolveCache<K> {
+    /// The solve kept for `key`, or `solve()` made and kept (the last `SOLVES_KEPT`).
+    fn get_or(&self, key: &K, solve: impl FnOnce() -> Vec<f64>) -> Arc<Vec<f64>> {
+        let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = kept.get(key) {
+            return a.clone();
+        }
+        drop(kept);
+        let a = Arc::new(solve());
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= SOLVES_KEPT {
+            kept.clear();
+        }
+        kept.insert(key.clone(), a.clone());
+        a
     }
 }
 
-impl PartialEq for FoldCache {
+impl<K> Default for SolveCache<K> {
+    fn default() -> Self {
+        SolveCache(Default::default())
+    }
+}
+
+impl<K> Clone for SolveCache<K> {
+    fn clone(&self) -> Self {
+        SolveCache::default()
+    }
+}
+
+impl<K> PartialEq for SolveCache<K> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
@@ -255,21 +282,37 @@ impl ColumnMoments {
 
     /// The least-squares prediction of the `removed` columns from the kept ones: A^T [removed,
     /// kept], with (Xk^T Xk + ridge) A = Xk^T Xr on the centred columns (each removed column's
-    /// coefficients contiguous). Solved once per set of removed columns (the last `FOLDS_KEPT`
-    /// sets are kept).
+    /// coefficients contiguous). Solved once per set of removed columns.
     pub fn fold_coefficients(&self, removed: &[bool]) -> Arc<Vec<f64>> {
-        let folds = self.folds.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(a) = folds.get(removed) {
-            return a.clone();
-        }
-        drop(folds);
-        let a = Arc::new(self.solve_fold(removed));
-        let mut folds = self.folds.0.lock().unwrap_or_else(|e| e.into_inner());
-        if folds.len() >= FOLDS_KEPT {
-            folds.clear();
-        }
-        folds.insert(removed.to_vec(), a.clone());
-        a
+        self.folds
+            .get_or(&removed.to_vec(), || self.solve_fold(removed))
+    }
+
+    /// The lower Cholesky factor of the second moments of the columns not `removed` and a
+    /// column of ones (last), [m, m], dampened by `damp` of their mean diagonal: the first
+    /// layer's input factor of a natural-gradient step (`baselines::natural_step`). Factorised
+    /// once per set of removed columns.
+    pub fn input_factor(&self, removed: &[bool], damp: f64) -> Arc<Vec<f64>> {
+        use crate::engine::linalg;
+        self.factors
+            .get_or(&(removed.to_vec(), damp.to_bits()), || {
+                let d = self.mean.len();
+                let read: Vec<usize> = (0..d)
+                    .filter(|&c| !removed.get(c).copied().unwrap_or(false))
+                    .collect();
+                let (m, n) = (read.len() + 1, self.rows.max(1) as f64);
+                let mut a = vec![0.0f64; m * m];
+                for (i, &ci) in read.iter().enumerate() {
+                    for (j, &cj) in read.iter().enumerate() {
+                        a[i * m + j] = self.gram[ci * d + cj] / n + self.mean[ci] * self.mean[cj];
+                    }
+                    a[i * m + m - 1] = self.mean[ci];
+                    a[(m - 1) * m + i] = self.mean[ci];
+                }
+                a[m * m - 1] = 1.0;
+                linalg::dampen(&mut a, m, damp);
+                linalg::cholesky(&a, m).expect("dampened second moments are positive definite")
+            })
     }
 
     fn solve_fold(&self, removed: &[bool]) -> Vec<f64> {
@@ -347,6 +390,7 @@ impl Split {
             held_out,
             ridge: Default::default(),
             folds: Default::default(),
+            factors: Default::default(),
         }
     }
 

@@ -53,14 +53,8 @@ pub fn natural_step(
                 .collect(),
             _ => (0..fi).collect(),
         };
-        let step = layer_step(
-            &inputs[l],
-            fi,
-            &read,
-            &delta,
-            fo,
-            (l == 0).then_some(moments),
-        );
+        let factor = (l == 0).then(|| moments.input_factor(removed, NATURAL_DAMP));
+        let step = layer_step(&inputs[l], fi, &read, &delta, fo, factor.as_deref());
         let (w, b, m) = (shape.weight_offset(l), shape.bias_offset(l), read.len() + 1);
         for o in 0..fo {
             for (a, &c) in read.iter().enumerate() {
@@ -128,26 +122,31 @@ fn back(
 /// One layer's natural gradient [fo, m]: S^-1 G A^-1, where G [fo, m] is the gradient of its
 /// weights out of the `read` input columns and its bias (last), A [m, m] the second moments of
 /// those inputs and a column of ones, S [fo, fo] those of the output gradients per row; both
-/// dampened. A comes from `moments` where given (the first layer's inputs are the data's
-/// columns), else from the batch `h` [rows, fi].
+/// dampened. A's Cholesky factor is `input_factor` where given (the first layer's inputs are
+/// the data's columns: `ColumnMoments::input_factor`), else A comes from the batch `h`
+/// [rows, fi].
 fn layer_step(
     h: &[f32],
     fi: usize,
     read: &[usize],
     delta: &[f64],
     fo: usize,
-    moments: Option<&ColumnMoments>,
+    input_factor: Option<&Vec<f64>>,
 ) -> Vec<f64> {
     let (m, rows) = (read.len() + 1, delta.len() / fo.max(1));
     let design: Vec<f32> = (0..rows)
         .flat_map(|r| read.iter().map(move |&c| h[r * fi + c]).chain([1.0]))
         .collect();
-    let mut a = match moments {
-        Some(mo) => second_moments(mo, read),
+    let from_batch;
+    let factor = match input_factor {
+        Some(f) => f,
         None => {
-            let mut g = linalg::gram(&design, rows, m);
-            g.iter_mut().for_each(|v| *v /= rows as f64);
-            g
+            let mut a = linalg::gram(&design, rows, m);
+            a.iter_mut().for_each(|v| *v /= rows as f64);
+            linalg::dampen(&mut a, m, NATURAL_DAMP);
+            from_batch =
+                linalg::cholesky(&a, m).expect("dampened second moments are positive definite");
+            &from_batch
         }
     };
     // Per-row output gradients, their mean square [fo, fo], and G^T [m, fo].
@@ -163,29 +162,11 @@ fn layer_step(
             }
         }
     }
-    linalg::dampen(&mut a, m, NATURAL_DAMP);
     linalg::dampen(&mut s, fo, NATURAL_DAMP);
     // A^-1 G^T [m, fo], transposed to [fo, m], then S^-1 of that.
-    let ca = linalg::cholesky(&a, m).expect("dampened second moments are positive definite");
-    linalg::cholesky_solve(&ca, m, &mut x, fo);
+    linalg::cholesky_solve(factor, m, &mut x, fo);
     let mut y: Vec<f64> = (0..fo * m).map(|i| x[(i % m) * fo + i / m]).collect();
     let cs = linalg::cholesky(&s, fo).expect("dampened second moments are positive definite");
     linalg::cholesky_solve(&cs, fo, &mut y, m);
     y
-}
-
-/// The second moments [m, m] of the data's columns `read` and a column of ones (last), from
-/// their means and centred Gram matrix.
-fn second_moments(mo: &ColumnMoments, read: &[usize]) -> Vec<f64> {
-    let (d, m, n) = (mo.mean.len(), read.len() + 1, mo.rows as f64);
-    let mut a = vec![0.0f64; m * m];
-    for (i, &ci) in read.iter().enumerate() {
-        for (j, &cj) in read.iter().enumerate() {
-            a[i * m + j] = mo.gram[ci * d + cj] / n + mo.mean[ci] * mo.mean[cj];
-        }
-        a[i * m + m - 1] = mo.mean[ci];
-        a[(m - 1) * m + i] = mo.mean[ci];
-    }
-    a[m * m - 1] = 1.0;
-    a
 }
