@@ -9,8 +9,10 @@ use crate::engine::device::Device;
 use crate::error::{Error, Result};
 use crate::io::data::loaders::{load, DataOptions, DatasetName};
 use crate::io::data::Dataset;
-use crate::requirement::{PruneScore, Requirement};
-use crate::workflows::compare::methods::{LAMP_RECONSTRUCTION, LAMP_STEP, OBS_RECONSTRUCTION};
+use crate::requirement::{MinimiseBase, PruneScore, Requirement};
+use crate::workflows::compare::methods::{
+    LAMP_RECONSTRUCTION, LAMP_STEP, MINIMISE_STARTS, OBS_RECONSTRUCTION,
+};
 use crate::workflows::compare::Summary;
 use crate::workflows::compare::{self, report::report, Choice, CompareConfig, Finding, Models};
 use crate::workflows::edit::checkpoint::EditorFile;
@@ -106,8 +108,17 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
             seed: g.seed,
             ..TrainConfig::new(cfg.requirement)
         };
-        // The prune editor starts from whichever reconstruction rule the validation models
-        // choose, so that untrained it is the rule it is judged against.
+        // The minimisation and prune editors start from the rule the validation models
+        // choose (of those they can start from), so that untrained each is the rule it is
+        // judged against.
+        if cfg.requirement == Requirement::Minimise {
+            let chosen = compare::choose_rules(&dev, &models, &data, cfg)?;
+            let (start, rule) = minimise_start(&chosen);
+            train_cfg.minimise_base = start;
+            p.status(&format!(
+                "      it starts from {rule}: of the rules it can start from, the one its validation models choose"
+            ));
+        }
         if cfg.requirement == Requirement::Prune {
             let chosen = compare::choose_rules(&dev, &models, &data, cfg)?;
             let (start, rule) = prune_start(&chosen);
@@ -147,6 +158,17 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         report.display()
     ));
     Ok(0)
+}
+
+/// Where a minimisation editor starts, from the rules chosen on validation models: the chosen
+/// fold where an editor can start from it, else the least-squares fold (the default start).
+fn minimise_start(chosen: &[Choice]) -> (MinimiseBase, &'static str) {
+    let chosen = chosen.first().map(|c| c.rule.as_str());
+    MINIMISE_STARTS
+        .into_iter()
+        .find(|(name, _)| Some(*name) == chosen)
+        .map(|(name, base)| (base, name))
+        .unwrap_or((MinimiseBase::LeastSquares, MINIMISE_STARTS[1].0))
 }
 
 /// Where a prune editor starts, from the rules chosen on validation models: LAMP +
@@ -274,5 +296,31 @@ mod tests {
             assert_eq!(prune_start(&[choice(rule)]).0, want, "{rule}");
         }
         assert_eq!(prune_start(&[]).0, PruneScore::Obs);
+    }
+
+    #[test]
+    fn the_minimise_start_is_the_chosen_fold() {
+        let choice = |rule: &str| Choice {
+            setting: None,
+            rule: rule.into(),
+            val_models: 16,
+            candidates: Vec::new(),
+        };
+        for (rule, want) in [
+            ("mean fold", MinimiseBase::Mean),
+            (
+                "least-squares fold + reconstruction",
+                MinimiseBase::Reconstruction,
+            ),
+            (
+                "least-squares fold + reconstruction + natural step",
+                MinimiseBase::ReconstructionStep,
+            ),
+            ("closer fold (on calibration rows)", MinimiseBase::Closer),
+            ("zero columns", MinimiseBase::LeastSquares),
+        ] {
+            assert_eq!(minimise_start(&[choice(rule)]).0, want, "{rule}");
+        }
+        assert_eq!(minimise_start(&[]).0, MinimiseBase::LeastSquares);
     }
 }

@@ -10,7 +10,7 @@ use crate::io::data::{Dataset, Split};
 use crate::networks::mlp::{predict, MlpShape};
 use crate::requirement::verify::Target;
 use crate::requirement::{removed_columns, sensitive_columns, Ask, Columns, FairTarget};
-use crate::requirement::{PruneScore, Requirement, LAMBDA_SEARCH_POINTS};
+use crate::requirement::{MinimiseBase, PruneScore, Requirement, LAMBDA_SEARCH_POINTS};
 use crate::workflows::baselines::postprocess::{fit_demographic_parity, fit_equalized_odds};
 use crate::workflows::baselines::*;
 use crate::workflows::edit::checkpoint::EditorFile;
@@ -72,6 +72,21 @@ pub struct Subject<'a> {
 /// `PruneScore::LampReconstruction`), as comparisons list them.
 pub const OBS_RECONSTRUCTION: &str = "OBS reconstruction";
 pub const LAMP_RECONSTRUCTION: &str = "LAMP + reconstruction";
+/// Names of the minimisation rules a minimisation editor can start from
+/// (`MinimiseBase`), as comparisons list them.
+pub const MINIMISE_STARTS: [(&str, MinimiseBase); 5] = [
+    ("mean fold", MinimiseBase::Mean),
+    ("least-squares fold", MinimiseBase::LeastSquares),
+    (
+        "least-squares fold + reconstruction",
+        MinimiseBase::Reconstruction,
+    ),
+    (
+        "least-squares fold + reconstruction + natural step",
+        MinimiseBase::ReconstructionStep,
+    ),
+    ("closer fold (on calibration rows)", MinimiseBase::Closer),
+];
 /// The two reconstructions, then one natural-gradient step on the calibration batch's labels
 /// (`baselines::natural_step`), the pruned weights held at zero.
 pub const OBS_STEP: &str = "OBS reconstruction + natural step";
@@ -156,33 +171,20 @@ impl<'a> Subject<'a> {
             edit("zero columns", Kind::OneShot, None, move || {
                 Ok(apply(params, &m1))
             }),
-            edit("mean fold", Kind::OneShot, None, move || {
+            edit(MINIMISE_STARTS[0].0, Kind::OneShot, None, move || {
                 let folded = fold_removed_means(shape, params, &removed, means);
                 Ok(apply(&folded, &mask))
             }),
-            edit("least-squares fold", Kind::OneShot, None, least_squares),
-            edit(
-                "least-squares fold + reconstruction",
-                Kind::OneShot,
-                None,
-                move || Ok(fold_reconstruction(shape, params, &r4, moments, cx, *cn)),
-            ),
-            edit(
-                "least-squares fold + reconstruction + natural step",
-                Kind::OneShot,
-                None,
-                move || {
-                    Ok(fold_reconstruction_step(
-                        shape, params, &r5, moments, labelled,
-                    ))
-                },
-            ),
-            edit(
-                "closer fold (on calibration rows)",
-                Kind::OneShot,
-                None,
-                closer,
-            ),
+            edit(MINIMISE_STARTS[1].0, Kind::OneShot, None, least_squares),
+            edit(MINIMISE_STARTS[2].0, Kind::OneShot, None, move || {
+                Ok(fold_reconstruction(shape, params, &r4, moments, cx, *cn))
+            }),
+            edit(MINIMISE_STARTS[3].0, Kind::OneShot, None, move || {
+                Ok(fold_reconstruction_step(
+                    shape, params, &r5, moments, labelled,
+                ))
+            }),
+            edit(MINIMISE_STARTS[4].0, Kind::OneShot, None, closer),
             edit(
                 format!("zero + fine-tune ({} ep)", self.cfg.ft_epochs),
                 Kind::FineTuned,
