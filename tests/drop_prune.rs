@@ -39,6 +39,7 @@ fn prune_spec(score: PruneScore) -> EditSpec {
         also_drops: true,
         also_prunes: false,
         resolve_mask: false,
+        natural_step: false,
     }
 }
 

@@ -403,6 +403,7 @@ fn plain_spec(req: Requirement, prune_score: PruneScore) -> EditSpec {
         also_drops: false,
         also_prunes: false,
         resolve_mask: false,
+        natural_step: false,
     }
 }
 
@@ -534,6 +535,7 @@ fn training_step_gradients_match_finite_differences() {
             also_drops: false,
             also_prunes: false,
             resolve_mask: false,
+            natural_step: false,
         };
         let asks: Vec<Ask> = (0..2)
             .map(|i| Ask {
@@ -673,6 +675,7 @@ fn training_step_agrees_across_backends() {
             also_drops: false,
             also_prunes: false,
             resolve_mask: false,
+            natural_step: false,
         };
         let asks: Vec<Ask> = (0..3)
             .map(|i| Ask {
@@ -754,6 +757,7 @@ fn a_step_in_pieces_has_the_gradient_of_the_whole_step() {
                 also_drops: false,
                 also_prunes: false,
                 resolve_mask: false,
+                natural_step: false,
             };
             let asks: Vec<Ask> = (0..5)
                 .map(|i| Ask {
@@ -936,6 +940,7 @@ fn an_untrained_shift_editor_moves_every_logit_by_the_mean_shift() {
         also_drops: false,
         also_prunes: false,
         resolve_mask: false,
+        natural_step: false,
     };
     let cols = Columns {
         sensitive: vec![false, true, false, false, false, false],

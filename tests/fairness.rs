@@ -34,6 +34,7 @@ fn spec(target: FairTarget, base: MinimiseBase) -> EditSpec {
         also_drops: false,
         also_prunes: false,
         resolve_mask: false,
+        natural_step: false,
     }
 }
 
@@ -177,6 +178,7 @@ fn a_drop_attribute_editor_that_also_prunes_starts_from_obs_of_the_fold() {
     let spec = EditSpec {
         also_prunes: true,
         resolve_mask: false,
+        natural_step: false,
         ..spec(FairTarget::DropAttribute, MinimiseBase::Mean)
     };
     let models: Vec<(&MlpShape, &[f32])> = (0..4)

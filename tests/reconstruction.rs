@@ -85,7 +85,11 @@ fn a_lamp_reconstruction_editor_reads_its_own_calibration_rows() {
             })
             .collect()
     };
-    let rule = of("LAMP + reconstruction");
+    // Untrained, the editor is the rule, with the natural step where training turned it on.
+    let rule = of(match ef.spec.natural_step {
+        true => "LAMP + reconstruction + natural step",
+        false => "LAMP + reconstruction",
+    });
     let untrained = of("editor, untrained");
     assert_eq!(rule.len(), 3, "{rows:?}");
     assert_eq!(untrained, rule, "the untrained editor is not the rule");
@@ -182,6 +186,20 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
         let ef = EditorFile::load(&Device::cpu(), &editor).unwrap();
         assert_eq!(ef.spec.resolve_mask, on, "--resolve-mask {mode}");
         assert_eq!(ef.resolve_mask.map(|d| d.on), Some(on));
+    }
+    // The natural step after the edit is measured and decided the same way.
+    let found = ef.natural_step.expect("the natural step measured");
+    assert_eq!(ef.spec.natural_step, found.on);
+    assert!(found.gain.is_finite() && found.models >= 2, "{found:?}");
+    assert!(
+        printed.contains("a natural step on the labels after the edit"),
+        "{printed}"
+    );
+    for (mode, on) in [("on", true), ("off", false)] {
+        train(&["--resume", "--resolve-mask", "on", "--natural-step", mode]);
+        let ef = EditorFile::load(&Device::cpu(), &editor).unwrap();
+        assert_eq!(ef.spec.natural_step, on, "--natural-step {mode}");
+        assert_eq!(ef.natural_step.map(|d| d.on), Some(on));
     }
 
     let report = dir.path().join("cmp");

@@ -295,6 +295,7 @@ fn an_obs_prune_editor_starts_from_the_rule_and_keeps_its_mask() {
             also_drops: false,
             also_prunes: false,
             resolve_mask: false,
+            natural_step: false,
         };
         let asks: Vec<Ask> = [0.5f32, 0.8]
             .iter()
@@ -397,6 +398,7 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
         also_drops: false,
         also_prunes: false,
         resolve_mask: false,
+        natural_step: false,
     };
     assert!(spec.moves_rule_mask());
     let cfg = EditorConfig {
@@ -480,6 +482,7 @@ fn a_lamp_reconstruction_editor_with_a_temperature_moves_the_mask() {
     // editor's values do on the same input (least squares over the kept weights).
     let resolving = EditSpec {
         resolve_mask: true,
+        natural_step: false,
         ..spec
     };
     let solved = edit_models_at(&dev, &trained, &resolving, &models, &asks, &cols, &steps).unwrap();
@@ -569,6 +572,7 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
         also_drops: false,
         also_prunes: false,
         resolve_mask: false,
+        natural_step: false,
     };
     let mut asks: Vec<Ask> = (0..2).map(|_| Ask::new(6)).collect();
     asks[0].removed[3] = true;
@@ -581,7 +585,11 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
     let refitted = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
     spec.minimise_base = MinimiseBase::ReconstructionStep;
     let stepped = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    // The same step taken after the edit instead (`EditSpec::natural_step`).
     spec.minimise_base = MinimiseBase::Reconstruction;
+    spec.natural_step = true;
+    let stepped_after = edit_models(&dev, &untrained, &spec, &models, &asks, &cols).unwrap();
+    spec.natural_step = false;
     let (cx, crows) = (&cols.calibration.x, cols.calibration.rows());
     for (m, s) in shapes.iter().enumerate() {
         let want = least_squares_fold(s, &params[m], &asks[m].removed, &moments);
@@ -602,6 +610,10 @@ fn a_least_squares_minimise_editor_starts_from_the_fold() {
             "model {m}: the untrained editor is not the fold + reconstruction + natural step"
         );
         assert_ne!(stepped[m], refitted[m], "model {m}: no step was taken");
+        assert_eq!(
+            stepped_after[m], stepped[m],
+            "model {m}: the step after the edit is not the rule's step"
+        );
         let mean = fold_removed_means(s, &params[m], &asks[m].removed, &cols.means);
         assert_ne!(got[m], mean, "model {m}: the fold is the mean fold");
         for o in 0..s.fan_out(0) {

@@ -215,6 +215,12 @@ pub struct EditSpec {
     /// editors without the record keep the editor's values.
     #[serde(skip)]
     pub resolve_mask: bool,
+    /// A minimisation or prune editor's edit followed by one natural-gradient step on the
+    /// calibration batch's labels (`baselines::natural_step`, zero weights kept zero): the
+    /// untrained editor is then its rule with the step. Decided and saved as `resolve_mask`
+    /// is (`checkpoint::NATURAL_STEP`); editors without the record take no step.
+    #[serde(skip)]
+    pub natural_step: bool,
 }
 
 pub fn one() -> f32 {

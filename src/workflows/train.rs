@@ -20,8 +20,9 @@ use crate::requirement::{
     Ask, Columns, EditSpec, FairTarget, MinimiseBase, PruneScore, Requirement,
 };
 use crate::requirement::{COND_DIM, FAIR_SHARPNESS, MAX_SHIFT_GROUPS, SEARCH_MARGIN, SHIFT_RANGE};
+use crate::workflows::baselines::natural_step::natural_step;
 use crate::workflows::edit::checkpoint::{
-    load_editor, save_editor, Decided, RESOLVE_MASK, STEP_SEARCH,
+    load_editor, save_editor, Decided, NATURAL_STEP, RESOLVE_MASK, STEP_SEARCH,
 };
 use crate::workflows::edit::search::{pick_step, step_accuracies, STEP_GRID, STEP_ROWS};
 use crate::workflows::edit::step::{step_gradient, TrainBatch};
@@ -113,6 +114,11 @@ pub struct TrainConfig {
     /// (configs saved before it existed: auto).
     #[serde(default)]
     pub resolve_mask: Decision,
+    /// Whether a minimisation or prune editor's edits end with a natural step on the labels
+    /// (`EditSpec::natural_step`): as its validation models say (auto), or forced (configs
+    /// saved before it existed: auto).
+    #[serde(default)]
+    pub natural_step: Decision,
     /// Rows of the calibration batch the edits' rules and signals read (OBS and neuron
     /// reconstruction, Wanda): the edits of the trained editor read as many.
     #[serde(default = "default_calibration_rows")]
@@ -209,6 +215,7 @@ impl TrainConfig {
             average: 0.0,
             step_search: Decision::Auto,
             resolve_mask: Decision::Auto,
+            natural_step: Decision::Auto,
             calibration_rows: crate::io::data::CALIBRATION_ROWS,
             eval_every: 100,
             val_models: 16,
@@ -235,6 +242,7 @@ impl TrainConfig {
             lr_schedule: self.lr_schedule.clone(),
             step_search: self.step_search,
             resolve_mask: self.resolve_mask,
+            natural_step: self.natural_step,
             ..saved.clone()
         } == *self;
         same && done <= self.steps && (0..done).all(|s| saved.lr_at(s) == self.lr_at(s))
@@ -386,6 +394,7 @@ pub enum Event<'a> {
     Validated(&'a Validation, bool),
     StepSearch(&'a Decided),
     ResolveMask(&'a Decided),
+    NaturalStep(&'a Decided),
 }
 
 pub struct Trainer<'a> {
@@ -508,6 +517,7 @@ impl<'a> Trainer<'a> {
             also_prunes: cfg.also_prune && cfg.fair_target == FairTarget::DropAttribute,
             // Decided on validation models after training (`Trainer::resolve_mask`).
             resolve_mask: false,
+            natural_step: false,
         };
         Ok(Trainer {
             spec,
@@ -761,6 +771,7 @@ impl<'a> Trainer<'a> {
         }
         let spec = EditSpec {
             resolve_mask: false,
+            natural_step: false,
             ..self.spec
         };
         let models = self.val.len() + self.more_val.len();
@@ -778,6 +789,43 @@ impl<'a> Trainer<'a> {
         })?;
         Ok(Some(Decided {
             on: self.cfg.resolve_mask.decide(gain),
+            gain,
+            with_it,
+            models,
+        }))
+    }
+
+    /// Whether `editor`'s edits (made as `spec` says) should end with a natural step on the
+    /// labels (`EditSpec::natural_step`): each of the zoo's validation models edited as
+    /// trained (step 1), its accuracy on the validation split with the step against without.
+    /// None for fairness editors.
+    pub fn natural_step(
+        &self,
+        dev: &Device,
+        editor: &Editor,
+        spec: &EditSpec,
+    ) -> Result<Option<Decided>> {
+        if self.cfg.requirement == Requirement::Fairness || self.val.is_empty() {
+            return Ok(None);
+        }
+        let spec = EditSpec {
+            natural_step: false,
+            ..*spec
+        };
+        let models = self.val.len() + self.more_val.len();
+        let (mut gain, mut with_it) = (0.0, 0.0);
+        let (moments, calib) = (&self.columns.moments, &self.columns.calibration);
+        self.each_val_model(|shape, params, ask| {
+            let (cols, asks) = (&self.columns, std::slice::from_ref(ask));
+            let mut at = edit_models(dev, editor, &spec, &[(shape, params)], asks, cols)?;
+            at.push(natural_step(shape, &at[0], &ask.removed, moments, calib));
+            let on_val = step_accuracies(dev, shape, &at, &self.data.val, usize::MAX)?;
+            gain += (on_val[1] - on_val[0]) / models as f64;
+            with_it += on_val[1] / models as f64;
+            Ok(())
+        })?;
+        Ok(Some(Decided {
+            on: self.cfg.natural_step.decide(gain),
             gain,
             with_it,
             models,
@@ -915,19 +963,28 @@ pub fn train(
         }
     }
     // The kept checkpoint learns whether its edits re-solve the kept weights, then whether
-    // they pick their step (the step search edits as that decided).
+    // they end with a natural step, then whether they pick their step (each decision edits
+    // as those before it decided).
     let kept = out.join(BEST);
     if kept.exists() {
         let (editor, mut meta) = load_editor(dev, &kept)?;
-        let mut spec = trainer.spec;
+        let (mut spec, mut decided) = (trainer.spec, false);
         if let Some(found) = trainer.resolve_mask(dev, &editor)? {
             on(Event::ResolveMask(&found));
             meta.insert(RESOLVE_MASK.into(), serde_json::to_string(&found).unwrap());
-            spec.resolve_mask = found.on;
+            (spec.resolve_mask, decided) = (found.on, true);
+        }
+        if let Some(found) = trainer.natural_step(dev, &editor, &spec)? {
+            on(Event::NaturalStep(&found));
+            meta.insert(NATURAL_STEP.into(), serde_json::to_string(&found).unwrap());
+            (spec.natural_step, decided) = (found.on, true);
         }
         if let Some(found) = trainer.step_search(dev, &editor, &spec)? {
             on(Event::StepSearch(&found));
             meta.insert(STEP_SEARCH.into(), serde_json::to_string(&found).unwrap());
+            decided = true;
+        }
+        if decided {
             save_editor(dev, &editor, &kept, &meta, true)?;
         }
     }

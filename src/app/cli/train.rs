@@ -158,6 +158,12 @@ pub struct Args {
     /// zoo's validation models on the validation split; the choice is saved with the editor.
     #[arg(long, value_enum, default_value_t = Decision::Auto)]
     pub resolve_mask: Decision,
+    /// Whether a minimisation or prune editor's edits end with one natural-gradient step on
+    /// the calibration batch's labels (as `compare`'s rules with "+ natural step"; zero
+    /// weights stay zero): auto turns it on where it raises the accuracy of the zoo's
+    /// validation models on the validation split; the choice is saved with the editor.
+    #[arg(long, value_enum, default_value_t = Decision::Auto)]
+    pub natural_step: Decision,
     /// Rows of the calibration batch the edits read (the rules they start from: OBS, LAMP +
     /// reconstruction, neuron reconstruction; and the signals). A Gram matrix of d inputs needs
     /// more than d rows: on mnist_5k's 784 pixels, 2048 re-solves LAMP's mask far better than
@@ -308,6 +314,7 @@ pub fn config(g: &Global, a: &Args) -> Result<TrainConfig> {
         average: a.average,
         step_search: a.step_search,
         resolve_mask: a.resolve_mask,
+        natural_step: a.natural_step,
         calibration_rows: match a.calibration_rows {
             0 => return Err(Error::Usage("--calibration-rows: at least 1 row".into())),
             n => n,
@@ -444,6 +451,10 @@ pub fn train_with_progress(
         }
         Event::ResolveMask(found) => {
             let what = "the editor's mask with its kept weights re-solved";
+            bar.suspend(|| p.status(&decided(what, found)));
+        }
+        Event::NaturalStep(found) => {
+            let what = "a natural step on the labels after the edit";
             bar.suspend(|| p.status(&decided(what, found)));
         }
         Event::Validated(v, better) => {

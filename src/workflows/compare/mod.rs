@@ -296,10 +296,11 @@ pub struct Comparison {
     pub rows: Vec<Row>,
     pub summary: Vec<Summary>,
     pub findings: Vec<Finding>,
-    /// What the editor's training found of the step search and of re-solving its mask's kept
-    /// weights (`Decided`), where it measured them.
+    /// What the editor's training found of the step search, of re-solving its mask's kept
+    /// weights and of a natural step after its edit (`Decided`), where it measured them.
     pub step_search: Option<Decided>,
     pub resolve_mask: Option<Decided>,
+    pub natural_step: Option<Decided>,
 }
 
 /// The models a comparison runs on: validation models of the zoo the editor was trained on,
@@ -410,6 +411,7 @@ pub fn run(
         findings: summarise::findings(&rows, &choices),
         step_search: editor.and_then(|ef| ef.step_search),
         resolve_mask: editor.and_then(|ef| ef.resolve_mask),
+        natural_step: editor.and_then(|ef| ef.natural_step),
         choices,
         rows,
     })

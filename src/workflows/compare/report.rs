@@ -303,6 +303,18 @@ fn findings(c: &Comparison) -> String {
             found.models
         );
     }
+    if let Some(found) = &c.natural_step {
+        md += &format!(
+            "\nThe editor's edits: {}. Training measured one natural-gradient step on the calibration batch's labels after each edit: {:+.4} accuracy on the validation split over the edit without it, on {} validation models.\n",
+            if found.on {
+                "followed by the natural step (the time per edit includes it)"
+            } else {
+                "as the editor makes them"
+            },
+            found.gain,
+            found.models
+        );
+    }
     md
 }
 

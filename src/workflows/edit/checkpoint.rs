@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const FORMAT: &str = "regop-editor/1";
-/// Metadata keys of what training decided (`Decided`): the step search, the mask's re-solve.
+/// Metadata keys of what training decided (`Decided`): the step search, the mask's re-solve,
+/// the natural step after the edit.
 pub const STEP_SEARCH: &str = "step_search";
 pub const RESOLVE_MASK: &str = "resolve_mask";
+pub const NATURAL_STEP: &str = "natural_step";
 
 /// The moving average of a checkpoint trained with averaging (`Editor::average`), kept with the
 /// optimiser state so that a resumed run continues it.
@@ -255,6 +257,10 @@ pub struct EditorFile {
     /// `spec.resolve_mask`); none where it was not measured (editors that do not move LAMP's
     /// mask, and older files): edits keep the editor's values.
     pub resolve_mask: Option<Decided>,
+    /// What training found of a natural step after each edit (its `on` is
+    /// `spec.natural_step`); none where it was not measured (fairness editors and older
+    /// files): edits take no step.
+    pub natural_step: Option<Decided>,
 }
 
 impl EditorFile {
@@ -275,6 +281,7 @@ impl EditorFile {
             seen: self.seen.clone(),
             step_search: self.step_search,
             resolve_mask: self.resolve_mask,
+            natural_step: self.natural_step,
         })
     }
 
@@ -337,6 +344,8 @@ impl EditorFile {
         };
         let (step_search, resolve_mask) = (decided(STEP_SEARCH)?, decided(RESOLVE_MASK)?);
         spec.resolve_mask = resolve_mask.is_some_and(|d| d.on);
+        let natural_step = decided(NATURAL_STEP)?;
+        spec.natural_step = natural_step.is_some_and(|d| d.on);
         let train: TrainedOn = serde_json::from_str(get("train")?).map_err(|e| bad("train", e))?;
         let schema: Schema = serde_json::from_str(get("schema")?).map_err(|e| bad("schema", e))?;
         let means: Vec<f32> = match meta.get("column_means") {
@@ -383,6 +392,7 @@ impl EditorFile {
             },
             step_search,
             resolve_mask,
+            natural_step,
             editor,
         })
     }

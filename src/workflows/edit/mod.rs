@@ -19,8 +19,8 @@ use crate::networks::mlp::MlpShape;
 use crate::requirement::{Ask, Columns, EditSpec, MinimiseBase, PruneScore, Requirement};
 use crate::workflows::baselines::{
     closer_fold, fold_reconstruction, fold_reconstruction_step, fold_removed_means,
-    lamp_reconstruction, least_squares_fold, masked_reconstruction, neuron_reconstruct, obs_prune,
-    zero_batch_columns, zero_columns,
+    lamp_reconstruction, least_squares_fold, masked_reconstruction, natural_step,
+    neuron_reconstruct, obs_prune, zero_batch_columns, zero_columns,
 };
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
@@ -413,6 +413,14 @@ pub fn edit_models_at(
         use rayon::prelude::*;
         (out.par_iter_mut().zip(models).zip(asks))
             .try_for_each(|((at, model), ask)| resolve_kept(spec, *model, ask, cols, at))?;
+    }
+    if spec.natural_step && spec.requirement != Requirement::Fairness {
+        use rayon::prelude::*;
+        (out.par_iter_mut().zip(models).zip(asks)).for_each(|((at, (shape, _)), ask)| {
+            for edit in at.iter_mut() {
+                *edit = natural_step(shape, edit, &ask.removed, &cols.moments, &cols.calibration);
+            }
+        });
     }
     Ok(out)
 }
