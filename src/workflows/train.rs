@@ -515,7 +515,8 @@ impl<'a> Trainer<'a> {
             minimise_base: cfg.minimise_base,
             also_drops: cfg.also_drop && cfg.requirement == Requirement::Prune,
             also_prunes: cfg.also_prune && cfg.fair_target == FairTarget::DropAttribute,
-            // Decided on validation models after training (`Trainer::resolve_mask`).
+            // Decided on validation models after training (`Trainer::resolve_mask`,
+            // `Trainer::natural_step`).
             resolve_mask: false,
             natural_step: false,
         };
