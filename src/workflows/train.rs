@@ -740,22 +740,34 @@ impl<'a> Trainer<'a> {
             return Ok(None);
         }
         let trained = STEP_GRID.iter().position(|&s| s == 1.0).expect("step 1");
-        let models = self.val.len() + self.more_val.len();
-        let (mut gain, mut with_it) = (0.0, 0.0);
-        self.each_val_model(|shape, params, ask| {
+        self.decide_on_val(self.cfg.step_search, |shape, params, ask| {
             let model = [(shape, params)];
             let (cols, ask) = (&self.columns, std::slice::from_ref(ask));
             let at = edit_models_at(dev, editor, spec, &model, ask, cols, &STEP_GRID)?.remove(0);
             let on_train = step_accuracies(dev, shape, &at, &self.data.train, STEP_ROWS)?;
             let picked = pick_step(&on_train);
-            let chosen = [at[picked].clone(), at[trained].clone()];
-            let on_val = step_accuracies(dev, shape, &chosen, &self.data.val, usize::MAX)?;
-            gain += (on_val[0] - on_val[1]) / models as f64;
-            with_it += on_val[0] / models as f64;
+            let edits = [at[trained].clone(), at[picked].clone()];
+            step_accuracies(dev, shape, &edits, &self.data.val, usize::MAX)
+        })
+    }
+
+    /// A choice made on every validation model of the zoo: `edits` gives a model's accuracies
+    /// on the validation split without it and with it; the mean gain decides `decision`.
+    fn decide_on_val(
+        &self,
+        decision: Decision,
+        mut edits: impl FnMut(&MlpShape, &[f32], &Ask) -> Result<Vec<f64>>,
+    ) -> Result<Option<Decided>> {
+        let models = self.val.len() + self.more_val.len();
+        let (mut gain, mut with_it) = (0.0, 0.0);
+        self.each_val_model(|shape, params, ask| {
+            let on_val = edits(shape, params, ask)?;
+            gain += (on_val[1] - on_val[0]) / models as f64;
+            with_it += on_val[1] / models as f64;
             Ok(())
         })?;
         Ok(Some(Decided {
-            on: self.cfg.step_search.decide(gain),
+            on: decision.decide(gain),
             gain,
             with_it,
             models,
@@ -775,25 +787,14 @@ impl<'a> Trainer<'a> {
             natural_step: false,
             ..self.spec
         };
-        let models = self.val.len() + self.more_val.len();
-        let (mut gain, mut with_it) = (0.0, 0.0);
-        self.each_val_model(|shape, params, ask| {
+        self.decide_on_val(self.cfg.resolve_mask, |shape, params, ask| {
             let (cols, ask) = (&self.columns, std::slice::from_ref(ask));
             let mut at = edit_models(dev, editor, &spec, &[(shape, params)], ask, cols)?;
             let mut resolved = at.clone();
             resolve_kept(&spec, (shape, params), &ask[0], cols, &mut resolved)?;
             at.extend(resolved);
-            let on_val = step_accuracies(dev, shape, &at, &self.data.val, usize::MAX)?;
-            gain += (on_val[1] - on_val[0]) / models as f64;
-            with_it += on_val[1] / models as f64;
-            Ok(())
-        })?;
-        Ok(Some(Decided {
-            on: self.cfg.resolve_mask.decide(gain),
-            gain,
-            with_it,
-            models,
-        }))
+            step_accuracies(dev, shape, &at, &self.data.val, usize::MAX)
+        })
     }
 
     /// Whether `editor`'s edits (made as `spec` says) should end with a natural step on the
@@ -813,24 +814,13 @@ impl<'a> Trainer<'a> {
             natural_step: false,
             ..*spec
         };
-        let models = self.val.len() + self.more_val.len();
-        let (mut gain, mut with_it) = (0.0, 0.0);
         let (moments, calib) = (&self.columns.moments, &self.columns.calibration);
-        self.each_val_model(|shape, params, ask| {
+        self.decide_on_val(self.cfg.natural_step, |shape, params, ask| {
             let (cols, asks) = (&self.columns, std::slice::from_ref(ask));
             let mut at = edit_models(dev, editor, &spec, &[(shape, params)], asks, cols)?;
             at.push(natural_step(shape, &at[0], &ask.removed, moments, calib));
-            let on_val = step_accuracies(dev, shape, &at, &self.data.val, usize::MAX)?;
-            gain += (on_val[1] - on_val[0]) / models as f64;
-            with_it += on_val[1] / models as f64;
-            Ok(())
-        })?;
-        Ok(Some(Decided {
-            on: self.cfg.natural_step.decide(gain),
-            gain,
-            with_it,
-            models,
-        }))
+            step_accuracies(dev, shape, &at, &self.data.val, usize::MAX)
+        })
     }
 
     /// Metadata saved with the editor: how it edits, what data it edits for, how it was trained.
