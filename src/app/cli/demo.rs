@@ -278,15 +278,19 @@ fn verdict(task: &str, f: &Finding) -> String {
 mod tests {
     use super::*;
 
-    /// The start follows the chosen rule where an editor can start from it, else OBS.
-    #[test]
-    fn the_prune_start_is_the_chosen_reconstruction_rule() {
-        let choice = |rule: &str| Choice {
+    /// A rule chosen on 16 validation models.
+    fn choice(rule: &str) -> Choice {
+        Choice {
             setting: None,
             rule: rule.into(),
             val_models: 16,
             candidates: Vec::new(),
-        };
+        }
+    }
+
+    /// The start follows the chosen rule where an editor can start from it, else OBS.
+    #[test]
+    fn the_prune_start_is_the_chosen_reconstruction_rule() {
         for (rule, want) in [
             (LAMP_RECONSTRUCTION, PruneScore::LampReconstruction),
             (LAMP_STEP, PruneScore::LampReconstruction),
@@ -300,12 +304,6 @@ mod tests {
 
     #[test]
     fn the_minimise_start_is_the_chosen_fold() {
-        let choice = |rule: &str| Choice {
-            setting: None,
-            rule: rule.into(),
-            val_models: 16,
-            candidates: Vec::new(),
-        };
         for (rule, want) in [
             ("mean fold", MinimiseBase::Mean),
             (
