@@ -111,18 +111,17 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         // The minimisation and prune editors start from the rule the validation models
         // choose (of those they can start from), so that untrained each is the rule it is
         // judged against.
-        if cfg.requirement == Requirement::Minimise {
+        if matches!(cfg.requirement, Requirement::Minimise | Requirement::Prune) {
             let chosen = compare::choose_rules(&dev, &models, &data, cfg)?;
-            let (start, rule) = minimise_start(&chosen);
-            train_cfg.minimise_base = start;
-            p.status(&format!(
-                "      it starts from {rule}: of the rules it can start from, the one its validation models choose"
-            ));
-        }
-        if cfg.requirement == Requirement::Prune {
-            let chosen = compare::choose_rules(&dev, &models, &data, cfg)?;
-            let (start, rule) = prune_start(&chosen);
-            train_cfg.prune_score = start;
+            let rule = if cfg.requirement == Requirement::Minimise {
+                let (start, rule) = minimise_start(&chosen);
+                train_cfg.minimise_base = start;
+                rule
+            } else {
+                let (start, rule) = prune_start(&chosen);
+                train_cfg.prune_score = start;
+                rule
+            };
             p.status(&format!(
                 "      it starts from {rule}: of the rules it can start from, the one its validation models choose"
             ));

@@ -34,13 +34,18 @@ pub fn natural_step(
     if rows == 0 || moments.rows == 0 {
         return params.to_vec();
     }
-    // Every layer's input and pre-activation on the batch.
-    let mut inputs = vec![calib.x.clone()];
-    let mut pres = Vec::with_capacity(layers);
+    // Every layer's pre-activation on the batch, and the hidden layers' outputs: layer l
+    // reads the batch itself (l = 0) or hidden[l - 1].
+    let (mut pres, mut hidden) = (Vec::with_capacity(layers), Vec::with_capacity(layers));
     for l in 0..layers {
-        let pre = calibration::layer_pre(shape, params, l, &inputs[l], rows);
+        let input = if l == 0 { &calib.x } else { &hidden[l - 1] };
+        let pre = calibration::layer_pre(shape, params, l, input, rows);
         if l + 1 < layers {
-            inputs.push(pre.iter().map(|&v| shape.activation.apply(v)).collect());
+            hidden.push(
+                pre.iter()
+                    .map(|&v| shape.activation.apply(v))
+                    .collect::<Vec<f32>>(),
+            );
         }
         pres.push(pre);
     }
@@ -55,7 +60,8 @@ pub fn natural_step(
             _ => (0..fi).collect(),
         };
         let factor = (l == 0).then(|| moments.input_factor(removed, NATURAL_DAMP));
-        let step = layer_step(&inputs[l], fi, &read, &delta, fo, factor.as_deref());
+        let input = if l == 0 { &calib.x } else { &hidden[l - 1] };
+        let step = layer_step(input, fi, &read, &delta, fo, factor.as_deref());
         let (w, b, m) = (shape.weight_offset(l), shape.bias_offset(l), read.len() + 1);
         for o in 0..fo {
             for (a, &c) in read.iter().enumerate() {
