@@ -1,38 +1,59 @@
 //! Small dense linear algebra for the rules that re-solve weights: Gram matrices, Cholesky
 //! factors, solves and inverses of symmetric positive definite matrices, row-major f64. Sizes
-//! are a layer's fan-in (at most a few hundred, 784 for MNIST pixels), so plain loops do.
+//! are a layer's fan-in (at most a few hundred, 784 for MNIST pixels), so plain loops do; the
+//! products over the calibration rows, the largest part, run on all cores.
+
+use rayon::prelude::*;
+
+/// Below this many multiply-adds a product stays on the calling thread.
+const PARALLEL_WORK: usize = 1 << 20;
+
+/// X^T Y of `x` [rows, dx] (f32) and `y` [rows, dy] (f32 or f64; row-major): [dx, dy], the
+/// right-hand side of a least-squares fit of `y` from `x`. Rows of X that are zero in a column
+/// add nothing to that column's row of the product and are skipped. Threads own disjoint
+/// rows of the product and each sums over the data rows in order, so the result is the same,
+/// bit for bit, on any number of cores.
+pub fn cross<Y: Copy + Into<f64> + Sync>(
+    x: &[f32],
+    y: &[Y],
+    rows: usize,
+    dx: usize,
+    dy: usize,
+) -> Vec<f64> {
+    let mut c = vec![0.0f64; dx * dy];
+    if dx * dy == 0 {
+        return c;
+    }
+    // Product rows [first, first + block.len() / dy).
+    let fill = |first: usize, block: &mut [f64]| {
+        let last = first + block.len() / dy;
+        for r in 0..rows {
+            let yr = &y[r * dy..(r + 1) * dy];
+            for (a, &xa) in x[r * dx..(r + 1) * dx][first..last].iter().enumerate() {
+                if xa == 0.0 {
+                    continue;
+                }
+                for (ca, &yo) in block[a * dy..(a + 1) * dy].iter_mut().zip(yr) {
+                    *ca += xa as f64 * yo.into();
+                }
+            }
+        }
+    };
+    if rows * dx * dy < PARALLEL_WORK {
+        fill(0, &mut c);
+        return c;
+    }
+    // A few blocks per thread: each block reads all of X and Y once.
+    let per_block = dx.div_ceil(4 * rayon::current_num_threads()).max(1);
+    c.par_chunks_mut(per_block * dy)
+        .enumerate()
+        .for_each(|(i, block)| fill(i * per_block, block));
+    c
+}
 
 /// X^T X of `x` [rows, d] (f32, row-major): [d, d].
 pub fn gram(x: &[f32], rows: usize, d: usize) -> Vec<f64> {
-    let mut g = vec![0.0f64; d * d];
-    for r in 0..rows {
-        let row = &x[r * d..(r + 1) * d];
-        for (i, &a) in row.iter().enumerate() {
-            if a == 0.0 {
-                continue;
-            }
-            let gi = &mut g[i * d..(i + 1) * d];
-            for (j, &b) in row.iter().enumerate() {
-                gi[j] += a as f64 * b as f64;
-            }
-        }
-    }
-    g
-}
-
-/// X^T Y of `x` [rows, dx] and `y` [rows, dy] (f32, row-major): [dx, dy], the right-hand side
-/// of a least-squares fit of `y` from `x`.
-pub fn cross(x: &[f32], y: &[f32], rows: usize, dx: usize, dy: usize) -> Vec<f64> {
-    let mut c = vec![0.0f64; dx * dy];
-    for r in 0..rows {
-        let yr = &y[r * dy..(r + 1) * dy];
-        for (a, &xa) in x[r * dx..(r + 1) * dx].iter().enumerate() {
-            for (ca, &yo) in c[a * dy..(a + 1) * dy].iter_mut().zip(yr) {
-                *ca += xa as f64 * yo as f64;
-            }
-        }
-    }
-    c
+    cross(x, x, rows, d, d)
 }
 
 /// Add `damp` times the mean of the diagonal to the diagonal, and 1 where a diagonal entry is
@@ -213,6 +234,47 @@ mod tests {
         let g = gram(&x, rows, dx);
         for (p, q) in cross(&x, &x, rows, dx, dx).iter().zip(&g) {
             assert!((p - q).abs() < 1e-12);
+        }
+    }
+
+    /// Past the size where threads share the product, each entry is still the sum over the
+    /// rows in order, bit for bit, with zeros in X and Y of either precision.
+    #[test]
+    fn large_cross_products_match_the_ordered_sum_exactly() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        let (rows, dx, dy) = (300, 61, 70);
+        assert!(
+            rows * dx * dy >= PARALLEL_WORK,
+            "the test must reach the threaded path"
+        );
+        let x: Vec<f32> = (0..rows * dx)
+            .map(|_| match rng.random_range(0..3) {
+                0 => 0.0,
+                _ => rng.random_range(-1.0..1.0),
+            })
+            .collect();
+        let y: Vec<f64> = (0..rows * dy)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let c = cross(&x, &y, rows, dx, dy);
+        for a in 0..dx {
+            for o in 0..dy {
+                let mut want = 0.0f64;
+                for r in 0..rows {
+                    want += x[r * dx + a] as f64 * y[r * dy + o];
+                }
+                assert_eq!(c[a * dy + o].to_bits(), want.to_bits(), "({a},{o})");
+            }
+        }
+        let g = gram(&x, rows, dx);
+        for i in 0..dx {
+            for j in 0..dx {
+                let mut want = 0.0f64;
+                for r in 0..rows {
+                    want += x[r * dx + i] as f64 * x[r * dx + j] as f64;
+                }
+                assert_eq!(g[i * dx + j].to_bits(), want.to_bits(), "gram ({i},{j})");
+            }
         }
     }
 

@@ -160,15 +160,7 @@ fn layer_step(
     let per_row: Vec<f32> = delta.iter().map(|&d| (d * rows as f64) as f32).collect();
     let mut s = linalg::gram(&per_row, rows, fo);
     s.iter_mut().for_each(|v| *v /= rows as f64);
-    let mut x = vec![0.0f64; m * fo];
-    for r in 0..rows {
-        let dr = &delta[r * fo..(r + 1) * fo];
-        for (xa, &v) in x.chunks_mut(fo).zip(&design[r * m..(r + 1) * m]) {
-            for (xo, &d) in xa.iter_mut().zip(dr) {
-                *xo += v as f64 * d;
-            }
-        }
-    }
+    let mut x = linalg::cross(&design, delta, rows, m, fo);
     linalg::dampen(&mut s, fo, NATURAL_DAMP);
     // A^-1 G^T [m, fo], transposed to [fo, m], then S^-1 of that.
     linalg::cholesky_solve(factor, m, &mut x, fo);
