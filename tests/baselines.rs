@@ -916,8 +916,8 @@ fn removed_mask(shape: &MlpShape, removed: &[bool]) -> Vec<f32> {
 }
 
 /// Whole-neuron rules remove exactly the asked share of every hidden layer (rounded up), the
-/// neurons gone for good (incoming, bias, outgoing all zero), and reconstruction reproduces the
-/// next layer better than removal alone.
+/// neurons gone for good (incoming, bias, outgoing all zero, also after a natural step), and
+/// reconstruction reproduces the next layer better than removal alone.
 #[test]
 fn neuron_rules_remove_whole_neurons_and_reconstruction_compensates() {
     use rand::SeedableRng;
@@ -931,7 +931,15 @@ fn neuron_rules_remove_whole_neurons_and_reconstruction_compensates() {
         let wanda = neuron_wanda(&shape, &p, &x, rows, f);
         let rec = neuron_reconstruct(&shape, &p, &x, rows, f);
         let want = (neurons_to_remove(24, f) + neurons_to_remove(10, f)) as f64 / 34.0;
-        for q in [&mag, &wanda, &rec] {
+        // The natural step after the reconstruction moves the kept neurons only.
+        let labelled = regop::io::data::Split {
+            x: x.clone(),
+            y: (0..rows).map(|r| (r % 3) as f32).collect(),
+            group: vec![0; rows],
+        };
+        let stepped = natural_step(&shape, &rec, &[], &labelled.moments(), &labelled);
+        assert_ne!(stepped, rec, "no step was taken");
+        for q in [&mag, &wanda, &rec, &stepped] {
             assert!((neuron_sparsity(&shape, q) - want).abs() < 1e-12, "{f}");
         }
         // One hidden layer's removal: the next layer, on the same input, against the original.
@@ -1087,6 +1095,24 @@ fn natural_step_is_the_kronecker_factored_step_by_finite_differences() {
             stepped[pruned + 1],
             q[pruned + 1],
             "its neighbour did not move"
+        );
+        // A removed hidden neuron (weights in and bias zero) keeps its bias at zero; a
+        // neuron with weights in but a zero bias gets one.
+        let (dead, live) = (2, 3);
+        let mut n = p.clone();
+        n[shape.weight_offset(0) + dead * d..][..d].fill(0.0);
+        n[shape.bias_offset(0) + dead] = 0.0;
+        n[shape.bias_offset(0) + live] = 0.0;
+        let stepped = natural_step(&shape, &n, &removed, &split.moments(), &split);
+        assert_eq!(
+            stepped[shape.bias_offset(0) + dead],
+            0.0,
+            "a removed neuron's bias came back"
+        );
+        assert_ne!(
+            stepped[shape.bias_offset(0) + live],
+            0.0,
+            "a zero bias was held"
         );
     }
 }

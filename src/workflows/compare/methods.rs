@@ -87,10 +87,11 @@ pub const MINIMISE_STARTS: [(&str, MinimiseBase); 5] = [
     ),
     ("closer fold (on calibration rows)", MinimiseBase::Closer),
 ];
-/// The two reconstructions, then one natural-gradient step on the calibration batch's labels
-/// (`baselines::natural_step`), the pruned weights held at zero.
+/// The reconstructions, then one natural-gradient step on the calibration batch's labels
+/// (`baselines::natural_step`), the pruned weights and neurons held at zero.
 pub const OBS_STEP: &str = "OBS reconstruction + natural step";
 pub const LAMP_STEP: &str = "LAMP + reconstruction + natural step";
+pub const NEURON_STEP: &str = "neuron reconstruction + natural step";
 
 impl<'a> Subject<'a> {
     /// Fine-tuning at the model's own hyper-parameters (its seed moved, so that fine-tuning
@@ -261,11 +262,13 @@ impl<'a> Subject<'a> {
     }
 
     /// Removing the share `f` of every hidden layer's neurons: by magnitude, by Wanda's
-    /// activation scores, with the next layer re-solved; the last fine-tuned.
+    /// activation scores, with the next layer re-solved (then one natural step); the
+    /// re-solved fine-tuned.
     fn prune_neurons(&'a self, f: f64) -> Vec<Method<'a>> {
         let (shape, params, (cx, cn)) = (&self.shape, &self.params, self.calib);
         let at = Some(Setting::Neurons(f));
         let rec = move || Ok(neuron_reconstruct(shape, params, cx, *cn, f));
+        let (moments, labelled) = (&self.columns.moments, &self.columns.calibration);
         vec![
             edit("neuron magnitude", Kind::OneShot, at, move || {
                 Ok(neuron_magnitude(shape, params, f))
@@ -274,6 +277,9 @@ impl<'a> Subject<'a> {
                 Ok(neuron_wanda(shape, params, cx, *cn, f))
             }),
             edit("neuron reconstruction", Kind::OneShot, at, rec),
+            edit(NEURON_STEP, Kind::OneShot, at, move || {
+                Ok(natural_step(shape, &rec()?, &[], moments, labelled))
+            }),
             edit(
                 "neuron reconstruction + fine-tune",
                 Kind::FineTuned,
