@@ -69,21 +69,28 @@ pub fn dampen(g: &mut [f64], d: usize, damp: f64) {
 }
 
 /// The lower Cholesky factor L of SPD `a` [d, d] (a = L L^T); None when `a` is not positive
-/// definite to working precision.
+/// definite to working precision. Column by column: once a column's diagonal is known, the
+/// entries below it are independent and large factors compute them side by side, each the
+/// same sum in the same order.
 pub fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0f64; d * d];
-    for i in 0..d {
-        for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum();
-            if i == j {
-                let v = a[i * d + i] - s;
-                if v <= 0.0 || !v.is_finite() {
-                    return None;
-                }
-                l[i * d + i] = v.sqrt();
-            } else {
-                l[i * d + j] = (a[i * d + j] - s) / l[j * d + j];
-            }
+    let parallel = d * d * d >= 6 * PARALLEL_WORK;
+    for j in 0..d {
+        let (done, below) = l.split_at_mut((j + 1) * d);
+        let lj = &mut done[j * d..];
+        let v = a[j * d + j] - (0..j).map(|k| lj[k] * lj[k]).sum::<f64>();
+        if v <= 0.0 || !v.is_finite() {
+            return None;
+        }
+        lj[j] = v.sqrt();
+        let lj = &done[j * d..];
+        let fill = |(i, li): (usize, &mut [f64])| {
+            let s: f64 = (0..j).map(|k| li[k] * lj[k]).sum();
+            li[j] = (a[(j + 1 + i) * d + j] - s) / lj[j];
+        };
+        match parallel {
+            true => below.par_chunks_mut(d).enumerate().for_each(fill),
+            false => below.chunks_mut(d).enumerate().for_each(fill),
         }
     }
     Some(l)
@@ -236,6 +243,30 @@ mod tests {
             }
         }
         assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none(), "indefinite");
+        // A factor large enough to fill its columns side by side: L L^T = A.
+        let d = 200;
+        assert!(
+            d * d * d >= 6 * PARALLEL_WORK,
+            "the test must reach the threaded path"
+        );
+        let x: Vec<f32> = (0..(d + 5) * d)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut a = gram(&x, d + 5, d);
+        dampen(&mut a, d, 0.01);
+        let l = cholesky(&a, d).expect("SPD");
+        for i in 0..d {
+            assert!(
+                l[i * d + i + 1..(i + 1) * d].iter().all(|&v| v == 0.0),
+                "upper part"
+            );
+            for j in 0..=i {
+                let v: f64 = (0..=j).map(|k| l[i * d + k] * l[j * d + k]).sum();
+                assert!((v - a[i * d + j]).abs() < 1e-9 * a[i * d + i], "({i},{j})");
+            }
+        }
+        a[7 * d + 7] = -1.0;
+        assert!(cholesky(&a, d).is_none(), "a negative diagonal");
     }
 
     /// X^T Y is X's columns dotted with Y's, and X^T X is `gram`.
