@@ -69,64 +69,30 @@ pub fn dampen(g: &mut [f64], d: usize, damp: f64) {
 }
 
 /// The lower Cholesky factor L of SPD `a` [d, d] (a = L L^T); None when `a` is not positive
-/// definite to working precision. Column by column: once a column's diagonal is known, the
-/// entries below it are independent and large factors compute them side by side, each the
-/// same sum in the same order.
+/// definite to working precision.
 pub fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     let mut l = vec![0.0f64; d * d];
-    let parallel = d * d * d >= 6 * PARALLEL_WORK;
-    for j in 0..d {
-        let (done, below) = l.split_at_mut((j + 1) * d);
-        let lj = &mut done[j * d..];
-        let v = a[j * d + j] - (0..j).map(|k| lj[k] * lj[k]).sum::<f64>();
-        if v <= 0.0 || !v.is_finite() {
-            return None;
-        }
-        lj[j] = v.sqrt();
-        let lj = &done[j * d..];
-        let fill = |(i, li): (usize, &mut [f64])| {
-            let s: f64 = (0..j).map(|k| li[k] * lj[k]).sum();
-            li[j] = (a[(j + 1 + i) * d + j] - s) / lj[j];
-        };
-        match parallel {
-            true => below.par_chunks_mut(d).enumerate().for_each(fill),
-            false => below.chunks_mut(d).enumerate().for_each(fill),
+    for i in 0..d {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum();
+            if i == j {
+                let v = a[i * d + i] - s;
+                if v <= 0.0 || !v.is_finite() {
+                    return None;
+                }
+                l[i * d + i] = v.sqrt();
+            } else {
+                l[i * d + j] = (a[i * d + j] - s) / l[j * d + j];
+            }
         }
     }
     Some(l)
 }
 
-/// Solve L L^T x = b in place for every column of `b` [d, n] (row-major), given L. Columns
-/// are independent: large solves split them into blocks that run side by side, each entry
-/// summing its terms in the same order as a column-by-column solve would.
+/// Solve L L^T x = b in place for every column of `b` [d, n] (row-major), given L. All columns
+/// move together, row by row, so that the inner loops run along contiguous rows; each entry
+/// sums its terms in the same order as a column-by-column solve would.
 pub fn cholesky_solve(l: &[f64], d: usize, b: &mut [f64], n: usize) {
-    if d * d * n < PARALLEL_WORK || n < 2 {
-        return solve_columns(l, d, b, n);
-    }
-    let width = n.div_ceil(4 * rayon::current_num_threads()).max(1);
-    let solved: Vec<(usize, usize, Vec<f64>)> = (0..n)
-        .step_by(width)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|first| {
-            let w = width.min(n - first);
-            let mut block: Vec<f64> = (0..d)
-                .flat_map(|i| b[i * n + first..][..w].iter().copied())
-                .collect();
-            solve_columns(l, d, &mut block, w);
-            (first, w, block)
-        })
-        .collect();
-    for (first, w, block) in solved {
-        for i in 0..d {
-            b[i * n + first..][..w].copy_from_slice(&block[i * w..(i + 1) * w]);
-        }
-    }
-}
-
-/// `cholesky_solve` on one thread: all columns move together, row by row, so that the inner
-/// loops run along contiguous rows.
-fn solve_columns(l: &[f64], d: usize, b: &mut [f64], n: usize) {
     let mut s = vec![0.0f64; n];
     // L y = b
     for i in 0..d {
@@ -243,30 +209,6 @@ mod tests {
             }
         }
         assert!(cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none(), "indefinite");
-        // A factor large enough to fill its columns side by side: L L^T = A.
-        let d = 200;
-        assert!(
-            d * d * d >= 6 * PARALLEL_WORK,
-            "the test must reach the threaded path"
-        );
-        let x: Vec<f32> = (0..(d + 5) * d)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
-        let mut a = gram(&x, d + 5, d);
-        dampen(&mut a, d, 0.01);
-        let l = cholesky(&a, d).expect("SPD");
-        for i in 0..d {
-            assert!(
-                l[i * d + i + 1..(i + 1) * d].iter().all(|&v| v == 0.0),
-                "upper part"
-            );
-            for j in 0..=i {
-                let v: f64 = (0..=j).map(|k| l[i * d + k] * l[j * d + k]).sum();
-                assert!((v - a[i * d + j]).abs() < 1e-9 * a[i * d + i], "({i},{j})");
-            }
-        }
-        a[7 * d + 7] = -1.0;
-        assert!(cholesky(&a, d).is_none(), "a negative diagonal");
     }
 
     /// X^T Y is X's columns dotted with Y's, and X^T X is `gram`.
@@ -332,34 +274,6 @@ mod tests {
                     want += x[r * dx + i] as f64 * x[r * dx + j] as f64;
                 }
                 assert_eq!(g[i * dx + j].to_bits(), want.to_bits(), "gram ({i},{j})");
-            }
-        }
-    }
-
-    /// Past the size where column blocks run side by side, every column is what solving it
-    /// alone gives, bit for bit.
-    #[test]
-    fn large_solves_match_each_column_solved_alone_exactly() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
-        let (d, n) = (40, 700);
-        assert!(
-            d * d * n >= PARALLEL_WORK,
-            "the test must reach the threaded path"
-        );
-        let x: Vec<f32> = (0..(d + 5) * d)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
-        let mut a = gram(&x, d + 5, d);
-        dampen(&mut a, d, 0.01);
-        let l = cholesky(&a, d).expect("SPD");
-        let b: Vec<f64> = (0..d * n).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let mut all = b.clone();
-        cholesky_solve(&l, d, &mut all, n);
-        for c in 0..n {
-            let mut one: Vec<f64> = (0..d).map(|i| b[i * n + c]).collect();
-            solve_columns(&l, d, &mut one, 1);
-            for i in 0..d {
-                assert_eq!(all[i * n + c].to_bits(), one[i].to_bits(), "({i},{c})");
             }
         }
     }
