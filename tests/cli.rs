@@ -79,6 +79,19 @@ fn bench_reports_positive_rates_on_both_devices() {
             results.iter().any(|x| x["unit"] == "model-steps/s"),
             "{device}: no MLP results"
         );
+        for name in [
+            "Gram matrix, 1 thread",
+            "Gram matrix, all cores",
+            "Cholesky factor, 1 thread",
+            "Cholesky solve, 1 thread",
+            "natural step, 1 thread",
+            "natural step, all cores",
+        ] {
+            assert!(
+                results.iter().any(|x| x["name"] == name),
+                "{device}: no {name}"
+            );
+        }
         for x in results {
             let rate = x["rate"].as_f64().unwrap();
             assert!(rate.is_finite() && rate > 0.0, "{device}: {x}");

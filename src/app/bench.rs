@@ -234,13 +234,99 @@ pub fn bench_rules(opts: &BenchOptions) -> Vec<BenchResult> {
             timer: "host clock".into(),
         });
     }
+    out.extend(bench_solves(opts));
+    out
+}
+
+/// What the rules that re-solve weights spend their time on, on the host: a Gram matrix of a
+/// calibration batch of 784 pixels, its Cholesky factor, a solve for 128 outputs, and the
+/// natural step on a model of mnist_5k's width. The Gram matrix and the natural step run on
+/// all cores: each is timed on one thread and on all cores, side by side (the results are
+/// the same bit for bit); the factor and the solve run on one thread.
+pub fn bench_solves(opts: &BenchOptions) -> Vec<BenchResult> {
+    use crate::engine::linalg;
+    use crate::io::data::Split;
+    use crate::workflows::baselines::natural_step;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(opts.seed);
+    let (d, rows, fo, iters) = match opts.quick {
+        true => (64, 128, 16, 2),
+        false => (784, 2048, 128, 5),
+    };
+    let x = random_vec(&mut rng, rows * d);
+    let mut a = linalg::gram(&x, rows, d);
+    linalg::dampen(&mut a, d, 0.1);
+    let l = linalg::cholesky(&a, d).expect("a dampened Gram matrix is positive definite");
+    let b = random_vec(&mut rng, d * fo);
+    let b: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+    let shape = MlpShape::new(&[d, fo, fo, 10], Activation::Relu);
+    let params = init_params(&shape, opts.seed);
+    let split = Split {
+        x: x.clone(),
+        y: (0..rows).map(|r| (r % 10) as f32).collect(),
+        group: vec![0; rows],
+    };
+    let moments = split.moments();
+    let pieces: [(&str, String, bool, Box<dyn Fn() + Sync>); 4] = [
+        ("Gram matrix", format!("rows={rows} d={d}"), true, {
+            let x = &x;
+            Box::new(move || drop(linalg::gram(x, rows, d)))
+        }),
+        ("Cholesky factor", format!("d={d}"), false, {
+            let a = &a;
+            Box::new(move || drop(linalg::cholesky(a, d)))
+        }),
+        ("Cholesky solve", format!("d={d} n={fo}"), false, {
+            let (l, b) = (&l, &b);
+            Box::new(move || linalg::cholesky_solve(l, d, &mut b.clone(), fo))
+        }),
+        (
+            "natural step",
+            format!("{d}-{fo}-{fo}-10 rows={rows}"),
+            true,
+            {
+                let (shape, params, moments, split) = (&shape, &params, &moments, &split);
+                Box::new(move || drop(natural_step(shape, params, &[], moments, split)))
+            },
+        ),
+    ];
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    let mut out = Vec::new();
+    for (name, shape, threaded, run) in &pieces {
+        let ways = match threaded {
+            true => &[("1 thread", Some(&one)), ("all cores", None)][..],
+            false => &[("1 thread", Some(&one))][..],
+        };
+        for &(threads, on) in ways {
+            let time = || {
+                run();
+                let t0 = Instant::now();
+                (0..iters).for_each(|_| run());
+                t0.elapsed().as_secs_f64() / iters as f64
+            };
+            let s = match on {
+                Some(pool) => pool.install(time),
+                None => time(),
+            };
+            out.push(BenchResult {
+                name: format!("{name}, {threads}"),
+                shape: shape.clone(),
+                seconds_per_iter: s,
+                rate: 1.0 / s,
+                unit: "runs/s".into(),
+                timer: "host clock".into(),
+            });
+        }
+    }
     out
 }
 
 pub fn table(device: &str, results: &[BenchResult]) -> String {
     let mut s = format!("device: {device}\n");
     s += &format!(
-        "{:<24} {:<30} {:>12} {:>22}  {}\n",
+        "{:<28} {:<30} {:>12} {:>22}  {}\n",
         "benchmark", "shape", "time/iter", "rate", "timer"
     );
     for r in results {
@@ -253,7 +339,7 @@ pub fn table(device: &str, results: &[BenchResult]) -> String {
             format!("{t:.2} s")
         };
         s += &format!(
-            "{:<24} {:<30} {:>12} {:>22}  {}\n",
+            "{:<28} {:<30} {:>12} {:>22}  {}\n",
             r.name,
             r.shape,
             time,
