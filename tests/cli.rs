@@ -84,6 +84,9 @@ fn bench_reports_positive_rates_on_both_devices() {
             "Gram matrix, all cores",
             "Cholesky factor, 1 thread",
             "Cholesky solve, 1 thread",
+            "Cholesky solve, all cores",
+            "SPD inverse, 1 thread",
+            "SPD inverse, all cores",
             "natural step, 1 thread",
             "natural step, all cores",
         ] {

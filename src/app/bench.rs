@@ -239,10 +239,10 @@ pub fn bench_rules(opts: &BenchOptions) -> Vec<BenchResult> {
 }
 
 /// What the rules that re-solve weights spend their time on, on the host: a Gram matrix of a
-/// calibration batch of 784 pixels, its Cholesky factor, a solve for 128 outputs, and the
-/// natural step on a model of mnist_5k's width. The Gram matrix and the natural step run on
-/// all cores: each is timed on one thread and on all cores, side by side (the results are
-/// the same bit for bit); the factor and the solve run on one thread.
+/// calibration batch of 784 pixels, its Cholesky factor, a solve for 128 outputs, its inverse
+/// (OBS's first layer), and the natural step on a model of mnist_5k's width. All but the
+/// factor run on all cores: each is timed on one thread and on all cores, side by side (the
+/// results are the same bit for bit); the factor runs on one thread.
 pub fn bench_solves(opts: &BenchOptions) -> Vec<BenchResult> {
     use crate::engine::linalg;
     use crate::io::data::Split;
@@ -266,7 +266,7 @@ pub fn bench_solves(opts: &BenchOptions) -> Vec<BenchResult> {
         group: vec![0; rows],
     };
     let moments = split.moments();
-    let pieces: [(&str, String, bool, Box<dyn Fn() + Sync>); 4] = [
+    let pieces: [(&str, String, bool, Box<dyn Fn() + Sync>); 5] = [
         ("Gram matrix", format!("rows={rows} d={d}"), true, {
             let x = &x;
             Box::new(move || drop(linalg::gram(x, rows, d)))
@@ -275,9 +275,13 @@ pub fn bench_solves(opts: &BenchOptions) -> Vec<BenchResult> {
             let a = &a;
             Box::new(move || drop(linalg::cholesky(a, d)))
         }),
-        ("Cholesky solve", format!("d={d} n={fo}"), false, {
+        ("Cholesky solve", format!("d={d} n={fo}"), true, {
             let (l, b) = (&l, &b);
             Box::new(move || linalg::cholesky_solve(l, d, &mut b.clone(), fo))
+        }),
+        ("SPD inverse", format!("d={d}"), true, {
+            let a = &a;
+            Box::new(move || drop(linalg::spd_inverse(a, d)))
         }),
         (
             "natural step",

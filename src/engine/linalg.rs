@@ -89,10 +89,37 @@ pub fn cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     Some(l)
 }
 
-/// Solve L L^T x = b in place for every column of `b` [d, n] (row-major), given L. All columns
-/// move together, row by row, so that the inner loops run along contiguous rows; each entry
-/// sums its terms in the same order as a column-by-column solve would.
+/// Solve L L^T x = b in place for every column of `b` [d, n] (row-major), given L. Columns
+/// are independent: large solves split them into blocks that run side by side, each entry
+/// summing its terms in the same order as a column-by-column solve would.
 pub fn cholesky_solve(l: &[f64], d: usize, b: &mut [f64], n: usize) {
+    if d * d * n < PARALLEL_WORK || n < 2 {
+        return solve_columns(l, d, b, n);
+    }
+    let width = n.div_ceil(4 * rayon::current_num_threads()).max(1);
+    let solved: Vec<(usize, usize, Vec<f64>)> = (0..n)
+        .step_by(width)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|first| {
+            let w = width.min(n - first);
+            let mut block: Vec<f64> = (0..d)
+                .flat_map(|i| b[i * n + first..][..w].iter().copied())
+                .collect();
+            solve_columns(l, d, &mut block, w);
+            (first, w, block)
+        })
+        .collect();
+    for (first, w, block) in solved {
+        for i in 0..d {
+            b[i * n + first..][..w].copy_from_slice(&block[i * w..(i + 1) * w]);
+        }
+    }
+}
+
+/// `cholesky_solve` on one thread: all columns move together, row by row, so that the inner
+/// loops run along contiguous rows.
+fn solve_columns(l: &[f64], d: usize, b: &mut [f64], n: usize) {
     let mut s = vec![0.0f64; n];
     // L y = b
     for i in 0..d {
@@ -274,6 +301,34 @@ mod tests {
                     want += x[r * dx + i] as f64 * x[r * dx + j] as f64;
                 }
                 assert_eq!(g[i * dx + j].to_bits(), want.to_bits(), "gram ({i},{j})");
+            }
+        }
+    }
+
+    /// Past the size where column blocks run side by side, every column is what solving it
+    /// alone gives, bit for bit.
+    #[test]
+    fn large_solves_match_each_column_solved_alone_exactly() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rand::random());
+        let (d, n) = (40, 700);
+        assert!(
+            d * d * n >= PARALLEL_WORK,
+            "the test must reach the threaded path"
+        );
+        let x: Vec<f32> = (0..(d + 5) * d)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut a = gram(&x, d + 5, d);
+        dampen(&mut a, d, 0.01);
+        let l = cholesky(&a, d).expect("SPD");
+        let b: Vec<f64> = (0..d * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut all = b.clone();
+        cholesky_solve(&l, d, &mut all, n);
+        for c in 0..n {
+            let mut one: Vec<f64> = (0..d).map(|i| b[i * n + c]).collect();
+            solve_columns(&l, d, &mut one, 1);
+            for i in 0..d {
+                assert_eq!(all[i * n + c].to_bits(), one[i].to_bits(), "({i},{c})");
             }
         }
     }
