@@ -266,7 +266,9 @@ pub fn bench_solves(opts: &BenchOptions) -> Vec<BenchResult> {
         group: vec![0; rows],
     };
     let moments = split.moments();
-    let pieces: [(&str, String, bool, Box<dyn Fn() + Sync>); 5] = [
+    // Name, shape, whether it runs on all cores, and one run.
+    type Piece<'a> = (&'static str, String, bool, Box<dyn Fn() + Sync + 'a>);
+    let pieces: [Piece; 5] = [
         ("Gram matrix", format!("rows={rows} d={d}"), true, {
             let x = &x;
             Box::new(move || drop(linalg::gram(x, rows, d)))

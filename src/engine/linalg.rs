@@ -1,7 +1,8 @@
 //! Small dense linear algebra for the rules that re-solve weights: Gram matrices, Cholesky
 //! factors, solves and inverses of symmetric positive definite matrices, row-major f64. Sizes
 //! are a layer's fan-in (at most a few hundred, 784 for MNIST pixels), so plain loops do; the
-//! products over the calibration rows, the largest part, run on all cores.
+//! products over the calibration rows (the largest part) and large solves run on all cores,
+//! each entry summed in the same order as on one thread.
 
 use rayon::prelude::*;
 
