@@ -1096,23 +1096,5 @@ fn natural_step_is_the_kronecker_factored_step_by_finite_differences() {
             q[pruned + 1],
             "its neighbour did not move"
         );
-        // A removed hidden neuron (weights in and bias zero) keeps its bias at zero; a
-        // neuron with weights in but a zero bias gets one.
-        let (dead, live) = (2, 3);
-        let mut n = p.clone();
-        n[shape.weight_offset(0) + dead * d..][..d].fill(0.0);
-        n[shape.bias_offset(0) + dead] = 0.0;
-        n[shape.bias_offset(0) + live] = 0.0;
-        let stepped = natural_step(&shape, &n, &removed, &split.moments(), &split);
-        assert_eq!(
-            stepped[shape.bias_offset(0) + dead],
-            0.0,
-            "a removed neuron's bias came back"
-        );
-        assert_ne!(
-            stepped[shape.bias_offset(0) + live],
-            0.0,
-            "a zero bias was held"
-        );
     }
 }

@@ -21,9 +21,10 @@ pub const NATURAL_STEP: f64 = 0.1;
 /// `params` moved one natural-gradient step down the mean cross-entropy of `calib`'s labels
 /// (softmax over several outputs, sigmoid over one). Zero weights stay zero: those out of
 /// `removed` input columns after a fold, which the first layer's input factor leaves out,
-/// and those a pruning mask removed; so do removed neurons' biases. The first layer's input
-/// factor is the training split's `moments` (the same for every model); the others are the
-/// calibration batch's.
+/// and those a pruning mask removed. A removed neuron (no weight in or out, no bias) stays
+/// removed: with no weight out its output gradient is exactly zero, and so is its bias's
+/// step. The first layer's input factor is the training split's `moments` (the same for
+/// every model); the others are the calibration batch's.
 pub fn natural_step(
     shape: &MlpShape,
     params: &[f32],
@@ -65,16 +66,12 @@ pub fn natural_step(
         let step = layer_step(input, fi, &read, &delta, fo, factor.as_deref());
         let (w, b, m) = (shape.weight_offset(l), shape.bias_offset(l), read.len() + 1);
         for o in 0..fo {
-            let row = &params[w + o * fi..][..fi];
             for (a, &c) in read.iter().enumerate() {
-                if row[c] != 0.0 {
+                if params[w + o * fi + c] != 0.0 {
                     out[w + o * fi + c] -= (NATURAL_STEP * step[o * m + a]) as f32;
                 }
             }
-            // A removed neuron (no weight in, no bias) stays removed.
-            if params[b + o] != 0.0 || row.iter().any(|&v| v != 0.0) {
-                out[b + o] -= (NATURAL_STEP * step[o * m + m - 1]) as f32;
-            }
+            out[b + o] -= (NATURAL_STEP * step[o * m + m - 1]) as f32;
         }
         if l > 0 {
             delta = back(shape, params, l, &delta, &pres[l - 1], rows);
