@@ -88,7 +88,7 @@ pub const MINIMISE_STARTS: [(&str, MinimiseBase); 5] = [
     ("closer fold (on calibration rows)", MinimiseBase::Closer),
 ];
 /// The reconstructions, then one natural-gradient step on the calibration batch's labels
-/// (`baselines::natural_step`), the pruned weights and neurons held at zero.
+/// (`baselines::natural_step`), the pruned weights and neurons staying zero.
 pub const OBS_STEP: &str = "OBS reconstruction + natural step";
 pub const LAMP_STEP: &str = "LAMP + reconstruction + natural step";
 pub const NEURON_STEP: &str = "neuron reconstruction + natural step";
