@@ -58,7 +58,7 @@ enum Command {
     Info(info::Args),
     /// Show a model file: layers, activation, parameters, sparsity, features, input-column norms.
     Inspect(inspect::Args),
-    /// Time GEMM and batched-MLP training steps on the chosen device.
+    /// Time GEMM and MLP training steps on the chosen device, and the rules' solves on the host.
     Bench(bench::Args),
     /// Describe a dataset as regop reads it: splits, input columns, sensitive groups.
     Data(data::Args),
