@@ -91,7 +91,7 @@ pub const MINIMISE_STARTS: [(&str, MinimiseBase); 5] = [
 /// (`baselines::natural_step`), the pruned weights and neurons staying zero.
 pub const OBS_STEP: &str = "OBS reconstruction + natural step";
 pub const LAMP_STEP: &str = "LAMP + reconstruction + natural step";
-pub const NEURON_STEP: &str = "neuron reconstruction + natural step";
+const NEURON_STEP: &str = "neuron reconstruction + natural step";
 
 impl<'a> Subject<'a> {
     /// Fine-tuning at the model's own hyper-parameters (its seed moved, so that fine-tuning
