@@ -346,12 +346,16 @@ fn editor_gradcheck(rng: &mut impl Rng, g: &GraphBatch) {
     let mut p = params.clone();
     let numeric: Vec<f64> = (0..p.len())
         .map(|i| {
-            p[i] = params[i] + h;
-            let up = loss_of(&p, &g);
-            p[i] = params[i] - h;
-            let down = loss_of(&p, &g);
+            let d = derivative(
+                |x| {
+                    p[i] = x;
+                    loss_of(&p, &g)
+                },
+                params[i],
+                h,
+            );
             p[i] = params[i];
-            (up - down) / (2.0 * h as f64)
+            d
         })
         .collect();
     check("parameters", &grads, &numeric);
@@ -359,12 +363,16 @@ fn editor_gradcheck(rng: &mut impl Rng, g: &GraphBatch) {
     let mut gg = g.clone();
     let numeric: Vec<f64> = (0..g.edges() * g.edge_features)
         .map(|k| {
-            gg.edge_feat[k] = g.edge_feat[k] + h;
-            let up = loss_of(&params, &gg);
-            gg.edge_feat[k] = g.edge_feat[k] - h;
-            let down = loss_of(&params, &gg);
+            let d = derivative(
+                |x| {
+                    gg.edge_feat[k] = x;
+                    loss_of(&params, &gg)
+                },
+                g.edge_feat[k],
+                h,
+            );
             gg.edge_feat[k] = g.edge_feat[k];
-            (up - down) / (2.0 * h as f64)
+            d
         })
         .collect();
     check(
@@ -374,12 +382,16 @@ fn editor_gradcheck(rng: &mut impl Rng, g: &GraphBatch) {
     );
     let numeric: Vec<f64> = (0..g.nodes() * NODE_FEATURES)
         .map(|k| {
-            gg.node_feat[k] = g.node_feat[k] + h;
-            let up = loss_of(&params, &gg);
-            gg.node_feat[k] = g.node_feat[k] - h;
-            let down = loss_of(&params, &gg);
+            let d = derivative(
+                |x| {
+                    gg.node_feat[k] = x;
+                    loss_of(&params, &gg)
+                },
+                g.node_feat[k],
+                h,
+            );
             gg.node_feat[k] = g.node_feat[k];
-            (up - down) / (2.0 * h as f64)
+            d
         })
         .collect();
     check(

@@ -33,6 +33,15 @@ pub fn random(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect()
 }
 
+/// d f / d x at `x0` by central differences at steps h and h/2 combined (Richardson): the h^2
+/// truncation term cancels, so curved losses (LayerNorm of a few values, SiLU) are checked to
+/// ~h^4 while the steps stay large enough for f32 rounding.
+pub fn derivative(mut f: impl FnMut(f32) -> f64, x0: f32, h: f32) -> f64 {
+    let mut central = |h: f32| (f(x0 + h) - f(x0 - h)) / (2.0 * h as f64);
+    let (coarse, fine) = (central(h), central(h / 2.0));
+    (4.0 * fine - coarse) / 3.0
+}
+
 /// The largest |a - b| over the pairs of `a` and `b`.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "max_abs_diff: lengths differ");
