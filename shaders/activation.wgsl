@@ -1,7 +1,8 @@
 // Pointwise activations and their backward. kind: 0 identity, 1 ReLU, 2 tanh, 3 SiLU, 4 sigmoid.
 // Backward takes the pre-activation x (not the output) so every kind uses the same signature.
 // tanh and sigmoid are written in overflow-free forms: the builtins may return NaN for large |x|
-// on some drivers. tanh' is sech^2 = 4e / (1 + e)^2 with e = exp(-2|x|): 1 - tanh^2 cancels.
+// on some drivers. tanh' is sech^2 = 4e / (1 + e)^2 with e = exp(-2|x|): 1 - tanh^2 cancels;
+// likewise sigmoid' is e / (1 + e)^2 with e = exp(-|x|), not s (1 - s).
 
 struct Params {
     n: u32, kind: u32, x_off: u32, y_off: u32,
@@ -40,7 +41,7 @@ fn act_grad(v: f32) -> f32 {
         case 1u: { return select(0.0, 1.0, v > 0.0); }
         case 2u: { let e = exp(-2.0 * abs(v)); return 4.0 * e / ((1.0 + e) * (1.0 + e)); }
         case 3u: { let s = sigmoid(v); return s * (1.0 + v * (1.0 - s)); }
-        case 4u: { let s = sigmoid(v); return s * (1.0 - s); }
+        case 4u: { let e = exp(-abs(v)); return e / ((1.0 + e) * (1.0 + e)); }
         default: { return 1.0; }
     }
 }

@@ -71,9 +71,10 @@ impl Activation {
                 let s = sigmoid(v);
                 s * (1.0 + v * (1.0 - s))
             }
+            // e / (1 + e)^2 with e = exp(-|x|): s (1 - s) cancels where s is near 1.
             Activation::Sigmoid => {
-                let s = sigmoid(v);
-                s * (1.0 - s)
+                let e = exp(-v.abs());
+                e / ((1.0 + e) * (1.0 + e))
             }
         }
     }
@@ -316,6 +317,27 @@ mod tests {
         assert_eq!(sigmoid(200.0), 1.0);
         assert!((sigmoid(0.0) - 0.5).abs() < 1e-7);
         assert!((sigmoid(-20.0) as f64 - 1.0 / (1.0 + 20f64.exp())).abs() < 1e-15);
+    }
+
+    /// sigmoid' and tanh' keep their relative accuracy where the functions saturate (there
+    /// s (1 - s) and 1 - tanh^2 lose every digit to cancellation).
+    #[test]
+    fn saturating_gradients_keep_their_digits() {
+        for x in [-30.0f64, -12.0, -3.0, 0.0, 0.5, 3.0, 12.0, 30.0] {
+            // s(x) s(-x) = s (1 - s), each factor without cancellation in f64.
+            let s = |v: f64| 1.0 / (1.0 + (-v).exp());
+            let sech = 1.0 / x.cosh();
+            for (act, want) in [
+                (Activation::Sigmoid, s(x) * s(-x)),
+                (Activation::Tanh, sech * sech),
+            ] {
+                let got = act.grad(x as f32) as f64;
+                assert!(
+                    ((got - want) / want).abs() < 1e-6,
+                    "{act:?}' at {x}: {got} against {want}"
+                );
+            }
+        }
     }
 
     /// The wide-vector loops (where the processor has AVX2) give bit for bit what the
