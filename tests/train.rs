@@ -177,6 +177,99 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     close("speedup_lowest", lowest);
     close("speedup_median", med(&ratios));
 
+    // The same comparison judged against the references this one measured, fine-tuning
+    // nothing: the same rows and findings but for the times, and the file it read named.
+    let earlier = z.join("compare-prune/results.json");
+    let again_dir = dir.path().join("again");
+    let again_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--json",
+            "compare",
+            "--zoo",
+            p(&z),
+            "--requirement",
+            "prune",
+            "--sparsity",
+            "0.8",
+            "--editor",
+            p(&editor),
+            "--ft-epochs",
+            "1",
+            "--out",
+            p(&again_dir),
+            "--force",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |args: Vec<String>| regop(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let again = ok(&run(again_args(&["--references", p(&earlier)])));
+    assert_eq!(again["references"], p(&earlier));
+    let g = &again["findings"][0];
+    for key in [
+        "rule",
+        "reference",
+        "editor_accuracy",
+        "rule_accuracy",
+        "reference_accuracy",
+        "reference_compliant",
+        "versus_rule",
+        "gap_recovered",
+    ] {
+        assert_eq!(g[key], f[key], "{key}");
+    }
+    let without_times = |v: &serde_json::Value| -> Vec<serde_json::Value> {
+        let mut rows = v["rows"].as_array().unwrap().clone();
+        rows.iter_mut().for_each(|r| r["seconds"] = 0.0.into());
+        rows.sort_by_key(|r| (r["model"].as_u64(), r["method"].to_string()));
+        rows
+    };
+    assert_eq!(without_times(&again), without_times(&r));
+    let md = std::fs::read_to_string(again_dir.join("report.md")).unwrap();
+    assert!(md.contains("references were read from"), "{md}");
+    // References of other settings, of other test models, or not a comparison's results:
+    // exit 2 with a line naming the file and what differs, and nothing written.
+    std::fs::remove_dir_all(&again_dir).unwrap();
+    let mut tampered: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&earlier).unwrap()).unwrap();
+    let first_tuned = tampered["rows"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["kind"] == "fine-tuned")
+        .unwrap();
+    first_tuned["original_accuracy"] = 0.123.into();
+    let other_models = dir.path().join("other-models.json");
+    std::fs::write(&other_models, tampered.to_string()).unwrap();
+    let truncated = dir.path().join("truncated.json");
+    let bytes = std::fs::read(&earlier).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    for (file, extra, says) in [
+        (&earlier, vec!["--sparsity", "0.5"], "settings sparsity 0.8"),
+        (
+            &earlier,
+            vec!["--max-drop", "0.05"],
+            "accuracy loss allowed",
+        ),
+        (&other_models, vec![], "other test models"),
+        (
+            &truncated,
+            vec![],
+            "is not the results.json of a comparison",
+        ),
+    ] {
+        let mut extra = extra.clone();
+        extra.extend(["--references", p(file)]);
+        let out = run(again_args(&extra));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{says}: {err}");
+        assert!(err.contains(p(file)) && err.contains(says), "{says}: {err}");
+        assert!(!again_dir.join("results.json").exists(), "{says}");
+    }
+
     // The edit benchmarks on the same files, and the check files they write for a second
     // implementation: the checked edit is the one `regop edit` makes.
     let check = dir.path().join("check");

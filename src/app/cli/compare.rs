@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::io::data::Dataset;
 use crate::requirement::{PruneScore, Requirement};
 use crate::workflows::compare::report::report;
-use crate::workflows::compare::{self, CompareConfig, Models};
+use crate::workflows::compare::{self, CompareConfig, Models, References};
 use crate::workflows::edit::checkpoint::EditorFile;
 use crate::workflows::zoo::load::zoo_data;
 use crate::workflows::zoo::read_manifest;
@@ -76,9 +76,14 @@ pub struct Args {
     #[arg(long, default_value_t = crate::requirement::MAX_DROP)]
     pub max_drop: f64,
     /// Leave out the fine-tuned references: the one-shot rules and the editor alone (much
-    /// faster; no gap recovered).
+    /// faster; no gap recovered unless --references gives them).
     #[arg(long)]
     pub no_fine_tune: bool,
+    /// The results.json of an earlier `compare` of the same test models and settings, run with
+    /// fine-tuning: its fine-tuned references stand in for this run's, which fine-tunes nothing
+    /// (judge several editors against one set of references; gap recovered is reported).
+    #[arg(long)]
+    pub references: Option<PathBuf>,
     /// Rows of the calibration batch the data-aware rules read (default: the editor's, else
     /// 512). Give every method the same batch: it must be the editor's.
     #[arg(long)]
@@ -236,6 +241,18 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         manifest: &manifest,
         test_zoo: test_zoo.as_ref().map(|(d, m)| (*d, m)),
     };
+    let references = match &a.references {
+        Some(path) => {
+            cfg.no_fine_tune = true;
+            let r = References::read(path, &manifest.dataset, &cfg, &manifest.schema)?;
+            p.status(&format!(
+                "fine-tuned references read from {}",
+                path.display()
+            ));
+            Some(r)
+        }
+        None => None,
+    };
     p.status(&format!(
         "requirement {:?}: choosing the best one-shot rule on up to {} validation models",
         a.requirement, a.val_models
@@ -248,6 +265,10 @@ pub fn run(g: &Global, p: &Printer, a: Args) -> Result<i32> {
         &cfg,
         &mut |done, all, id| p.status(&format!("  test model {id} ({done}/{all}) done")),
     )?;
+    let c = match references {
+        Some(r) => r.join(c)?,
+        None => c,
+    };
     let r = report(&c, &a.zoo);
     crate::app::report::write(&out, &r)?;
     if p.json {

@@ -211,7 +211,7 @@ impl CompareConfig {
 /// trains (fine-tuning, retraining), the editor, the editor untrained (the rule it starts from
 /// plus nothing learned), or a point of reference that edits nothing (the original model,
 /// post-processing rules on the unchanged model).
-#[derive(serde::Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     OneShot,
@@ -234,7 +234,7 @@ impl Kind {
 }
 
 /// Where a prune method runs: a weight sparsity or a share of hidden neurons removed.
-#[derive(serde::Serialize, Clone, Copy, Debug, PartialEq)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq)]
 #[serde(rename_all = "lowercase")]
 pub enum Setting {
     Sparsity(f64),
@@ -251,7 +251,7 @@ impl Setting {
 }
 
 /// One method on one model.
-#[derive(serde::Serialize, Clone, Debug)]
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
 pub struct Row {
     pub model: usize,
     pub method: String,
@@ -301,6 +301,9 @@ pub struct Comparison {
     pub step_search: Option<Decided>,
     pub resolve_mask: Option<Decided>,
     pub natural_step: Option<Decided>,
+    /// Where the fine-tuned references were read from, when an earlier comparison measured
+    /// them (`References`).
+    pub references: Option<PathBuf>,
 }
 
 /// The models a comparison runs on: validation models of the zoo the editor was trained on,
@@ -346,9 +349,6 @@ impl Models<'_> {
     }
 }
 
-/// Run every method on the test models, and the editor when given (with its untrained self);
-/// first choose the best one-shot rule on validation models. `progress` hears (models done,
-/// models in all, model id) of the test models.
 /// The best one-shot rule of every setting of `cfg`, chosen on the zoo's validation models as
 /// `run` chooses it, without editing any test model.
 pub fn choose_rules(
@@ -362,6 +362,9 @@ pub fn choose_rules(
     ctx.choose_rules(models.zoo, &models.validation(cfg.val_models))
 }
 
+/// Run every method on the test models, and the editor when given (with its untrained self);
+/// first choose the best one-shot rule on validation models. `progress` hears (models done,
+/// models in all, model id) of the test models.
 pub fn run(
     dev: &Device,
     models: &Models,
@@ -412,7 +415,152 @@ pub fn run(
         step_search: editor.and_then(|ef| ef.step_search),
         resolve_mask: editor.and_then(|ef| ef.resolve_mask),
         natural_step: editor.and_then(|ef| ef.natural_step),
+        references: None,
         choices,
         rows,
     })
+}
+
+/// Fine-tuned references an earlier comparison measured (its results.json): an editor is judged
+/// against them without fine-tuning every test model again. Only references of the same
+/// dataset, requirement, settings, fine-tuning, calibration batch and test models are taken.
+pub struct References {
+    pub path: PathBuf,
+    rows: Vec<Row>,
+}
+
+/// What `References::read` takes from a results.json.
+#[derive(serde::Deserialize)]
+struct Earlier {
+    dataset: String,
+    requirement: Requirement,
+    settings: String,
+    fine_tune_epochs: usize,
+    calibration_rows: usize,
+    max_drop: f64,
+    rows: Vec<Row>,
+}
+
+impl References {
+    /// The fine-tuned rows of the comparison written to `path`, refused (naming the file and
+    /// what differs) unless it compared `dataset` as `cfg` asks on data of `schema`.
+    pub fn read(
+        path: &Path,
+        dataset: &str,
+        cfg: &CompareConfig,
+        schema: &Schema,
+    ) -> Result<References> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let e: Earlier = serde_json::from_slice(&bytes).map_err(|err| {
+            Error::input(
+                path,
+                format!("is not the results.json of a comparison ({err})"),
+            )
+        })?;
+        let differs = |what: &str, theirs: String, ours: String| {
+            Error::input(
+                path,
+                format!("holds references for {what} {theirs}, not {ours}"),
+            )
+        };
+        if e.dataset != dataset {
+            return Err(differs("dataset", e.dataset, dataset.into()));
+        }
+        if e.requirement != cfg.requirement {
+            let name = |r: Requirement| format!("{r:?}").to_lowercase();
+            return Err(differs(
+                "requirement",
+                name(e.requirement),
+                name(cfg.requirement),
+            ));
+        }
+        let settings = cfg.describe(schema);
+        if e.settings != settings {
+            return Err(differs("settings", e.settings, settings));
+        }
+        if e.fine_tune_epochs != cfg.ft_epochs {
+            let epochs = |n: usize| format!("{n} (--ft-epochs)");
+            return Err(differs(
+                "fine-tuning epochs",
+                epochs(e.fine_tune_epochs),
+                epochs(cfg.ft_epochs),
+            ));
+        }
+        if e.calibration_rows != cfg.calibration_rows {
+            let rows = |n: usize| format!("{n} (--calibration-rows)");
+            return Err(differs(
+                "calibration batches of rows",
+                rows(e.calibration_rows),
+                rows(cfg.calibration_rows),
+            ));
+        }
+        if e.max_drop != cfg.max_drop {
+            let drop = |d: f64| format!("{d} (--max-drop)");
+            return Err(differs(
+                "an accuracy loss allowed of",
+                drop(e.max_drop),
+                drop(cfg.max_drop),
+            ));
+        }
+        let rows: Vec<Row> = e
+            .rows
+            .into_iter()
+            .filter(|r| r.kind == Kind::FineTuned)
+            .collect();
+        if rows.is_empty() {
+            return Err(Error::input(
+                path,
+                "holds no fine-tuned references (its comparison ran with --no-fine-tune)",
+            ));
+        }
+        Ok(References {
+            path: path.to_path_buf(),
+            rows,
+        })
+    }
+
+    /// `c` with these references among its rows (each model's after its one-shot rules), its
+    /// summary and findings recomputed. Refused unless they cover every test model of `c`,
+    /// each as accurate before any edit as it is here (the same file on the same data); those
+    /// of models `c` did not compare are left out.
+    pub fn join(self, mut c: Comparison) -> Result<Comparison> {
+        let mut models: Vec<(usize, f64)> = Vec::new();
+        for r in &c.rows {
+            if !models.iter().any(|(id, _)| *id == r.model) {
+                models.push((r.model, r.original_accuracy));
+            }
+        }
+        let other = |id: usize| {
+            Error::input(
+                &self.path,
+                format!("holds references measured on other test models (model {id} differs or is missing)"),
+            )
+        };
+        for r in &self.rows {
+            let ours = models.iter().find(|(id, _)| *id == r.model);
+            if ours.is_some_and(|&(_, before)| before != r.original_accuracy) {
+                return Err(other(r.model));
+            }
+        }
+        let mut rows = Vec::with_capacity(c.rows.len() + self.rows.len());
+        for &(id, _) in &models {
+            let mine: Vec<&Row> = c.rows.iter().filter(|r| r.model == id).collect();
+            let theirs: Vec<&Row> = self.rows.iter().filter(|r| r.model == id).collect();
+            if theirs.is_empty() {
+                return Err(other(id));
+            }
+            let at = mine
+                .iter()
+                .rposition(|r| r.kind == Kind::OneShot)
+                .map_or(0, |k| k + 1);
+            rows.extend(mine[..at].iter().map(|r| (*r).clone()));
+            rows.extend(theirs.into_iter().cloned());
+            rows.extend(mine[at..].iter().map(|r| (*r).clone()));
+        }
+        c.summary = summarise::summary(&rows);
+        c.findings = summarise::findings(&rows, &c.choices);
+        c.rows = rows;
+        c.references = Some(self.path);
+        Ok(c)
+    }
 }

@@ -43,7 +43,8 @@ pub fn report(c: &Comparison, zoo: &Path) -> Report {
         "requirement": c.cfg.requirement, "settings": c.settings,
         "fine_tune_epochs": c.cfg.ft_epochs, "max_drop": c.cfg.max_drop,
         "calibration_rows": c.cfg.calibration_rows,
-        "test_models": c.test_models, "summary": c.summary, "choices": c.choices,
+        "test_models": c.test_models, "references": c.references,
+        "summary": c.summary, "choices": c.choices,
         "findings": c.findings, "rows": c.rows,
     });
     Report {
@@ -185,6 +186,9 @@ fn markdown(c: &Comparison) -> String {
         c.cfg.ft_epochs,
         100.0 * c.cfg.max_drop
     );
+    if let Some(path) = &c.references {
+        md += &format!("The fine-tuned references were read from {}: an earlier run measured them on the same test models, settings and calibration batch (their times are that run's).\n\n", path.display());
+    }
     md += "| method | kind | median accuracy | median accuracy change | median agreement | median ms/edit | requirement met | compliant |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
     for s in &c.summary {
         let label = match &s.setting {
