@@ -208,6 +208,12 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     let run = |args: Vec<String>| regop(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let again = ok(&run(again_args(&["--references", p(&earlier)])));
     assert_eq!(again["references"], p(&earlier));
+    // Its directory stands for the file.
+    let by_dir = ok(&run(again_args(&[
+        "--references",
+        p(earlier.parent().unwrap()),
+    ])));
+    assert_eq!(by_dir["findings"][0]["gap_recovered"], f["gap_recovered"]);
     let g = &again["findings"][0];
     for key in [
         "rule",

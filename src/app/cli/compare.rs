@@ -79,9 +79,10 @@ pub struct Args {
     /// faster; no gap recovered unless --references gives them).
     #[arg(long)]
     pub no_fine_tune: bool,
-    /// The results.json of an earlier `compare` of the same test models and settings, run with
-    /// fine-tuning: its fine-tuned references stand in for this run's, which fine-tunes nothing
-    /// (judge several editors against one set of references; gap recovered is reported).
+    /// The results.json (or its directory) of an earlier `compare` of the same test models and
+    /// settings, run with fine-tuning: its fine-tuned references stand in for this run's, which
+    /// fine-tunes nothing (several editors judged against one set of references, each with
+    /// its gap recovered).
     #[arg(long)]
     pub references: Option<PathBuf>,
     /// Rows of the calibration batch the data-aware rules read (default: the editor's, else

@@ -442,14 +442,18 @@ struct Earlier {
 }
 
 impl References {
-    /// The fine-tuned rows of the comparison written to `path`, refused (naming the file and
-    /// what differs) unless it compared `dataset` as `cfg` asks on data of `schema`.
+    /// The fine-tuned rows of the comparison written to `path` (its results.json or its
+    /// directory), refused (naming the file and what differs) unless it compared `dataset` as
+    /// `cfg` asks on data of `schema`.
     pub fn read(
         path: &Path,
         dataset: &str,
         cfg: &CompareConfig,
         schema: &Schema,
     ) -> Result<References> {
+        // The comparison's directory stands for its results.json.
+        let file = path.join("results.json");
+        let path = if path.is_dir() { file.as_path() } else { path };
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let e: Earlier = serde_json::from_slice(&bytes).map_err(|err| {
             Error::input(
