@@ -258,7 +258,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         (
             &earlier,
             vec!["--max-drop", "0.05"],
-            "accuracy loss allowed",
+            "--max-drop 0.02, not 0.05",
         ),
         (&other_models, vec![], "other test models"),
         (

@@ -461,49 +461,31 @@ impl References {
                 format!("is not the results.json of a comparison ({err})"),
             )
         })?;
-        let differs = |what: &str, theirs: String, ours: String| {
-            Error::input(
+        let name = |r: Requirement| format!("{r:?}").to_lowercase();
+        let asked = [
+            ("dataset", e.dataset, dataset.to_string()),
+            ("requirement", name(e.requirement), name(cfg.requirement)),
+            ("settings", e.settings, cfg.describe(schema)),
+            (
+                "--ft-epochs",
+                e.fine_tune_epochs.to_string(),
+                cfg.ft_epochs.to_string(),
+            ),
+            (
+                "--calibration-rows",
+                e.calibration_rows.to_string(),
+                cfg.calibration_rows.to_string(),
+            ),
+            (
+                "--max-drop",
+                e.max_drop.to_string(),
+                cfg.max_drop.to_string(),
+            ),
+        ];
+        if let Some((what, theirs, ours)) = asked.into_iter().find(|(_, t, o)| t != o) {
+            return Err(Error::input(
                 path,
-                format!("holds references for {what} {theirs}, not {ours}"),
-            )
-        };
-        if e.dataset != dataset {
-            return Err(differs("dataset", e.dataset, dataset.into()));
-        }
-        if e.requirement != cfg.requirement {
-            let name = |r: Requirement| format!("{r:?}").to_lowercase();
-            return Err(differs(
-                "requirement",
-                name(e.requirement),
-                name(cfg.requirement),
-            ));
-        }
-        let settings = cfg.describe(schema);
-        if e.settings != settings {
-            return Err(differs("settings", e.settings, settings));
-        }
-        if e.fine_tune_epochs != cfg.ft_epochs {
-            let epochs = |n: usize| format!("{n} (--ft-epochs)");
-            return Err(differs(
-                "fine-tuning epochs",
-                epochs(e.fine_tune_epochs),
-                epochs(cfg.ft_epochs),
-            ));
-        }
-        if e.calibration_rows != cfg.calibration_rows {
-            let rows = |n: usize| format!("{n} (--calibration-rows)");
-            return Err(differs(
-                "calibration batches of rows",
-                rows(e.calibration_rows),
-                rows(cfg.calibration_rows),
-            ));
-        }
-        if e.max_drop != cfg.max_drop {
-            let drop = |d: f64| format!("{d} (--max-drop)");
-            return Err(differs(
-                "an accuracy loss allowed of",
-                drop(e.max_drop),
-                drop(cfg.max_drop),
+                format!("holds references measured with {what} {theirs}, not {ours}"),
             ));
         }
         let rows: Vec<Row> = e
