@@ -587,12 +587,15 @@ fn training_step_gradients_match_finite_differences() {
         let h = 1e-2f32;
         let (mut num, mut den) = (0.0f64, 0.0f64);
         for &i in &picks {
-            let mut p = p0.clone();
-            p[i] += h;
-            let up = objective(&Editor::from_params(&dev, &ed.cfg, &p).unwrap());
-            p[i] -= 2.0 * h;
-            let down = objective(&Editor::from_params(&dev, &ed.cfg, &p).unwrap());
-            let numeric = (up - down) / (2.0 * h as f64);
+            let numeric = derivative(
+                |v| {
+                    let mut p = p0.clone();
+                    p[i] = v;
+                    objective(&Editor::from_params(&dev, &ed.cfg, &p).unwrap())
+                },
+                p0[i],
+                h,
+            );
             num += (numeric - grads[i] as f64).powi(2);
             den += numeric * numeric;
         }
