@@ -294,7 +294,7 @@ fn compare_writes_results_and_reports() {
         }
         if req == "prune" {
             // Two sparsities: one summary line per method and sparsity, and a front per method.
-            assert_eq!(summary.len(), 26, "13 methods x 2 sparsities");
+            assert_eq!(summary.len(), 30, "15 methods x 2 sparsities");
             assert!(rdir.join("pareto.svg").exists());
         }
         if req == "fairness" {
@@ -992,6 +992,23 @@ fn natural_step_is_the_kronecker_factored_step_by_finite_differences() {
             group: vec![0; rows],
         };
         let moved = natural_step(&shape, &p, &removed, &split.moments(), &split);
+        // A longer step goes the same way, as many times as far.
+        let long = natural_step_of(
+            &shape,
+            &p,
+            &removed,
+            &split.moments(),
+            &split,
+            LONG_NATURAL_STEP,
+        );
+        let times = LONG_NATURAL_STEP / NATURAL_STEP;
+        for i in 0..p.len() {
+            let (short, far) = ((p[i] - moved[i]) as f64, (p[i] - long[i]) as f64);
+            assert!(
+                (far - times * short).abs() <= 1e-5 * (1.0 + far.abs()),
+                "parameter {i}: {far} against {times} x {short}"
+            );
+        }
         // Each row's cross-entropy, in f64 from the host logits.
         let losses = |q: &[f32]| -> Vec<f64> {
             let z = forward_host(&shape, q, &x, rows);

@@ -11,7 +11,7 @@ use crate::io::data::loaders::{load, DataOptions, DatasetName};
 use crate::io::data::Dataset;
 use crate::requirement::{MinimiseBase, PruneScore, Requirement};
 use crate::workflows::compare::methods::{
-    LAMP_RECONSTRUCTION, LAMP_STEP, MINIMISE_STARTS, OBS_RECONSTRUCTION,
+    LAMP_LONG_STEP, LAMP_RECONSTRUCTION, LAMP_STEP, MINIMISE_STARTS, OBS_RECONSTRUCTION,
 };
 use crate::workflows::compare::Summary;
 use crate::workflows::compare::{self, report::report, Choice, CompareConfig, Finding, Models};
@@ -171,11 +171,11 @@ fn minimise_start(chosen: &[Choice]) -> (MinimiseBase, &'static str) {
 }
 
 /// Where a prune editor starts, from the rules chosen on validation models: LAMP +
-/// reconstruction where the chosen rule is built on it (alone or with the natural step), else
+/// reconstruction where the chosen rule is built on it (alone or with a natural step), else
 /// OBS reconstruction (the default start).
 fn prune_start(chosen: &[Choice]) -> (PruneScore, &'static str) {
     match chosen.first() {
-        Some(c) if c.rule == LAMP_RECONSTRUCTION || c.rule == LAMP_STEP => {
+        Some(c) if [LAMP_RECONSTRUCTION, LAMP_STEP, LAMP_LONG_STEP].contains(&c.rule.as_str()) => {
             (PruneScore::LampReconstruction, LAMP_RECONSTRUCTION)
         }
         _ => (PruneScore::Obs, OBS_RECONSTRUCTION),
@@ -293,6 +293,7 @@ mod tests {
         for (rule, want) in [
             (LAMP_RECONSTRUCTION, PruneScore::LampReconstruction),
             (LAMP_STEP, PruneScore::LampReconstruction),
+            (LAMP_LONG_STEP, PruneScore::LampReconstruction),
             (OBS_RECONSTRUCTION, PruneScore::Obs),
             ("LAMP", PruneScore::Obs),
         ] {

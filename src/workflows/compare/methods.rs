@@ -91,6 +91,9 @@ pub const MINIMISE_STARTS: [(&str, MinimiseBase); 5] = [
 /// (`baselines::natural_step`), the pruned weights and neurons staying zero.
 pub const OBS_STEP: &str = "OBS reconstruction + natural step";
 pub const LAMP_STEP: &str = "LAMP + reconstruction + natural step";
+/// The same with a step three times as long (`LONG_NATURAL_STEP`).
+pub const OBS_LONG_STEP: &str = "OBS reconstruction + natural step x3";
+pub const LAMP_LONG_STEP: &str = "LAMP + reconstruction + natural step x3";
 const NEURON_STEP: &str = "neuron reconstruction + natural step";
 
 impl<'a> Subject<'a> {
@@ -221,6 +224,9 @@ impl<'a> Subject<'a> {
         let lamp = move || Ok(apply(params, &lamp_mask(shape, params, s)));
         let (moments, labelled) = (&self.columns.moments, &self.columns.calibration);
         let stepped = move |pruned: Vec<f32>| natural_step(shape, &pruned, &[], moments, labelled);
+        let long = move |pruned: Vec<f32>| {
+            natural_step_of(shape, &pruned, &[], moments, labelled, LONG_NATURAL_STEP)
+        };
         let (dev, data, ft) = (self.dev, self.data, self.fine_tune());
         vec![
             one("global magnitude", global_magnitude_mask),
@@ -232,6 +238,10 @@ impl<'a> Subject<'a> {
             edit(OBS_STEP, Kind::OneShot, at, move || Ok(stepped(obs()?))),
             edit(LAMP_STEP, Kind::OneShot, at, move || {
                 Ok(stepped(lamp_re()?))
+            }),
+            edit(OBS_LONG_STEP, Kind::OneShot, at, move || Ok(long(obs()?))),
+            edit(LAMP_LONG_STEP, Kind::OneShot, at, move || {
+                Ok(long(lamp_re()?))
             }),
             edit(
                 "global magnitude + fine-tune",
