@@ -86,7 +86,7 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         "50",
     ]));
     let editor = z.join("editor-prune/editor.safetensors");
-    let r = ok(&regop(&[
+    let compare_args = [
         "--json",
         "compare",
         "--zoo",
@@ -99,7 +99,8 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
         p(&editor),
         "--ft-epochs",
         "1",
-    ]));
+    ];
+    let r = ok(&regop(&compare_args));
     let (ed, mag) = (
         median_of(&r, "editor", "median_accuracy"),
         median_of(&r, "global magnitude", "median_accuracy"),
@@ -182,28 +183,9 @@ fn trained_editors_beat_the_trivial_edit_on_held_out_models() {
     let earlier = z.join("compare-prune/results.json");
     let again_dir = dir.path().join("again");
     let again_args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "--json",
-            "compare",
-            "--zoo",
-            p(&z),
-            "--requirement",
-            "prune",
-            "--sparsity",
-            "0.8",
-            "--editor",
-            p(&editor),
-            "--ft-epochs",
-            "1",
-            "--out",
-            p(&again_dir),
-            "--force",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+        let out = ["--out", p(&again_dir), "--force"];
+        let all = compare_args.iter().chain(&out).chain(extra);
+        all.map(|s| s.to_string()).collect()
     };
     let run = |args: Vec<String>| regop(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let again = ok(&run(again_args(&["--references", p(&earlier)])));
