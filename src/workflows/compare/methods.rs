@@ -223,9 +223,8 @@ impl<'a> Subject<'a> {
         let global = move || Ok(apply(params, &global_magnitude_mask(shape, params, s)));
         let lamp = move || Ok(apply(params, &lamp_mask(shape, params, s)));
         let (moments, labelled) = (&self.columns.moments, &self.columns.calibration);
-        let stepped = move |pruned: Vec<f32>| natural_step(shape, &pruned, &[], moments, labelled);
-        let long = move |pruned: Vec<f32>| {
-            natural_step_of(shape, &pruned, &[], moments, labelled, LONG_NATURAL_STEP)
+        let stepped = move |pruned: Vec<f32>, size: f64| {
+            natural_step_of(shape, &pruned, &[], moments, labelled, size)
         };
         let (dev, data, ft) = (self.dev, self.data, self.fine_tune());
         vec![
@@ -235,13 +234,17 @@ impl<'a> Subject<'a> {
             edit("Wanda", Kind::OneShot, at, wanda),
             edit(OBS_RECONSTRUCTION, Kind::OneShot, at, obs),
             edit(LAMP_RECONSTRUCTION, Kind::OneShot, at, lamp_re),
-            edit(OBS_STEP, Kind::OneShot, at, move || Ok(stepped(obs()?))),
-            edit(LAMP_STEP, Kind::OneShot, at, move || {
-                Ok(stepped(lamp_re()?))
+            edit(OBS_STEP, Kind::OneShot, at, move || {
+                Ok(stepped(obs()?, NATURAL_STEP))
             }),
-            edit(OBS_LONG_STEP, Kind::OneShot, at, move || Ok(long(obs()?))),
+            edit(LAMP_STEP, Kind::OneShot, at, move || {
+                Ok(stepped(lamp_re()?, NATURAL_STEP))
+            }),
+            edit(OBS_LONG_STEP, Kind::OneShot, at, move || {
+                Ok(stepped(obs()?, LONG_NATURAL_STEP))
+            }),
             edit(LAMP_LONG_STEP, Kind::OneShot, at, move || {
-                Ok(long(lamp_re()?))
+                Ok(stepped(lamp_re()?, LONG_NATURAL_STEP))
             }),
             edit(
                 "global magnitude + fine-tune",
